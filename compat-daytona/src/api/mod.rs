@@ -1,0 +1,121 @@
+//! The Daytona control plane under `/api` (paths as in `daytona-api-client`).
+//!
+//! - [`sandbox`]: `/sandbox/...`: create, get (id or name), list, delete, start, stop, archive,
+//!   labels, lifecycle intervals, activity, toolbox URL, signing keys; clear refusals for what
+//!   Platinum does not offer (resize, fork, snapshots of sandboxes, SSH, secrets, ...).
+//! - [`catalog`]: `/snapshots` (Platinum's templates) and `/volumes` (none).
+//! - [`preview`]: preview links (`/sandbox/{id}/ports/{port}/...`) and the proxy they point at.
+
+pub mod catalog;
+pub mod preview;
+pub mod sandbox;
+
+use axum::Router;
+use axum::routing::{any, get, post, put};
+
+use crate::Ctx;
+use crate::error::route_not_found;
+
+/// Every `/api` route (authentication is added by the caller).
+pub fn routes() -> Router<Ctx> {
+    use sandbox as s;
+    Router::new()
+        .route("/api/sandbox", post(s::create).get(s::list))
+        .route("/api/sandbox/{idOrName}", get(s::get).delete(s::delete))
+        .route("/api/sandbox/{idOrName}/start", post(s::start))
+        .route("/api/sandbox/{idOrName}/stop", post(s::stop))
+        .route("/api/sandbox/{idOrName}/archive", post(s::archive))
+        .route("/api/sandbox/{idOrName}/recover", post(s::recover))
+        .route("/api/sandbox/{idOrName}/pause", post(s::pause))
+        .route("/api/sandbox/{idOrName}/labels", put(s::set_labels))
+        .route(
+            "/api/sandbox/{idOrName}/autostop/{interval}",
+            post(s::set_autostop),
+        )
+        .route(
+            "/api/sandbox/{idOrName}/autoarchive/{interval}",
+            post(s::set_autoarchive),
+        )
+        .route(
+            "/api/sandbox/{idOrName}/autodelete/{interval}",
+            post(s::set_autodelete),
+        )
+        .route(
+            "/api/sandbox/{idOrName}/autopause/{interval}",
+            post(s::set_autopause),
+        )
+        .route("/api/sandbox/{idOrName}/ttl/{minutes}", post(s::set_ttl))
+        .route(
+            "/api/sandbox/{idOrName}/public/{isPublic}",
+            post(s::set_public),
+        )
+        .route(
+            "/api/sandbox/{idOrName}/last-activity",
+            post(s::last_activity),
+        )
+        .route(
+            "/api/sandbox/{idOrName}/toolbox-proxy-url",
+            get(s::toolbox_proxy_url),
+        )
+        .route("/api/sandbox/{idOrName}/signing-key", get(s::signing_key))
+        .route(
+            "/api/sandbox/{idOrName}/signing-key/rotate",
+            post(s::rotate_signing_key),
+        )
+        .route(
+            "/api/sandbox/{idOrName}/build-logs-url",
+            get(s::build_logs_url),
+        )
+        .route("/api/sandbox/{idOrName}/build-logs", get(s::build_logs_url))
+        .route(
+            "/api/sandbox/{idOrName}/ports/{port}/preview-url",
+            get(preview::preview_url),
+        )
+        .route(
+            "/api/sandbox/{idOrName}/ports/{port}/signed-preview-url",
+            get(preview::signed_preview_url),
+        )
+        .route(
+            "/api/sandbox/{idOrName}/ports/{port}/signed-preview-url/{token}/expire",
+            post(preview::expire_signed_preview_url),
+        )
+        .route("/api/sandbox/{idOrName}/resize", post(s::unsupported))
+        .route("/api/sandbox/{idOrName}/fork", post(s::unsupported))
+        .route("/api/sandbox/{idOrName}/snapshot", post(s::unsupported))
+        .route("/api/sandbox/{idOrName}/backup", post(s::unsupported))
+        .route(
+            "/api/sandbox/{idOrName}/network-settings",
+            post(s::unsupported),
+        )
+        .route("/api/sandbox/{idOrName}/secrets", put(s::unsupported))
+        .route(
+            "/api/sandbox/{idOrName}/ssh-access",
+            post(s::unsupported).delete(s::unsupported),
+        )
+        .route(
+            "/api/snapshots",
+            get(catalog::list_snapshots).post(catalog::create_snapshot),
+        )
+        .route(
+            "/api/snapshots/{idOrName}",
+            get(catalog::get_snapshot).delete(catalog::snapshot_unsupported),
+        )
+        .route(
+            "/api/snapshots/{idOrName}/activate",
+            post(catalog::snapshot_unsupported),
+        )
+        .route(
+            "/api/snapshots/{idOrName}/deactivate",
+            post(catalog::snapshot_unsupported),
+        )
+        .route(
+            "/api/volumes",
+            get(catalog::list_volumes).post(catalog::create_volume),
+        )
+        .route("/api/volumes/by-name/{name}", get(catalog::get_volume))
+        .route(
+            "/api/volumes/{id}",
+            get(catalog::get_volume).delete(catalog::get_volume),
+        )
+        .route("/api/{*rest}", any(route_not_found))
+}

@@ -1,0 +1,992 @@
+//! `/api/sandbox/...`: Daytona sandboxes on Platinum sandboxes.
+//!
+//! Mapping:
+//! - A Daytona snapshot is a Platinum template (`base`, `code-interpreter-v1`). An image spec
+//!   (`buildInfo.dockerfileContent`) is accepted when it is a bare `FROM` of an image a template
+//!   already is (Debian 12, or `platinum/<template>`); anything Platinum would have to build is
+//!   refused with a 400 that says so.
+//! - Labels are the sandbox's metadata. Keys under `platinum.daytona/` are this front end's own
+//!   (public flag, signing-key generation) and never shown as labels.
+//! - `autoStopInterval` / `autoArchiveInterval` / `autoDeleteInterval` (minutes) are the engine's
+//!   lifecycle rules, enforced by its lifecycle loop. Defaults as on Daytona: stop after 15
+//!   minutes idle, archive after 7 days stopped (0 = the 30-day maximum), never delete (-1;
+//!   0 = as soon as it stops).
+//! - States: `running` is reported as `started`, `deleted` as `destroyed`; the others keep their
+//!   names. Create returns `started` once the VM is up, so the SDKs never poll.
+//! - Every response is a complete `Sandbox` with status 200 (the Python client deserialises
+//!   only the statuses in its map, and a 201 would leave it with `None`).
+
+use axum::Json;
+use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use platinum_engine::model::{CreateSandbox, LifecycleRules, Sandbox, SandboxState, TimeoutAction};
+use platinum_engine::store::ListQuery;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::Ctx;
+use crate::error::{DJson, DPath, DResult, DaytonaError};
+
+/// Label the SDKs use to pick a sandbox's `code_run` language.
+pub const LANGUAGE_LABEL: &str = "code-toolbox-language";
+/// Metadata keys this front end keeps for itself.
+pub const META_PREFIX: &str = "platinum.daytona/";
+const META_PUBLIC: &str = "platinum.daytona/public";
+const META_SIGNING_GEN: &str = "platinum.daytona/signing-key-generation";
+
+/// Daytona defaults and limits, minutes.
+const DEFAULT_AUTO_STOP_MIN: i64 = 15;
+const DEFAULT_AUTO_ARCHIVE_MIN: i64 = 7 * 24 * 60;
+const MAX_AUTO_ARCHIVE_MIN: i64 = 30 * 24 * 60;
+/// Largest interval accepted, minutes (ten years; keeps seconds far from overflow).
+const MAX_INTERVAL_MIN: i64 = 10 * 365 * 24 * 60;
+/// The OS user commands run as.
+pub const SANDBOX_USER: &str = "user";
+
+/// The base URL a client reached this server at: the configured public URL, else
+/// `http://<Host>` (or the forwarded host and scheme a reverse proxy set).
+#[derive(Debug, Clone)]
+pub struct BaseUrl(pub String);
+
+impl FromRequestParts<Ctx> for BaseUrl {
+    type Rejection = DaytonaError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Self, Self::Rejection> {
+        Ok(BaseUrl(base_url(ctx, &parts.headers)))
+    }
+}
+
+/// See [`BaseUrl`].
+pub fn base_url(ctx: &Ctx, headers: &HeaderMap) -> String {
+    if let Some(url) = &ctx.config.public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let host = header("x-forwarded-host")
+        .or_else(|| header("host"))
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let scheme = header("x-forwarded-proto").unwrap_or_else(|| "http".into());
+    format!("{scheme}://{host}")
+}
+
+/// The toolbox base for a base URL (never with a trailing slash: the Python SDK appends `/{id}`).
+pub fn toolbox_url(base: &str) -> String {
+    format!("{}/toolbox", base.trim_end_matches('/'))
+}
+
+/// Whether previews of the sandbox need no token.
+pub fn is_public(s: &Sandbox) -> bool {
+    s.metadata.get(META_PUBLIC).is_some_and(|v| v == "true")
+}
+
+/// Which signing key the sandbox's file URLs use (bumped by rotation).
+pub fn signing_generation(s: &Sandbox) -> u64 {
+    s.metadata
+        .get(META_SIGNING_GEN)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The user-visible labels.
+fn labels_of(s: &Sandbox) -> BTreeMap<String, String> {
+    s.metadata
+        .iter()
+        .filter(|(k, _)| !k.starts_with(META_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Daytona's name for a state.
+pub fn state_name(s: SandboxState) -> &'static str {
+    match s {
+        SandboxState::Creating => "creating",
+        SandboxState::Starting => "starting",
+        SandboxState::Running => "started",
+        SandboxState::Paused => "paused",
+        SandboxState::Stopping => "stopping",
+        SandboxState::Stopped => "stopped",
+        SandboxState::Archived => "archived",
+        SandboxState::Error => "error",
+        SandboxState::Deleted => "destroyed",
+    }
+}
+
+fn desired_state(s: SandboxState) -> &'static str {
+    match s {
+        SandboxState::Creating | SandboxState::Starting | SandboxState::Running => "started",
+        SandboxState::Paused => "paused",
+        SandboxState::Stopping | SandboxState::Stopped | SandboxState::Error => "stopped",
+        SandboxState::Archived => "archived",
+        SandboxState::Deleted => "destroyed",
+    }
+}
+
+/// The engine state for a Daytona state name.
+fn parse_state(name: &str) -> Option<SandboxState> {
+    Some(match name {
+        "creating" | "pending_build" | "building_snapshot" | "pulling_snapshot" => {
+            SandboxState::Creating
+        }
+        "starting" | "restoring" | "resuming" => SandboxState::Starting,
+        "started" => SandboxState::Running,
+        "paused" | "pausing" => SandboxState::Paused,
+        "stopping" => SandboxState::Stopping,
+        "stopped" => SandboxState::Stopped,
+        "archived" | "archiving" => SandboxState::Archived,
+        "error" | "build_failed" => SandboxState::Error,
+        "destroyed" | "destroying" => SandboxState::Deleted,
+        _ => return None,
+    })
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn ceil_div(a: u64, b: u64) -> u64 {
+    a.div_ceil(b)
+}
+
+/// The `Sandbox` object (also used for list items, whose required fields are a subset).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxDto {
+    id: String,
+    organization_id: &'static str,
+    name: String,
+    user: &'static str,
+    env: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    public: bool,
+    network_block_all: bool,
+    kvm: bool,
+    target: String,
+    cpu: u32,
+    gpu: u32,
+    memory: u64,
+    disk: u64,
+    state: &'static str,
+    desired_state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_reason: Option<String>,
+    recoverable: bool,
+    snapshot: String,
+    auto_stop_interval: i64,
+    auto_pause_interval: i64,
+    auto_archive_interval: i64,
+    auto_delete_interval: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_destroy_at: Option<String>,
+    volumes: Vec<Value>,
+    created_at: String,
+    updated_at: String,
+    last_activity_at: String,
+    sandbox_class: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    daemon_version: Option<String>,
+    toolbox_proxy_url: String,
+}
+
+/// Renders a sandbox.
+pub fn dto(ctx: &Ctx, base: &BaseUrl, s: &Sandbox) -> SandboxDto {
+    let disk_mib = ctx
+        .engine
+        .templates()
+        .into_iter()
+        .find(|t| t.name == s.template)
+        .map_or(
+            platinum_engine::commands::settings::DEFAULT_TEMPLATE_DISK_MIB,
+            |t| t.disk_mib,
+        );
+    let last_activity = s.last_activity_at.max(s.created_at);
+    SandboxDto {
+        id: s.id.clone(),
+        organization_id: "local",
+        name: s.name.clone().unwrap_or_else(|| s.id.clone()),
+        user: SANDBOX_USER,
+        env: s.env.clone(),
+        labels: labels_of(s),
+        public: is_public(s),
+        network_block_all: s.runtime.as_ref().is_some_and(|r| !r.internet),
+        kvm: false,
+        target: ctx.config.target.clone(),
+        cpu: s.vcpus,
+        gpu: 0,
+        memory: ceil_div(u64::from(s.memory_mib), 1024).max(1),
+        disk: ceil_div(disk_mib, 1024).max(1),
+        state: state_name(s.state),
+        desired_state: desired_state(s.state),
+        error_reason: s.error.clone(),
+        recoverable: s.state == SandboxState::Error,
+        snapshot: s.template.clone(),
+        auto_stop_interval: s
+            .lifecycle
+            .stop_after_idle_secs
+            .map_or(0, |t| (t / 60) as i64),
+        auto_pause_interval: 0,
+        auto_archive_interval: s
+            .lifecycle
+            .archive_after_stopped_secs
+            .map_or(0, |t| (t / 60) as i64),
+        auto_delete_interval: s
+            .lifecycle
+            .delete_after_stopped_secs
+            .map_or(-1, |t| (t / 60) as i64),
+        auto_destroy_at: s.expires_at.map(rfc3339),
+        volumes: Vec::new(),
+        created_at: rfc3339(s.created_at),
+        updated_at: rfc3339(last_activity),
+        last_activity_at: rfc3339(last_activity),
+        sandbox_class: "linux-vm",
+        daemon_version: s.runtime.as_ref().map(|r| r.agent_version.clone()),
+        toolbox_proxy_url: toolbox_url(&base.0),
+    }
+}
+
+/// `autoStopInterval` minutes to the idle-stop rule (0 = never).
+fn stop_rule(minutes: i64) -> DResult<Option<u64>> {
+    match minutes {
+        m if m < 0 => Err(DaytonaError::bad_request(
+            "autoStopInterval must be 0 (never) or a positive number of minutes",
+        )),
+        0 => Ok(None),
+        m => Ok(Some(m.min(MAX_INTERVAL_MIN) as u64 * 60)),
+    }
+}
+
+/// `autoArchiveInterval` minutes to the archive rule (0 = the maximum).
+fn archive_rule(minutes: i64) -> DResult<Option<u64>> {
+    match minutes {
+        m if m < 0 => Err(DaytonaError::bad_request(
+            "autoArchiveInterval must be 0 (the maximum) or a positive number of minutes",
+        )),
+        0 => Ok(Some(MAX_AUTO_ARCHIVE_MIN as u64 * 60)),
+        m => Ok(Some(m.min(MAX_AUTO_ARCHIVE_MIN) as u64 * 60)),
+    }
+}
+
+/// `autoDeleteInterval` minutes to the delete rule (negative = never, 0 = once stopped).
+fn delete_rule(minutes: i64) -> Option<u64> {
+    (minutes >= 0).then(|| minutes.min(MAX_INTERVAL_MIN) as u64 * 60)
+}
+
+/// `buildInfo` of a create.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildInfo {
+    /// The Dockerfile the SDK generated.
+    #[serde(default)]
+    pub dockerfile_content: Option<String>,
+    /// Hashes of local build context (needs an object store Platinum does not have).
+    #[serde(default)]
+    pub context_hashes: Option<Vec<String>>,
+}
+
+/// `CreateSandbox`; every field optional. Fields Platinum cannot honour are refused, not
+/// ignored; purely informational ones (`target`, `kvm`, `linkedSandbox`...) are accepted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRequest {
+    name: Option<String>,
+    snapshot: Option<String>,
+    user: Option<String>,
+    env: Option<BTreeMap<String, String>>,
+    labels: Option<BTreeMap<String, String>>,
+    public: Option<bool>,
+    network_block_all: Option<bool>,
+    network_allow_list: Option<String>,
+    domain_allow_list: Option<String>,
+    cpu: Option<i64>,
+    gpu: Option<i64>,
+    memory: Option<i64>,
+    disk: Option<i64>,
+    auto_stop_interval: Option<i64>,
+    auto_pause_interval: Option<i64>,
+    auto_archive_interval: Option<i64>,
+    auto_delete_interval: Option<i64>,
+    ttl_minutes: Option<i64>,
+    volumes: Option<Vec<Value>>,
+    build_info: Option<BuildInfo>,
+    secrets: Option<Vec<Value>>,
+}
+
+/// The template an image spec maps to, or why it cannot run here.
+pub fn template_for_dockerfile(dockerfile: &str, templates: &[String]) -> DResult<String> {
+    let supported = "supported: FROM debian:12 / debian:bookworm (any tag), or FROM platinum/<template> \
+                     for a Platinum template";
+    let instructions: Vec<&str> = dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let from = match instructions.as_slice() {
+        [only] if only.len() > 5 && only[..5].eq_ignore_ascii_case("FROM ") => only[5..].trim(),
+        _ => {
+            return Err(DaytonaError::bad_request(format!(
+                "Platinum runs sandboxes from its own templates and does not build images; this image has \
+                 {} instruction(s) beyond a bare FROM. Create from a snapshot (one of: {}) instead, or use a \
+                 bare FROM of a supported image ({supported})",
+                instructions.len().saturating_sub(1),
+                templates.join(", ")
+            )));
+        }
+    };
+    let image = from
+        .split_whitespace()
+        .find(|t| !t.starts_with("--"))
+        .unwrap_or_default();
+    let (repo, tag) = image.split_once(':').unwrap_or((image, "latest"));
+    let repo = repo
+        .trim_start_matches("docker.io/")
+        .trim_start_matches("library/");
+    let template = match repo {
+        "debian"
+            if tag == "12"
+                || tag.starts_with("12.")
+                || tag.starts_with("12-")
+                || tag.starts_with("bookworm") =>
+        {
+            "base".to_string()
+        }
+        r if r.starts_with("platinum/") => r["platinum/".len()..].to_string(),
+        _ => {
+            return Err(DaytonaError::bad_request(format!(
+                "image {image:?} cannot run on Platinum: it would have to be built, and Platinum runs \
+                 sandboxes from its own templates ({}). {supported}",
+                templates.join(", ")
+            )));
+        }
+    };
+    if !templates.contains(&template) {
+        return Err(DaytonaError::not_found(format!(
+            "no Platinum template {template:?} (have: {})",
+            templates.join(", ")
+        )));
+    }
+    Ok(template)
+}
+
+/// Translates a create request into the engine's.
+fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<CreateSandbox> {
+    let refuse = |what: &str| {
+        Err(DaytonaError::bad_request(format!(
+            "{what} is not supported by Platinum"
+        )))
+    };
+    if req.gpu.is_some_and(|g| g > 0) {
+        return refuse("gpu");
+    }
+    if req.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
+        return refuse("mounting volumes");
+    }
+    if req.secrets.as_ref().is_some_and(|v| !v.is_empty()) {
+        return refuse("secrets");
+    }
+    if req.network_allow_list.is_some() || req.domain_allow_list.is_some() {
+        return refuse("network allow lists (use networkBlockAll to cut the sandbox off)");
+    }
+    if req.auto_pause_interval.is_some_and(|m| m != 0) {
+        return refuse("autoPauseInterval (use autoStopInterval)");
+    }
+    if let Some(user) = &req.user
+        && user != SANDBOX_USER
+        && user != "daytona"
+    {
+        return Err(DaytonaError::bad_request(format!(
+            "user {user:?}: Platinum sandboxes run commands as {SANDBOX_USER:?} (with passwordless sudo)"
+        )));
+    }
+    let templates: Vec<String> = ctx.engine.templates().into_iter().map(|t| t.name).collect();
+    let template = match (&req.snapshot, &req.build_info) {
+        (Some(_), Some(_)) => {
+            return Err(DaytonaError::bad_request(
+                "give either a snapshot or an image (buildInfo), not both",
+            ));
+        }
+        (Some(snapshot), None) => Some(snapshot.clone()),
+        (None, Some(build)) => {
+            if build.context_hashes.as_ref().is_some_and(|h| !h.is_empty()) {
+                return refuse("images with local build context");
+            }
+            let dockerfile = build.dockerfile_content.as_deref().unwrap_or_default();
+            Some(template_for_dockerfile(dockerfile, &templates)?)
+        }
+        (None, None) => None,
+    };
+    let vcpus = match req.cpu {
+        None => None,
+        Some(c) if (1..=i64::from(u32::MAX)).contains(&c) => Some(c as u32),
+        Some(c) => {
+            return Err(DaytonaError::bad_request(format!(
+                "cpu {c} must be positive"
+            )));
+        }
+    };
+    let memory_mib = match req.memory {
+        None => None,
+        Some(m) if (1..=1024).contains(&m) => Some(m as u32 * 1024),
+        Some(m) => {
+            return Err(DaytonaError::bad_request(format!(
+                "memory {m} GiB must be positive"
+            )));
+        }
+    };
+    if let Some(disk) = req.disk {
+        let name = template
+            .clone()
+            .unwrap_or_else(|| ctx.engine.config().default_template.clone());
+        let have = ctx
+            .engine
+            .templates()
+            .into_iter()
+            .find(|t| t.name == name)
+            .map_or(0, |t| ceil_div(t.disk_mib, 1024));
+        if disk < 1 || disk as u64 > have {
+            return Err(DaytonaError::bad_request(format!(
+                "disk {disk} GiB: sandboxes of template {name:?} have a {have} GiB disk, which Platinum cannot resize"
+            )));
+        }
+    }
+    let mut labels = req.labels.unwrap_or_default();
+    if labels.keys().any(|k| k.starts_with(META_PREFIX)) {
+        return Err(DaytonaError::bad_request(format!(
+            "labels starting with {META_PREFIX:?} are reserved"
+        )));
+    }
+    labels
+        .entry(LANGUAGE_LABEL.to_string())
+        .or_insert_with(|| "python".into());
+    if req.public == Some(true) {
+        labels.insert(META_PUBLIC.into(), "true".into());
+    }
+    let lifecycle = LifecycleRules {
+        stop_after_idle_secs: stop_rule(req.auto_stop_interval.unwrap_or(DEFAULT_AUTO_STOP_MIN))?,
+        archive_after_stopped_secs: archive_rule(
+            req.auto_archive_interval
+                .unwrap_or(DEFAULT_AUTO_ARCHIVE_MIN),
+        )?,
+        delete_after_stopped_secs: delete_rule(req.auto_delete_interval.unwrap_or(-1)),
+    };
+    let timeout_secs = match req.ttl_minutes {
+        Some(m) if m > 0 => m.min(MAX_INTERVAL_MIN) as u64 * 60,
+        _ => 0,
+    };
+    Ok(CreateSandbox {
+        template,
+        vcpus,
+        memory_mib,
+        env: req.env.unwrap_or_default(),
+        metadata: labels,
+        timeout_secs: Some(timeout_secs),
+        on_timeout: Some(TimeoutAction::Kill),
+        name: req.name,
+        lifecycle,
+        internet: req
+            .network_block_all
+            .and_then(|block| block.then_some(false)),
+    })
+}
+
+/// `POST /sandbox`: boots the sandbox and answers 200 with state `started`.
+pub async fn create(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DJson(req): DJson<CreateRequest>,
+) -> DResult<Json<SandboxDto>> {
+    let create = create_request(&ctx, req)?;
+    let s = ctx.engine.create_sandbox(create).await?;
+    tracing::info!(sandbox = %s.id, name = ?s.name, template = %s.template, "daytona sandbox created");
+    Ok(Json(dto(&ctx, &base, &s)))
+}
+
+/// `GET /sandbox/{idOrName}`.
+pub async fn get(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath(id): DPath<String>,
+) -> DResult<Json<SandboxDto>> {
+    let s = ctx.engine.find_sandbox(&id).await?;
+    Ok(Json(dto(&ctx, &base, &s)))
+}
+
+/// Query of `GET /sandbox` (repeated keys allowed).
+#[derive(Debug, Default)]
+struct ListParams {
+    cursor: Option<String>,
+    limit: u32,
+    id: Option<String>,
+    name: Option<String>,
+    labels: Vec<(String, String)>,
+    states: Vec<SandboxState>,
+    snapshots: Vec<String>,
+    min_cpu: Option<u32>,
+    max_cpu: Option<u32>,
+    min_memory: Option<u64>,
+    max_memory: Option<u64>,
+}
+
+fn parse_list(query: Option<&str>) -> DResult<ListParams> {
+    let mut p = ListParams {
+        limit: 100,
+        ..Default::default()
+    };
+    let num = |k: &str, v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| DaytonaError::bad_request(format!("{k} must be a non-negative integer")))
+    };
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let v = v.into_owned();
+        match k.as_ref() {
+            "cursor" if !v.is_empty() => p.cursor = Some(v),
+            "limit" => p.limit = num("limit", &v)?.clamp(1, 200) as u32,
+            "id" if !v.is_empty() => p.id = Some(v),
+            "name" if !v.is_empty() => p.name = Some(v),
+            "labels" if !v.is_empty() => {
+                let map: BTreeMap<String, String> = serde_json::from_str(&v).map_err(|_| {
+                    DaytonaError::bad_request("labels must be a JSON object of strings")
+                })?;
+                p.labels.extend(map);
+            }
+            "states" | "states[]" => {
+                for s in v.split(',').filter(|s| !s.is_empty()) {
+                    match parse_state(s) {
+                        Some(st) => p.states.push(st),
+                        None => {
+                            return Err(DaytonaError::bad_request(format!("unknown state {s:?}")));
+                        }
+                    }
+                }
+            }
+            "snapshots" | "snapshots[]" => p.snapshots.extend(v.split(',').map(str::to_owned)),
+            "minCpu" => p.min_cpu = Some(num(&k, &v)? as u32),
+            "maxCpu" => p.max_cpu = Some(num(&k, &v)? as u32),
+            "minMemoryGiB" => p.min_memory = Some(num(&k, &v)?),
+            "maxMemoryGiB" => p.max_memory = Some(num(&k, &v)?),
+            // Sorting, regions, classes and time filters have one answer on a single host.
+            _ => {}
+        }
+    }
+    p.states.dedup();
+    Ok(p)
+}
+
+/// `GET /sandbox`: cursor-paged, newest first, filtered by labels, states, name and id
+/// prefixes, snapshots, cpu and memory.
+pub async fn list(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    RawQuery(query): RawQuery,
+) -> DResult<Json<Value>> {
+    let p = parse_list(query.as_deref())?;
+    let id_prefix = p.id.as_ref().map(|i| i.to_ascii_lowercase());
+    let mut states = p.states.clone();
+    states.retain(|s| *s != SandboxState::Deleted);
+    if !p.states.is_empty() && states.is_empty() {
+        // Only destroyed ones were asked for: they are gone.
+        return Ok(Json(serde_json::json!({ "items": [], "nextCursor": null })));
+    }
+    let page = ctx
+        .engine
+        .list_sandboxes(ListQuery {
+            states,
+            metadata: p.labels.clone(),
+            name_prefix: p.name.clone(),
+            limit: p.limit,
+            cursor: p.cursor.clone(),
+        })
+        .await?;
+    let items: Vec<SandboxDto> = page
+        .items
+        .iter()
+        .filter(|s| {
+            id_prefix
+                .as_ref()
+                .is_none_or(|i| s.id.starts_with(i.as_str()))
+        })
+        .filter(|s| p.snapshots.is_empty() || p.snapshots.contains(&s.template))
+        .filter(|s| {
+            p.min_cpu.is_none_or(|c| s.vcpus >= c) && p.max_cpu.is_none_or(|c| s.vcpus <= c)
+        })
+        .map(|s| dto(&ctx, &base, s))
+        .filter(|d| {
+            p.min_memory.is_none_or(|m| d.memory >= m) && p.max_memory.is_none_or(|m| d.memory <= m)
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "items": items, "nextCursor": page.next_cursor }),
+    ))
+}
+
+/// `DELETE /sandbox/{idOrName}`: 200 with the sandbox in state `destroyed`.
+pub async fn delete(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath(id): DPath<String>,
+) -> DResult<Json<SandboxDto>> {
+    let mut s = ctx.engine.find_sandbox(&id).await?;
+    ctx.engine.kill_sandbox(&s.id).await?;
+    ctx.ptys.forget(&s.id);
+    tracing::info!(sandbox = %s.id, "daytona sandbox deleted");
+    s.state = SandboxState::Deleted;
+    s.runtime = None;
+    Ok(Json(dto(&ctx, &base, &s)))
+}
+
+/// `POST /sandbox/{idOrName}/start`: boots a stopped, archived or failed sandbox (resumes a
+/// paused one); a started one is returned as it is.
+pub async fn start(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath(id): DPath<String>,
+) -> DResult<Json<SandboxDto>> {
+    let s = ctx.engine.find_sandbox(&id).await?;
+    let s = match s.state {
+        SandboxState::Running => s,
+        SandboxState::Paused => ctx.engine.resume_sandbox(&s.id).await?,
+        _ => ctx.engine.start_sandbox(&s.id).await?,
+    };
+    Ok(Json(dto(&ctx, &base, &s)))
+}
+
+/// `POST /sandbox/{idOrName}/stop`: shuts the VM down, disk kept; a stopped one is returned as
+/// it is.
+pub async fn stop(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath(id): DPath<String>,
+) -> DResult<Json<SandboxDto>> {
+    let s = ctx.engine.find_sandbox(&id).await?;
+    let s = match s.state {
+        SandboxState::Stopped | SandboxState::Archived => s,
+        _ => ctx.engine.stop_sandbox(&s.id).await?,
+    };
+    Ok(Json(dto(&ctx, &base, &s)))
+}
+
+/// `POST /sandbox/{idOrName}/archive` (stopped sandboxes only).
+pub async fn archive(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath(id): DPath<String>,
+) -> DResult<Json<SandboxDto>> {
+    let s = ctx.engine.find_sandbox(&id).await?;
+    let s = match s.state {
+        SandboxState::Archived => s,
+        _ => ctx.engine.archive_sandbox(&s.id).await?,
+    };
+    Ok(Json(dto(&ctx, &base, &s)))
+}
+
+/// `POST /sandbox/{idOrName}/recover`: boots a sandbox in `error` again from its disk.
+pub async fn recover(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath(id): DPath<String>,
+) -> DResult<Json<SandboxDto>> {
+    let s = ctx.engine.find_sandbox(&id).await?;
+    if s.state != SandboxState::Error {
+        return Err(DaytonaError::bad_request(format!(
+            "sandbox {} is {}, only sandboxes in error can be recovered",
+            s.id,
+            state_name(s.state)
+        )));
+    }
+    let s = ctx.engine.start_sandbox(&s.id).await?;
+    Ok(Json(dto(&ctx, &base, &s)))
+}
+
+/// `POST /sandbox/{idOrName}/pause`: stops the vCPUs, memory kept (`start` resumes).
+pub async fn pause(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath(id): DPath<String>,
+) -> DResult<Json<SandboxDto>> {
+    let s = ctx.engine.find_sandbox(&id).await?;
+    let s = match s.state {
+        SandboxState::Paused => s,
+        _ => ctx.engine.pause_sandbox(&s.id).await?,
+    };
+    Ok(Json(dto(&ctx, &base, &s)))
+}
+
+/// Body of `PUT /sandbox/{idOrName}/labels`.
+#[derive(Debug, Deserialize)]
+pub struct LabelsRequest {
+    labels: BTreeMap<String, String>,
+}
+
+/// `PUT /sandbox/{idOrName}/labels`: replaces all labels; answers `{"labels"}`.
+pub async fn set_labels(
+    State(ctx): State<Ctx>,
+    DPath(id): DPath<String>,
+    DJson(req): DJson<LabelsRequest>,
+) -> DResult<Json<Value>> {
+    if req.labels.keys().any(|k| k.starts_with(META_PREFIX)) {
+        return Err(DaytonaError::bad_request(format!(
+            "labels starting with {META_PREFIX:?} are reserved"
+        )));
+    }
+    let s = ctx.engine.find_sandbox(&id).await?;
+    let mut metadata: BTreeMap<String, String> = s
+        .metadata
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(META_PREFIX))
+        .collect();
+    metadata.extend(req.labels);
+    let s = ctx.engine.set_metadata(&s.id, metadata).await?;
+    Ok(Json(serde_json::json!({ "labels": labels_of(&s) })))
+}
+
+async fn change_rules(
+    ctx: &Ctx,
+    base: &BaseUrl,
+    id: &str,
+    change: impl FnOnce(&mut LifecycleRules),
+) -> DResult<Json<SandboxDto>> {
+    let s = ctx.engine.find_sandbox(id).await?;
+    let mut rules = s.lifecycle;
+    change(&mut rules);
+    let s = ctx.engine.set_lifecycle_rules(&s.id, rules).await?;
+    Ok(Json(dto(ctx, base, &s)))
+}
+
+/// `POST /sandbox/{idOrName}/autostop/{minutes}` (0 = never).
+pub async fn set_autostop(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath((id, minutes)): DPath<(String, i64)>,
+) -> DResult<Json<SandboxDto>> {
+    let rule = stop_rule(minutes)?;
+    change_rules(&ctx, &base, &id, |r| r.stop_after_idle_secs = rule).await
+}
+
+/// `POST /sandbox/{idOrName}/autoarchive/{minutes}` (0 = the maximum, 30 days).
+pub async fn set_autoarchive(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath((id, minutes)): DPath<(String, i64)>,
+) -> DResult<Json<SandboxDto>> {
+    let rule = archive_rule(minutes)?;
+    change_rules(&ctx, &base, &id, |r| r.archive_after_stopped_secs = rule).await
+}
+
+/// `POST /sandbox/{idOrName}/autodelete/{minutes}` (negative = never, 0 = once stopped).
+pub async fn set_autodelete(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath((id, minutes)): DPath<(String, i64)>,
+) -> DResult<Json<SandboxDto>> {
+    let rule = delete_rule(minutes);
+    change_rules(&ctx, &base, &id, |r| r.delete_after_stopped_secs = rule).await
+}
+
+/// `POST /sandbox/{idOrName}/autopause/{minutes}`: only 0 (off); Platinum stops idle sandboxes
+/// instead (`autostop`).
+pub async fn set_autopause(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath((id, minutes)): DPath<(String, i64)>,
+) -> DResult<Json<SandboxDto>> {
+    if minutes != 0 {
+        return Err(DaytonaError::bad_request(
+            "autoPauseInterval is not supported by Platinum; use autoStopInterval",
+        ));
+    }
+    let s = ctx.engine.find_sandbox(&id).await?;
+    Ok(Json(dto(&ctx, &base, &s)))
+}
+
+/// `POST /sandbox/{idOrName}/ttl/{minutes}`: deleted that many minutes from now (0 = never).
+pub async fn set_ttl(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath((id, minutes)): DPath<(String, i64)>,
+) -> DResult<Json<SandboxDto>> {
+    if minutes < 0 {
+        return Err(DaytonaError::bad_request(
+            "ttl must be 0 (none) or positive minutes",
+        ));
+    }
+    let s = ctx.engine.find_sandbox(&id).await?;
+    let s = ctx
+        .engine
+        .set_timeout(&s.id, minutes.min(MAX_INTERVAL_MIN) as u64 * 60)
+        .await?;
+    Ok(Json(dto(&ctx, &base, &s)))
+}
+
+/// `POST /sandbox/{idOrName}/public/{true|false}`: whether preview links need a token.
+pub async fn set_public(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath((id, public)): DPath<(String, bool)>,
+) -> DResult<Json<SandboxDto>> {
+    let s = ctx.engine.find_sandbox(&id).await?;
+    let mut metadata = s.metadata.clone();
+    if public {
+        metadata.insert(META_PUBLIC.into(), "true".into());
+    } else {
+        metadata.remove(META_PUBLIC);
+    }
+    let s = ctx.engine.set_metadata(&s.id, metadata).await?;
+    Ok(Json(dto(&ctx, &base, &s)))
+}
+
+/// `POST /sandbox/{id}/last-activity`: 201, no body.
+pub async fn last_activity(
+    State(ctx): State<Ctx>,
+    DPath(id): DPath<String>,
+) -> DResult<StatusCode> {
+    let s = ctx.engine.find_sandbox(&id).await?;
+    ctx.engine.record_activity(&s.id).await?;
+    Ok(StatusCode::CREATED)
+}
+
+/// `GET /sandbox/{id}/toolbox-proxy-url`.
+pub async fn toolbox_proxy_url(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath(id): DPath<String>,
+) -> DResult<Json<Value>> {
+    ctx.engine.find_sandbox(&id).await?;
+    Ok(Json(serde_json::json!({ "url": toolbox_url(&base.0) })))
+}
+
+/// `GET /sandbox/{id}/signing-key`: the key the SDK signs file URLs with (a JSON string).
+pub async fn signing_key(
+    State(ctx): State<Ctx>,
+    DPath(id): DPath<String>,
+) -> DResult<Json<String>> {
+    let s = ctx.engine.find_sandbox(&id).await?;
+    Ok(Json(ctx.tokens.signing_key(&s.id, signing_generation(&s))))
+}
+
+/// `POST /sandbox/{id}/signing-key/rotate`: a new key; URLs signed with the old one stop working.
+pub async fn rotate_signing_key(
+    State(ctx): State<Ctx>,
+    DPath(id): DPath<String>,
+) -> DResult<Json<String>> {
+    let s = ctx.engine.find_sandbox(&id).await?;
+    let generation = signing_generation(&s) + 1;
+    let mut metadata = s.metadata.clone();
+    metadata.insert(META_SIGNING_GEN.into(), generation.to_string());
+    let s = ctx.engine.set_metadata(&s.id, metadata).await?;
+    Ok(Json(ctx.tokens.signing_key(&s.id, generation)))
+}
+
+/// `GET /sandbox/{id}/build-logs-url`: sandboxes here are never built.
+pub async fn build_logs_url(
+    State(ctx): State<Ctx>,
+    DPath(id): DPath<String>,
+) -> DResult<Json<Value>> {
+    let s = ctx.engine.find_sandbox(&id).await?;
+    Err(DaytonaError::not_found(format!(
+        "sandbox {} has no build logs: Platinum starts sandboxes from prebuilt templates",
+        s.id
+    )))
+}
+
+/// Daytona sandbox operations Platinum does not offer: a clear 501.
+pub async fn unsupported(req: axum::extract::Request) -> DaytonaError {
+    let what = req
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    DaytonaError::unsupported(format!(
+        "{what} is not supported by Platinum (resize, fork, sandbox snapshots, backups, network \
+         allow lists, secrets and SSH access are Daytona features Platinum does not have)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn templates() -> Vec<String> {
+        vec!["base".into(), "code-interpreter-v1".into()]
+    }
+
+    #[test]
+    fn images_map_to_templates_or_are_refused_clearly() {
+        for ok in [
+            "FROM debian:12\n",
+            "FROM debian:12.9",
+            "FROM debian:bookworm-slim",
+            "FROM docker.io/library/debian:12-slim AS base",
+        ] {
+            assert_eq!(
+                template_for_dockerfile(ok, &templates()).unwrap(),
+                "base",
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            template_for_dockerfile("FROM platinum/code-interpreter-v1\n", &templates()).unwrap(),
+            "code-interpreter-v1"
+        );
+        let e = template_for_dockerfile("FROM python:3.12-slim\n", &templates()).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("python:3.12-slim"), "{}", e.message);
+        let e = template_for_dockerfile("FROM debian:12\nRUN apt-get update\n", &templates())
+            .unwrap_err();
+        assert!(e.message.contains("does not build images"), "{}", e.message);
+        assert_eq!(
+            template_for_dockerfile("FROM platinum/nope", &templates())
+                .unwrap_err()
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        assert!(template_for_dockerfile("FROM debian:11", &templates()).is_err());
+    }
+
+    #[test]
+    fn intervals_follow_daytona_semantics() {
+        assert_eq!(stop_rule(0).unwrap(), None);
+        assert_eq!(stop_rule(1).unwrap(), Some(60));
+        assert!(stop_rule(-1).is_err());
+        assert_eq!(archive_rule(0).unwrap(), Some(43_200 * 60));
+        assert_eq!(archive_rule(999_999).unwrap(), Some(43_200 * 60));
+        assert_eq!(archive_rule(60).unwrap(), Some(3600));
+        assert_eq!(delete_rule(-1), None);
+        assert_eq!(delete_rule(0), Some(0));
+        assert_eq!(delete_rule(5), Some(300));
+    }
+
+    #[test]
+    fn list_queries_parse_repeated_states_and_json_labels() {
+        let p = parse_list(Some(
+            "states=started&states=stopped&labels=%7B%22env%22%3A%22dev%22%7D&limit=5&cursor=abc",
+        ))
+        .unwrap();
+        assert_eq!(p.states, [SandboxState::Running, SandboxState::Stopped]);
+        assert_eq!(p.labels, [("env".to_string(), "dev".to_string())]);
+        assert_eq!((p.limit, p.cursor.as_deref()), (5, Some("abc")));
+        assert!(parse_list(Some("states=bogus")).is_err());
+        assert!(parse_list(Some("labels=notjson")).is_err());
+        assert_eq!(parse_list(None).unwrap().limit, 100);
+    }
+
+    #[test]
+    fn every_state_has_a_daytona_name_that_parses_back() {
+        use SandboxState::*;
+        for s in [
+            Creating, Starting, Running, Paused, Stopping, Stopped, Archived, Error, Deleted,
+        ] {
+            assert_eq!(parse_state(state_name(s)), Some(s));
+        }
+    }
+}

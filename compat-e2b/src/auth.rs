@@ -1,0 +1,204 @@
+//! Who may do what: API keys on the control plane, envd access tokens on sandbox traffic, signed
+//! file URLs, and the Linux user a request acts as.
+//!
+//! - Control plane: `X-API-KEY` is a Platinum API key (the engine verifies it).
+//! - envd access token: `HMAC-SHA256(key, "envd-access-token:" + sandbox id)`, hex. The key is
+//!   kept in the data directory, so a sandbox's token is the same after a restart and nothing
+//!   per sandbox has to be stored. envd RPCs, `/envs` and `/metrics` need it as `X-Access-Token`;
+//!   `/files` takes the header or a URL signature; `/health` is open.
+//! - Signed file URLs (`download_url`/`upload_url`): `signature = "v1_" +
+//!   base64_nopad(sha256("{path}:{read|write}:{username}:{token}[:{expiration}]"))`, and an
+//!   expiration, when given, must not have passed.
+//! - `Authorization: Basic base64("<user>:")` picks the Linux user; it is not authentication.
+
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Header carrying the envd access token.
+pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
+
+/// Reads the token key from `path`, creating it (32 random bytes, hex, mode 0600) if missing.
+pub fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().len() >= 32 => return Ok(text.trim().as_bytes().to_vec()),
+        Ok(_) => tracing::warn!(path = %path.display(), "E2B token key is too short; replacing it"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(key.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(key.into_bytes())
+}
+
+/// The envd access token of a sandbox.
+pub fn access_token(secret: &[u8], sandbox_id: &str) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"envd-access-token:");
+    mac.update(sandbox_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Compares two secrets without leaking where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the request presents the sandbox's access token.
+pub fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(ACCESS_TOKEN_HEADER)
+        .is_some_and(|v| same(v.as_bytes(), token.as_bytes()))
+}
+
+/// The signature of a file URL, as the SDKs compute it.
+pub fn file_signature(
+    path: &str,
+    operation: &str,
+    user: &str,
+    token: &str,
+    expiration: Option<i64>,
+) -> String {
+    let raw = match expiration {
+        Some(exp) => format!("{path}:{operation}:{user}:{token}:{exp}"),
+        None => format!("{path}:{operation}:{user}:{token}"),
+    };
+    let digest = Sha256::digest(raw.as_bytes());
+    format!(
+        "v1_{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+    )
+}
+
+/// Checks a file URL's signature and expiration; the error says what is wrong.
+pub fn check_file_signature(
+    path: &str,
+    operation: &str,
+    user: Option<&str>,
+    token: &str,
+    signature: &str,
+    expiration: Option<i64>,
+    now_unix: i64,
+) -> Result<(), String> {
+    if expiration.is_some_and(|exp| exp < now_unix) {
+        return Err("the signature has expired".into());
+    }
+    let expected = file_signature(path, operation, user.unwrap_or(""), token, expiration);
+    if same(expected.as_bytes(), signature.as_bytes()) {
+        Ok(())
+    } else {
+        Err("invalid signature".into())
+    }
+}
+
+/// The control-plane API key (`X-API-KEY`, any case; `Authorization: Bearer` also accepted).
+pub fn api_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, key) = auth.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(key.trim())
+}
+
+/// The user named by `Authorization: Basic base64("<user>:")`; `Ok(None)` when there is none.
+pub fn basic_user(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| "bad Authorization header".to_string())?;
+    let Some((scheme, encoded)) = text.split_once(' ') else {
+        return Err("bad Authorization header".into());
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| "bad Basic credentials".to_string())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "bad Basic credentials".to_string())?;
+    let user = decoded.split(':').next().unwrap_or_default();
+    Ok((!user.is_empty()).then(|| user.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stable_per_sandbox_and_key() {
+        let a = access_token(b"key-one", "sbx1");
+        assert_eq!(a, access_token(b"key-one", "sbx1"));
+        assert_ne!(a, access_token(b"key-one", "sbx2"));
+        assert_ne!(a, access_token(b"key-two", "sbx1"));
+        let mut h = HeaderMap::new();
+        h.insert(ACCESS_TOKEN_HEADER, a.parse().unwrap());
+        assert!(has_token(&h, &a));
+        assert!(!has_token(&h, &access_token(b"key-two", "sbx1")));
+        assert!(!has_token(&HeaderMap::new(), &a));
+    }
+
+    #[test]
+    fn file_signatures_match_the_sdk() {
+        // Computed with the Python SDK's e2b.sandbox.signature.get_signature.
+        let sig = file_signature("/home/user/a.txt", "read", "", "tok", None);
+        assert_eq!(sig, "v1_Zkbb3914oLJLvMBzCAHQhm2ydBLxbSx2eQUR/kLdvIY");
+        assert!(
+            check_file_signature("/home/user/a.txt", "read", None, "tok", &sig, None, 0).is_ok()
+        );
+        assert!(
+            check_file_signature("/home/user/a.txt", "write", None, "tok", &sig, None, 0).is_err()
+        );
+        let timed = file_signature("/x", "write", "user", "tok", Some(100));
+        assert!(
+            check_file_signature("/x", "write", Some("user"), "tok", &timed, Some(100), 50).is_ok()
+        );
+        assert_eq!(
+            check_file_signature("/x", "write", Some("user"), "tok", &timed, Some(100), 101),
+            Err("the signature has expired".into())
+        );
+    }
+
+    #[test]
+    fn basic_auth_names_the_user() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Basic cm9vdDo=".parse().unwrap());
+        assert_eq!(basic_user(&h), Ok(Some("root".into())));
+        h.insert("authorization", "Basic !!".parse().unwrap());
+        assert!(basic_user(&h).is_err());
+        assert_eq!(basic_user(&HeaderMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn secrets_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e2b-secret");
+        let first = load_or_create_secret(&path).unwrap();
+        assert_eq!(first, load_or_create_secret(&path).unwrap());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! envd, E2B's in-sandbox daemon (port 49983), implemented on the host over the engine's
+//! commands: nothing of E2B runs inside the VM.
+//!
+//! - [`process`]: `process.Process` (Start, Connect, List, SendInput, StreamInput, SendSignal,
+//!   Update, CloseStdin) over `exec_stream`, `attach` and the process commands.
+//! - [`filesystem`]: `filesystem.Filesystem` (Stat, MakeDir, Move, ListDir, Remove, WatchDir and
+//!   the polled watchers) over the file commands and `watch_dir`.
+//! - [`files`]: plain HTTP `GET`/`POST /files` (download, multipart and octet-stream upload).
+//! - `/health` (204), `/envs` (the sandbox's environment), `/metrics`.
+//!
+//! Users: `Authorization: Basic` names the Linux user (default `user`). Like envd, which runs
+//! as root and hands new files to the user, file operations on absolute paths run as root and
+//! what they create is then owned by the user; relative paths resolve in the user's home and
+//! run as the user. Processes always run as the user.
+
+pub mod files;
+pub mod filesystem;
+pub mod process;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use platinum_engine::Error;
+use platinum_protocol::GuestErrorCode;
+use serde_json::json;
+
+use crate::error::{ConnectCode, ConnectError, HttpError};
+use crate::routing::SandboxId;
+use crate::{Ctx, auth};
+
+/// The user requests act as when they name none (E2B's default user).
+pub const DEFAULT_USER: &str = "user";
+/// The user file operations on absolute paths run as.
+const ROOT: &str = "root";
+
+/// The envd routes of one sandbox (the sandbox comes as a [`SandboxId`] extension).
+pub fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/envs", get(envs))
+        .route("/metrics", get(metrics))
+        .route("/files", get(files::download).post(files::upload))
+        .route("/process.Process/{method}", post(process::rpc))
+        .route("/filesystem.Filesystem/{method}", post(filesystem::rpc))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::disable())
+        .with_state(ctx)
+}
+
+async fn not_found() -> HttpError {
+    HttpError::new(404, "no such envd endpoint")
+}
+
+async fn health() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// The sandbox's access token.
+pub fn token(ctx: &Ctx, id: &str) -> String {
+    auth::access_token(&ctx.config.secret, id)
+}
+
+/// Requires `X-Access-Token` (RPCs and the routes other than `/health` and `/files`).
+pub fn require_token(ctx: &Ctx, id: &str, headers: &HeaderMap) -> Result<(), ConnectError> {
+    if auth::has_token(headers, &token(ctx, id)) {
+        Ok(())
+    } else {
+        Err(ConnectError::new(
+            ConnectCode::Unauthenticated,
+            "missing or invalid X-Access-Token",
+        ))
+    }
+}
+
+/// The user named by `Authorization: Basic`, if any.
+pub fn request_user(headers: &HeaderMap) -> Result<Option<String>, ConnectError> {
+    auth::basic_user(headers).map_err(|m| ConnectError::new(ConnectCode::Unauthenticated, m))
+}
+
+/// Who a file operation on `path` runs as: root for absolute paths (envd's semantics), else the
+/// user (relative paths resolve in the user's home).
+pub fn acting_user(user: &Option<String>, path: &str) -> Option<String> {
+    if path.starts_with('/') {
+        Some(ROOT.into())
+    } else {
+        user.clone()
+    }
+}
+
+/// Whether files made for `user` must be handed over to it after root created them.
+fn needs_handover(user: &Option<String>, path: &str) -> bool {
+    path.starts_with('/') && user.as_deref() != Some(ROOT)
+}
+
+/// The directories that `path`'s creation will add: its missing ancestors, outermost last.
+pub async fn missing_parents(ctx: &Ctx, id: &str, path: &str) -> Result<Vec<String>, Error> {
+    let mut missing = Vec::new();
+    let mut dir = std::path::Path::new(path).parent();
+    while let Some(d) = dir.filter(|d| d.as_os_str().len() > 1) {
+        let text = d.to_string_lossy().into_owned();
+        match ctx.engine.stat(id, &text, Some(ROOT.into())).await {
+            Ok(_) => break,
+            Err(Error::Guest(g)) if g.code == GuestErrorCode::NotFound => missing.push(text),
+            Err(e) => return Err(e),
+        }
+        dir = d.parent();
+    }
+    Ok(missing)
+}
+
+/// Hands what root created for `user` over to it (owner and the user's own group), as envd's
+/// `chown` after an upload or mkdir does.
+pub async fn hand_over(
+    ctx: &Ctx,
+    id: &str,
+    user: &Option<String>,
+    paths: &[String],
+) -> Result<(), Error> {
+    let owner = user.clone().unwrap_or_else(|| DEFAULT_USER.into());
+    for path in paths {
+        let with_group = ctx
+            .engine
+            .chown(
+                id,
+                path,
+                Some(owner.clone()),
+                Some(owner.clone()),
+                Some(ROOT.into()),
+            )
+            .await;
+        match with_group {
+            Err(Error::Guest(g)) if g.code == GuestErrorCode::UserNotFound => {
+                ctx.engine
+                    .chown(id, path, Some(owner.clone()), None, Some(ROOT.into()))
+                    .await?
+            }
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+async fn envs(
+    State(ctx): State<Ctx>,
+    Extension(SandboxId(id)): Extension<SandboxId>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = require_token(&ctx, &id, &headers) {
+        return HttpError::new(401, e.message).into_response();
+    }
+    match ctx.engine.get_sandbox(&id).await {
+        Ok(s) => Json(s.env).into_response(),
+        Err(e) => HttpError::from(e).into_response(),
+    }
+}
+
+async fn metrics(
+    State(ctx): State<Ctx>,
+    Extension(SandboxId(id)): Extension<SandboxId>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = require_token(&ctx, &id, &headers) {
+        return HttpError::new(401, e.message).into_response();
+    }
+    match ctx.engine.sandbox_metrics(&id).await {
+        Ok(m) => Json(json!({
+            "ts": time::OffsetDateTime::now_utc().unix_timestamp(),
+            "cpu_count": m.cpu_count,
+            "cpu_used_pct": m.cpu_used_pct,
+            "mem_total": m.mem_total,
+            "mem_used": m.mem_used,
+            "mem_cache": m.mem_cache,
+            "mem_total_mib": m.mem_total >> 20,
+            "mem_used_mib": m.mem_used >> 20,
+            "disk_used": m.disk_used,
+            "disk_total": m.disk_total,
+        }))
+        .into_response(),
+        Err(e) => HttpError::from(e).into_response(),
+    }
+}
+
+/// How long a broken stream waits for the sandbox's state to show why (a kill destroys the VM
+/// first and records the deletion after).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether the sandbox stopped running, waiting up to [`SETTLE`] for a kill or pause in progress
+/// to be recorded.
+pub async fn sandbox_gone(ctx: &Ctx, id: &str) -> bool {
+    let until = tokio::time::Instant::now() + SETTLE;
+    loop {
+        match ctx.engine.get_sandbox(id).await {
+            Ok(s) if s.state == platinum_engine::model::SandboxState::Running => {}
+            _ => return true,
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The error that ends a stream broken by `e`: it says "was not found" when the sandbox is gone,
+/// so the SDK reports it as killed; otherwise a message that makes the SDK probe the sandbox.
+pub async fn stream_broken(ctx: &Ctx, id: &str, e: Error) -> ConnectError {
+    let lost = matches!(e, Error::GuestUnreachable(_) | Error::Vm(_));
+    if !lost {
+        return e.into();
+    }
+    if sandbox_gone(ctx, id).await {
+        ConnectError::new(
+            ConnectCode::Unavailable,
+            format!("sandbox {id} {}", crate::error::not_running()),
+        )
+    } else {
+        ConnectError::new(
+            ConnectCode::Unavailable,
+            format!("the connection to sandbox {id} ended before the stream completed: {e}"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_paths_run_as_root_and_are_handed_over() {
+        let user = Some("user".to_string());
+        assert_eq!(acting_user(&user, "/etc/x").as_deref(), Some("root"));
+        assert_eq!(acting_user(&user, "notes.txt").as_deref(), Some("user"));
+        assert_eq!(acting_user(&None, "~/x"), None);
+        assert!(needs_handover(&user, "/opt/x"));
+        assert!(needs_handover(&None, "/opt/x"));
+        assert!(!needs_handover(&Some("root".into()), "/opt/x"));
+        assert!(!needs_handover(&user, "x"));
+    }
+}

@@ -1,0 +1,196 @@
+//! Which requests are sandbox traffic, and where they go.
+//!
+//! A request is for a sandbox's port when it carries `E2b-Sandbox-Id` (then `E2b-Sandbox-Port`
+//! is required too), or, failing that, when its Host's first label reads `{port}-{sandboxId}`
+//! (extra `-parts` after the id are ignored, as in E2B's legacy `49983-<id>-<client>.<domain>`;
+//! hosts that are IP literals or `localhost` never route this way). Everything else falls
+//! through to the rest of the server, so `/health` without the headers stays the server's own.
+//!
+//! The sandbox must be running, else the answer is E2B's proxy 502 "The sandbox was not found"
+//! (paused, stopped and failed sandboxes included: the SDK then reports it as gone). Port 49983
+//! is envd, 49999 the code interpreter, and any other port is forwarded to the service inside
+//! the sandbox (502 "port is not open" when nothing listens).
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use platinum_engine::Error;
+use platinum_engine::ids::is_valid_id;
+use platinum_engine::model::SandboxState;
+use tower::ServiceExt;
+
+use crate::error::{HttpError, PORT_NOT_OPEN, SANDBOX_NOT_FOUND, proxy_error};
+use crate::{Ctx, ENVD_PORT, INTERPRETER_PORT};
+
+/// Header naming the sandbox.
+pub const SANDBOX_ID_HEADER: &str = "e2b-sandbox-id";
+/// Header naming the port inside the sandbox.
+pub const SANDBOX_PORT_HEADER: &str = "e2b-sandbox-port";
+
+/// Where a sandbox request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Sandbox id.
+    pub sandbox: String,
+    /// Port inside it.
+    pub port: u16,
+}
+
+/// The sandbox a routed request is for (a request extension for the envd and interpreter
+/// routers).
+#[derive(Debug, Clone)]
+pub struct SandboxId(pub String);
+
+/// Decides whether a request is sandbox traffic. `Err` is a malformed routing header.
+pub fn target(headers: &HeaderMap, uri_host: Option<&str>) -> Result<Option<Target>, HttpError> {
+    if let Some(id) = headers.get(SANDBOX_ID_HEADER) {
+        let id = id
+            .to_str()
+            .map_err(|_| HttpError::new(400, "invalid E2b-Sandbox-Id header"))?
+            .trim()
+            .to_string();
+        let port = headers
+            .get(SANDBOX_PORT_HEADER)
+            .ok_or_else(|| {
+                HttpError::new(400, "E2b-Sandbox-Id needs an E2b-Sandbox-Port header too")
+            })?
+            .to_str()
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| HttpError::new(400, "invalid E2b-Sandbox-Port header"))?;
+        return Ok(Some(Target { sandbox: id, port }));
+    }
+    if headers.contains_key(SANDBOX_PORT_HEADER) {
+        return Err(HttpError::new(
+            400,
+            "E2b-Sandbox-Port needs an E2b-Sandbox-Id header too",
+        ));
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(uri_host);
+    Ok(host.and_then(host_target))
+}
+
+/// Reads `{port}-{id}[-...].{domain}` from a Host value.
+pub fn host_target(host: &str) -> Option<Target> {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    if name.eq_ignore_ascii_case("localhost")
+        || name.starts_with('[')
+        || name.parse::<std::net::IpAddr>().is_ok()
+    {
+        return None;
+    }
+    let (label, rest) = name.split_once('.')?;
+    if rest.is_empty() {
+        return None;
+    }
+    let mut parts = label.split('-');
+    let port = parts.next()?.parse::<u16>().ok().filter(|p| *p > 0)?;
+    let sandbox = parts.next()?.to_string();
+    is_valid_id(&sandbox).then_some(Target { sandbox, port })
+}
+
+/// Middleware in front of the whole server: routes sandbox traffic, passes the rest on.
+pub async fn dispatch(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    match target(req.headers(), req.uri().host()) {
+        Ok(None) => next.run(req).await,
+        Ok(Some(t)) => serve(ctx, t, req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve(ctx: Ctx, t: Target, mut req: Request) -> Response {
+    match ctx.engine.get_sandbox(&t.sandbox).await {
+        Ok(s) if s.state == SandboxState::Running => {}
+        Ok(s) => {
+            tracing::debug!(sandbox = %t.sandbox, state = %s.state, port = t.port, "traffic for a sandbox that is not running");
+            return proxy_error(&t.sandbox, SANDBOX_NOT_FOUND);
+        }
+        Err(Error::SandboxNotFound(_)) => return proxy_error(&t.sandbox, SANDBOX_NOT_FOUND),
+        Err(e) => return HttpError::from(e).into_response(),
+    }
+    match t.port {
+        ENVD_PORT | INTERPRETER_PORT => {
+            req.extensions_mut().insert(SandboxId(t.sandbox.clone()));
+            let router = if t.port == ENVD_PORT {
+                crate::envd::router(ctx)
+            } else {
+                crate::interpreter::router(ctx)
+            };
+            match router.oneshot(req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+        port => {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            match platinum_rest::proxy::forward(&ctx.engine, &t.sandbox, port, &path, req).await {
+                Ok(response) => response,
+                Err(e) if e.code() == "port_not_open" => proxy_error(&t.sandbox, PORT_NOT_OPEN),
+                Err(e) => HttpError::from(e).into_response(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn headers_route_before_hosts() {
+        let h = headers(&[
+            ("e2b-sandbox-id", "abc123"),
+            ("e2b-sandbox-port", "49983"),
+            ("host", "127.0.0.1:7070"),
+        ]);
+        assert_eq!(
+            target(&h, None).unwrap(),
+            Some(Target {
+                sandbox: "abc123".into(),
+                port: 49983
+            })
+        );
+        assert!(target(&headers(&[("e2b-sandbox-id", "abc")]), None).is_err());
+        assert!(target(&headers(&[("e2b-sandbox-port", "1")]), None).is_err());
+        assert_eq!(
+            target(&headers(&[("host", "127.0.0.1:7070")]), None).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn hosts_name_port_and_sandbox() {
+        let t = |h: &str| host_target(h).map(|t| (t.port, t.sandbox));
+        assert_eq!(t("49983-abc123.e2b.local"), Some((49983, "abc123".into())));
+        assert_eq!(
+            t("8080-abc123-client.example.com:443"),
+            Some((8080, "abc123".into()))
+        );
+        assert_eq!(t("localhost:7070"), None);
+        assert_eq!(t("10.0.0.1"), None);
+        assert_eq!(t("platinum.example.com"), None);
+        assert_eq!(t("49983-ABC.example.com"), None);
+        assert_eq!(t("49983-abc"), None);
+        assert_eq!(t("99999-abc.example.com"), None);
+    }
+}

@@ -1,0 +1,418 @@
+//! Sandbox lifecycle commands.
+
+use platinum_hostagent::host::{CreateVm, VmStatus};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::ids::{check_template_name, new_sandbox_id};
+use crate::model::{CreateSandbox, RuntimeInfo, Sandbox, SandboxMetrics, SandboxState};
+use crate::store::{ListQuery, Page};
+
+/// Longest env var or metadata value accepted.
+const MAX_VALUE_LEN: usize = 32 * 1024;
+/// Most env vars or metadata pairs accepted.
+const MAX_PAIRS: usize = 256;
+
+fn runtime_info(v: &VmStatus) -> RuntimeInfo {
+    RuntimeInfo {
+        vmm: wire_name(&v.vmm),
+        accel: wire_name(&v.accel),
+        pid: v.pid,
+        transport: wire_name(&v.transport),
+        disk_clone: v.disk_clone.clone(),
+        agent_version: v.agent_version.clone(),
+        kernel: v.kernel.clone(),
+        boot_ms: v.boot_ms,
+        ip: v.ip.map(|ip| ip.to_string()),
+        internet: v.internet,
+    }
+}
+
+/// The serde name of a unit enum variant (`VmmKind::Qemu` -> `"qemu"`).
+fn wire_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+pub(crate) fn check_pairs(
+    what: &str,
+    pairs: &std::collections::BTreeMap<String, String>,
+    env_names: bool,
+) -> Result<()> {
+    if pairs.len() > MAX_PAIRS {
+        return Err(Error::InvalidRequest(format!(
+            "at most {MAX_PAIRS} {what} entries"
+        )));
+    }
+    for (k, v) in pairs {
+        if k.is_empty()
+            || k.len() > 256
+            || v.len() > MAX_VALUE_LEN
+            || k.contains('\0')
+            || v.contains('\0')
+        {
+            return Err(Error::InvalidRequest(format!("invalid {what} entry {k:?}")));
+        }
+        if env_names && (k.contains('=') || k.starts_with(|c: char| c.is_ascii_digit())) {
+            return Err(Error::InvalidRequest(format!(
+                "invalid environment variable name {k:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Creates a sandbox and returns once its VM has booted and its agent answers.
+    pub async fn create_sandbox(&self, req: CreateSandbox) -> Result<Sandbox> {
+        let cfg = &self.config;
+        let template = req.template.unwrap_or_else(|| cfg.default_template.clone());
+        check_template_name(&template)?;
+        if !self.host.templates().contains(&template) {
+            return Err(Error::TemplateNotFound(template));
+        }
+        let vcpus = req.vcpus.unwrap_or(cfg.default_vcpus);
+        if vcpus == 0 || vcpus > cfg.max_vcpus {
+            return Err(Error::InvalidRequest(format!(
+                "vcpus must be 1..={}",
+                cfg.max_vcpus
+            )));
+        }
+        let memory_mib = req.memory_mib.unwrap_or(cfg.default_memory_mib);
+        if !(128..=cfg.max_memory_mib).contains(&memory_mib) {
+            return Err(Error::InvalidRequest(format!(
+                "memory_mib must be 128..={}",
+                cfg.max_memory_mib
+            )));
+        }
+        let timeout = match req.timeout_secs {
+            None => cfg.default_timeout,
+            Some(0) => None,
+            Some(s) => Some(Duration::from_secs(s)),
+        };
+        if timeout.is_some_and(|t| t > cfg.max_timeout) {
+            return Err(Error::InvalidRequest(format!(
+                "timeout_secs must be at most {}",
+                cfg.max_timeout.as_secs()
+            )));
+        }
+        check_pairs("env", &req.env, true)?;
+        check_pairs("metadata", &req.metadata, false)?;
+        if let Some(name) = &req.name {
+            crate::commands::settings::check_sandbox_name(name)?;
+            if self.store.get_sandbox_by_name(name).await?.is_some() {
+                return Err(Error::Conflict(format!(
+                    "a sandbox named {name:?} already exists"
+                )));
+            }
+        }
+
+        let live = self
+            .store
+            .sandboxes_in_states(&[
+                SandboxState::Creating,
+                SandboxState::Starting,
+                SandboxState::Running,
+                SandboxState::Paused,
+            ])
+            .await?
+            .len();
+        if live >= cfg.max_sandboxes {
+            return Err(Error::CapacityExhausted(format!(
+                "{live} sandboxes are live (limit {})",
+                cfg.max_sandboxes
+            )));
+        }
+
+        let now = OffsetDateTime::now_utc();
+        let mut sandbox = Sandbox {
+            id: new_sandbox_id(),
+            name: req.name,
+            template: template.clone(),
+            state: SandboxState::Creating,
+            vcpus,
+            memory_mib,
+            env: req.env,
+            metadata: req.metadata,
+            created_at: now,
+            expires_at: timeout.map(|t| now + t),
+            on_timeout: req.on_timeout.unwrap_or_default(),
+            lifecycle: req.lifecycle,
+            last_activity_at: now,
+            error: None,
+            runtime: None,
+        };
+        let _guard = self.lock(&sandbox.id).await;
+        self.store.insert_sandbox(&sandbox).await?;
+        self.store
+            .append_event(&sandbox.id, "creating", &serde_json::json!({ "template": template, "vcpus": vcpus, "memory_mib": memory_mib }))
+            .await?;
+        let vm = CreateVm {
+            id: sandbox.id.clone(),
+            template,
+            vcpus,
+            memory_mib,
+            env: sandbox.env.clone(),
+            transport: None,
+            internet: req.internet,
+        };
+        let booted = tokio::time::timeout(self.config.boot_timeout, self.host.create(vm)).await;
+        let result = match booted {
+            Ok(r) => r.map_err(Error::from),
+            Err(_) => Err(Error::Vm(format!(
+                "boot took longer than {}s",
+                self.config.boot_timeout.as_secs()
+            ))),
+        };
+        match result {
+            Ok(status) => {
+                sandbox.runtime = Some(runtime_info(&status));
+                // Expiry counts from when the sandbox became usable.
+                let ready = OffsetDateTime::now_utc();
+                sandbox.expires_at = timeout.map(|t| ready + t);
+                sandbox.last_activity_at = ready;
+                self.transition(
+                    &mut sandbox,
+                    SandboxState::Running,
+                    serde_json::json!({ "boot_ms": status.boot_ms }),
+                )
+                .await?;
+                Ok(sandbox)
+            }
+            Err(e) => {
+                let console = self
+                    .host
+                    .console_tail(&sandbox.id, 20)
+                    .await
+                    .unwrap_or_default();
+                if let Err(cleanup) = self.host.destroy(&sandbox.id).await {
+                    tracing::error!(sandbox = %sandbox.id, error = %cleanup, "cleanup after failed create");
+                }
+                let reason = if console.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{e}; console: {console}")
+                };
+                sandbox.error = Some(reason.clone());
+                self.transition(
+                    &mut sandbox,
+                    SandboxState::Error,
+                    serde_json::json!({ "reason": reason }),
+                )
+                .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// One sandbox.
+    pub async fn get_sandbox(&self, id: &str) -> Result<Sandbox> {
+        self.load(id).await
+    }
+
+    /// A page of sandboxes, newest first.
+    pub async fn list_sandboxes(&self, query: ListQuery) -> Result<Page> {
+        self.store.list_sandboxes(&query).await
+    }
+
+    /// Deletes a sandbox: VM, disks and directory are removed; the record stays as `deleted`.
+    pub async fn kill_sandbox(&self, id: &str) -> Result<()> {
+        self.load(id).await?;
+        let guard = self.lock(id).await;
+        let mut s = self.load(id).await?;
+        self.host.destroy(id).await?;
+        s.error = None;
+        self.transition(&mut s, SandboxState::Deleted, serde_json::json!({}))
+            .await?;
+        drop(guard);
+        self.forget_lock(id);
+        Ok(())
+    }
+
+    /// Pauses a running sandbox (vCPUs stop; memory stays).
+    pub async fn pause_sandbox(&self, id: &str) -> Result<Sandbox> {
+        let _g = self.lock(id).await;
+        let mut s = self.load(id).await?;
+        require(&s, "pause", &[SandboxState::Running])?;
+        self.host.pause(id).await?;
+        self.transition(&mut s, SandboxState::Paused, serde_json::json!({}))
+            .await?;
+        Ok(s)
+    }
+
+    /// Resumes a paused sandbox.
+    pub async fn resume_sandbox(&self, id: &str) -> Result<Sandbox> {
+        let _g = self.lock(id).await;
+        let mut s = self.load(id).await?;
+        require(&s, "resume", &[SandboxState::Paused])?;
+        self.host.resume(id).await?;
+        s.last_activity_at = OffsetDateTime::now_utc();
+        self.transition(&mut s, SandboxState::Running, serde_json::json!({}))
+            .await?;
+        Ok(s)
+    }
+
+    /// Shuts the VM down and keeps the disk.
+    pub async fn stop_sandbox(&self, id: &str) -> Result<Sandbox> {
+        let _g = self.lock(id).await;
+        let mut s = self.load(id).await?;
+        require(&s, "stop", &[SandboxState::Running, SandboxState::Paused])?;
+        self.transition(&mut s, SandboxState::Stopping, serde_json::json!({}))
+            .await?;
+        if let Err(e) = self.host.stop(id).await {
+            s.error = Some(e.to_string());
+            self.transition(
+                &mut s,
+                SandboxState::Error,
+                serde_json::json!({ "reason": e.to_string() }),
+            )
+            .await?;
+            return Err(e.into());
+        }
+        // Rules that count time spent stopped (archive, delete) count from here.
+        s.last_activity_at = OffsetDateTime::now_utc();
+        self.transition(&mut s, SandboxState::Stopped, serde_json::json!({}))
+            .await?;
+        Ok(s)
+    }
+
+    /// Boots a stopped (or failed) sandbox again from its disk.
+    pub async fn start_sandbox(&self, id: &str) -> Result<Sandbox> {
+        let _g = self.lock(id).await;
+        let mut s = self.load(id).await?;
+        require(
+            &s,
+            "start",
+            &[
+                SandboxState::Stopped,
+                SandboxState::Archived,
+                SandboxState::Error,
+            ],
+        )?;
+        self.transition(&mut s, SandboxState::Starting, serde_json::json!({}))
+            .await?;
+        let booted = tokio::time::timeout(self.config.boot_timeout, self.host.start(id)).await;
+        match booted.unwrap_or_else(|_| {
+            Err(platinum_hostagent::Error::Timeout {
+                what: "boot".into(),
+                seconds: self.config.boot_timeout.as_secs(),
+            })
+        }) {
+            Ok(status) => {
+                s.runtime = Some(runtime_info(&status));
+                s.error = None;
+                s.last_activity_at = OffsetDateTime::now_utc();
+                self.transition(
+                    &mut s,
+                    SandboxState::Running,
+                    serde_json::json!({ "boot_ms": status.boot_ms }),
+                )
+                .await?;
+                Ok(s)
+            }
+            Err(e) => {
+                s.error = Some(e.to_string());
+                self.transition(
+                    &mut s,
+                    SandboxState::Error,
+                    serde_json::json!({ "reason": e.to_string() }),
+                )
+                .await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Stops every sandbox that has a VM, concurrently (server shutdown). Failures are logged; a
+    /// sandbox that cannot be stopped cleanly ends in `error` with its disk kept.
+    pub async fn stop_all_sandboxes(&self) {
+        let live = match self
+            .store
+            .sandboxes_in_states(&[SandboxState::Running, SandboxState::Paused])
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "listing sandboxes to stop");
+                return;
+            }
+        };
+        let stops = live.iter().map(|s| async move {
+            if let Err(e) = self.stop_sandbox(&s.id).await {
+                tracing::warn!(sandbox = %s.id, error = %e, "stop at shutdown failed");
+            }
+        });
+        futures::future::join_all(stops).await;
+    }
+
+    /// Sets the sandbox to expire `secs` from now (0 = never).
+    pub async fn set_timeout(&self, id: &str, secs: u64) -> Result<Sandbox> {
+        let _g = self.lock(id).await;
+        let mut s = self.load(id).await?;
+        let t = Duration::from_secs(secs);
+        if t > self.config.max_timeout {
+            return Err(Error::InvalidRequest(format!(
+                "timeout must be at most {}s",
+                self.config.max_timeout.as_secs()
+            )));
+        }
+        s.expires_at = (secs > 0).then(|| OffsetDateTime::now_utc() + t);
+        self.store.update_sandbox(&s).await?;
+        Ok(s)
+    }
+
+    /// CPU, memory and disk usage, measured in the guest.
+    pub async fn sandbox_metrics(&self, id: &str) -> Result<SandboxMetrics> {
+        let (_, guest) = self.running_guest(id).await?;
+        Ok(guest.metrics().await?.into())
+    }
+
+    /// Last lines of the sandbox's console log (works in any state that still has a directory).
+    pub async fn console_log(&self, id: &str, lines: usize) -> Result<String> {
+        self.load(id).await?;
+        Ok(self.host.console_tail(id, lines.clamp(1, 10_000)).await?)
+    }
+
+    /// Audit trail of a sandbox: (time, kind, detail), oldest first.
+    pub async fn sandbox_events(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(OffsetDateTime, String, serde_json::Value)>> {
+        self.load(id).await?;
+        Ok(self
+            .store
+            .events(id)
+            .await?
+            .into_iter()
+            .map(|(ms, k, d)| {
+                (
+                    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+                        .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    k,
+                    d,
+                )
+            })
+            .collect())
+    }
+}
+
+/// Fails with `invalid_state` unless the sandbox is in one of `allowed`.
+pub(crate) fn require(s: &Sandbox, action: &str, allowed: &[SandboxState]) -> Result<()> {
+    if allowed.contains(&s.state) {
+        return Ok(());
+    }
+    Err(Error::InvalidState {
+        id: s.id.clone(),
+        state: s.state.to_string(),
+        action: action.into(),
+        needed: allowed
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(" or "),
+    })
+}

@@ -1,0 +1,54 @@
+//! Engine settings: defaults for new sandboxes and the limits that protect the host.
+
+use std::time::Duration;
+
+/// Defaults and limits. `EngineConfig::default()` is what `platinum up` uses.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Template used when a create names none.
+    pub default_template: String,
+    /// Default vCPUs.
+    pub default_vcpus: u32,
+    /// Default memory, MiB.
+    pub default_memory_mib: u32,
+    /// Default sandbox timeout (`None` = sandboxes never expire by default).
+    pub default_timeout: Option<Duration>,
+    /// Largest vCPU count a create may ask for.
+    pub max_vcpus: u32,
+    /// Largest memory a create may ask for, MiB.
+    pub max_memory_mib: u32,
+    /// Longest timeout a create may ask for.
+    pub max_timeout: Duration,
+    /// Sandboxes with a live VM (or booting) at once.
+    pub max_sandboxes: usize,
+    /// Largest single file upload, bytes.
+    pub max_upload_bytes: u64,
+    /// Output a buffered exec keeps per stream, bytes.
+    pub exec_output_limit: usize,
+    /// Timeout of a buffered exec that names none.
+    pub default_exec_timeout: Duration,
+    /// How long a boot may take before the sandbox goes to `error`.
+    pub boot_timeout: Duration,
+    /// How often expiry and lifecycle rules are checked.
+    pub lifecycle_tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            default_template: "base".into(),
+            default_vcpus: 2,
+            default_memory_mib: 1024,
+            default_timeout: Some(Duration::from_secs(300)),
+            max_vcpus: 16,
+            max_memory_mib: 64 * 1024,
+            max_timeout: Duration::from_secs(30 * 24 * 3600),
+            max_sandboxes: 64,
+            max_upload_bytes: 1 << 30,
+            exec_output_limit: 10 << 20,
+            default_exec_timeout: Duration::from_secs(60),
+            boot_timeout: Duration::from_secs(180),
+            lifecycle_tick: Duration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The [`Engine`]: owns the store, the host agent, per-sandbox locks and the background loops.
+//!
+//! Its public methods (in [`crate::commands`]) are the command layer: every front end (REST, MCP,
+//! E2B, Daytona, CLI) calls them and nothing below them. Lifecycle changes of one sandbox are
+//! serialised by a per-sandbox lock; commands that only use a running guest (exec, files) do not
+//! take it, so they run concurrently with each other.
+
+use platinum_hostagent::host::HostAgent;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use time::OffsetDateTime;
+use tokio::sync::OwnedMutexGuard;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::ApiKeys;
+use crate::config::EngineConfig;
+use crate::error::{Error, Result};
+use crate::ids::check_sandbox_id;
+use crate::model::{Sandbox, SandboxState};
+use crate::store::Store;
+
+/// How often a sandbox's activity time is written to the store at most.
+const ACTIVITY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The engine. Share it as `Arc<Engine>`.
+pub struct Engine {
+    pub(crate) config: EngineConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) host: Arc<dyn HostAgent>,
+    pub(crate) keys: ApiKeys,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    activity: Mutex<HashMap<String, Instant>>,
+    /// Last activity per sandbox, exact (the store's copy is written at most every few seconds).
+    seen: Mutex<HashMap<String, OffsetDateTime>>,
+    /// Named background shells (`commands::sessions`).
+    pub(crate) sessions: crate::commands::sessions::Sessions,
+    /// Code-context kernels (`commands::code`).
+    pub(crate) code: crate::code::Kernels,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Engine {
+    /// Builds an engine over a store and a host agent. Call [`Engine::start`] to run its loops.
+    pub async fn new(
+        config: EngineConfig,
+        store: Arc<dyn Store>,
+        host: Arc<dyn HostAgent>,
+    ) -> Result<Arc<Self>> {
+        let keys = ApiKeys::load(store.as_ref()).await?;
+        Ok(Arc::new(Engine {
+            config,
+            store,
+            host,
+            keys,
+            locks: Mutex::new(HashMap::new()),
+            activity: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+            sessions: Default::default(),
+            code: Default::default(),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// Reconciles the store with the host, then starts the lifecycle and event loops.
+    pub async fn start(self: &Arc<Self>) -> Result<()> {
+        crate::reconciler::reconcile_at_start(self).await?;
+        crate::reconciler::spawn_event_loop(self.clone());
+        crate::lifecycle::spawn(self.clone());
+        Ok(())
+    }
+
+    /// Stops the background loops (VMs keep running until the host agent is dropped).
+    pub fn stop_background(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Engine settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The host agent.
+    pub fn host(&self) -> &Arc<dyn HostAgent> {
+        &self.host
+    }
+
+    /// API keys.
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.keys
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Serialises lifecycle changes of one sandbox.
+    pub(crate) async fn lock(&self, id: &str) -> OwnedMutexGuard<()> {
+        let m = self
+            .locks
+            .lock()
+            .expect("engine locks")
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        m.lock_owned().await
+    }
+
+    pub(crate) fn forget_lock(&self, id: &str) {
+        self.locks.lock().expect("engine locks").remove(id);
+        self.activity.lock().expect("engine activity").remove(id);
+        self.seen.lock().expect("engine activity").remove(id);
+        self.code.forget(id);
+    }
+
+    /// When a sandbox was last used: the store's record or, if newer, activity not written yet.
+    pub(crate) fn last_activity(&self, sandbox: &Sandbox) -> OffsetDateTime {
+        let seen = self
+            .seen
+            .lock()
+            .expect("engine activity")
+            .get(&sandbox.id)
+            .copied();
+        seen.map_or(sandbox.last_activity_at, |t| {
+            t.max(sandbox.last_activity_at)
+        })
+    }
+
+    /// A sandbox that exists and is not deleted.
+    pub(crate) async fn load(&self, id: &str) -> Result<Sandbox> {
+        check_sandbox_id(id)?;
+        match self.store.get_sandbox(id).await? {
+            Some(s) if s.state != SandboxState::Deleted => Ok(s),
+            _ => Err(Error::SandboxNotFound(id.to_string())),
+        }
+    }
+
+    /// Moves a sandbox to `to`, checking the state machine, and records an event.
+    pub(crate) async fn transition(
+        &self,
+        sandbox: &mut Sandbox,
+        to: SandboxState,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        if !sandbox.state.can_become(to) {
+            return Err(Error::Internal(format!(
+                "illegal transition {} -> {to} for {}",
+                sandbox.state, sandbox.id
+            )));
+        }
+        tracing::info!(sandbox = %sandbox.id, from = %sandbox.state, to = %to, "state change");
+        sandbox.state = to;
+        if !to.has_vm() && to != SandboxState::Starting && to != SandboxState::Creating {
+            sandbox.runtime = None;
+        }
+        self.store.update_sandbox(sandbox).await?;
+        self.store
+            .append_event(&sandbox.id, to.as_str(), &detail)
+            .await
+    }
+
+    /// Marks a sandbox failed (unless it is already deleted) and records why.
+    pub(crate) async fn fail(&self, id: &str, reason: String) -> Result<()> {
+        let _guard = self.lock(id).await;
+        let Some(mut s) = self.store.get_sandbox(id).await? else {
+            return Ok(());
+        };
+        if matches!(
+            s.state,
+            SandboxState::Deleted
+                | SandboxState::Error
+                | SandboxState::Stopped
+                | SandboxState::Archived
+        ) {
+            return Ok(());
+        }
+        tracing::warn!(sandbox = %id, %reason, "sandbox failed");
+        s.error = Some(reason.clone());
+        self.transition(
+            &mut s,
+            SandboxState::Error,
+            serde_json::json!({ "reason": reason }),
+        )
+        .await
+    }
+
+    /// Notes that a command used the sandbox (drives idle-based lifecycle rules).
+    pub(crate) async fn touch(&self, sandbox: &Sandbox) {
+        self.seen
+            .lock()
+            .expect("engine activity")
+            .insert(sandbox.id.clone(), OffsetDateTime::now_utc());
+        let now = Instant::now();
+        let due = {
+            let mut act = self.activity.lock().expect("engine activity");
+            let last = act
+                .entry(sandbox.id.clone())
+                .or_insert(now - ACTIVITY_FLUSH);
+            if now.duration_since(*last) >= ACTIVITY_FLUSH {
+                *last = now;
+                true
+            } else {
+                false
+            }
+        };
+        if due {
+            let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+            if let Err(e) = self.store.touch_sandbox(&sandbox.id, now_ms).await {
+                tracing::warn!(sandbox = %sandbox.id, error = %e, "could not record activity");
+            }
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! The engine's data model: sandboxes, their states, and the request/response shapes of commands.
+//!
+//! These types are the wire shapes of the native REST API and the MCP server too, so they derive
+//! `utoipa::ToSchema` and `schemars::JsonSchema`, and their doc comments become API documentation.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// Lifecycle state of a sandbox.
+///
+/// `creating -> running <-> paused`, `running|paused -> stopping -> stopped -> starting -> running`,
+/// `stopped -> archived -> starting`, any -> `error` (the VM died or its agent stopped answering),
+/// any -> `deleted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxState {
+    /// The VM is booting.
+    Creating,
+    /// A stopped sandbox is booting again from its disk.
+    Starting,
+    /// Ready for commands.
+    Running,
+    /// vCPUs stopped, memory kept; resume is instant.
+    Paused,
+    /// Shutting down.
+    Stopping,
+    /// VM off, disk kept; start boots it again.
+    Stopped,
+    /// Stopped for long enough to be set aside (lifecycle rules or an explicit archive); the disk
+    /// stays where it is and start boots it again.
+    Archived,
+    /// The VM failed; see `error`.
+    Error,
+    /// Gone; nothing of it remains on the host.
+    Deleted,
+}
+
+impl SandboxState {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::Creating => "creating",
+            SandboxState::Starting => "starting",
+            SandboxState::Running => "running",
+            SandboxState::Paused => "paused",
+            SandboxState::Stopping => "stopping",
+            SandboxState::Stopped => "stopped",
+            SandboxState::Archived => "archived",
+            SandboxState::Error => "error",
+            SandboxState::Deleted => "deleted",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "creating" => SandboxState::Creating,
+            "starting" => SandboxState::Starting,
+            "running" => SandboxState::Running,
+            "paused" => SandboxState::Paused,
+            "stopping" => SandboxState::Stopping,
+            "stopped" => SandboxState::Stopped,
+            "archived" => SandboxState::Archived,
+            "error" => SandboxState::Error,
+            "deleted" => SandboxState::Deleted,
+            _ => return None,
+        })
+    }
+
+    /// Whether a sandbox may move from `self` to `to`.
+    pub fn can_become(self, to: SandboxState) -> bool {
+        use SandboxState::*;
+        matches!(
+            (self, to),
+            (Creating, Running | Error | Deleted)
+                | (Running, Paused | Stopping | Error | Deleted)
+                | (Paused, Running | Stopping | Error | Deleted)
+                | (Stopping, Stopped | Error | Deleted)
+                | (Stopped, Starting | Archived | Deleted | Error)
+                | (Archived, Starting | Deleted | Error)
+                | (Starting, Running | Error | Deleted)
+                | (Error, Starting | Deleted)
+        )
+    }
+
+    /// States that hold a live VM.
+    pub fn has_vm(self) -> bool {
+        matches!(self, SandboxState::Running | SandboxState::Paused)
+    }
+}
+
+impl std::fmt::Display for SandboxState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happens when a sandbox's timeout expires.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutAction {
+    /// Delete it.
+    #[default]
+    Kill,
+    /// Pause it.
+    Pause,
+    /// Stop it (VM off, disk kept).
+    Stop,
+}
+
+/// Rules the lifecycle loop applies on its own, besides the timeout: stop a sandbox nobody uses,
+/// then archive and delete it once it has been stopped for a while. Activity is any command
+/// (exec, files, processes, sessions) and every start.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleRules {
+    /// Stop a running sandbox after this many seconds without activity (`null` = never).
+    #[serde(default)]
+    pub stop_after_idle_secs: Option<u64>,
+    /// Archive a sandbox that has been stopped this many seconds (`null` = never).
+    #[serde(default)]
+    pub archive_after_stopped_secs: Option<u64>,
+    /// Delete a sandbox that has been stopped (or archived) this many seconds; `0` deletes it as
+    /// soon as it stops (`null` = never).
+    #[serde(default)]
+    pub delete_after_stopped_secs: Option<u64>,
+}
+
+/// How the sandbox's VM runs on its host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct RuntimeInfo {
+    /// `qemu` or `cloud_hypervisor`.
+    pub vmm: String,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// VMM process id on the host.
+    pub pid: u32,
+    /// Guest agent transport: `virtio_serial` or `vsock`.
+    pub transport: String,
+    /// How the root disk was cloned: `reflink`, `qcow2` or `copy`.
+    pub disk_clone: String,
+    /// Guest agent version.
+    pub agent_version: String,
+    /// Guest kernel release.
+    pub kernel: String,
+    /// Milliseconds from VMM start to the guest agent's first answer.
+    pub boot_ms: u64,
+    /// Address on the sandbox network (none when the host has no sandbox network).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// Whether the sandbox can reach beyond the host.
+    #[serde(default)]
+    pub internet: bool,
+}
+
+/// A sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct Sandbox {
+    /// Id: 20 lowercase alphanumerics.
+    pub id: String,
+    /// Unique name, if it was given one (sandboxes can be looked up by it).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Template it was created from.
+    pub template: String,
+    /// Lifecycle state.
+    pub state: SandboxState,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory, MiB.
+    pub memory_mib: u32,
+    /// Environment variables every command gets.
+    pub env: BTreeMap<String, String>,
+    /// Free-form labels.
+    pub metadata: BTreeMap<String, String>,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    #[schemars(with = "String")]
+    pub created_at: OffsetDateTime,
+    /// When the sandbox expires (its timeout), if it does.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schemars(with = "Option<String>")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// What happens at expiry.
+    pub on_timeout: TimeoutAction,
+    /// Idle stop, archive and delete rules.
+    #[serde(default)]
+    pub lifecycle: LifecycleRules,
+    /// Last time a command touched it (for stopped sandboxes: when it stopped).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    #[schemars(with = "String")]
+    pub last_activity_at: OffsetDateTime,
+    /// Why it is in `error`.
+    pub error: Option<String>,
+    /// VM details, while it has a VM.
+    pub runtime: Option<RuntimeInfo>,
+}
+
+/// Parameters of `create`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSandbox {
+    /// Template name (`base` by default; `platinum image ls` lists them).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// vCPUs (1-16; default 2).
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Memory in MiB (128-65536; default 1024).
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    /// Environment variables for every command.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Free-form labels (string to string).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Seconds until the sandbox expires (default 300; 0 = never).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// What happens at expiry (default `kill`).
+    #[serde(default)]
+    pub on_timeout: Option<TimeoutAction>,
+    /// Unique name (1-255 of `A-Z a-z 0-9 . _ -`); the sandbox can then be looked up by it.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Idle stop, archive and delete rules (default: none).
+    #[serde(default)]
+    pub lifecycle: LifecycleRules,
+    /// Internet access (default: on where the host has a sandbox network). `true` fails on hosts
+    /// without one; `false` keeps the sandbox off the internet.
+    #[serde(default)]
+    pub internet: Option<bool>,
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(untagged)]
+pub enum CommandLine {
+    /// A shell command line, run by `bash -l -c`.
+    Shell(String),
+    /// An argv vector, run directly.
+    Argv(Vec<String>),
+}
+
+/// Parameters of `exec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// A shell string (`"ls -la | wc -l"`) or an argv array (`["ls", "-la"]`).
+    pub command: CommandLine,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default: the user's home; relative paths resolve against it).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// User to run as (default `user`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Kill the command after this many milliseconds (default 60000 for buffered exec; 0 = none).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Text fed to stdin, then stdin is closed.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Start it and return immediately with its pid; reattach with the process endpoints.
+    #[serde(default)]
+    pub background: bool,
+}
+
+/// Result of a buffered `exec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct ExecResult {
+    /// Guest pid.
+    pub pid: u32,
+    /// Exit code (128 + signal when a signal ended it); `null` for background starts.
+    pub exit_code: Option<i32>,
+    /// Signal that ended it, if any.
+    pub signal: Option<i32>,
+    /// The timeout fired and the command was killed.
+    pub timed_out: bool,
+    /// stdout (UTF-8, invalid bytes replaced).
+    pub stdout: String,
+    /// stderr (UTF-8, invalid bytes replaced).
+    pub stderr: String,
+    /// Output beyond the limit was dropped.
+    pub truncated: bool,
+    /// Wall time on the host, milliseconds.
+    pub duration_ms: u64,
+}
+
+/// A file or directory in a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct FileInfo {
+    /// Last path component.
+    pub name: String,
+    /// Absolute path.
+    pub path: String,
+    /// `file`, `dir`, `symlink` or `other`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits as an integer (e.g. 420 = 0o644).
+    pub mode: u32,
+    /// `ls -l` style, e.g. `-rw-r--r--`.
+    pub permissions: String,
+    /// Owner.
+    pub owner: String,
+    /// Group.
+    pub group: String,
+    /// Modification time.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    #[schemars(with = "String")]
+    pub modified_at: OffsetDateTime,
+    /// Target, for symlinks.
+    pub symlink_target: Option<String>,
+}
+
+impl From<platinum_protocol::FileEntry> for FileInfo {
+    fn from(e: platinum_protocol::FileEntry) -> Self {
+        use platinum_protocol::FileKind;
+        FileInfo {
+            name: e.name,
+            path: e.path,
+            kind: match e.kind {
+                FileKind::File => "file",
+                FileKind::Dir => "dir",
+                FileKind::Symlink => "symlink",
+                FileKind::Other => "other",
+            }
+            .into(),
+            size: e.size,
+            mode: e.mode,
+            permissions: e.permissions,
+            owner: e.owner,
+            group: e.group,
+            modified_at: OffsetDateTime::from_unix_timestamp_nanos(e.modified_unix_ns as i128)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            symlink_target: e.symlink_target,
+        }
+    }
+}
+
+/// A process started in a sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct ProcessInfo {
+    /// Guest pid.
+    pub pid: u32,
+    /// The command, as a display string.
+    pub command: String,
+    /// Label given at start.
+    pub tag: Option<String>,
+    /// User it runs as.
+    pub user: String,
+    /// Working directory.
+    pub cwd: String,
+    /// Runs on a PTY.
+    pub pty: bool,
+    /// Still running.
+    pub running: bool,
+    /// Exit code once ended (128 + signal for signals).
+    pub exit_code: Option<i32>,
+    /// Start time.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    #[schemars(with = "String")]
+    pub started_at: OffsetDateTime,
+}
+
+impl From<platinum_protocol::ProcessInfo> for ProcessInfo {
+    fn from(p: platinum_protocol::ProcessInfo) -> Self {
+        ProcessInfo {
+            pid: p.pid,
+            command: command_display(&p.command),
+            tag: p.tag,
+            user: p.user,
+            cwd: p.cwd,
+            pty: p.pty,
+            running: p.exit.is_none(),
+            exit_code: p.exit.map(|e| e.shell_code()),
+            started_at: OffsetDateTime::from_unix_timestamp_nanos(
+                p.started_unix_ms as i128 * 1_000_000,
+            )
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        }
+    }
+}
+
+/// A protocol command rendered for humans.
+pub fn command_display(c: &platinum_protocol::Command) -> String {
+    match c {
+        platinum_protocol::Command::Shell(s) => s.clone(),
+        platinum_protocol::Command::Argv(a) => a.join(" "),
+    }
+}
+
+/// CPU, memory and disk usage of a sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct SandboxMetrics {
+    /// vCPUs online.
+    pub cpu_count: u32,
+    /// CPU busy percentage since the previous sample.
+    pub cpu_used_pct: f32,
+    /// Memory total, bytes.
+    pub mem_total: u64,
+    /// Memory used, bytes.
+    pub mem_used: u64,
+    /// Page cache, bytes.
+    pub mem_cache: u64,
+    /// Root disk size, bytes.
+    pub disk_total: u64,
+    /// Root disk used, bytes.
+    pub disk_used: u64,
+}
+
+impl From<platinum_protocol::MetricsReply> for SandboxMetrics {
+    fn from(m: platinum_protocol::MetricsReply) -> Self {
+        SandboxMetrics {
+            cpu_count: m.cpu_count,
+            cpu_used_pct: m.cpu_used_pct,
+            mem_total: m.mem_total,
+            mem_used: m.mem_used,
+            mem_cache: m.mem_cache,
+            disk_total: m.disk_total,
+            disk_used: m.disk_used,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_machine_allows_only_documented_transitions() {
+        use SandboxState::*;
+        assert!(Creating.can_become(Running));
+        assert!(Running.can_become(Paused) && Paused.can_become(Running));
+        assert!(Stopped.can_become(Starting) && Starting.can_become(Running));
+        assert!(!Deleted.can_become(Running));
+        assert!(!Stopped.can_become(Paused));
+        assert!(!Creating.can_become(Paused));
+        assert!(Stopped.can_become(Archived) && Archived.can_become(Starting));
+        assert!(!Running.can_become(Archived) && !Archived.can_become(Running));
+        for s in [
+            Creating, Starting, Running, Paused, Stopping, Stopped, Archived, Error, Deleted,
+        ] {
+            assert_eq!(SandboxState::parse(s.as_str()), Some(s));
+            assert!(!s.can_become(s), "{s} -> {s}");
+        }
+    }
+
+    #[test]
+    fn command_lines_accept_strings_and_arrays() {
+        let r: ExecRequest = serde_json::from_str(r#"{"command":"echo hi"}"#).unwrap();
+        assert_eq!(r.command, CommandLine::Shell("echo hi".into()));
+        let r: ExecRequest = serde_json::from_str(r#"{"command":["ls","-l"]}"#).unwrap();
+        assert_eq!(r.command, CommandLine::Argv(vec!["ls".into(), "-l".into()]));
+        assert!(serde_json::from_str::<ExecRequest>(r#"{"command":"x","bogus":1}"#).is_err());
+    }
+}

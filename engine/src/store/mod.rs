@@ -1,0 +1,79 @@
+//! The state store: the single source of truth for sandboxes, API keys and the audit trail.
+//!
+//! [`Store`] is what the engine needs; [`sqlite::SqliteStore`] is the embedded default. A
+//! PostgreSQL implementation for multi-host deployments implements the same trait; keep SQL that is
+//! specific to one database inside its implementation.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::model::{Sandbox, SandboxState};
+
+/// Filter and page for listing sandboxes. Results are newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only these states (empty = all but `deleted`).
+    pub states: Vec<SandboxState>,
+    /// Every pair must match the sandbox's metadata.
+    pub metadata: Vec<(String, String)>,
+    /// Only sandboxes whose name starts with this (ASCII case-insensitive).
+    pub name_prefix: Option<String>,
+    /// Page size.
+    pub limit: u32,
+    /// Continue after this cursor (from [`Page::next_cursor`]).
+    pub cursor: Option<String>,
+}
+
+/// One page of sandboxes.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The sandboxes.
+    pub items: Vec<Sandbox>,
+    /// Cursor for the next page, if there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// A stored API key (only its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Key id (not secret).
+    pub id: String,
+    /// Human label.
+    pub name: String,
+    /// Hex SHA-256 of the key.
+    pub hash: String,
+}
+
+/// Persistence the engine needs.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Inserts a new sandbox.
+    async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<()>;
+    /// Replaces a sandbox's row.
+    async fn update_sandbox(&self, sandbox: &Sandbox) -> Result<()>;
+    /// Records activity without touching anything else of the row.
+    async fn touch_sandbox(&self, id: &str, at_unix_ms: i64) -> Result<()>;
+    /// One sandbox, whatever its state.
+    async fn get_sandbox(&self, id: &str) -> Result<Option<Sandbox>>;
+    /// The sandbox that is not deleted and carries this name.
+    async fn get_sandbox_by_name(&self, name: &str) -> Result<Option<Sandbox>>;
+    /// A page of sandboxes.
+    async fn list_sandboxes(&self, query: &ListQuery) -> Result<Page>;
+    /// Sandboxes in any of these states (for lifecycle sweeps and reconciliation).
+    async fn sandboxes_in_states(&self, states: &[SandboxState]) -> Result<Vec<Sandbox>>;
+    /// Appends to a sandbox's audit trail.
+    async fn append_event(
+        &self,
+        sandbox_id: &str,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<()>;
+    /// A sandbox's audit trail, oldest first: (unix ms, kind, detail).
+    async fn events(&self, sandbox_id: &str) -> Result<Vec<(i64, String, serde_json::Value)>>;
+    /// Stores an API key hash.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// All API key hashes.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+}

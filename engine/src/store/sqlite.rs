@@ -1,0 +1,584 @@
+//! The embedded SQLite store (sqlx), with migrations from `engine/migrations/sqlite`.
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::LazyLock;
+use time::OffsetDateTime;
+
+use super::{ApiKeyRecord, ListQuery, Page, Store};
+use crate::error::{Error, Result};
+use crate::model::{LifecycleRules, Sandbox, SandboxState, TimeoutAction};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| Error::Store(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        Self::connect(opts).await
+    }
+
+    /// An in-memory database (tests).
+    pub async fn in_memory() -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(|e| Error::Store(e.to_string()))?;
+        Self::connect(opts).await
+    }
+
+    async fn connect(opts: SqliteConnectOptions) -> Result<Self> {
+        // One writer at a time is SQLite's model; a small pool serves concurrent readers.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| Error::Store(format!("migration failed: {e}")))?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_ms(v: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(v as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Store(e.to_string()))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(s: &str, column: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::Store(format!("corrupt {column} column: {e}")))
+}
+
+fn on_timeout_str(a: TimeoutAction) -> &'static str {
+    match a {
+        TimeoutAction::Kill => "kill",
+        TimeoutAction::Pause => "pause",
+        TimeoutAction::Stop => "stop",
+    }
+}
+
+/// A rule column: seconds, NULL = never.
+fn secs(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<Option<u64>> {
+    Ok(row
+        .try_get::<Option<i64>, _>(column)?
+        .map(|v| v.max(0) as u64))
+}
+
+fn secs_col(v: Option<u64>) -> Option<i64> {
+    v.map(|s| s.min(i64::MAX as u64) as i64)
+}
+
+/// Inserting a second live sandbox with a taken name trips the partial unique index.
+fn name_conflict(e: sqlx::Error, name: Option<&str>) -> Error {
+    match (e.as_database_error(), name) {
+        (Some(db), Some(name)) if db.is_unique_violation() => {
+            Error::Conflict(format!("a sandbox named {name:?} already exists"))
+        }
+        _ => e.into(),
+    }
+}
+
+fn row_to_sandbox(row: &sqlx::sqlite::SqliteRow) -> Result<Sandbox> {
+    let state: String = row.try_get("state")?;
+    let on_timeout: String = row.try_get("on_timeout")?;
+    let runtime: Option<String> = row.try_get("runtime")?;
+    Ok(Sandbox {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        template: row.try_get("template")?,
+        state: SandboxState::parse(&state)
+            .ok_or_else(|| Error::Store(format!("unknown state {state:?}")))?,
+        vcpus: row.try_get::<i64, _>("vcpus")? as u32,
+        memory_mib: row.try_get::<i64, _>("memory_mib")? as u32,
+        env: parse_json(&row.try_get::<String, _>("env")?, "env")?,
+        metadata: parse_json(&row.try_get::<String, _>("metadata")?, "metadata")?,
+        created_at: from_ms(row.try_get("created_at")?),
+        expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(from_ms),
+        on_timeout: match on_timeout.as_str() {
+            "pause" => TimeoutAction::Pause,
+            "stop" => TimeoutAction::Stop,
+            _ => TimeoutAction::Kill,
+        },
+        lifecycle: LifecycleRules {
+            stop_after_idle_secs: secs(row, "stop_after_idle_secs")?,
+            archive_after_stopped_secs: secs(row, "archive_after_stopped_secs")?,
+            delete_after_stopped_secs: secs(row, "delete_after_stopped_secs")?,
+        },
+        last_activity_at: from_ms(row.try_get("last_activity_at")?),
+        error: row.try_get("error")?,
+        runtime: runtime.map(|r| parse_json(&r, "runtime")).transpose()?,
+    })
+}
+
+/// Cursor = base64("<created_at ms>:<id>") of the last item of a page.
+fn encode_cursor(s: &Sandbox) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{}:{}",
+        ms(s.created_at),
+        s.id
+    ))
+}
+
+fn decode_cursor(c: &str) -> Result<(i64, String)> {
+    let bad = || Error::InvalidRequest("invalid pagination cursor".into());
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (t, id) = text.split_once(':').ok_or_else(bad)?;
+    Ok((t.parse().map_err(|_| bad())?, id.to_string()))
+}
+
+/// The sandbox columns written on insert and update, in the order [`bind_row`] binds them
+/// (`id` and `created_at` are set once, on insert).
+const ROW_COLUMNS: [&str; 16] = [
+    "template",
+    "state",
+    "vcpus",
+    "memory_mib",
+    "env",
+    "metadata",
+    "updated_at",
+    "expires_at",
+    "on_timeout",
+    "last_activity_at",
+    "error",
+    "runtime",
+    "name",
+    "stop_after_idle_secs",
+    "archive_after_stopped_secs",
+    "delete_after_stopped_secs",
+];
+
+// Built only from the constant column list above, never from input.
+static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO sandboxes (id, created_at, {}) VALUES (?, ?, {})",
+        ROW_COLUMNS.join(", "),
+        vec!["?"; ROW_COLUMNS.len()].join(", ")
+    )
+});
+
+static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
+    let sets: Vec<String> = ROW_COLUMNS.iter().map(|c| format!("{c} = ?")).collect();
+    format!("UPDATE sandboxes SET {} WHERE id = ?", sets.join(", "))
+});
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Binds the values of [`ROW_COLUMNS`] for `s`.
+fn bind_row<'q>(q: SqliteQuery<'q>, s: &'q Sandbox) -> Result<SqliteQuery<'q>> {
+    Ok(q.bind(&s.template)
+        .bind(s.state.as_str())
+        .bind(s.vcpus as i64)
+        .bind(s.memory_mib as i64)
+        .bind(json(&s.env)?)
+        .bind(json(&s.metadata)?)
+        .bind(ms(OffsetDateTime::now_utc()))
+        .bind(s.expires_at.map(ms))
+        .bind(on_timeout_str(s.on_timeout))
+        .bind(ms(s.last_activity_at))
+        .bind(&s.error)
+        .bind(s.runtime.as_ref().map(json).transpose()?)
+        .bind(&s.name)
+        .bind(secs_col(s.lifecycle.stop_after_idle_secs))
+        .bind(secs_col(s.lifecycle.archive_after_stopped_secs))
+        .bind(secs_col(s.lifecycle.delete_after_stopped_secs)))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_sandbox(&self, s: &Sandbox) -> Result<()> {
+        let q = sqlx::query(sqlx::AssertSqlSafe(INSERT_SQL.as_str()))
+            .bind(&s.id)
+            .bind(ms(s.created_at));
+        bind_row(q, s)?
+            .execute(&self.pool)
+            .await
+            .map_err(|e| name_conflict(e, s.name.as_deref()))?;
+        Ok(())
+    }
+
+    async fn update_sandbox(&self, s: &Sandbox) -> Result<()> {
+        let done = bind_row(sqlx::query(sqlx::AssertSqlSafe(UPDATE_SQL.as_str())), s)?
+            .bind(&s.id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| name_conflict(e, s.name.as_deref()))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::SandboxNotFound(s.id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn touch_sandbox(&self, id: &str, at_unix_ms: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE sandboxes SET last_activity_at = MAX(last_activity_at, ?) WHERE id = ?",
+        )
+        .bind(at_unix_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_sandbox(&self, id: &str) -> Result<Option<Sandbox>> {
+        let row = sqlx::query("SELECT * FROM sandboxes WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row_to_sandbox).transpose()
+    }
+
+    async fn get_sandbox_by_name(&self, name: &str) -> Result<Option<Sandbox>> {
+        let row = sqlx::query("SELECT * FROM sandboxes WHERE name = ? AND state != 'deleted'")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row_to_sandbox).transpose()
+    }
+
+    async fn list_sandboxes(&self, q: &ListQuery) -> Result<Page> {
+        let limit = q.limit.clamp(1, 1000);
+        let mut b: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new("SELECT * FROM sandboxes WHERE ");
+        if q.states.is_empty() {
+            b.push("state != 'deleted'");
+        } else {
+            b.push("state IN (");
+            let mut sep = b.separated(", ");
+            for s in &q.states {
+                sep.push_bind(s.as_str());
+            }
+            b.push(")");
+        }
+        for (k, v) in &q.metadata {
+            // A quoted JSON path, so keys with dots or spaces are matched literally.
+            let path = format!("$.\"{}\"", k.replace('\\', "\\\\").replace('"', "\\\""));
+            b.push(" AND json_extract(metadata, ")
+                .push_bind(path)
+                .push(") = ")
+                .push_bind(v.clone());
+        }
+        if let Some(prefix) = &q.name_prefix {
+            // substr() rather than LIKE, so `%` and `_` in the prefix are literal; lower() makes
+            // it ASCII case-insensitive (names are ASCII).
+            b.push(" AND lower(substr(name, 1, ")
+                .push_bind(prefix.chars().count() as i64)
+                .push(")) = lower(")
+                .push_bind(prefix.clone())
+                .push(")");
+        }
+        if let Some(c) = &q.cursor {
+            let (t, id) = decode_cursor(c)?;
+            b.push(" AND (created_at < ")
+                .push_bind(t)
+                .push(" OR (created_at = ")
+                .push_bind(t);
+            b.push(" AND id < ").push_bind(id).push("))");
+        }
+        b.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(limit as i64 + 1);
+        let rows = b.build().fetch_all(&self.pool).await?;
+        let mut items = rows
+            .iter()
+            .map(row_to_sandbox)
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn sandboxes_in_states(&self, states: &[SandboxState]) -> Result<Vec<Sandbox>> {
+        let mut b: QueryBuilder<sqlx::Sqlite> =
+            QueryBuilder::new("SELECT * FROM sandboxes WHERE state IN (");
+        let mut sep = b.separated(", ");
+        for s in states {
+            sep.push_bind(s.as_str());
+        }
+        b.push(")");
+        let rows = b.build().fetch_all(&self.pool).await?;
+        rows.iter().map(row_to_sandbox).collect()
+    }
+
+    async fn append_event(
+        &self,
+        sandbox_id: &str,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO events (sandbox_id, at, kind, detail) VALUES (?, ?, ?, ?)")
+            .bind(sandbox_id)
+            .bind(ms(OffsetDateTime::now_utc()))
+            .bind(kind)
+            .bind(detail.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn events(&self, sandbox_id: &str) -> Result<Vec<(i64, String, serde_json::Value)>> {
+        let rows =
+            sqlx::query("SELECT at, kind, detail FROM events WHERE sandbox_id = ? ORDER BY id")
+                .bind(sandbox_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("at")?,
+                    r.try_get("kind")?,
+                    parse_json(&r.try_get::<String, _>("detail")?, "detail")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        sqlx::query("INSERT INTO api_keys (id, name, hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&key.id)
+            .bind(&key.name)
+            .bind(&key.hash)
+            .bind(ms(OffsetDateTime::now_utc()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query("SELECT id, name, hash FROM api_keys")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiKeyRecord {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn sandbox(id: &str, created_ms: i64, meta: &[(&str, &str)]) -> Sandbox {
+        Sandbox {
+            id: id.into(),
+            name: None,
+            template: "base".into(),
+            state: SandboxState::Running,
+            vcpus: 2,
+            memory_mib: 512,
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            created_at: from_ms(created_ms),
+            expires_at: Some(from_ms(created_ms + 1000)),
+            on_timeout: TimeoutAction::Pause,
+            lifecycle: LifecycleRules::default(),
+            last_activity_at: from_ms(created_ms),
+            error: None,
+            runtime: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn round_trips_and_updates() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let mut s = sandbox("aaa", 1_700_000_000_000, &[("team", "x")]);
+        store.insert_sandbox(&s).await.unwrap();
+        assert_eq!(store.get_sandbox("aaa").await.unwrap().unwrap(), s);
+        s.state = SandboxState::Error;
+        s.error = Some("boom".into());
+        store.update_sandbox(&s).await.unwrap();
+        assert_eq!(store.get_sandbox("aaa").await.unwrap().unwrap(), s);
+        assert!(store.get_sandbox("nope").await.unwrap().is_none());
+        let mut ghost = s.clone();
+        ghost.id = "ghost".into();
+        assert!(matches!(
+            store.update_sandbox(&ghost).await,
+            Err(Error::SandboxNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn lists_with_filters_and_cursor_paging() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        for i in 0..7 {
+            let team = if i % 2 == 0 { "even" } else { "odd" };
+            store
+                .insert_sandbox(&sandbox(
+                    &format!("s{i}"),
+                    1_000 + i,
+                    &[("team", team), ("dotted.key", "v")],
+                ))
+                .await
+                .unwrap();
+        }
+        let mut deleted = sandbox("gone", 5_000, &[]);
+        deleted.state = SandboxState::Deleted;
+        store.insert_sandbox(&deleted).await.unwrap();
+
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .list_sandboxes(&ListQuery {
+                    limit: 3,
+                    cursor,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            seen.extend(page.items.iter().map(|s| s.id.clone()));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["s6", "s5", "s4", "s3", "s2", "s1", "s0"]);
+
+        let odd = store
+            .list_sandboxes(&ListQuery {
+                metadata: vec![
+                    ("team".into(), "odd".into()),
+                    ("dotted.key".into(), "v".into()),
+                ],
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            odd.items.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            ["s5", "s3", "s1"]
+        );
+
+        let only_deleted = store
+            .list_sandboxes(&ListQuery {
+                states: vec![SandboxState::Deleted],
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(only_deleted.items.len(), 1);
+        assert!(
+            store
+                .list_sandboxes(&ListQuery {
+                    cursor: Some("!!".into()),
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn names_are_unique_among_live_sandboxes_and_rules_round_trip() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let mut a = sandbox("a1", 1_000, &[]);
+        a.name = Some("web_1%".into());
+        a.lifecycle = LifecycleRules {
+            stop_after_idle_secs: Some(60),
+            archive_after_stopped_secs: None,
+            delete_after_stopped_secs: Some(0),
+        };
+        store.insert_sandbox(&a).await.unwrap();
+        assert_eq!(store.get_sandbox("a1").await.unwrap().unwrap(), a);
+        assert_eq!(
+            store
+                .get_sandbox_by_name("web_1%")
+                .await
+                .unwrap()
+                .map(|s| s.id),
+            Some("a1".to_string())
+        );
+        let mut b = sandbox("b1", 2_000, &[]);
+        b.name = Some("web_1%".into());
+        assert!(matches!(
+            store.insert_sandbox(&b).await,
+            Err(Error::Conflict(_))
+        ));
+        // Once the first is deleted, its name is free again.
+        a.state = SandboxState::Deleted;
+        store.update_sandbox(&a).await.unwrap();
+        assert!(store.get_sandbox_by_name("web_1%").await.unwrap().is_none());
+        store.insert_sandbox(&b).await.unwrap();
+        let mut c = sandbox("c1", 3_000, &[]);
+        c.name = Some("webXYZ".into());
+        store.insert_sandbox(&c).await.unwrap();
+        // `%` and `_` in a prefix are literal characters; case does not matter.
+        let page = store
+            .list_sandboxes(&ListQuery {
+                name_prefix: Some("WEB_".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            page.items.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            ["b1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn keeps_an_audit_trail_and_api_keys() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        store
+            .append_event("a", "created", &serde_json::json!({"template": "base"}))
+            .await
+            .unwrap();
+        store
+            .append_event("a", "deleted", &serde_json::json!({}))
+            .await
+            .unwrap();
+        let ev = store.events("a").await.unwrap();
+        assert_eq!(
+            ev.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),
+            ["created", "deleted"]
+        );
+        let k = ApiKeyRecord {
+            id: "k1".into(),
+            name: "default".into(),
+            hash: "ab".into(),
+        };
+        store.insert_api_key(&k).await.unwrap();
+        assert_eq!(store.api_keys().await.unwrap(), vec![k.clone()]);
+        assert!(store.insert_api_key(&k).await.is_err());
+    }
+}

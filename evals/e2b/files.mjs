@@ -1,0 +1,84 @@
+// Files through the JS SDK: write and read (text, bytes, stream), multi-file write, list with
+// depth, exists, getInfo, makeDir, rename, remove, watchDir (streamed), paths that climb out of
+// the home, an oversized upload and a missing file.
+
+import { FileNotFoundError, FileType, FilesystemEventType, Sandbox, SandboxError } from 'e2b'
+import { check, rejects, sleep, step, uploadLimit } from './common.mjs'
+
+const sbx = await Sandbox.create({ timeoutMs: 300_000 })
+try {
+  await step('write and read text, bytes, stream', async () => {
+    const info = await sbx.files.write('notes/hello.txt', 'héllo\n')
+    check(info.path === '/home/user/notes/hello.txt' && info.name === 'hello.txt', JSON.stringify(info))
+    check((await sbx.files.read('/home/user/notes/hello.txt')) === 'héllo\n', 'text')
+    const blob = new Uint8Array(256 * 1000).map((_, i) => i % 256)
+    await sbx.files.write('/home/user/blob.bin', blob.buffer)
+    const back = await sbx.files.read('/home/user/blob.bin', { format: 'bytes' })
+    check(back.length === blob.length && back.every((b, i) => b === blob[i]), 'bytes')
+    const stream = await sbx.files.read('/home/user/blob.bin', { format: 'stream' })
+    let n = 0
+    for await (const chunk of stream) n += chunk.length
+    check(n === blob.length, `stream ${n}`)
+  })
+
+  await step('multi-file write, list with depth, exists, getInfo', async () => {
+    await sbx.files.write([
+      { path: '/home/user/tree/a.txt', data: 'a' },
+      { path: '/home/user/tree/sub/b.txt', data: 'bb' },
+    ])
+    const top = (await sbx.files.list('/home/user/tree')).map((e) => e.name).sort()
+    check(JSON.stringify(top) === '["a.txt","sub"]', JSON.stringify(top))
+    const deep = await sbx.files.list('/home/user/tree', { depth: 2 })
+    check(deep.length === 3 && deep.find((e) => e.name === 'sub').type === FileType.DIR, JSON.stringify(deep))
+    check((await sbx.files.exists('/home/user/tree/a.txt')) && !(await sbx.files.exists('/home/user/nope')), 'exists')
+    const meta = await sbx.files.getInfo('/home/user/tree/sub/b.txt')
+    check(meta.size === 2 && meta.owner === 'user' && meta.type === FileType.FILE, JSON.stringify(meta))
+  })
+
+  await step('makeDir, rename, remove', async () => {
+    check((await sbx.files.makeDir('/home/user/made/deep')) === true, 'created')
+    check((await sbx.files.makeDir('/home/user/made/deep')) === false, 'exists already')
+    const moved = await sbx.files.rename('/home/user/tree/a.txt', '/home/user/made/a2.txt')
+    check(moved.path === '/home/user/made/a2.txt', JSON.stringify(moved))
+    await sbx.files.remove('/home/user/tree')
+    check(!(await sbx.files.exists('/home/user/tree')), 'removed')
+  })
+
+  await step('paths outside the home', async () => {
+    const info = await sbx.files.write('../../../tmp/escape.txt', 'inside')
+    check(info.path === '/tmp/escape.txt', info.path)
+    await sbx.files.write('/opt/js/app.txt', 'x')
+    const owners = (await sbx.commands.run('stat -c %U /opt/js /opt/js/app.txt')).stdout.split('\n')
+    check(owners[0] === 'user' && owners[1] === 'user', JSON.stringify(owners))
+  })
+
+  await step('errors: missing file, missing directory', async () => {
+    await rejects(FileNotFoundError, () => sbx.files.read('/home/user/missing.txt'), 'missing file')
+    await rejects(FileNotFoundError, () => sbx.files.list('/home/user/missing-dir'), 'missing dir')
+  })
+
+  const limit = uploadLimit()
+  if (limit !== null) {
+    await step('oversized upload is refused', async () => {
+      const e = await rejects(SandboxError, () => sbx.files.write('/tmp/big.bin', new Uint8Array(limit + 1).buffer), 'too large')
+      check(e.message.includes('limit'), e.message)
+      check((await sbx.files.read('notes/hello.txt')) === 'héllo\n', 'still serving')
+    })
+  }
+
+  await step('watchDir (streamed, recursive)', async () => {
+    await sbx.files.makeDir('/home/user/watched')
+    const events = []
+    const handle = await sbx.files.watchDir('/home/user/watched', (e) => events.push([e.name, e.type]), { recursive: true })
+    await sbx.files.write('/home/user/watched/new.txt', '1')
+    await sbx.commands.run('mkdir -p /home/user/watched/d && echo x > /home/user/watched/d/inner.txt')
+    const until = Date.now() + 15_000
+    const has = (name, type) => events.some(([n, t]) => n === name && t === type)
+    while (!has('d/inner.txt', FilesystemEventType.CREATE) && Date.now() < until) await sleep(200)
+    await handle.stop()
+    check(has('new.txt', FilesystemEventType.CREATE) && has('new.txt', FilesystemEventType.WRITE), JSON.stringify(events))
+    check(has('d', FilesystemEventType.CREATE) && has('d/inner.txt', FilesystemEventType.CREATE), JSON.stringify(events))
+  })
+} finally {
+  await Sandbox.kill(sbx.sandboxId)
+}

@@ -1,0 +1,84 @@
+// Control plane through the JS SDK: create (metadata, envs, timeout), getInfo, list (metadata and
+// state filters, paging), connect, setTimeout, getMetrics, pause and resume via connect, kill,
+// expiry, and the errors for a bad key, an unknown template and a bad timeout.
+
+import { AuthenticationError, Sandbox, SandboxError, SandboxNotFoundError } from 'e2b'
+import { check, rejects, step, tag, waitUntil } from './common.mjs'
+
+const label = tag()
+
+async function listed(query, limit) {
+  const paginator = Sandbox.list({ query, limit })
+  let pages = 0
+  const items = []
+  while (paginator.hasNext) {
+    items.push(...(await paginator.nextItems()))
+    pages += 1
+  }
+  return { pages, items }
+}
+
+const a = await step('create two sandboxes', async () =>
+  Sandbox.create({ timeoutMs: 300_000, metadata: { flow: label, n: '1' }, envs: { GREETING: 'hello' } }))
+const b = await Sandbox.create({ timeoutMs: 300_000, metadata: { flow: label, n: '2' } })
+try {
+  await step('getInfo', async () => {
+    const info = await a.getInfo()
+    check(info.sandboxId === a.sandboxId && /^[a-z0-9]+$/.test(info.sandboxId), 'id')
+    check(info.state === 'running', `state ${info.state}`)
+    check(info.metadata.flow === label && info.templateId === 'base', JSON.stringify(info))
+    check(info.cpuCount >= 1 && info.memoryMB >= 128 && info.endAt > info.startedAt, 'resources and times')
+    check((await a.commands.run('echo $GREETING')).stdout === 'hello\n', 'sandbox envs')
+  })
+
+  await step('list: metadata filter and paging', async () => {
+    const { pages, items } = await listed({ metadata: { flow: label } }, 1)
+    const ids = items.map((s) => s.sandboxId).sort()
+    check(JSON.stringify(ids) === JSON.stringify([a.sandboxId, b.sandboxId].sort()), `listed ${ids}`)
+    check(pages >= 2, `${pages} pages`)
+  })
+
+  await step('connect, setTimeout, getMetrics', async () => {
+    const again = await Sandbox.connect(a.sandboxId)
+    check((await again.commands.run('echo $GREETING')).stdout === 'hello\n', 'connected instance works')
+    const before = (await a.getInfo()).endAt
+    await a.setTimeout(600_000)
+    check((await a.getInfo()).endAt > before, 'endAt moved')
+    const metrics = await a.getMetrics()
+    check(metrics.length >= 1 && metrics[0].memTotal > 0 && metrics[0].cpuCount >= 1, JSON.stringify(metrics))
+  })
+
+  await step('pause, list as paused, resume by connect', async () => {
+    await b.files.write('/home/user/state.txt', 'kept')
+    check((await b.pause()) === true, 'pause')
+    check(!(await b.isRunning()), 'paused sandbox does not run')
+    const { items } = await listed({ metadata: { flow: label }, state: ['paused'] })
+    check(items.length === 1 && items[0].sandboxId === b.sandboxId, 'listed as paused')
+    const back = await Sandbox.connect(b.sandboxId, { timeoutMs: 300_000 })
+    check(await back.isRunning(), 'resumed')
+    check((await back.files.read('/home/user/state.txt')) === 'kept', 'state kept')
+  })
+
+  await step('kill', async () => {
+    check((await a.kill()) === true, 'kill')
+    check(!(await a.isRunning()), 'killed sandbox does not run')
+    check((await Sandbox.kill(a.sandboxId)) === false, 'second kill is false')
+    await rejects(SandboxNotFoundError, () => Sandbox.getInfo(a.sandboxId), 'getInfo after kill')
+  })
+
+  await step('timeout expiry kills', async () => {
+    await b.setTimeout(3_000)
+    await waitUntil(async () => !(await b.isRunning()), 'expiry', 40_000)
+    await rejects(SandboxNotFoundError, () => b.getInfo(), 'expired sandbox is gone')
+  })
+
+  await step('errors: bad key, unknown template, bad timeout', async () => {
+    await rejects(AuthenticationError, () => Sandbox.create({ apiKey: 'e2b_wrong' }), 'bad key')
+    const e = await rejects(SandboxError, () => Sandbox.create('no-such-template'), 'template')
+    check(e.message.includes('not found'), e.message)
+    await rejects(SandboxError, () => Sandbox.create({ timeoutMs: -1000 }), 'negative timeout')
+  })
+} finally {
+  await Sandbox.kill(a.sandboxId)
+  await Sandbox.kill(b.sandboxId)
+}

@@ -1,0 +1,291 @@
+//! Session setup and the request/reply calls of the guest client.
+
+use bytes::Bytes;
+use platinum_protocol::handshake::host_handshake;
+use platinum_protocol::{
+    FileEntry, GuestMessage, Hello, HelloReply, MakeDirReply, MetricsReply, Mux, Outcome,
+    PROTOCOL_VERSION, PathRequest, PingReply, ProcessInfo, PtySize, Request, Role, StreamReceiver,
+};
+use serde::de::DeserializeOwned;
+use std::io::Cursor;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use crate::error::{Error, Result};
+
+/// Deadline for requests that do not stream (stat, mkdir, signal, ...).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A session with one guest agent. Cheap to clone; all clones share the connection.
+#[derive(Clone)]
+pub struct GuestClient {
+    mux: Mux,
+    hello: HelloReply,
+}
+
+impl GuestClient {
+    /// Starts a session on a connected byte stream: magic handshake, then `hello`.
+    pub async fn start<S>(stream: S, hello: Hello, timeout: Duration) -> Result<Self>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let leftover = host_handshake(&mut reader, &mut writer, timeout)
+            .await
+            .map_err(|e| Error::GuestUnreachable(e.to_string()))?;
+        let reader = Cursor::new(leftover.freeze()).chain(reader);
+        let (mux, _incoming) = Mux::new(reader, writer, Role::Host);
+        let protocol = hello.protocol;
+        let mut client = GuestClient {
+            mux,
+            hello: HelloReply {
+                protocol,
+                agent_version: String::new(),
+                boot_id: String::new(),
+                kernel: String::new(),
+            },
+        };
+        let reply: HelloReply = tokio::time::timeout(timeout, client.call(&Request::Hello(hello)))
+            .await
+            .map_err(|_| Error::GuestUnreachable("no answer to hello".into()))??;
+        if reply.protocol != PROTOCOL_VERSION {
+            client.mux.shutdown("protocol mismatch");
+            return Err(Error::ProtocolMismatch {
+                guest: reply.protocol,
+                host: PROTOCOL_VERSION,
+            });
+        }
+        client.hello = reply;
+        Ok(client)
+    }
+
+    /// What the guest said in answer to `hello`.
+    pub fn hello(&self) -> &HelloReply {
+        &self.hello
+    }
+
+    /// True once the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.mux.is_closed()
+    }
+
+    /// Resolves when the connection is gone.
+    pub async fn closed(&self) {
+        self.mux.closed().await
+    }
+
+    /// Closes the connection; in-flight requests fail.
+    pub fn shutdown(&self, reason: &str) {
+        self.mux.shutdown(reason)
+    }
+
+    pub(crate) fn mux(&self) -> &Mux {
+        &self.mux
+    }
+
+    /// Sends a request and waits for its outcome, ignoring nothing: an event on a plain request is
+    /// a protocol error.
+    pub async fn call<T: DeserializeOwned>(&self, request: &Request) -> Result<T> {
+        let stream = self.mux.open_json(request)?;
+        let (_tx, mut rx) = stream.split();
+        let value = expect_outcome(&mut rx).await?;
+        decode(value)
+    }
+
+    /// [`Self::call`] with [`DEFAULT_CALL_TIMEOUT`].
+    pub async fn call_timed<T: DeserializeOwned>(&self, request: &Request) -> Result<T> {
+        tokio::time::timeout(DEFAULT_CALL_TIMEOUT, self.call(request))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("guest request {}", request.op()),
+                seconds: DEFAULT_CALL_TIMEOUT.as_secs(),
+            })?
+    }
+
+    /// Round-trips `payload` through the agent.
+    pub async fn ping(&self, payload: impl Into<String>) -> Result<PingReply> {
+        self.call_timed(&Request::Ping {
+            payload: payload.into(),
+        })
+        .await
+    }
+
+    /// Sets the guest clock to the host's current time.
+    pub async fn sync_clock(&self) -> Result<()> {
+        self.call_timed::<serde_json::Value>(&Request::SetClock {
+            unix_ns: unix_now_ns(),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Agent health.
+    pub async fn health(&self) -> Result<platinum_protocol::HealthReply> {
+        self.call_timed(&Request::Health).await
+    }
+
+    /// CPU, memory and disk usage.
+    pub async fn metrics(&self) -> Result<MetricsReply> {
+        self.call_timed(&Request::Metrics).await
+    }
+
+    /// Processes started through the agent.
+    pub async fn list_processes(&self) -> Result<Vec<ProcessInfo>> {
+        self.call_timed(&Request::ListProcesses).await
+    }
+
+    /// Signals a process group.
+    pub async fn signal(&self, pid: u32, signal: i32) -> Result<()> {
+        self.call_timed::<serde_json::Value>(&Request::Signal { pid, signal })
+            .await
+            .map(drop)
+    }
+
+    /// Closes a process's stdin.
+    pub async fn close_stdin(&self, pid: u32) -> Result<()> {
+        self.call_timed::<serde_json::Value>(&Request::CloseStdin { pid })
+            .await
+            .map(drop)
+    }
+
+    /// Resizes a process's PTY.
+    pub async fn resize_pty(&self, pid: u32, size: PtySize) -> Result<()> {
+        self.call_timed::<serde_json::Value>(&Request::ResizePty { pid, size })
+            .await
+            .map(drop)
+    }
+
+    /// Writes bytes to a running process's stdin (without attaching to it).
+    pub async fn write_stdin(&self, pid: u32, data: Bytes) -> Result<()> {
+        let stream = self.mux.open_json(&Request::WriteStdin { pid })?;
+        let (tx, mut rx) = stream.split();
+        tx.send_data(platinum_protocol::channel::STDIN, &data)
+            .await?;
+        tx.close()?;
+        decode::<serde_json::Value>(expect_outcome(&mut rx).await?).map(drop)
+    }
+
+    /// Lists a directory.
+    pub async fn list_dir(&self, at: PathRequest, depth: u32) -> Result<Vec<FileEntry>> {
+        self.call_timed(&Request::ListDir { at, depth }).await
+    }
+
+    /// Describes a path.
+    pub async fn stat(&self, at: PathRequest) -> Result<FileEntry> {
+        self.call_timed(&Request::Stat(at)).await
+    }
+
+    /// `mkdir -p`.
+    pub async fn make_dir(&self, at: PathRequest, mode: Option<u32>) -> Result<MakeDirReply> {
+        self.call_timed(&Request::MakeDir { at, mode }).await
+    }
+
+    /// Removes a path.
+    pub async fn remove(&self, at: PathRequest, recursive: bool) -> Result<()> {
+        self.call_timed::<serde_json::Value>(&Request::Remove { at, recursive })
+            .await
+            .map(drop)
+    }
+
+    /// Moves a path.
+    pub async fn rename(
+        &self,
+        from: String,
+        to: String,
+        user: Option<String>,
+        overwrite: bool,
+    ) -> Result<FileEntry> {
+        self.call_timed(&Request::Rename {
+            from,
+            to,
+            user,
+            overwrite,
+        })
+        .await
+    }
+
+    /// Changes permission bits.
+    pub async fn chmod(&self, at: PathRequest, mode: u32) -> Result<()> {
+        self.call_timed::<serde_json::Value>(&Request::Chmod { at, mode })
+            .await
+            .map(drop)
+    }
+
+    /// Changes owner and group.
+    pub async fn chown(
+        &self,
+        at: PathRequest,
+        owner: Option<String>,
+        group: Option<String>,
+    ) -> Result<()> {
+        self.call_timed::<serde_json::Value>(&Request::Chown { at, owner, group })
+            .await
+            .map(drop)
+    }
+
+    /// Flushes guest filesystems.
+    pub async fn sync(&self) -> Result<()> {
+        self.call_timed::<serde_json::Value>(&Request::Sync)
+            .await
+            .map(drop)
+    }
+
+    /// Asks the guest to power off. Returns once the agent acknowledged.
+    pub async fn shutdown_guest(&self, reboot: bool) -> Result<()> {
+        self.call_timed::<serde_json::Value>(&Request::Shutdown { reboot })
+            .await
+            .map(drop)
+    }
+}
+
+/// Host wall clock, nanoseconds since the Unix epoch.
+pub fn unix_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// A protocol violation by the guest (an unexpected message, a malformed reply).
+pub(crate) fn protocol(msg: &str) -> Error {
+    Error::Transport(platinum_protocol::MuxError::Protocol(msg.to_string()))
+}
+
+/// Reads the next message of a stream as a [`GuestMessage`].
+pub(crate) async fn next_message(rx: &mut StreamReceiver) -> Result<GuestMessage> {
+    loop {
+        match rx.recv().await? {
+            Some(platinum_protocol::Inbound::Msg(m)) => {
+                return serde_json::from_slice(&m)
+                    .map_err(|e| protocol(&format!("bad guest message: {e}")));
+            }
+            // Channel ends carry no information for callers that only want messages.
+            Some(platinum_protocol::Inbound::Eof { .. }) => continue,
+            Some(other) => {
+                return Err(protocol(&format!(
+                    "unexpected {other:?} while waiting for a message"
+                )));
+            }
+            None => return Err(protocol("guest closed the stream without an outcome")),
+        }
+    }
+}
+
+/// Waits for the outcome of a plain request.
+pub(crate) async fn expect_outcome(rx: &mut StreamReceiver) -> Result<serde_json::Value> {
+    match next_message(rx).await? {
+        GuestMessage::Outcome(o) => outcome(o),
+        GuestMessage::Event(e) => Err(protocol(&format!("unexpected event {e:?}"))),
+    }
+}
+
+pub(crate) fn outcome(o: Outcome) -> Result<serde_json::Value> {
+    match o {
+        Outcome::Ok(v) => Ok(v),
+        Outcome::Error(e) => Err(Error::Guest(e)),
+    }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| protocol(&format!("bad guest reply: {e}")))
+}

@@ -1,0 +1,73 @@
+//! Watching a guest directory: the `watch` request as a stream of [`FsEvent`]s.
+//!
+//! [`GuestClient::watch`] returns once the guest reports the watches in place (`watching`), so a
+//! change made after it returns is always seen. Dropping the [`WatchStream`] resets the request,
+//! which ends the watch in the guest.
+
+use platinum_protocol::{
+    FsEvent, GuestEvent, GuestMessage, Inbound, PathRequest, Request, StreamReceiver, StreamSender,
+};
+
+use super::client::{GuestClient, next_message, outcome, protocol};
+use crate::error::Result;
+
+/// Changes under a watched guest directory. Dropping it stops the watch.
+pub struct WatchStream {
+    // Held so the request stays open: dropping both halves resets it, which stops the guest.
+    _tx: StreamSender,
+    rx: StreamReceiver,
+    done: bool,
+}
+
+impl GuestClient {
+    /// Watches a directory (and, with `recursive`, everything below it).
+    pub async fn watch(&self, at: PathRequest, recursive: bool) -> Result<WatchStream> {
+        let stream = self.mux().open_json(&Request::Watch { at, recursive })?;
+        let (tx, mut rx) = stream.split();
+        match next_message(&mut rx).await? {
+            GuestMessage::Event(GuestEvent::Watching) => Ok(WatchStream {
+                _tx: tx,
+                rx,
+                done: false,
+            }),
+            GuestMessage::Outcome(o) => {
+                outcome(o)?;
+                Err(protocol("watch ended before it started"))
+            }
+            GuestMessage::Event(e) => Err(protocol(&format!("expected watching, got {e:?}"))),
+        }
+    }
+}
+
+impl WatchStream {
+    /// The next change; `None` once the watched directory itself is gone.
+    pub async fn next(&mut self) -> Result<Option<FsEvent>> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            match self.rx.recv().await? {
+                Some(Inbound::Msg(m)) => {
+                    let msg: GuestMessage = serde_json::from_slice(&m)
+                        .map_err(|e| protocol(&format!("bad message: {e}")))?;
+                    match msg {
+                        GuestMessage::Event(GuestEvent::FsEvent(event)) => return Ok(Some(event)),
+                        GuestMessage::Event(other) => {
+                            return Err(protocol(&format!("unexpected event {other:?}")));
+                        }
+                        GuestMessage::Outcome(o) => {
+                            self.done = true;
+                            outcome(o)?;
+                            return Ok(None);
+                        }
+                    }
+                }
+                Some(Inbound::Eof { .. }) => continue,
+                Some(other) => {
+                    return Err(protocol(&format!("unexpected {other:?} in a watch stream")));
+                }
+                None => return Err(protocol("watch stream closed without an outcome")),
+            }
+        }
+    }
+}

@@ -1,0 +1,697 @@
+//! The in-process host agent: one host, VMs as child processes of this server.
+//!
+//! Layout under the data directory, one directory per sandbox and nothing shared between them:
+//!
+//! ```text
+//! <data>/sandboxes/<id>/
+//!     sandbox.json     what this VM is (spec, env, template): lets `start` boot it again
+//!     rootfs.disk      copy-on-write clone of the template's root filesystem
+//!     console.log      the guest's serial console
+//!     qmp.sock agent.sock vsock.sock vmm.pid qemu.log ...   the VMM's runtime files
+//! ```
+//! `destroy` removes the directory; nothing else of a sandbox exists on the host.
+//!
+//! Each running VM has a slot with its `Vm`, its guest session (reconnected on demand), and two
+//! watchers: one reports a VMM that exits without being asked, one pings the agent and reports it
+//! when it stops answering. Both stop when the slot is dropped.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use super::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
+use crate::console;
+use crate::disk::{CloneMethod, DiskOptions, create_disk};
+use crate::error::{Error, IoContext, Result};
+use crate::guest::GuestClient;
+use crate::guest::unix_now_ns;
+use crate::image::{
+    ConsoleLog, GuestImage, ImageCache, Progress, builtin_templates, kernel_cmdline, template,
+};
+use crate::net::{Lease, Network};
+use crate::transport;
+use crate::vmm::{Accel, NetSpec, TransportKind, Vm, VmSpec, Vmm};
+
+/// Settings of the local host agent.
+#[derive(Debug, Clone)]
+pub struct LocalHostConfig {
+    /// Data directory; sandboxes live in `<data>/sandboxes/<id>`.
+    pub data_dir: PathBuf,
+    /// Guest image cache.
+    pub cache: ImageCache,
+    /// The static guest agent binary packed into initramfs images.
+    pub agent_binary: PathBuf,
+    /// Default guest transport.
+    pub transport: TransportKind,
+    /// How root disks are cloned when reflink is impossible.
+    pub disk: DiskOptions,
+    /// Kernel console verbosity.
+    pub console: ConsoleLog,
+    /// Interval of agent health pings.
+    pub health_interval: Duration,
+    /// Consecutive failed pings before an agent is reported unresponsive.
+    pub health_failures: u32,
+    /// How long a graceful stop may take before the VMM is killed.
+    pub stop_grace: Duration,
+}
+
+impl LocalHostConfig {
+    /// Defaults for a data dir, cache and agent binary.
+    pub fn new(data_dir: PathBuf, cache: ImageCache, agent_binary: PathBuf) -> Self {
+        LocalHostConfig {
+            data_dir,
+            cache,
+            agent_binary,
+            transport: TransportKind::VirtioSerial,
+            disk: DiskOptions::default(),
+            console: ConsoleLog::Quiet,
+            health_interval: Duration::from_secs(10),
+            health_failures: 3,
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What `sandbox.json` records about a VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct VmRecord {
+    spec: VmSpec,
+    template: String,
+    env: BTreeMap<String, String>,
+    disk_clone: String,
+    /// The sandbox's network lease (kept across stop and start).
+    #[serde(default)]
+    lease: Option<Lease>,
+    /// Kernel command line without the network parameters (which follow the lease).
+    #[serde(default)]
+    base_cmdline: String,
+}
+
+struct Slot {
+    record: VmRecord,
+    vm: Arc<dyn Vm>,
+    guest: tokio::sync::Mutex<Option<GuestClient>>,
+    /// Set before the host itself ends the VM, so the exit watcher stays quiet.
+    expected_exit: AtomicBool,
+    paused: AtomicBool,
+    boot_ms: u64,
+    agent_version: String,
+    kernel: String,
+    watchers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        for w in self.watchers.lock().expect("slot watchers").drain(..) {
+            w.abort();
+        }
+    }
+}
+
+/// The in-process [`HostAgent`].
+pub struct LocalHost {
+    me: Weak<LocalHost>,
+    config: LocalHostConfig,
+    vmm: Arc<dyn Vmm>,
+    network: Arc<Network>,
+    info: HostInfo,
+    images: Mutex<HashMap<String, GuestImage>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    events: broadcast::Sender<HostEvent>,
+    /// Extra kernel parameters this host's guests need (e.g. the TSC frequency under TCG).
+    extra_cmdline: String,
+}
+
+impl LocalHost {
+    /// Creates the host agent over a VMM driver. Kills VMMs left behind by an earlier run of this
+    /// server (their sandboxes' directories and disks stay).
+    pub fn new(
+        config: LocalHostConfig,
+        vmm: Arc<dyn Vmm>,
+        network: Arc<Network>,
+        reason: String,
+    ) -> Result<Arc<Self>> {
+        let sandboxes = config.data_dir.join("sandboxes");
+        std::fs::create_dir_all(&sandboxes).ctx(|| format!("creating {}", sandboxes.display()))?;
+        kill_leftovers(&sandboxes);
+        for (id, record) in stored_records(&sandboxes) {
+            if let Some(lease) = record.lease {
+                network.adopt(&id, lease);
+            }
+        }
+        let extra_cmdline = match vmm.accel() {
+            Accel::Tcg => tcg_cmdline(),
+            Accel::Kvm => String::new(),
+        };
+        let info = HostInfo {
+            id: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+            vmm: vmm.kind(),
+            accel: vmm.accel(),
+            reason,
+            transport: config.transport,
+            network_unavailable: network.unavailable_reason().map(str::to_owned),
+        };
+        let (events, _) = broadcast::channel(256);
+        Ok(Arc::new_cyclic(|me| LocalHost {
+            me: me.clone(),
+            config,
+            vmm,
+            network,
+            info,
+            images: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            events,
+            extra_cmdline,
+        }))
+    }
+
+    fn dir(&self, id: &str) -> Result<PathBuf> {
+        let valid = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !valid {
+            return Err(Error::PathEscape(PathBuf::from(id)));
+        }
+        Ok(self.config.data_dir.join("sandboxes").join(id))
+    }
+
+    fn slot(&self, id: &str) -> Result<Arc<Slot>> {
+        self.slots
+            .lock()
+            .expect("host slots")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::VmState {
+                expected: "running".into(),
+                actual: "not running".into(),
+            })
+    }
+
+    async fn image(&self, template_name: &str) -> Result<GuestImage> {
+        if let Some(img) = self.images.lock().expect("host images").get(template_name) {
+            return Ok(img.clone());
+        }
+        let tpl = template(template_name)
+            .ok_or_else(|| Error::Invalid(format!("unknown template {template_name:?}")))?;
+        let img = self
+            .config
+            .cache
+            .ensure_image(&tpl, &self.config.agent_binary, &Progress::hidden())
+            .await?;
+        self.images
+            .lock()
+            .expect("host images")
+            .insert(template_name.to_string(), img.clone());
+        Ok(img)
+    }
+
+    /// Boots the VM of `record` and connects to its agent.
+    async fn boot(&self, mut record: VmRecord, internet: Option<bool>) -> Result<VmStatus> {
+        let id = record.spec.id.clone();
+        self.plug_network(&mut record, internet).await?;
+        let booted = async {
+            let started = Instant::now();
+            let vm = self.vmm.boot(&record.spec).await?;
+            match connect_agent(vm.as_ref(), &record.env, Duration::from_secs(120)).await {
+                Ok(g) => Ok((vm, g, started)),
+                Err(e) => {
+                    let _ = vm.kill().await;
+                    Err(e)
+                }
+            }
+        };
+        let (vm, guest, started) = match booted.await {
+            Ok(v) => v,
+            Err(e) => {
+                if let Err(net) = self.network.detach(&id, false).await {
+                    tracing::warn!(sandbox = %id, error = %net, "removing the TAP after a failed boot");
+                }
+                return Err(e);
+            }
+        };
+        let boot_ms = started.elapsed().as_millis() as u64;
+        let hello = guest.hello().clone();
+        tracing::info!(sandbox = %id, boot_ms, agent = %hello.agent_version, "guest agent ready");
+        let slot = Arc::new(Slot {
+            record,
+            vm: vm.clone(),
+            guest: tokio::sync::Mutex::new(Some(guest)),
+            expected_exit: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            boot_ms,
+            agent_version: hello.agent_version,
+            kernel: hello.kernel,
+            watchers: Mutex::new(Vec::new()),
+        });
+        let watchers = vec![self.watch_exit(&slot), self.watch_health(&slot)];
+        *slot.watchers.lock().expect("slot watchers") = watchers;
+        let status = self.status(&slot);
+        self.slots.lock().expect("host slots").insert(id, slot);
+        Ok(status)
+    }
+
+    /// Gives the VM its network device per `internet` (see [`CreateVm::internet`]) and records the
+    /// lease; the kernel command line gets the guest's settings.
+    async fn plug_network(&self, record: &mut VmRecord, internet: Option<bool>) -> Result<()> {
+        let wanted = match internet {
+            Some(w) => Some(w),
+            None if self.network.unavailable_reason().is_none() => {
+                Some(record.lease.as_ref().is_none_or(|l| l.internet))
+            }
+            None => None,
+        };
+        let Some(internet) = wanted else {
+            record.spec.net = None;
+            record.spec.cmdline = record.base_cmdline.clone();
+            return Ok(());
+        };
+        let lease = self
+            .network
+            .attach(&record.spec.id, internet, record.lease.clone())
+            .await?;
+        record.spec.net = Some(NetSpec {
+            tap: lease.tap.clone(),
+            mac: lease.mac.clone(),
+        });
+        record.spec.cmdline = format!("{} {}", record.base_cmdline, lease.cmdline());
+        record.lease = Some(lease);
+        write_record(record)
+    }
+
+    fn status(&self, slot: &Slot) -> VmStatus {
+        let info = slot.vm.info();
+        VmStatus {
+            id: slot.record.spec.id.clone(),
+            vmm: info.vmm,
+            accel: info.accel,
+            pid: info.pid,
+            transport: slot.record.spec.transport,
+            disk_clone: slot.record.disk_clone.clone(),
+            agent_version: slot.agent_version.clone(),
+            kernel: slot.kernel.clone(),
+            boot_ms: slot.boot_ms,
+            ip: slot.record.lease.as_ref().map(|l| l.ip),
+            internet: slot.record.lease.as_ref().is_some_and(|l| l.internet),
+        }
+    }
+
+    fn watch_exit(&self, slot: &Arc<Slot>) -> JoinHandle<()> {
+        let weak = Arc::downgrade(slot);
+        let vm = slot.vm.clone();
+        let host = self.me.clone();
+        let id = slot.record.spec.id.clone();
+        tokio::spawn(async move {
+            let exit = vm.wait_exit().await;
+            let (Some(slot), Some(host)) = (weak.upgrade(), host.upgrade()) else {
+                return;
+            };
+            if slot.expected_exit.load(Ordering::SeqCst) || exit.requested {
+                return;
+            }
+            host.slots.lock().expect("host slots").remove(&id);
+            if let Some(g) = slot.guest.lock().await.take() {
+                g.shutdown("VM exited");
+            }
+            let console_tail = host.console_tail_of(&id, 20);
+            tracing::warn!(sandbox = %id, ?exit, "VM exited unexpectedly");
+            let _ = host.events.send(HostEvent::VmExited {
+                id,
+                exit,
+                console_tail,
+            });
+        })
+    }
+
+    fn watch_health(&self, slot: &Arc<Slot>) -> JoinHandle<()> {
+        let weak = Arc::downgrade(slot);
+        let host = self.me.clone();
+        let interval = self.config.health_interval;
+        let limit = self.config.health_failures;
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                tokio::time::sleep(interval).await;
+                let (Some(slot), Some(host)) = (weak.upgrade(), host.upgrade()) else {
+                    return;
+                };
+                if slot.paused.load(Ordering::SeqCst) || slot.expected_exit.load(Ordering::SeqCst) {
+                    failures = 0;
+                    continue;
+                }
+                let result = match slot_guest(&slot, Duration::from_secs(5)).await {
+                    Ok(g) => tokio::time::timeout(interval, g.ping("health"))
+                        .await
+                        .map_err(|_| Error::Timeout {
+                            what: "health ping".into(),
+                            seconds: interval.as_secs(),
+                        }),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(Ok(_)) => failures = 0,
+                    Ok(Err(e)) | Err(e) => {
+                        failures += 1;
+                        tracing::warn!(sandbox = %slot.record.spec.id, failures, error = %e, "guest health check failed");
+                        if failures >= limit && !slot.paused.load(Ordering::SeqCst) {
+                            let id = slot.record.spec.id.clone();
+                            let console_tail = host.console_tail_of(&id, 20);
+                            let _ = host.events.send(HostEvent::GuestUnresponsive {
+                                id,
+                                reason: e.to_string(),
+                                console_tail,
+                            });
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn console_tail_of(&self, id: &str, lines: usize) -> String {
+        match self.dir(id) {
+            Ok(dir) => console::tail(&dir.join("console.log"), lines).unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    fn take_slot(&self, id: &str) -> Option<Arc<Slot>> {
+        self.slots.lock().expect("host slots").remove(id)
+    }
+}
+
+/// Connects to the guest agent of a booting VM: retries until it answers, the deadline passes or
+/// the VMM exits.
+async fn connect_agent(
+    vm: &dyn Vm,
+    env: &BTreeMap<String, String>,
+    deadline: Duration,
+) -> Result<GuestClient> {
+    let endpoint = vm.info().guest.clone();
+    let until = Instant::now() + deadline;
+    let mut last = String::from("no attempt");
+    let mut exited = std::pin::pin!(vm.wait_exit());
+    loop {
+        if Instant::now() >= until {
+            return Err(Error::GuestUnreachable(format!(
+                "agent did not answer within {}s: {last}",
+                deadline.as_secs()
+            )));
+        }
+        let attempt = async {
+            let stream = transport::connect(&endpoint, Duration::from_secs(2)).await?;
+            GuestClient::start(stream, hello(env), Duration::from_secs(3)).await
+        };
+        tokio::select! {
+            exit = &mut exited => {
+                return Err(Error::VmmExited(format!("VM ended during boot (code {:?}, signal {:?})", exit.code, exit.signal)));
+            }
+            r = attempt => match r {
+                Ok(g) => return Ok(g),
+                Err(e @ Error::ProtocolMismatch { .. }) => return Err(e),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn hello(env: &BTreeMap<String, String>) -> platinum_protocol::Hello {
+    platinum_protocol::Hello {
+        protocol: platinum_protocol::PROTOCOL_VERSION,
+        unix_ns: unix_now_ns(),
+        env: env.clone(),
+        default_user: Some("user".into()),
+    }
+}
+
+/// The slot's guest session, reconnecting if the connection dropped.
+async fn slot_guest(slot: &Slot, timeout: Duration) -> Result<GuestClient> {
+    let mut guard = slot.guest.lock().await;
+    if let Some(g) = guard.as_ref().filter(|g| !g.is_closed()) {
+        return Ok(g.clone());
+    }
+    tracing::info!(sandbox = %slot.record.spec.id, "reconnecting to the guest agent");
+    let g = connect_agent(slot.vm.as_ref(), &slot.record.env, timeout).await?;
+    *guard = Some(g.clone());
+    Ok(g)
+}
+
+/// Under TCG the kernel's TSC calibration against the PIT can fail when the host is busy and hang
+/// the boot; telling it the frequency skips the calibration.
+fn tcg_cmdline() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mhz = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    match mhz {
+        Some(mhz) if mhz > 0.0 => format!("tsc_early_khz={}", (mhz * 1000.0) as u64),
+        _ => String::new(),
+    }
+}
+
+/// Kills VMM processes recorded in `vmm.pid` files under `sandboxes`, after checking that the pid
+/// still belongs to a process started for that directory (pids get reused).
+fn kill_leftovers(sandboxes: &Path) {
+    let Ok(entries) = std::fs::read_dir(sandboxes) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(pid_text) = std::fs::read_to_string(dir.join("vmm.pid")) else {
+            continue;
+        };
+        let Ok(pid) = pid_text.trim().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let needle = dir.to_string_lossy().into_owned();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            tracing::warn!(pid, dir = %dir.display(), "killing a VMM left over from an earlier run");
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn write_record(record: &VmRecord) -> Result<()> {
+    let path = record.spec.dir.join("sandbox.json");
+    let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Invalid(e.to_string()))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json).ctx(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).ctx(|| format!("replacing {}", path.display()))
+}
+
+/// The `sandbox.json` records under `sandboxes`, by id (unreadable ones are skipped).
+fn stored_records(sandboxes: &Path) -> Vec<(String, VmRecord)> {
+    let Ok(entries) = std::fs::read_dir(sandboxes) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let raw = std::fs::read(e.path().join("sandbox.json")).ok()?;
+            Some((
+                e.file_name().into_string().ok()?,
+                serde_json::from_slice(&raw).ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn clone_method_name(m: CloneMethod) -> &'static str {
+    match m {
+        CloneMethod::Reflink => "reflink",
+        CloneMethod::Qcow2Overlay => "qcow2",
+        CloneMethod::SparseCopy => "copy",
+    }
+}
+
+#[async_trait]
+impl HostAgent for LocalHost {
+    fn info(&self) -> HostInfo {
+        self.info.clone()
+    }
+
+    async fn prepare_template(&self, template: &str) -> Result<()> {
+        self.image(template).await.map(drop)
+    }
+
+    fn templates(&self) -> Vec<String> {
+        builtin_templates().into_iter().map(|t| t.name).collect()
+    }
+
+    async fn create(&self, req: CreateVm) -> Result<VmStatus> {
+        let dir = self.dir(&req.id)?;
+        let image = self.image(&req.template).await?;
+        std::fs::create_dir(&dir)
+            .ctx(|| format!("creating sandbox directory {}", dir.display()))?;
+        let disk = create_disk(
+            "rootfs",
+            &image.rootfs,
+            &dir.join("rootfs.disk"),
+            &self.config.disk,
+        )
+        .await?;
+        let cmdline = [
+            kernel_cmdline(self.config.console),
+            format!("platinum.hostname={}", req.id),
+            self.extra_cmdline.clone(),
+        ]
+        .join(" ")
+        .trim()
+        .to_string();
+        let transport = req.transport.unwrap_or(self.config.transport);
+        let spec = VmSpec {
+            id: req.id.clone(),
+            dir: dir.clone(),
+            kernel: image.kernel.clone(),
+            initramfs: image.initramfs.clone(),
+            cmdline,
+            disks: vec![disk.spec],
+            vcpus: req.vcpus,
+            memory_mib: req.memory_mib,
+            transport,
+            vsock_cid: 3,
+            console_log: dir.join("console.log"),
+            net: None,
+        };
+        let base_cmdline = spec.cmdline.clone();
+        let record = VmRecord {
+            spec,
+            template: req.template,
+            env: req.env,
+            disk_clone: clone_method_name(disk.method).into(),
+            lease: None,
+            base_cmdline,
+        };
+        write_record(&record)?;
+        self.boot(record, req.internet).await
+    }
+
+    async fn start(&self, id: &str) -> Result<VmStatus> {
+        let dir = self.dir(id)?;
+        if self.slots.lock().expect("host slots").contains_key(id) {
+            return Err(Error::VmState {
+                expected: "stopped".into(),
+                actual: "running".into(),
+            });
+        }
+        let raw = std::fs::read(dir.join("sandbox.json"))
+            .ctx(|| format!("reading {}/sandbox.json", dir.display()))?;
+        let mut record: VmRecord = serde_json::from_slice(&raw)
+            .map_err(|e| Error::Invalid(format!("corrupt sandbox.json of {id}: {e}")))?;
+        if record.base_cmdline.is_empty() {
+            record.base_cmdline = record.spec.cmdline.clone();
+        }
+        let internet = record.lease.as_ref().map(|l| l.internet);
+        self.boot(record, internet).await
+    }
+
+    async fn stop(&self, id: &str) -> Result<()> {
+        let slot = self.slot(id)?;
+        slot.expected_exit.store(true, Ordering::SeqCst);
+        if slot.paused.load(Ordering::SeqCst) {
+            slot.vm.resume().await?;
+        }
+        // Ask the agent first: it syncs and unmounts cleanly. Then the VMM's own power-off path.
+        if let Ok(g) = slot_guest(&slot, Duration::from_secs(5)).await
+            && let Err(e) = g.shutdown_guest(false).await
+        {
+            tracing::warn!(sandbox = %id, error = %e, "guest shutdown request failed");
+        }
+        let exit = slot.vm.shutdown(self.config.stop_grace).await?;
+        tracing::info!(sandbox = %id, ?exit, "VM stopped");
+        self.take_slot(id);
+        self.network.detach(id, false).await
+    }
+
+    async fn pause(&self, id: &str) -> Result<()> {
+        let slot = self.slot(id)?;
+        slot.paused.store(true, Ordering::SeqCst);
+        if let Err(e) = slot.vm.pause().await {
+            slot.paused.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        let slot = self.slot(id)?;
+        slot.vm.resume().await?;
+        slot.paused.store(false, Ordering::SeqCst);
+        // The guest clock stood still while paused.
+        let g = slot_guest(&slot, Duration::from_secs(10)).await?;
+        g.sync_clock().await
+    }
+
+    async fn destroy(&self, id: &str) -> Result<()> {
+        let dir = self.dir(id)?;
+        if let Some(slot) = self.take_slot(id) {
+            slot.expected_exit.store(true, Ordering::SeqCst);
+            if let Some(g) = slot.guest.lock().await.take() {
+                g.shutdown("sandbox destroyed");
+            }
+            slot.vm.kill().await?;
+        }
+        self.network.detach(id, true).await?;
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {}", dir.display()), e)),
+        }
+    }
+
+    async fn guest(&self, id: &str) -> Result<GuestClient> {
+        let slot = self.slot(id)?;
+        slot_guest(&slot, Duration::from_secs(10)).await
+    }
+
+    async fn console_tail(&self, id: &str, lines: usize) -> Result<String> {
+        let dir = self.dir(id)?;
+        console::tail(&dir.join("console.log"), lines)
+    }
+
+    async fn running(&self) -> Vec<String> {
+        self.slots
+            .lock()
+            .expect("host slots")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
+        self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcg_cmdline_names_the_tsc_frequency() {
+        let c = tcg_cmdline();
+        assert!(c.is_empty() || c.starts_with("tsc_early_khz="), "{c}");
+    }
+}

@@ -1,0 +1,147 @@
+//! The host agent's face to the engine: the [`HostAgent`] trait.
+//!
+//! The engine asks a host for VMs by sandbox id and never learns which VMM runs them. On a single
+//! host the implementation is in-process ([`local::LocalHost`]); in multi-host mode a remote
+//! implementation forwards the same calls to a host agent on another machine.
+
+pub mod local;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tokio::sync::broadcast;
+
+use crate::error::Result;
+use crate::guest::GuestClient;
+use crate::vmm::{Accel, TransportKind, VmExit, VmmKind};
+
+/// What a host is and how it runs VMs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Host id.
+    pub id: String,
+    /// VMM driver in use.
+    pub vmm: VmmKind,
+    /// Accelerator in use.
+    pub accel: Accel,
+    /// Why this VMM and accelerator were chosen.
+    pub reason: String,
+    /// Default guest transport.
+    pub transport: TransportKind,
+    /// Sandbox networking: `None` when available, else why not.
+    pub network_unavailable: Option<String>,
+}
+
+/// Parameters of a new VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateVm {
+    /// Sandbox id (validated by the caller: lowercase alphanumerics).
+    pub id: String,
+    /// Template (image) name.
+    pub template: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory, MiB.
+    pub memory_mib: u32,
+    /// Environment variables for every process in the guest.
+    pub env: BTreeMap<String, String>,
+    /// Transport override (else the host default).
+    pub transport: Option<TransportKind>,
+    /// Internet access: `None` = on when the host has a sandbox network (else no network),
+    /// `Some(true)` = required (fails where the host has none), `Some(false)` = a network
+    /// interface without access beyond the host.
+    pub internet: Option<bool>,
+}
+
+/// A VM as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmStatus {
+    /// Sandbox id.
+    pub id: String,
+    /// VMM.
+    pub vmm: VmmKind,
+    /// Accelerator.
+    pub accel: Accel,
+    /// VMM process id.
+    pub pid: u32,
+    /// Guest transport.
+    pub transport: TransportKind,
+    /// How the root disk was made: `reflink`, `qcow2` or `copy`.
+    pub disk_clone: String,
+    /// Guest agent version.
+    pub agent_version: String,
+    /// Guest kernel release.
+    pub kernel: String,
+    /// Milliseconds from VMM start to the agent's first answer.
+    pub boot_ms: u64,
+    /// Guest address on the sandbox network, if it has one.
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// Whether its traffic may leave the host.
+    pub internet: bool,
+}
+
+/// Something that happened to a VM without the engine asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEvent {
+    /// The VMM process ended unexpectedly (crash, kill from outside, guest power-off).
+    VmExited {
+        /// Sandbox id.
+        id: String,
+        /// How it ended.
+        exit: VmExit,
+        /// Last lines of the guest console.
+        console_tail: String,
+    },
+    /// The guest agent stopped answering health checks.
+    GuestUnresponsive {
+        /// Sandbox id.
+        id: String,
+        /// What failed.
+        reason: String,
+        /// Last lines of the guest console.
+        console_tail: String,
+    },
+}
+
+/// What the engine needs from a host.
+#[async_trait]
+pub trait HostAgent: Send + Sync {
+    /// Host description.
+    fn info(&self) -> HostInfo;
+
+    /// Makes sure a template's image is built and cached (may take minutes the first time).
+    async fn prepare_template(&self, template: &str) -> Result<()>;
+
+    /// Templates this host can boot.
+    fn templates(&self) -> Vec<String>;
+
+    /// Creates the VM's disk, boots it and waits for its guest agent.
+    async fn create(&self, req: CreateVm) -> Result<VmStatus>;
+
+    /// Boots a stopped VM again from its disk.
+    async fn start(&self, id: &str) -> Result<VmStatus>;
+
+    /// Shuts a VM down, keeping its disk.
+    async fn stop(&self, id: &str) -> Result<()>;
+
+    /// Stops the vCPUs.
+    async fn pause(&self, id: &str) -> Result<()>;
+
+    /// Restarts the vCPUs and re-syncs the guest clock.
+    async fn resume(&self, id: &str) -> Result<()>;
+
+    /// Removes everything of the VM: processes, sockets, disks, directory. Idempotent.
+    async fn destroy(&self, id: &str) -> Result<()>;
+
+    /// The guest agent session of a running VM (reconnecting if the connection dropped).
+    async fn guest(&self, id: &str) -> Result<GuestClient>;
+
+    /// Last lines of the VM's console log.
+    async fn console_tail(&self, id: &str, lines: usize) -> Result<String>;
+
+    /// Ids of VMs this host is running.
+    async fn running(&self) -> Vec<String>;
+
+    /// Unsolicited events (VM exits, unresponsive agents).
+    fn subscribe(&self) -> broadcast::Receiver<HostEvent>;
+}

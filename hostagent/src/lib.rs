@@ -1,0 +1,28 @@
+//! The host agent: runs sandbox microVMs on one host.
+//!
+//! Each plane into a guest is its own module:
+//! - [`vmm`]: the `Vmm`/`Vm` traits, the drivers (QEMU; Cloud Hypervisor) and their selection.
+//! - [`transport`]: byte streams to the guest agent (virtio-serial chardev socket, hybrid vsock).
+//! - [`disk`]: per-sandbox copy-on-write root disks (reflink, qcow2 overlay, copy).
+//! - [`image`]: building and caching guest images (kernel, initramfs, root filesystem).
+//! - [`net`]: sandbox networking: a bridge, one TAP per VM, NAT and isolation with nftables.
+//! - [`accel`]: deciding between KVM and TCG.
+//! - [`process`]: child processes (VMMs, helper daemons) in their own process groups.
+//! - [`console`]: bounded tails of console and VMM logs.
+//! - [`guest`]: the typed client for the guest agent, over any transport.
+//! - [`host`]: the `HostAgent` trait the engine calls, and its in-process implementation.
+
+pub mod accel;
+pub mod console;
+pub mod disk;
+pub mod error;
+pub mod guest;
+pub mod host;
+pub mod image;
+pub mod net;
+pub mod process;
+pub(crate) mod tool;
+pub mod transport;
+pub mod vmm;
+
+pub use error::{Error, Result};

@@ -1,0 +1,261 @@
+//! Sandbox networking: one Linux bridge for all sandboxes, one TAP per VM, NAT to the outside
+//! and isolation with nftables.
+//!
+//! ```text
+//!  guest eth0 (10.42.x.y/16) -- virtio-net -- TAP pt<id> --+-- bridge pt-br0 (10.42.0.1/16) -- NAT -- host uplink
+//!  guest eth0 (10.42.x.z/16) -- virtio-net -- TAP pt<id> --+   (ports isolated from each other)
+//! ```
+//! - Every TAP is an *isolated* bridge port, so sandboxes cannot reach each other at layer 2.
+//! - nftables table `inet platinum_<bridge>` ([`firewall`]): masquerade 10.42.0.0/16 to the outside; drop
+//!   traffic from sandboxes to the host itself (only replies pass), to link-local addresses
+//!   (cloud metadata), and anything from a sandbox whose internet access is off (its address is
+//!   in the `no_internet` set); drop unsolicited traffic into sandboxes.
+//! - Addresses come from [`ipam`]; a sandbox keeps its lease (address, MAC, TAP) across stop and
+//!   start. The guest gets its settings on the kernel command line (`platinum.ip=`, `.gw=`,
+//!   `.dns=`) and configures itself; name servers are the host's own (loopback resolvers skipped).
+//!
+//! Setup needs root (CAP_NET_ADMIN) and the `ip` and `nft` programs. When it is impossible, the
+//! host runs sandboxes without a network and says why ([`Network::unavailable_reason`]).
+
+pub mod dns;
+pub mod firewall;
+pub mod ipam;
+mod link;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+/// Settings of the sandbox network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Bridge name.
+    pub bridge: String,
+    /// Network address of the sandbox subnet.
+    pub subnet: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: "pt-br0".into(),
+            subnet: Ipv4Addr::new(10, 42, 0, 0),
+            prefix: 16,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The host's address on the bridge (the guests' gateway): the first address of the subnet.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.subnet) + 1)
+    }
+}
+
+/// One sandbox's place on the network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// TAP interface name.
+    pub tap: String,
+    /// Guest address.
+    pub ip: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Guest MAC address.
+    pub mac: String,
+    /// Default gateway (the bridge).
+    pub gateway: Ipv4Addr,
+    /// Name servers.
+    pub dns: Vec<IpAddr>,
+    /// Whether traffic may leave the host.
+    pub internet: bool,
+}
+
+impl Lease {
+    /// Kernel command line parameters the guest agent reads.
+    pub fn cmdline(&self) -> String {
+        let mut s = format!(
+            "platinum.ip={}/{} platinum.gw={}",
+            self.ip, self.prefix, self.gateway
+        );
+        if !self.dns.is_empty() {
+            let dns: Vec<String> = self.dns.iter().map(ToString::to_string).collect();
+            s.push_str(&format!(" platinum.dns={}", dns.join(",")));
+        }
+        s
+    }
+}
+
+/// The host's sandbox network.
+pub struct Network {
+    config: NetworkConfig,
+    /// `None` when the network is up; else why it is not.
+    unavailable: Option<String>,
+    leases: Mutex<BTreeMap<String, Lease>>,
+    dns: Vec<IpAddr>,
+}
+
+impl Network {
+    /// Sets up the bridge and firewall (idempotent). Never fails: if setup is impossible, the
+    /// returned network is unavailable and says why.
+    pub async fn setup(config: NetworkConfig) -> Network {
+        let dns =
+            dns::host_nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        let unavailable = match Self::try_setup(&config).await {
+            Ok(()) => {
+                tracing::info!(bridge = %config.bridge, subnet = %format!("{}/{}", config.subnet, config.prefix), "sandbox network ready");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sandbox network unavailable; sandboxes will have no network");
+                Some(e.to_string())
+            }
+        };
+        Network {
+            config,
+            unavailable,
+            leases: Mutex::new(BTreeMap::new()),
+            dns,
+        }
+    }
+
+    async fn try_setup(config: &NetworkConfig) -> Result<()> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(Error::Network {
+                step: "setup".into(),
+                message: "needs root (CAP_NET_ADMIN)".into(),
+            });
+        }
+        link::ensure_bridge(&config.bridge, config.gateway(), config.prefix).await?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| Error::io("enabling IPv4 forwarding", e))?;
+        firewall::apply(config).await
+    }
+
+    /// A network that is switched off (`reason` says why); sandboxes get no network device.
+    pub fn disabled(reason: &str) -> Network {
+        Network {
+            config: NetworkConfig::default(),
+            unavailable: Some(reason.into()),
+            leases: Mutex::new(BTreeMap::new()),
+            dns: Vec::new(),
+        }
+    }
+
+    /// Removes the bridge and the firewall table (all sandboxes must be gone).
+    pub async fn teardown(&self) -> Result<()> {
+        if self.unavailable.is_some() {
+            return Ok(());
+        }
+        link::delete_link(&self.config.bridge).await?;
+        firewall::remove(&self.config).await
+    }
+
+    /// Why sandboxes get no network here, if they don't.
+    pub fn unavailable_reason(&self) -> Option<&str> {
+        self.unavailable.as_deref()
+    }
+
+    /// Records a lease that already exists (a sandbox from an earlier run of the server), so its
+    /// address is not handed out twice.
+    pub fn adopt(&self, id: &str, lease: Lease) {
+        self.leases
+            .lock()
+            .expect("network leases")
+            .insert(id.to_string(), lease);
+    }
+
+    /// Gives sandbox `id` a lease (keeping one it already has) and creates its TAP.
+    pub async fn attach(&self, id: &str, internet: bool, previous: Option<Lease>) -> Result<Lease> {
+        if let Some(reason) = &self.unavailable {
+            return Err(Error::Unsupported(format!(
+                "sandbox networking is unavailable on this host: {reason}"
+            )));
+        }
+        let lease = {
+            let mut leases = self.leases.lock().expect("network leases");
+            let lease = match previous.or_else(|| leases.get(id).cloned()) {
+                Some(mut l) => {
+                    l.internet = internet;
+                    l
+                }
+                None => {
+                    let used = leases.values().map(|l| l.ip).collect();
+                    let ip = ipam::allocate(&self.config, &used)?;
+                    Lease {
+                        tap: tap_name(id),
+                        ip,
+                        prefix: self.config.prefix,
+                        mac: ipam::mac_for(ip),
+                        gateway: self.config.gateway(),
+                        dns: self.dns.clone(),
+                        internet,
+                    }
+                }
+            };
+            leases.insert(id.to_string(), lease.clone());
+            lease
+        };
+        let created = async {
+            link::create_tap(&lease.tap, &self.config.bridge).await?;
+            firewall::set_internet(&self.config, lease.ip, internet).await
+        };
+        if let Err(e) = created.await {
+            let _ = link::delete_tap(&lease.tap).await;
+            return Err(e);
+        }
+        Ok(lease)
+    }
+
+    /// Removes the TAP (the VM is gone); the lease is kept for a later start unless `release`.
+    pub async fn detach(&self, id: &str, release: bool) -> Result<()> {
+        let lease = {
+            let mut leases = self.leases.lock().expect("network leases");
+            if release {
+                leases.remove(id)
+            } else {
+                leases.get(id).cloned()
+            }
+        };
+        let Some(lease) = lease else { return Ok(()) };
+        link::delete_tap(&lease.tap).await?;
+        if release {
+            firewall::set_internet(&self.config, lease.ip, true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// TAP name for a sandbox: `pt` + the first 13 characters of the id (IFNAMSIZ is 16 with NUL).
+pub fn tap_name(id: &str) -> String {
+    format!("pt{}", &id[..id.len().min(13)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_cmdline_and_names() {
+        let lease = Lease {
+            tap: tap_name("abcdefghijklmnopqrst"),
+            ip: Ipv4Addr::new(10, 42, 0, 9),
+            prefix: 16,
+            mac: ipam::mac_for(Ipv4Addr::new(10, 42, 0, 9)),
+            gateway: NetworkConfig::default().gateway(),
+            dns: vec!["10.255.255.53".parse().unwrap()],
+            internet: true,
+        };
+        assert_eq!(lease.tap, "ptabcdefghijklm");
+        assert!(lease.tap.len() <= 15);
+        assert_eq!(
+            lease.cmdline(),
+            "platinum.ip=10.42.0.9/16 platinum.gw=10.42.0.1 platinum.dns=10.255.255.53"
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! The `Vmm` trait: what every VMM driver (QEMU, Cloud Hypervisor) offers the host agent.
+//!
+//! A driver turns a [`VmSpec`] into a running [`Vm`]: one VMM process per sandbox, plus its helper
+//! daemons (vhost-device-vsock, virtiofsd), all rooted in the sandbox's own directory. The host agent
+//! never knows which driver it talks to, and drivers never know about sandboxes, templates or users.
+//!
+//! Lifecycle of a `Vm`: `boot`/`restore` -> running <-> paused (`pause`/`resume`); `snapshot` needs
+//! paused; `shutdown` (graceful, bounded) or `kill` ends it, after which [`Vm::wait_exit`] resolves.
+//! Dropping a `Vm` does not stop it: the owner calls `kill` (idempotent) to tear it down.
+//!
+//! - [`qemu`]: the portable driver (`-M microvm`, KVM or TCG).
+//! - [`cloud_hypervisor`]: the production driver (Cloud Hypervisor over its REST API, KVM only).
+//! - [`select`]: which of the two this host runs, and why.
+//! - [`spec`]: validation of a [`VmSpec`] shared by both drivers.
+//! - [`manifest`]: the `vm.json` both drivers write into their snapshots.
+
+pub mod cloud_hypervisor;
+pub mod manifest;
+pub mod qemu;
+pub mod select;
+pub mod spec;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Which VMM runs a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmmKind {
+    /// QEMU (`-M microvm`).
+    Qemu,
+    /// Cloud Hypervisor.
+    CloudHypervisor,
+}
+
+/// How guest instructions execute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accel {
+    /// Hardware virtualization.
+    Kvm,
+    /// QEMU's software emulation.
+    Tcg,
+}
+
+/// Which guest transport carries the agent protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    /// A virtio-serial port (QEMU; migratable, so snapshots work).
+    #[default]
+    VirtioSerial,
+    /// virtio-vsock behind a hybrid `CONNECT <port>` Unix socket (Cloud Hypervisor, or QEMU with
+    /// vhost-device-vsock).
+    Vsock,
+}
+
+/// Disk image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskFormat {
+    /// Raw image (a reflink clone or a copy).
+    Raw,
+    /// qcow2 overlay over a raw base.
+    Qcow2,
+}
+
+/// A block device for the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    /// Stable device id (`rootfs`, `vol0`, ...); kept across snapshot and restore.
+    pub id: String,
+    /// Image file.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: DiskFormat,
+    /// Attach read-only.
+    pub readonly: bool,
+}
+
+/// Everything a driver needs to start one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// Sandbox id; used in process names and logs.
+    pub id: String,
+    /// Per-VM runtime directory (exists, owned by the VM): sockets, pid file, logs, state.
+    pub dir: PathBuf,
+    /// Kernel (PVH `vmlinux`).
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initramfs: PathBuf,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Disks, root first (`/dev/vda`).
+    pub disks: Vec<DiskSpec>,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Guest RAM, MiB.
+    pub memory_mib: u32,
+    /// Guest agent transport.
+    pub transport: TransportKind,
+    /// Guest vsock CID (>= 3) when the transport is vsock.
+    pub vsock_cid: u32,
+    /// File the guest's serial console is written to.
+    pub console_log: PathBuf,
+    /// Optional network attachment.
+    pub net: Option<NetSpec>,
+}
+
+/// A virtio-net device on a pre-created TAP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetSpec {
+    /// Host TAP interface name.
+    pub tap: String,
+    /// Guest MAC address.
+    pub mac: String,
+}
+
+/// A virtio-fs share: a virtiofsd the caller runs, exposed to the guest under a mount tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsSpec {
+    /// Stable device id (`fs0`, ...); kept across snapshot and restore.
+    pub id: String,
+    /// Mount tag the guest uses (`mount -t virtiofs <tag> <dir>`).
+    pub tag: String,
+    /// virtiofsd's vhost-user socket.
+    pub socket: PathBuf,
+}
+
+/// Where the host reaches the guest agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GuestEndpoint {
+    /// Connect to this Unix socket (QEMU's chardev for the virtio-serial port).
+    VirtioSerial {
+        /// Socket path.
+        socket: PathBuf,
+    },
+    /// Connect to this hybrid-vsock Unix socket and send `CONNECT <port>\n`.
+    HybridVsock {
+        /// Socket path.
+        socket: PathBuf,
+        /// Guest port.
+        port: u32,
+    },
+}
+
+/// What a running VM is, for the sandbox's info and for `platinum doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    /// The VMM.
+    pub vmm: VmmKind,
+    /// The accelerator it uses.
+    pub accel: Accel,
+    /// VMM process id.
+    pub pid: u32,
+    /// How to reach the guest agent.
+    pub guest: GuestEndpoint,
+    /// Human-readable device list (for logs and `info`).
+    pub devices: Vec<String>,
+}
+
+/// Why a VMM process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmExit {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal, if one killed it.
+    pub signal: Option<i32>,
+    /// True when the host asked for it (shutdown/kill); false for crashes and guest power-off.
+    pub requested: bool,
+}
+
+/// Run state of a VM as the VMM reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmRunState {
+    /// vCPUs running.
+    Running,
+    /// vCPUs stopped.
+    Paused,
+    /// The VMM process is gone.
+    Exited,
+}
+
+/// A VMM driver.
+#[async_trait]
+pub trait Vmm: Send + Sync {
+    /// Which VMM this is.
+    fn kind(&self) -> VmmKind;
+
+    /// The accelerator VMs of this driver get on this host.
+    fn accel(&self) -> Accel;
+
+    /// Starts a VM and returns once the VMM reports it running (not once the guest has booted).
+    async fn boot(&self, spec: &VmSpec) -> Result<Arc<dyn Vm>>;
+
+    /// Starts a VM from a snapshot directory written by [`Vm::snapshot`]. `spec` gives the new
+    /// identity (directory, sockets, disks, console); devices must match the snapshot's. The VM
+    /// comes back running.
+    async fn restore(&self, spec: &VmSpec, snapshot_dir: &Path) -> Result<Arc<dyn Vm>>;
+}
+
+/// One running VM.
+#[async_trait]
+pub trait Vm: Send + Sync {
+    /// What it is and how to reach it.
+    fn info(&self) -> &VmInfo;
+
+    /// Current run state.
+    async fn state(&self) -> Result<VmRunState>;
+
+    /// Stops the vCPUs; memory stays.
+    async fn pause(&self) -> Result<()>;
+
+    /// Restarts the vCPUs.
+    async fn resume(&self) -> Result<()>;
+
+    /// Writes device state and memory into `dir` (which exists). The VM must be paused and stays
+    /// paused.
+    async fn snapshot(&self, dir: &Path) -> Result<()>;
+
+    /// Asks the guest to power off and waits up to `grace`, then kills the VMM.
+    async fn shutdown(&self, grace: Duration) -> Result<VmExit>;
+
+    /// Kills the VMM and its helper daemons now. Idempotent.
+    async fn kill(&self) -> Result<VmExit>;
+
+    /// Resolves when the VMM process has exited, for whatever reason.
+    async fn wait_exit(&self) -> VmExit;
+
+    /// Hot-adds a disk to the running VM; it stays attached until the VM ends and is part of
+    /// later snapshots. Drivers whose machine cannot hot-plug keep this default, which refuses.
+    async fn add_disk(&self, disk: &DiskSpec) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "{:?} VMs cannot hot-add disk {}",
+            self.info().vmm,
+            disk.id
+        )))
+    }
+
+    /// Hot-adds a virtio-fs share served by a running virtiofsd. Drivers whose machine cannot
+    /// hot-plug keep this default, which refuses.
+    async fn add_fs(&self, fs: &FsSpec) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "{:?} VMs cannot hot-add virtio-fs share {}",
+            self.info().vmm,
+            fs.id
+        )))
+    }
+}
+
+/// Removes a dead VM's runtime files (sockets, locks, pid file); missing ones are fine, other
+/// failures are logged: cleanup never fails the operation it follows.
+pub(crate) fn remove_runtime_files(paths: &[&Path]) {
+    for path in paths {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove runtime file")
+            }
+        }
+    }
+}

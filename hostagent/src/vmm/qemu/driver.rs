@@ -1,0 +1,387 @@
+//! [`QemuVmm`]: the QEMU driver behind the [`Vmm`] trait.
+//!
+//! Starting a VM, step by step (the same for boot and restore):
+//! 1. validate the spec and check that the VM directory, kernel, initramfs and disks exist;
+//! 2. remove stale sockets from an earlier run in the same directory;
+//! 3. for the vsock transport, start vhost-device-vsock and wait for its vhost-user socket;
+//! 4. spawn QEMU in its own process group, output appended to `<dir>/qemu.log`;
+//! 5. poll the QMP socket until it negotiates (bounded), failing fast with the log tail if QEMU
+//!    exits meanwhile;
+//! 6. boot: check `query-status` says running. Restore: `migrate-incoming` the snapshot's state
+//!    file, wait for completion, `cont`.
+//!
+//! Any failure after step 3 kills what was started and removes the sockets before returning, so
+//! a failed start leaves nothing running.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tracing::{info, warn};
+
+use crate::accel::{self, AccelChoice};
+use crate::console;
+use crate::error::{Error, Result};
+use crate::process::{ChildProcess, ProcessSpec, find_in_path};
+use crate::vmm::{
+    Accel, GuestEndpoint, TransportKind, Vm, VmInfo, VmSpec, Vmm, VmmKind, manifest, spec,
+};
+use platinum_protocol::VSOCK_PORT;
+
+use super::paths::{self, VmPaths};
+use super::qmp::Qmp;
+use super::vm::{Parts, QemuVm};
+use super::vsock_daemon::VsockDaemon;
+use super::{cmdline, snapshot};
+
+/// Default QEMU binary name.
+pub const QEMU_PROGRAM: &str = "qemu-system-x86_64";
+/// Default vhost-device-vsock binary name.
+pub const VSOCK_PROGRAM: &str = "vhost-device-vsock";
+
+/// Poll interval while waiting for the QMP socket.
+const POLL: Duration = Duration::from_millis(20);
+/// Log lines quoted when a start fails.
+const LOG_TAIL_LINES: usize = 30;
+
+/// Settings of the QEMU driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuConfig {
+    /// QEMU binary; `qemu-system-x86_64` on `PATH` when `None`.
+    pub qemu: Option<PathBuf>,
+    /// vhost-device-vsock binary; `PATH`, then `~/.cargo/bin`, when `None`.
+    pub vhost_device_vsock: Option<PathBuf>,
+    /// Accelerator; detected with [`accel::detect`] when `None`.
+    pub accel: Option<AccelChoice>,
+    /// Bound on steps 3-5 (helpers up, QMP answering).
+    pub start_timeout: Duration,
+    /// Bound on each QMP command.
+    pub qmp_timeout: Duration,
+    /// Bound on saving or loading a snapshot.
+    pub snapshot_timeout: Duration,
+}
+
+impl Default for QemuConfig {
+    fn default() -> Self {
+        QemuConfig {
+            qemu: None,
+            vhost_device_vsock: None,
+            accel: None,
+            start_timeout: Duration::from_secs(15),
+            qmp_timeout: Duration::from_secs(30),
+            snapshot_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The QEMU driver.
+#[derive(Debug, Clone)]
+pub struct QemuVmm {
+    qemu: PathBuf,
+    vhost_device_vsock: Option<PathBuf>,
+    accel: AccelChoice,
+    config: QemuConfig,
+}
+
+/// A QEMU process that answers QMP, before it becomes a [`QemuVm`].
+struct Started {
+    paths: VmPaths,
+    qemu: Arc<ChildProcess>,
+    vsock: Option<Arc<VsockDaemon>>,
+    qmp: Qmp,
+}
+
+impl QemuVmm {
+    /// Resolves the binaries and the accelerator.
+    pub fn new(config: QemuConfig) -> Result<QemuVmm> {
+        let qemu = match &config.qemu {
+            Some(path) if path.is_file() => path.clone(),
+            Some(path) => return Err(missing_qemu(&path.display().to_string())),
+            None => find_in_path(QEMU_PROGRAM).ok_or_else(|| missing_qemu(QEMU_PROGRAM))?,
+        };
+        let vhost_device_vsock = match &config.vhost_device_vsock {
+            Some(path) => Some(path.clone()),
+            None => find_vsock_daemon(),
+        };
+        let accel = match &config.accel {
+            Some(choice) => choice.clone(),
+            None => accel::detect()?,
+        };
+        info!(qemu = %qemu.display(), accel = ?accel.accel, reason = %accel.reason, "QEMU driver ready");
+        Ok(QemuVmm {
+            qemu,
+            vhost_device_vsock,
+            accel,
+            config,
+        })
+    }
+
+    /// The accelerator decision with its reason (for `platinum doctor`).
+    pub fn accel_choice(&self) -> &AccelChoice {
+        &self.accel
+    }
+
+    /// The QEMU binary in use.
+    pub fn qemu_program(&self) -> &Path {
+        &self.qemu
+    }
+
+    /// Boots like [`Vmm::boot`] but returns the concrete VM.
+    pub async fn boot_vm(&self, spec: &VmSpec) -> Result<Arc<QemuVm>> {
+        let started = self.start(spec, false).await?;
+        let checked = async {
+            let status = started.qmp.query_status().await?;
+            if status.running {
+                Ok(())
+            } else {
+                Err(Error::VmmStart(format!(
+                    "QEMU started but its VM is `{}`, not running",
+                    status.status
+                )))
+            }
+        }
+        .await;
+        self.finish(spec, started, checked).await
+    }
+
+    /// Restores like [`Vmm::restore`] but returns the concrete VM.
+    pub async fn restore_vm(&self, spec: &VmSpec, snapshot_dir: &Path) -> Result<Arc<QemuVm>> {
+        snapshot::check_dir(snapshot_dir)?;
+        let manifest = manifest::read_manifest(snapshot_dir, VmmKind::Qemu)?;
+        manifest::check_layout(&manifest.spec, spec)?;
+        if !snapshot::state_path(snapshot_dir).is_file() {
+            return Err(Error::Invalid(format!(
+                "snapshot {} has no {}",
+                snapshot_dir.display(),
+                snapshot::STATE_FILE
+            )));
+        }
+        let started = self.start(spec, true).await?;
+        let loaded = async {
+            snapshot::load(&started.qmp, snapshot_dir, self.config.snapshot_timeout).await?;
+            let status = started.qmp.query_status().await?;
+            if !status.running {
+                started.qmp.run("cont", None).await?;
+            }
+            Ok(())
+        }
+        .await;
+        self.finish(spec, started, loaded).await
+    }
+
+    /// Turns a started QEMU into a VM, or tears it down if `checked` failed.
+    async fn finish(
+        &self,
+        spec: &VmSpec,
+        started: Started,
+        checked: Result<()>,
+    ) -> Result<Arc<QemuVm>> {
+        if let Err(e) = checked {
+            let e = with_log_tail(e, &started.paths, started.qemu.try_exit().is_some());
+            teardown(&started.qemu, started.vsock.as_deref(), &started.paths).await;
+            return Err(e);
+        }
+        let guest = match spec.transport {
+            TransportKind::VirtioSerial => GuestEndpoint::VirtioSerial {
+                socket: started.paths.agent.clone(),
+            },
+            TransportKind::Vsock => GuestEndpoint::HybridVsock {
+                socket: started.paths.vsock.clone(),
+                port: VSOCK_PORT,
+            },
+        };
+        let info = VmInfo {
+            vmm: VmmKind::Qemu,
+            accel: self.accel.accel,
+            pid: started.qemu.pid(),
+            guest,
+            devices: cmdline::describe_devices(spec, &started.paths),
+        };
+        info!(vm = %spec.id, pid = info.pid, "VM running");
+        Ok(QemuVm::new(Parts {
+            info,
+            spec: spec.clone(),
+            paths: started.paths,
+            qemu: started.qemu,
+            vsock: started.vsock,
+            qmp: started.qmp,
+            snapshot_timeout: self.config.snapshot_timeout,
+        }))
+    }
+
+    /// Steps 1-5 of the module docs.
+    async fn start(&self, spec: &VmSpec, incoming: bool) -> Result<Started> {
+        let paths = paths::validate(spec)?;
+        spec::check_inputs(spec)?;
+        paths.remove_runtime_files();
+        let deadline = Instant::now() + self.config.start_timeout;
+
+        let vsock = match spec.transport {
+            TransportKind::VirtioSerial => None,
+            TransportKind::Vsock => {
+                let program =
+                    self.vhost_device_vsock
+                        .as_deref()
+                        .ok_or_else(|| Error::MissingProgram {
+                            program: VSOCK_PROGRAM.to_string(),
+                            hint: "cargo install vhost-device-vsock".to_string(),
+                        })?;
+                let daemon = VsockDaemon::start(
+                    program,
+                    &spec.id,
+                    spec.vsock_cid,
+                    &paths,
+                    self.config.start_timeout,
+                )
+                .await?;
+                Some(Arc::new(daemon))
+            }
+        };
+
+        let process = ProcessSpec {
+            name: "qemu".to_string(),
+            program: self.qemu.clone(),
+            args: cmdline::build(spec, &paths, self.accel.accel, incoming),
+            log: paths.qemu_log.clone(),
+        };
+        let qemu = match ChildProcess::spawn(&process) {
+            Ok(child) => Arc::new(child),
+            Err(e) => {
+                if let Some(daemon) = &vsock {
+                    let _ = daemon.kill().await;
+                }
+                paths.remove_runtime_files();
+                return Err(e);
+            }
+        };
+
+        match self.connect_qmp(&qemu, &paths, deadline).await {
+            Ok(qmp) => Ok(Started {
+                paths,
+                qemu,
+                vsock,
+                qmp,
+            }),
+            Err(e) => {
+                let e = with_log_tail(e, &paths, qemu.try_exit().is_some());
+                teardown(&qemu, vsock.as_deref(), &paths).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Polls the QMP socket until it negotiates, QEMU exits, or the deadline passes.
+    async fn connect_qmp(
+        &self,
+        qemu: &ChildProcess,
+        paths: &VmPaths,
+        deadline: Instant,
+    ) -> Result<Qmp> {
+        loop {
+            if let Some(exit) = qemu.try_exit() {
+                return Err(Error::VmmStart(format!(
+                    "QEMU exited during start ({})",
+                    exit.describe()
+                )));
+            }
+            if paths.qmp.exists() {
+                match Qmp::connect(&paths.qmp, self.config.qmp_timeout).await {
+                    Ok(qmp) => return Ok(qmp),
+                    Err(e) if Instant::now() >= deadline => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::VmmStart(format!(
+                    "QMP socket {} did not answer within {:?}",
+                    paths.qmp.display(),
+                    self.config.start_timeout
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Vmm for QemuVmm {
+    fn kind(&self) -> VmmKind {
+        VmmKind::Qemu
+    }
+
+    fn accel(&self) -> Accel {
+        self.accel.accel
+    }
+
+    async fn boot(&self, spec: &VmSpec) -> Result<Arc<dyn Vm>> {
+        Ok(self.boot_vm(spec).await?)
+    }
+
+    async fn restore(&self, spec: &VmSpec, snapshot_dir: &Path) -> Result<Arc<dyn Vm>> {
+        Ok(self.restore_vm(spec, snapshot_dir).await?)
+    }
+}
+
+fn missing_qemu(program: &str) -> Error {
+    Error::MissingProgram {
+        program: program.to_string(),
+        hint: "apt-get install -t bookworm-backports qemu-system-x86".to_string(),
+    }
+}
+
+/// `PATH`, then `~/.cargo/bin` (where `cargo install vhost-device-vsock` puts it).
+fn find_vsock_daemon() -> Option<PathBuf> {
+    find_in_path(VSOCK_PROGRAM).or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        let path = Path::new(&home).join(".cargo/bin").join(VSOCK_PROGRAM);
+        path.is_file().then_some(path)
+    })
+}
+
+/// Adds QEMU's log tail to a start failure; when QEMU is gone, the failure is a `VmmStart`.
+fn with_log_tail(error: Error, paths: &VmPaths, exited: bool) -> Error {
+    let tail = console::tail(&paths.qemu_log, LOG_TAIL_LINES).unwrap_or_default();
+    match error {
+        Error::VmmStart(msg) => Error::VmmStart(format!("{msg}; QEMU log:\n{tail}")),
+        other if exited => Error::VmmStart(format!("{other}; QEMU exited. QEMU log:\n{tail}")),
+        other => other,
+    }
+}
+
+/// Kills a half-started VM and its daemon and removes its sockets.
+async fn teardown(qemu: &ChildProcess, vsock: Option<&VsockDaemon>, paths: &VmPaths) {
+    if let Err(e) = qemu.kill(Duration::from_secs(2)).await {
+        warn!(error = %e, "killing QEMU after a failed start failed");
+    }
+    if let Some(daemon) = vsock
+        && let Err(e) = daemon.kill().await
+    {
+        warn!(error = %e, "killing vhost-device-vsock after a failed start failed");
+    }
+    paths.remove_runtime_files();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_qemu_that_does_not_exist_is_a_missing_program() {
+        let config = QemuConfig {
+            qemu: Some(PathBuf::from("/nonexistent/qemu-system-x86_64")),
+            accel: Some(AccelChoice {
+                accel: Accel::Tcg,
+                reason: "test".to_string(),
+                forced: true,
+            }),
+            ..QemuConfig::default()
+        };
+        match QemuVmm::new(config) {
+            Err(Error::MissingProgram { hint, .. }) => {
+                assert!(hint.contains("bookworm-backports"), "{hint}")
+            }
+            other => panic!("expected MissingProgram, got {other:?}"),
+        }
+    }
+}

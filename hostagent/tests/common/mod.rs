@@ -1,0 +1,239 @@
+//! Shared helpers for the VM integration tests: the guest kernel (from the image cache), a tiny
+//! busybox initramfs built per test, console polling, and a guard that kills VMM process groups
+//! even when a test panics.
+//!
+//! The test initramfs stands in for the real guest agent: its `/init` is a busybox shell script
+//! that loads the virtio modules, runs an echo loop on the agent's virtio-serial port, prints
+//! [`READY_MARKER`] and then a `tick N` line every second, so a restored VM can prove it
+//! continued where it was saved.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use platinum_hostagent::image::{ImageCache, Kernel, Progress};
+use platinum_hostagent::vmm::{TransportKind, VmSpec};
+
+/// Printed by the test `/init` once the modules are loaded and the echo loop runs.
+pub const READY_MARKER: &str = "PLATINUM-TEST-READY";
+
+/// Modules the test guest loads, in dependency order.
+const TEST_MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_mmio",
+    "virtio_console",
+    "virtio_blk",
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
+    "vmw_vsock_virtio_transport",
+];
+
+/// Static busybox from Debian's `busybox-static`.
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Whether QEMU and busybox-static are installed; prints why not.
+pub fn vm_tests_possible() -> bool {
+    if platinum_hostagent::process::find_in_path("qemu-system-x86_64").is_none() {
+        eprintln!(
+            "skipping: qemu-system-x86_64 not installed (apt-get install -t bookworm-backports qemu-system-x86)"
+        );
+        return false;
+    }
+    if !Path::new(BUSYBOX).is_file() {
+        eprintln!("skipping: {BUSYBOX} missing (apt-get install busybox-static)");
+        return false;
+    }
+    true
+}
+
+/// The guest kernel from the shared image cache (downloaded and extracted on first use).
+pub async fn kernel() -> Kernel {
+    ImageCache::new(ImageCache::default_root())
+        .ensure_kernel(&Progress::hidden())
+        .await
+        .expect("guest kernel from the image cache (needs the Debian mirror on first use)")
+}
+
+/// Writes the test initramfs into `dir` and returns its path.
+pub fn test_initramfs(kernel: &Kernel, dir: &Path) -> PathBuf {
+    let mut modules = Vec::new();
+    for name in TEST_MODULES {
+        let file = kernel
+            .modules
+            .iter()
+            .find(|p| p.file_stem().and_then(|s| s.to_str()) == Some(name))
+            .unwrap_or_else(|| panic!("kernel has no module {name}"));
+        modules.push((*name, std::fs::read(file).expect("read module")));
+    }
+    let init = format!(
+        r#"#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t proc proc /proc
+$B mount -t sysfs sysfs /sys
+$B mount -t devtmpfs devtmpfs /dev
+for m in {modules}; do $B insmod /m/$m.ko; done
+port=""
+for p in /sys/class/virtio-ports/*; do
+  [ "$($B cat $p/name 2>/dev/null)" = org.platinum.agent.0 ] && port=/dev/${{p##*/}}
+done
+echo "agent port: $port"
+if [ -n "$port" ]; then
+  ( while true; do $B sh -c "exec 3<>$port; exec $B cat <&3 >&3" 2>/dev/null; $B sleep 0.5; done ) &
+fi
+echo {READY_MARKER}
+i=0
+while true; do echo "tick $i"; i=$((i+1)); $B sleep 1; done
+"#,
+        modules = TEST_MODULES.join(" "),
+    );
+
+    let dir_entry = |name: &str| {
+        (
+            cpio::NewcBuilder::new(name).mode(0o040_755).nlink(2),
+            Cursor::new(Vec::new()),
+        )
+    };
+    let file_entry = |name: &str, mode: u32, data: Vec<u8>| {
+        (
+            cpio::NewcBuilder::new(name).mode(0o100_000 | mode),
+            Cursor::new(data),
+        )
+    };
+    let mut entries = vec![
+        dir_entry("bin"),
+        dir_entry("dev"),
+        dir_entry("proc"),
+        dir_entry("sys"),
+        dir_entry("m"),
+        file_entry(
+            "bin/busybox",
+            0o755,
+            std::fs::read(BUSYBOX).expect("read busybox"),
+        ),
+        file_entry("init", 0o755, init.into_bytes()),
+    ];
+    for (name, data) in modules {
+        entries.push(file_entry(&format!("m/{name}.ko"), 0o644, data));
+    }
+    let path = dir.join("test-initramfs.cpio");
+    let file = std::fs::File::create(&path).expect("create initramfs");
+    cpio::write_cpio(entries.into_iter(), file).expect("write initramfs");
+    path
+}
+
+/// Kernel command line for test guests. Under TCG on a busy 2-core machine the kernel's PIT
+/// calibration of the TSC can fail and hang the boot; `tsc_early_khz` (the host's TSC rate,
+/// which TCG passes through) skips that calibration.
+pub fn test_cmdline() -> String {
+    let mut cmdline = "console=ttyS0 panic=-1 quiet".to_string();
+    if let Some(khz) = host_tsc_khz() {
+        cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    cmdline
+}
+
+fn host_tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split_once(':')?
+        .1
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0).round() as u64)
+}
+
+/// A spec for a test VM in `dir` (no disks; callers add them).
+pub fn spec(
+    id: &str,
+    dir: &Path,
+    kernel: &Kernel,
+    initramfs: &Path,
+    transport: TransportKind,
+) -> VmSpec {
+    VmSpec {
+        id: id.to_string(),
+        dir: dir.to_path_buf(),
+        kernel: kernel.vmlinux.clone(),
+        initramfs: initramfs.to_path_buf(),
+        cmdline: test_cmdline(),
+        disks: Vec::new(),
+        vcpus: 1,
+        memory_mib: 256,
+        transport,
+        vsock_cid: 3,
+        console_log: dir.join("console.log"),
+        net: None,
+    }
+}
+
+/// Polls `path` until `done(contents)` holds; panics with the console tail after `timeout`.
+pub async fn wait_console(
+    path: &Path,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if done(&text) {
+            return text;
+        }
+        if Instant::now() >= deadline {
+            let tail = platinum_hostagent::console::tail(path, 40).unwrap_or_default();
+            panic!("timed out after {timeout:?} waiting for {what}; console tail:\n{tail}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The highest `tick N` in a console text.
+pub fn last_tick(console: &str) -> Option<u64> {
+    console
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tick "))
+        .filter_map(|n| n.trim().parse().ok())
+        .max()
+}
+
+/// Kills the given process groups with SIGKILL on drop, so a panicking test leaves nothing
+/// running. Harmless after a clean kill.
+#[derive(Default)]
+pub struct KillGuard {
+    pids: Vec<u32>,
+}
+
+impl KillGuard {
+    /// Adds a process group leader.
+    pub fn add(&mut self, pid: u32) {
+        self.pids.push(pid);
+    }
+}
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            if platinum_hostagent::process::pid_alive(*pid) {
+                let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Waits until `pid` no longer exists.
+pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while platinum_hostagent::process::pid_alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Platinum's two entry points on a Debian 12 machine (run as root):
+#
+#   ./platinum.sh up [platinum up flags]   build everything, then `platinum up`: installs the host
+#                                          dependencies, builds the guest image, serves on
+#                                          127.0.0.1:7070 and starts a demo sandbox.
+#   ./platinum.sh test                     everything CI runs (.ci/run calls this).
+#
+# Builds are cached under ~/.cache/platinum (cargo target dir, installed tools, guest images).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+CACHE="${PLATINUM_CACHE_DIR:-$HOME/.cache/platinum}"
+export PLATINUM_CACHE_DIR="$CACHE"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+export CARGO_INSTALL_ROOT="$CACHE/tools"
+export PATH="$CARGO_INSTALL_ROOT/bin:$HOME/.cargo/bin:$PATH"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "run this as root (it installs Debian packages and runs VMs)" >&2
+    exit 1
+  fi
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null; then
+    log "installing Rust (rustup)"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+}
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+}
+
+ensure_backports() {
+  if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo 'deb http://deb.debian.org/debian bookworm-backports main' > /etc/apt/sources.list.d/platinum-backports.list
+  fi
+}
+
+# Host packages: QEMU 10 from backports, image tools, and the test helpers.
+host_packages() {
+  ensure_backports
+  if ! dpkg -s qemu-system-x86 >/dev/null 2>&1 || ! qemu-system-x86_64 --version | grep -qE 'version (9|[1-9][0-9])\.'; then
+    apt-get update -q
+    log "installing QEMU from bookworm-backports"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t bookworm-backports qemu-system-x86 qemu-utils
+  fi
+  apt_install mmdebstrap kmod e2fsprogs xfsprogs busybox-static pkg-config libseccomp-dev libcap-ng-dev curl ca-certificates
+}
+
+ensure_vsock_daemon() {
+  if ! command -v vhost-device-vsock >/dev/null; then
+    log "cargo install vhost-device-vsock (cached in $CARGO_INSTALL_ROOT)"
+    cargo install --locked --quiet vhost-device-vsock
+  fi
+}
+
+build() {
+  local profile="$1"
+  log "building the guest agent (static)"
+  guest/build-static.sh >/dev/null
+  log "building platinum ($profile)"
+  if [ "$profile" = release ]; then cargo build --release -p platinum; else cargo build --workspace --all-targets; fi
+}
+
+cmd_up() {
+  need_root
+  ensure_rust
+  host_packages
+  ensure_vsock_daemon
+  build release
+  exec "$CARGO_TARGET_DIR/release/platinum" up "$@"
+}
+
+cmd_test() {
+  need_root
+  ensure_rust
+  host_packages
+  ensure_vsock_daemon
+  log "format and lint"
+  cargo fmt --all --check
+  cargo clippy --workspace --all-targets -- -D warnings
+  build debug
+  log "guest image"
+  "$CARGO_TARGET_DIR/debug/platinum" image build
+  # The E2B code interpreter's default template (its flows create sandboxes from it).
+  "$CARGO_TARGET_DIR/debug/platinum" image build --template code-interpreter-v1
+  log "E2B SDKs (pinned Python and JS; testkit's e2b_sdk test runs their flows)"
+  evals/e2b/run.sh --install
+  log "MCP and OpenAPI clients (pinned Python MCP SDK, MCP Inspector, openapi-spec-validator, Redocly, skills)"
+  evals/mcp/setup.sh
+  log "tests"
+  # VM-booting tests share two cores; run test binaries' tests two at a time.
+  cargo test --workspace -- --test-threads=2
+  log "Daytona SDK conformance (pinned Python and TypeScript SDKs, real VMs)"
+  PLATINUM_BIN="$CARGO_TARGET_DIR/debug/platinum" evals/daytona/run.sh
+  log "benchmarks (figures only, no thresholds)"
+  cargo run -q -p platinum-evals -- --iterations 5
+}
+
+case "${1:-}" in
+  up) shift; cmd_up "$@" ;;
+  test) shift; cmd_test "$@" ;;
+  *) echo "usage: $0 up [flags] | test" >&2; exit 2 ;;
+esac

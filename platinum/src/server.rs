@@ -1,0 +1,195 @@
+//! The server: store, host agent, engine and HTTP front ends, assembled and run.
+//!
+//! [`Server::start`] returns once the server answers on its address, so callers (the CLI's
+//! `up`, tests, benchmarks) never sleep waiting for it. [`RunningServer::shutdown`] stops
+//! accepting requests, stops every VM (sandboxes become `stopped`, disks kept) and waits.
+
+use anyhow::{Context, Result};
+use platinum_engine::store::sqlite::SqliteStore;
+use platinum_engine::{Engine, EngineConfig};
+use platinum_hostagent::accel::AccelChoice;
+use platinum_hostagent::host::HostAgent;
+use platinum_hostagent::host::local::{LocalHost, LocalHostConfig};
+use platinum_hostagent::image::ImageCache;
+use platinum_hostagent::net::{Network, NetworkConfig};
+use platinum_hostagent::vmm::{TransportKind, VmmKind, select};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// Everything a server needs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// State, sandboxes and the API key file.
+    pub data_dir: PathBuf,
+    /// Guest image cache.
+    pub cache_dir: PathBuf,
+    /// Static guest agent binary.
+    pub agent_binary: PathBuf,
+    /// API key from the environment (`PLATINUM_API_KEY`).
+    pub api_key: Option<String>,
+    /// Engine defaults and limits.
+    pub engine: EngineConfig,
+    /// Default guest transport.
+    pub transport: TransportKind,
+    /// Accelerator override (else detected).
+    pub accel: Option<AccelChoice>,
+    /// Sandbox network (bridge, subnet); `None` runs sandboxes without a network device.
+    pub network: Option<NetworkConfig>,
+    /// MCP endpoint (`/mcp`) settings: allowed hosts, public URL.
+    pub mcp: platinum_mcp::McpOptions,
+}
+
+impl ServerConfig {
+    /// Defaults around a data dir and an agent binary.
+    pub fn new(data_dir: PathBuf, agent_binary: PathBuf) -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN.parse().expect("default listen address"),
+            data_dir,
+            cache_dir: ImageCache::default_root(),
+            agent_binary,
+            api_key: None,
+            engine: EngineConfig::default(),
+            transport: TransportKind::VirtioSerial,
+            accel: None,
+            network: Some(NetworkConfig::default()),
+            mcp: platinum_mcp::McpOptions::default(),
+        }
+    }
+}
+
+/// A server that is up.
+pub struct RunningServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The API key it started with.
+    pub api_key: String,
+    /// True when this start generated the key (print it once).
+    pub key_generated: bool,
+    /// The engine (for in-process callers).
+    pub engine: Arc<Engine>,
+    cancel: CancellationToken,
+    serve: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Base URL, e.g. `http://127.0.0.1:7070`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Resolves when the server stops serving on its own (error) or after `shutdown`.
+    pub async fn wait(&mut self) -> Result<()> {
+        (&mut self.serve)
+            .await
+            .context("server task")?
+            .context("HTTP server")
+    }
+
+    /// Graceful stop: no new requests, every VM stopped (disks kept), then return.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.cancel.cancel();
+        let served = self.wait().await;
+        self.engine.stop_background();
+        self.engine.stop_all_sandboxes().await;
+        served
+    }
+}
+
+/// Builds and starts a server.
+pub struct Server;
+
+impl Server {
+    /// Starts everything and returns once the HTTP listener is bound and serving.
+    pub async fn start(config: ServerConfig) -> Result<RunningServer> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let store = Arc::new(SqliteStore::open(&config.data_dir.join("platinum.db")).await?);
+
+        // Cloud Hypervisor where it can run, else QEMU (`PLATINUM_VMM` forces one).
+        let selection = select::detect(config.accel.clone())?;
+        let reason = selection.reason.clone();
+        let kind = selection.kind;
+        let vmm = selection.into_vmm()?;
+        let mut host_config = LocalHostConfig::new(
+            config.data_dir.clone(),
+            ImageCache::new(config.cache_dir.clone()),
+            config.agent_binary.clone(),
+        );
+        host_config.transport = match kind {
+            // CH reaches guests only over vsock; its driver would override virtio-serial anyway.
+            VmmKind::CloudHypervisor => TransportKind::Vsock,
+            VmmKind::Qemu => config.transport,
+        };
+        let network = match &config.network {
+            Some(n) => Network::setup(n.clone()).await,
+            None => Network::disabled("switched off in the server configuration"),
+        };
+        let host = LocalHost::new(host_config, vmm, Arc::new(network), reason)?;
+        let info = host.info();
+        tracing::info!(vmm = ?info.vmm, accel = ?info.accel, reason = %info.reason, "host ready");
+        host.prepare_template(&config.engine.default_template)
+            .await
+            .with_context(|| {
+                format!(
+                    "preparing the default template {:?}",
+                    config.engine.default_template
+                )
+            })?;
+
+        let engine = Engine::new(config.engine.clone(), store.clone(), host).await?;
+        let key = engine
+            .api_keys()
+            .initial(store.as_ref(), &config.data_dir, config.api_key.clone())
+            .await?;
+        engine.start().await?;
+
+        let app = platinum_rest::router(engine.clone())
+            .merge(platinum_daytona::router(
+                engine.clone(),
+                platinum_daytona::DaytonaConfig::default(),
+            ))
+            .merge(
+                // MCP (Streamable HTTP) behind the same API keys as /v1.
+                platinum_mcp::router(engine.clone(), config.mcp.clone()).route_layer(
+                    axum::middleware::from_fn_with_state(
+                        engine.clone(),
+                        platinum_rest::auth::require_key,
+                    ),
+                ),
+            )
+            .merge(platinum_openapi::router());
+        // E2B: its control plane, plus sandbox traffic (routed by header or Host) ahead of all.
+        let e2b = platinum_e2b::E2bConfig::from_data_dir(&config.data_dir, None)
+            .context("loading the E2B token key")?;
+        let app = platinum_e2b::install(app, engine.clone(), e2b)
+            .layer(tower_http::trace::TraceLayer::new_for_http());
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let serve = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        tracing::info!(%addr, "serving");
+        Ok(RunningServer {
+            addr,
+            api_key: key.key,
+            key_generated: key.generated,
+            engine,
+            cancel,
+            serve,
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! Platinum's native REST API: `/v1`, documented by an OpenAPI 3.1 document generated from this
+//! code (utoipa). Handlers are thin: parse, call one engine command, render.
+//!
+//! - [`routes`]: one module per resource (sandboxes, exec, processes, files).
+//! - [`error`]: the typed error body and extractors that produce it.
+//! - [`auth`]: the Bearer API key check.
+//! - [`ndjson`]: streamed process output.
+
+pub mod auth;
+pub mod error;
+pub mod ndjson;
+pub mod proxy;
+pub mod routes;
+
+use axum::Json;
+use axum::Router;
+use axum::middleware;
+use platinum_engine::Engine;
+use serde::Serialize;
+use std::sync::Arc;
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use routes::{exec, files, ports, processes, sandboxes};
+
+/// Top-level facts of the document; paths come from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Platinum API",
+        description = "Hardware-isolated sandboxes for AI agents. Every sandbox is its own microVM. \
+                       Authenticate with `Authorization: Bearer <api key>`. Errors are JSON \
+                       `{\"code\", \"message\"}` with a stable `code`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    servers((url = "http://127.0.0.1:7070", description = "Local server (`platinum up`)")),
+    tags(
+        (name = "sandboxes", description = "Create, inspect and control sandboxes"),
+        (name = "exec", description = "Run commands"),
+        (name = "processes", description = "Background processes: re-attach, signal, stdin"),
+        (name = "files", description = "Files inside a sandbox"),
+        (name = "ports", description = "HTTP and WebSocket to services inside a sandbox"),
+        (name = "system", description = "Server health")
+    ),
+    security(("api_key" = [])),
+    modifiers(&BearerAuth),
+    components(schemas(error::ErrorBody))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A Platinum API key"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Server health.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the server answers.
+    pub status: String,
+    /// Server version.
+    pub version: String,
+}
+
+/// Health check (no API key needed).
+#[utoipa::path(get, path = "/health", tag = "system", operation_id = "health", security(()),
+    responses(
+        (status = 200, description = "Serving", body = Health),
+        (status = 503, description = "Starting or shutting down", body = error::ErrorBody)))]
+pub async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// The `/v1` router (every route needs an API key), the open `/health` router, and the document
+/// describing both.
+fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
+    let (v1, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(
+            sandboxes::create_sandbox,
+            sandboxes::list_sandboxes
+        ))
+        .routes(routes!(sandboxes::get_sandbox, sandboxes::delete_sandbox))
+        .routes(routes!(sandboxes::pause_sandbox))
+        .routes(routes!(sandboxes::resume_sandbox))
+        .routes(routes!(sandboxes::stop_sandbox))
+        .routes(routes!(sandboxes::start_sandbox))
+        .routes(routes!(sandboxes::set_timeout))
+        .routes(routes!(sandboxes::metrics))
+        .routes(routes!(sandboxes::console))
+        .routes(routes!(sandboxes::events))
+        .routes(routes!(exec::exec))
+        .routes(routes!(exec::exec_stream))
+        .routes(routes!(processes::list_processes))
+        .routes(routes!(processes::attach))
+        .routes(routes!(processes::signal))
+        .routes(routes!(processes::stdin))
+        .routes(routes!(files::download, files::upload, files::remove))
+        .routes(routes!(files::list))
+        .routes(routes!(files::stat))
+        .routes(routes!(files::mkdir))
+        .routes(routes!(files::move_path))
+        .routes(routes!(files::chmod))
+        .routes(routes!(files::chown))
+        .split_for_parts();
+    let (open, open_doc) = OpenApiRouter::new()
+        .routes(routes!(health))
+        .split_for_parts();
+    doc.merge(open_doc);
+    // The port proxy takes any method and a path with slashes, which the routes! macro cannot
+    // express; it is documented by its `#[utoipa::path]`s and registered here by hand.
+    let (_, proxy_doc) = OpenApiRouter::<Arc<Engine>>::new()
+        .routes(routes!(ports::proxy_root))
+        .routes(routes!(ports::proxy))
+        .split_for_parts();
+    doc.merge(proxy_doc);
+    let [root, root_slash, rest] = PORT_PROXY_ROUTES;
+    let v1 = v1
+        .route(root, axum::routing::any(ports::proxy_root))
+        .route(root_slash, axum::routing::any(ports::proxy_root))
+        .route(rest, axum::routing::any(ports::proxy));
+    (v1, open, doc)
+}
+
+/// The routes registered by hand rather than through `routes!` (every method goes to the port
+/// proxy). The OpenAPI checks (`openapi/tests/`) require each to be documented.
+pub const PORT_PROXY_ROUTES: [&str; 3] = [
+    "/v1/sandboxes/{id}/ports/{port}",
+    "/v1/sandboxes/{id}/ports/{port}/",
+    "/v1/sandboxes/{id}/ports/{port}/{*path}",
+];
+
+/// The OpenAPI 3.1 document of the API.
+pub fn openapi() -> OpenApiDoc {
+    build().2
+}
+
+/// The API router: `/health` (open) and `/v1/*` (API key required), with typed 404s.
+pub fn router(engine: Arc<Engine>) -> Router {
+    let (v1, open, _) = build();
+    let auth = middleware::from_fn_with_state(engine.clone(), auth::require_key);
+    v1.route_layer(auth)
+        .merge(open)
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(engine)
+}

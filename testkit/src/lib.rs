@@ -1,0 +1,332 @@
+//! Test support: a real Platinum server in a temporary data directory, an authenticated HTTP
+//! client for it, and cleanup that cannot leak VMs.
+//!
+//! [`TestServer`] boots the real stack (SQLite store, QEMU driver, guest images from the shared
+//! cache) on a free port. When it is dropped — also when a test panics — every VMM process
+//! started for its data directory is killed (found through `/proc`, so this works even if the
+//! server task is wedged) and, if the test failed, each sandbox's console tail is printed. Set
+//! `PLATINUM_TEST_KEEP=1` to keep the data directory for inspection.
+
+use anyhow::{Context, Result, bail};
+use platinum::server::{RunningServer, Server, ServerConfig};
+use platinum_engine::EngineConfig;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A running server for one test.
+pub struct TestServer {
+    server: Option<RunningServer>,
+    network: Option<platinum_hostagent::net::NetworkConfig>,
+    dir: Option<tempfile::TempDir>,
+    /// Base URL.
+    pub url: String,
+    /// A valid API key.
+    pub key: String,
+    http: reqwest::Client,
+}
+
+/// Engine settings for tests: small VMs, a low upload limit so limits are testable.
+pub fn test_engine_config() -> EngineConfig {
+    EngineConfig {
+        default_memory_mib: 512,
+        max_upload_bytes: 64 << 20,
+        ..EngineConfig::default()
+    }
+}
+
+impl TestServer {
+    /// Starts a server with [`test_engine_config`].
+    pub async fn start() -> Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `tweak` adjusted its config.
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("platinum-test-")
+            .tempdir_in(temp_root())?;
+        Self::start_in(dir, tweak).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> Result<Self> {
+        platinum::logging::init("warn", false);
+        let agent = platinum::agent_binary::locate(None).map_err(anyhow::Error::msg)?;
+        let mut config = ServerConfig::new(dir.path().join("data"), agent);
+        config.listen = "127.0.0.1:0".parse()?;
+        config.engine = test_engine_config();
+        // Tests run several servers at once; networking is opt-in per test (see `test_network`).
+        config.network = None;
+        tweak(&mut config);
+        let network = config.network.clone();
+        let server = Server::start(config)
+            .await
+            .context("starting the test server")?;
+        Ok(TestServer {
+            network,
+            url: server.url(),
+            key: server.api_key.clone(),
+            server: Some(server),
+            dir: Some(dir),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(600))
+                .build()?,
+        })
+    }
+
+    /// Shuts the server down gracefully (sandboxes are stopped) and starts a new one on the same
+    /// data directory, as a restart of the service would.
+    pub async fn restart(mut self, tweak: impl FnOnce(&mut ServerConfig)) -> Result<Self> {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await?;
+        }
+        let dir = self.dir.take().context("test server has no directory")?;
+        Self::start_in(dir, tweak).await
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .map(|d| d.path().join("data"))
+            .unwrap_or_default()
+    }
+
+    /// The in-process server.
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("server is running")
+    }
+
+    /// A request with the API key.
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+    }
+
+    /// A request without any key.
+    pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    /// Sends and returns (status, JSON body or `Null`).
+    pub async fn call(&self, req: RequestBuilder) -> Result<(u16, Value)> {
+        let resp: Response = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// Sends and requires `status`; returns the JSON body.
+    pub async fn expect(&self, req: RequestBuilder, status: u16) -> Result<Value> {
+        let (got, body) = self.call(req).await?;
+        if got != status {
+            bail!("expected HTTP {status}, got {got}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Creates a sandbox (`body` is the create request) and returns it.
+    pub async fn create(&self, body: Value) -> Result<Value> {
+        self.expect(self.req(Method::POST, "/v1/sandboxes").json(&body), 201)
+            .await
+    }
+
+    /// Runs a shell command and returns the exec result.
+    pub async fn exec(&self, id: &str, command: &str) -> Result<Value> {
+        let body = serde_json::json!({ "command": command });
+        self.expect(
+            self.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+                .json(&body),
+            200,
+        )
+        .await
+    }
+
+    /// Polls `GET /v1/sandboxes/{id}` until `pred` holds or `timeout` passes.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let until = Instant::now() + timeout;
+        loop {
+            let (_, s) = self
+                .call(self.req(Method::GET, &format!("/v1/sandboxes/{id}")))
+                .await?;
+            if pred(&s) {
+                return Ok(s);
+            }
+            if Instant::now() > until {
+                bail!("sandbox {id} did not reach the expected state in {timeout:?}; last: {s}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.as_ref() else { return };
+        let root = dir.path().to_path_buf();
+        if std::thread::panicking() {
+            dump_consoles(&root.join("data/sandboxes"));
+        }
+        kill_processes_under(&root);
+        if let Some(net) = &self.network {
+            remove_network(net);
+        }
+        if std::env::var_os("PLATINUM_TEST_KEEP").is_some()
+            && let Some(d) = self.dir.take()
+        {
+            eprintln!("keeping test data in {}", d.keep().display());
+        }
+    }
+}
+
+/// A sandbox network of its own for one test server: a unique bridge and /16, removed again
+/// when the server is dropped.
+pub fn test_network() -> platinum_hostagent::net::NetworkConfig {
+    let n = std::process::id() as u16
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0) as u16);
+    platinum_hostagent::net::NetworkConfig {
+        bridge: format!("ptt{:04x}", n),
+        subnet: std::net::Ipv4Addr::new(10, 100 + (n % 100) as u8, 0, 0),
+        prefix: 16,
+    }
+}
+
+/// Deletes a test network's TAPs, bridge and firewall table (synchronously; used from `Drop`).
+fn remove_network(net: &platinum_hostagent::net::NetworkConfig) {
+    let run =
+        |args: &[&str], program: &str| std::process::Command::new(program).args(args).output();
+    if let Ok(out) = run(&["-o", "link", "show", "master", &net.bridge], "ip") {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(name) = line
+                .split(':')
+                .nth(1)
+                .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+            {
+                let _ = run(&["link", "delete", "dev", &name], "ip");
+            }
+        }
+    }
+    let _ = run(&["link", "delete", "dev", &net.bridge], "ip");
+    let table = platinum_hostagent::net::firewall::table(&net.bridge);
+    let _ = run(&["delete", "table", "inet", &table], "nft");
+}
+
+/// Where test data directories go (`$PLATINUM_TEST_TMP`, else the system temp dir). Socket paths
+/// must fit in 108 bytes, so keep this short.
+pub fn temp_root() -> PathBuf {
+    std::env::var_os("PLATINUM_TEST_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The `platinum` binary of this build, for tests in any crate of the workspace:
+/// `target/<profile>/deps/<test binary>` -> `target/<profile>/platinum`. Panics (asking for a
+/// `cargo build`) when it has not been built.
+pub fn platinum_bin() -> PathBuf {
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("platinum")))
+        .unwrap_or_default();
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace (`cargo build`) before running this test",
+        bin.display()
+    );
+    bin
+}
+
+/// The pinned MCP and OpenAPI clients (Python MCP SDK, openapi-spec-validator, MCP Inspector,
+/// Redocly CLI, skills, Node 22), installed by `evals/mcp/setup.sh` on first use in this process
+/// (the script returns at once when the install is current). Returns their root,
+/// `~/.cache/platinum/sdk/mcp`: `py/bin/...` and `npm/node_modules/.bin/...`. Panics with the
+/// script's output when it fails.
+pub fn agent_clients() -> PathBuf {
+    static SETUP: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    let done = SETUP.get_or_init(|| {
+        let out = std::process::Command::new("bash")
+            .arg(repo_root().join("evals/mcp/setup.sh"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    });
+    if let Err(e) = done {
+        panic!("evals/mcp/setup.sh failed (it installs pinned clients from PyPI and npm):\n{e}");
+    }
+    std::env::var_os("PLATINUM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/platinum")
+        })
+        .join("sdk/mcp")
+}
+
+/// Pids of processes whose command line mentions `path`.
+pub fn processes_mentioning(path: &Path) -> Vec<i32> {
+    let needle = path.to_string_lossy().into_owned();
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn kill_processes_under(root: &Path) {
+    for pid in processes_mentioning(root) {
+        // A pid that exited meanwhile gives ESRCH, which is fine.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+fn dump_consoles(sandboxes: &Path) {
+    let Ok(entries) = std::fs::read_dir(sandboxes) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let log = e.path().join("console.log");
+        let tail = platinum_hostagent::console::tail(&log, 40).unwrap_or_default();
+        eprintln!(
+            "--- console of sandbox {} ---\n{tail}",
+            e.file_name().to_string_lossy()
+        );
+    }
+}

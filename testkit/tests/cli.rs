@@ -1,0 +1,199 @@
+//! The `platinum` binary as a user runs it: `platinum up` in the foreground with the scriptable
+//! flags, then the client subcommands against it, then SIGTERM.
+
+use platinum_testkit::{platinum_bin, processes_mentioning, temp_root};
+use serde_json::Value;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Up {
+    child: Child,
+    data: tempfile::TempDir,
+    url: String,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in processes_mentioning(self.data.path()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn cli(up: &Up, key: &str, args: &[&str]) -> Output {
+    Command::new(platinum_bin())
+        .args(args)
+        .env("PLATINUM_URL", &up.url)
+        .env("PLATINUM_API_KEY", key)
+        .env_remove("PLATINUM_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_and_the_cli_drives_sandboxes() {
+    let data = tempfile::Builder::new()
+        .prefix("platinum-cli-")
+        .tempdir_in(temp_root())
+        .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(platinum_bin())
+        .args([
+            "up",
+            "--no-install",
+            "--no-demo",
+            "--listen",
+            &listen,
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env("PLATINUM_API_KEY", "test-key-from-env")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = Up {
+        child,
+        data,
+        url: format!("http://{listen}"),
+    };
+
+    // `GET /health` answers 200 once it serves.
+    let until = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{}/health", up.url)).await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "server did not come up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The environment's key was used, so no key file was written.
+    assert!(!up.data.path().join("api-key").exists());
+
+    let key = "test-key-from-env";
+    let created: Value = serde_json::from_str(&stdout(&cli(
+        &up,
+        key,
+        &["sandbox", "create", "--json", "-e", "FOO=bar"],
+    )))
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["state"], "running");
+
+    // exec streams output and exits with the command's code.
+    let o = cli(
+        &up,
+        key,
+        &["sandbox", "exec", &id, "--", "echo $FOO; exit 5"],
+    );
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "bar\n");
+    let j: Value = serde_json::from_str(&stdout(&cli(
+        &up,
+        key,
+        &[
+            "sandbox",
+            "exec",
+            &id,
+            "--json",
+            "--",
+            "python3",
+            "-c",
+            "print(6*7)",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(j["stdout"], "42\n");
+
+    // cp both ways.
+    let local = up.data.path().join("local.txt");
+    std::fs::write(&local, "from the host\n").unwrap();
+    stdout(&cli(
+        &up,
+        key,
+        &[
+            "sandbox",
+            "cp",
+            local.to_str().unwrap(),
+            &format!("{id}:docs/in.txt"),
+        ],
+    ));
+    let back = up.data.path().join("back.txt");
+    stdout(&cli(
+        &up,
+        key,
+        &[
+            "sandbox",
+            "cp",
+            &format!("{id}:/home/user/docs/in.txt"),
+            back.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "from the host\n");
+
+    let list: Value =
+        serde_json::from_str(&stdout(&cli(&up, key, &["sandbox", "ls", "--json"]))).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // A wrong key: a clear error and a failing exit code.
+    let o = cli(&up, "wrong", &["sandbox", "ls"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let rm: Value =
+        serde_json::from_str(&stdout(&cli(&up, key, &["sandbox", "rm", "--json", &id]))).unwrap();
+    assert_eq!(rm[0]["deleted"], true);
+    let o = cli(&up, key, &["sandbox", "rm", &id]);
+    assert!(!o.status.success());
+
+    // SIGTERM: a clean exit.
+    let mut up = up;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = up.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < until,
+            "platinum up did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    assert!(processes_mentioning(up.data.path()).is_empty());
+}

@@ -1,0 +1,737 @@
+//! The Daytona front end end to end over raw HTTP, with real microVMs: the exact status codes and
+//! shapes the Daytona SDKs depend on (which the SDK flows in `evals/daytona` exercise through the
+//! SDKs themselves), the multipart formats byte for byte, bad input and faults, and the engine's
+//! lifecycle rules actually stopping, archiving and deleting sandboxes.
+//!
+//! One sandbox carries most assertions; VM boots are the expensive part under TCG.
+
+use futures::StreamExt;
+use platinum_engine::model::LifecycleRules;
+use platinum_testkit::TestServer;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn tb(id: &str, rest: &str) -> String {
+    format!("/toolbox/{id}{rest}")
+}
+
+/// A `multipart/form-data` body from (name, filename, bytes) parts.
+fn multipart(boundary: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, filename, data) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match filename {
+            Some(f) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+            ),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    body
+}
+
+fn assert_daytona_error(body: &Value, status: u16) {
+    assert_eq!(body["statusCode"], status, "{body}");
+    for k in ["message", "path", "timestamp", "code", "error"] {
+        assert!(body[k].is_string(), "{k} missing in {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
+    let t = TestServer::start().await.unwrap();
+
+    // Create: 200 (never 201) with every field the Python client requires, typed.
+    let s = t
+        .expect(
+            t.req(Method::POST, "/api/sandbox").json(&json!({
+                "name": "wire-test", "env": {"GREETING": "hi"},
+                "labels": {"code-toolbox-language": "python", "team": "a"}, "volumes": []
+            })),
+            200,
+        )
+        .await
+        .unwrap();
+    let id = s["id"].as_str().unwrap().to_string();
+    for k in [
+        "id",
+        "organizationId",
+        "name",
+        "user",
+        "target",
+        "toolboxProxyUrl",
+        "state",
+        "snapshot",
+        "createdAt",
+    ] {
+        assert!(s[k].is_string(), "{k}: {s}");
+    }
+    for k in ["cpu", "gpu", "memory", "disk"] {
+        assert!(s[k].is_u64(), "{k} must be an integer: {s}");
+    }
+    for k in ["public", "networkBlockAll", "kvm"] {
+        assert!(s[k].is_boolean(), "{k}: {s}");
+    }
+    assert_eq!(
+        (s["state"].as_str(), s["name"].as_str()),
+        (Some("started"), Some("wire-test"))
+    );
+    assert_eq!(s["env"]["GREETING"], "hi");
+    assert_eq!(
+        (
+            s["autoStopInterval"].as_i64(),
+            s["autoArchiveInterval"].as_i64(),
+            s["autoDeleteInterval"].as_i64()
+        ),
+        (Some(15), Some(10080), Some(-1))
+    );
+    let proxy = s["toolboxProxyUrl"].as_str().unwrap();
+    assert_eq!(proxy, format!("{}/toolbox", t.url), "no trailing slash");
+    // The sandbox never expires on the native timeout: Daytona's rules govern it.
+    let native = t
+        .expect(t.req(Method::GET, &format!("/v1/sandboxes/{id}")), 200)
+        .await
+        .unwrap();
+    assert!(native["expires_at"].is_null(), "{native}");
+    assert_eq!(native["lifecycle"]["stop_after_idle_secs"], 900);
+
+    // Get by name; a duplicate name is a conflict; list pages and filters by label.
+    let by_name = t
+        .expect(t.req(Method::GET, "/api/sandbox/wire-test"), 200)
+        .await
+        .unwrap();
+    assert_eq!(by_name["id"], id.as_str());
+    let (st, e) = t
+        .call(
+            t.req(Method::POST, "/api/sandbox")
+                .json(&json!({"name": "wire-test"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 409, "{e}");
+    assert_daytona_error(&e, 409);
+    let labels = serde_json::to_string(&json!({"team": "a"})).unwrap();
+    let page = t
+        .expect(
+            t.req(Method::GET, "/api/sandbox")
+                .query(&[("labels", labels.as_str()), ("states", "started")]),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    assert!(page["nextCursor"].is_null());
+    let page = t
+        .expect(
+            t.req(Method::GET, "/api/sandbox")
+                .query(&[("labels", r#"{"team":"b"}"#)]),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page["items"], json!([]));
+
+    // Execute: merged output, exit code as data, 408 on timeout, 200 with -1 when it cannot start.
+    let r = t
+        .expect(
+            t.req(Method::POST, &tb(&id, "/process/execute"))
+                .json(&json!({"command": "echo hello; echo err 1>&2; exit 3"})),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"exitCode": 3, "result": "hello\nerr\n"}));
+    let started = Instant::now();
+    let (st, e) = t
+        .call(
+            t.req(Method::POST, &tb(&id, "/process/execute"))
+                .json(&json!({"command": "sleep 60", "timeout": 1})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, e["code"].as_str(), e["source"].as_str()),
+        (
+            408,
+            Some("PROCESS_EXECUTION_TIMEOUT"),
+            Some("DAYTONA_DAEMON")
+        ),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let r = t
+        .expect(
+            t.req(Method::POST, &tb(&id, "/process/execute"))
+                .json(&json!({"command": "true", "cwd": "/no/such/dir"})),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["exitCode"], -1, "{r}");
+    let (st, e) = t
+        .call(
+            t.req(Method::POST, &tb(&id, "/process/execute"))
+                .json(&json!({"command": "true", "envs": {"1BAD": "x"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 400, "{e}");
+    let r = t
+        .expect(
+            t.req(Method::POST, &tb(&id, "/process/code-run"))
+                .json(&json!({"code": "print(2**10)", "language": "python"})),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r["exitCode"].as_i64(), r["result"].as_str()),
+        (Some(0), Some("1024\n"))
+    );
+    let r = t
+        .expect(t.req(Method::POST, &tb(&id, "/process/code-run")).json(&json!({"code": "console.log([1,2].map(x => x*2).join(','))", "language": "javascript"})), 200)
+        .await
+        .unwrap();
+    assert_eq!(r["result"], "2,4\n");
+
+    // Bulk upload: paths first then files (Python sync) and interleaved (TypeScript); the part's
+    // filename is ignored; a failure is a 400 listing it, the other files still land.
+    let b = "XyZboundary";
+    let body = multipart(
+        b,
+        &[
+            ("files[0].path", None, b"up/one.txt"),
+            ("files[1].path", None, b"/proc/denied/two.txt"),
+            ("files[0].file", Some("ignored-name"), b"one\n"),
+            ("files[1].file", Some("two.txt"), b"two\n"),
+            ("files[2].path", None, b"up/three.bin"),
+            ("files[2].file", Some("three.bin"), &[0u8, 1, 2, 255]),
+        ],
+    );
+    let (st, r) = t
+        .call(
+            t.req(Method::POST, &tb(&id, "/files/bulk-upload"))
+                .header("content-type", format!("multipart/form-data; boundary={b}"))
+                .body(body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 400, "{r}");
+    assert_eq!(r["errors"].as_array().unwrap().len(), 1, "{r}");
+    assert!(
+        r["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("/proc/denied/two.txt"),
+        "{r}"
+    );
+    assert_eq!(
+        r["files"],
+        json!([{"path": "up/one.txt", "bytes": 4}, {"path": "up/three.bin", "bytes": 4}])
+    );
+    // Malformed multipart: a typed 400, not a hang or a 500.
+    let (st, e) = t
+        .call(
+            t.req(Method::POST, &tb(&id, "/files/bulk-upload"))
+                .header("content-type", "multipart/form-data; boundary=nope")
+                .body("--nope\r\ngarbage"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 400, "{e}");
+    assert_daytona_error(&e, 400);
+    let (st, _) = t
+        .call(
+            t.req(Method::POST, &tb(&id, "/files/bulk-upload"))
+                .header("content-type", "application/json")
+                .body("{}"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 400);
+
+    // Bulk download: one part per path in order, filename echoing the request exactly, an error
+    // part for what is missing, and the closing boundary.
+    let resp = t
+        .req(Method::POST, &tb(&id, "/files/bulk-download"))
+        .json(&json!({"paths": ["up/one.txt", "up/missing", "/home/user/up/three.bin"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+    let boundary = ctype.split("boundary=").nth(1).unwrap().to_string();
+    let raw = resp.bytes().await.unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.ends_with(&format!("--{boundary}--\r\n")),
+        "closing boundary: {text}"
+    );
+    let parts: Vec<&str> = text
+        .split(&format!("--{boundary}"))
+        .filter(|p| p.len() > 4)
+        .collect();
+    assert_eq!(parts.len(), 3, "{text}");
+    assert!(
+        parts[0].contains("name=\"file\"; filename=\"up/one.txt\"")
+            && parts[0].ends_with("\r\n\r\none\n\r\n"),
+        "{}",
+        parts[0]
+    );
+    assert!(
+        parts[1].contains("name=\"error\"; filename=\"up/missing\"")
+            && parts[1].contains("\"FILE_NOT_FOUND\""),
+        "{}",
+        parts[1]
+    );
+    assert!(parts[2].contains("filename=\"/home/user/up/three.bin\""));
+    assert!(
+        raw.windows(6).any(|w| w == [0u8, 1, 2, 255, b'\r', b'\n']),
+        "binary bytes intact"
+    );
+
+    // Files: status codes the generated client's maps need.
+    let (st, _) = t
+        .call(
+            t.req(Method::POST, &tb(&id, "/files/folder"))
+                .query(&[("path", "made/deep"), ("mode", "700")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 201);
+    let info = t
+        .expect(
+            t.req(Method::GET, &tb(&id, "/files/info"))
+                .query(&[("path", "made/deep")]),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            info["isDir"].as_bool(),
+            info["permissions"].as_str(),
+            info["mode"].as_str()
+        ),
+        (Some(true), Some("0700"), Some("drwx------")),
+        "{info}"
+    );
+    let (st, e) = t
+        .call(
+            t.req(Method::DELETE, &tb(&id, "/files"))
+                .query(&[("path", "made")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 409, "a non-empty folder needs recursive: {e}");
+    let resp = t
+        .req(Method::DELETE, &tb(&id, "/files"))
+        .query(&[("path", "made"), ("recursive", "true")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert!(resp.bytes().await.unwrap().is_empty());
+    let (st, e) = t
+        .call(
+            t.req(Method::GET, &tb(&id, "/files/info"))
+                .query(&[("path", "made")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!((st, e["code"].as_str()), (404, Some("FILE_NOT_FOUND")));
+
+    // Sessions: 201 create (no body), 409 duplicate, 200 sync, 202 async, follow as a stream.
+    let resp = t
+        .req(Method::POST, &tb(&id, "/process/session"))
+        .json(&json!({"sessionId": "s1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let (st, _) = t
+        .call(
+            t.req(Method::POST, &tb(&id, "/process/session"))
+                .json(&json!({"sessionId": "s1"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 409);
+    let r = t
+        .expect(
+            t.req(Method::POST, &tb(&id, "/process/session/s1/exec"))
+                .json(&json!({"command": "cd /tmp; echo out; echo err >&2"})),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r["stdout"].as_str(),
+            r["stderr"].as_str(),
+            r["exitCode"].as_i64()
+        ),
+        (Some("out\n"), Some("err\n"), Some(0)),
+        "{r}"
+    );
+    assert!(
+        r["output"]
+            .as_str()
+            .unwrap()
+            .contains("\u{1}\u{1}\u{1}out\n"),
+        "{r}"
+    );
+    let a = t
+        .expect(
+            t.req(Method::POST, &tb(&id, "/process/session/s1/exec"))
+                .json(&json!({"command": "pwd; sleep 1; echo done", "runAsync": true})),
+            202,
+        )
+        .await
+        .unwrap();
+    let cid = a["cmdId"].as_str().unwrap().to_string();
+    assert_eq!(a.as_object().unwrap().len(), 1, "{a}");
+    let resp = t
+        .req(
+            Method::GET,
+            &tb(&id, &format!("/process/session/s1/command/{cid}/logs")),
+        )
+        .query(&[("follow", "true")])
+        .send()
+        .await
+        .unwrap();
+    let mut streamed = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        streamed.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(
+        streamed, b"\x01\x01\x01/tmp\n\x01\x01\x01done\n",
+        "follow ends when the command does"
+    );
+    let c = t
+        .expect(
+            t.req(
+                Method::GET,
+                &tb(&id, &format!("/process/session/s1/command/{cid}")),
+            ),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        c,
+        json!({"id": cid, "command": "pwd; sleep 1; echo done", "exitCode": 0})
+    );
+    let (st, e) = t
+        .call(t.req(Method::GET, &tb(&id, "/process/session/s1/command/nope")))
+        .await
+        .unwrap();
+    assert_eq!(st, 404, "{e}");
+    // Huge output is kept up to the limit without breaking the session.
+    let r = t
+        .expect(t.req(Method::POST, &tb(&id, "/process/session/s1/exec")).json(&json!({"command": "head -c 20000000 /dev/zero | tr '\\0' y; echo; echo after"})), 200)
+        .await
+        .unwrap();
+    assert_eq!(r["exitCode"], 0);
+    assert_eq!(
+        r["stdout"].as_str().unwrap().len(),
+        10 << 20,
+        "capped at the engine's output limit"
+    );
+    let r = t
+        .expect(
+            t.req(Method::POST, &tb(&id, "/process/session/s1/exec"))
+                .json(&json!({"command": "pwd"})),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["stdout"], "/tmp\n", "the session survives huge output");
+    // A command that never ends, then the session is deleted: 204 and no process left behind.
+    t.expect(
+        t.req(Method::POST, &tb(&id, "/process/session/s1/exec"))
+            .json(&json!({"command": "sleep 3333", "runAsync": true})),
+        202,
+    )
+    .await
+    .unwrap();
+    let resp = t
+        .req(Method::DELETE, &tb(&id, "/process/session/s1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let r = t
+        .exec(&id, "pgrep -f 'sleep 333[3]' || echo none")
+        .await
+        .unwrap();
+    assert_eq!(r["stdout"], "none\n", "{r}");
+
+    // A client that gives up on a command that never ends leaves no process behind.
+    let abandoned = t
+        .req(Method::POST, &tb(&id, "/process/execute"))
+        .json(&json!({"command": "sleep 700"}))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await;
+    assert!(
+        abandoned.is_err(),
+        "the request was expected to time out client-side"
+    );
+    let mut left = String::new();
+    for _ in 0..20 {
+        let r = t
+            .exec(&id, "pgrep -f 'sleep 70[0]' || echo none")
+            .await
+            .unwrap();
+        left = r["stdout"].as_str().unwrap().to_string();
+        if left == "none\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(left, "none\n", "an abandoned command was left running");
+
+    // Git error codes come out typed.
+    let (st, e) = t
+        .call(
+            t.req(Method::GET, &tb(&id, "/git/status"))
+                .query(&[("path", "/tmp")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (404, Some("GIT_REPO_NOT_FOUND")),
+        "{e}"
+    );
+
+    // Auth: wrong or missing key, on both planes, Daytona-shaped; unknown routes are 404s.
+    for path in ["/api/sandbox".to_string(), tb(&id, "/process/execute")] {
+        let (st, e) = t
+            .call(t.anon(Method::GET, &path).bearer_auth("wrong"))
+            .await
+            .unwrap();
+        assert_eq!(st, 401, "{path}: {e}");
+        assert_daytona_error(&e, 401);
+    }
+    let (st, e) = t
+        .call(t.req(Method::GET, "/api/socket.io/?EIO=4&transport=websocket"))
+        .await
+        .unwrap();
+    assert_eq!(st, 404, "{e}");
+    let (st, e) = t
+        .call(
+            t.req(Method::POST, &tb("nosuchsandbox", "/process/execute"))
+                .json(&json!({"command": "true"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((st, e["code"].as_str()), (404, Some("NOT_FOUND")), "{e}");
+
+    // Deleting the sandbox under a running command: the command's request ends with a typed
+    // error, the delete answers 200 with state destroyed, and the sandbox is gone.
+    let running = {
+        let req = t
+            .req(Method::POST, &tb(&id, "/process/execute"))
+            .json(&json!({"command": "sleep 600"}));
+        tokio::spawn(async move { req.send().await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let del = t
+        .expect(t.req(Method::DELETE, &format!("/api/sandbox/{id}")), 200)
+        .await
+        .unwrap();
+    assert_eq!(del["state"], "destroyed");
+    let resp = tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        resp.status().is_server_error() || resp.status().is_client_error(),
+        "{}",
+        resp.status()
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["statusCode"].is_u64(), "{body}");
+    let (st, _) = t
+        .call(t.req(Method::GET, &format!("/api/sandbox/{id}")))
+        .await
+        .unwrap();
+    assert_eq!(st, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lifecycle_rules_stop_archive_and_delete_idle_sandboxes() {
+    let t = TestServer::start().await.unwrap();
+    let s = t
+        .expect(t.req(Method::POST, "/api/sandbox").json(&json!({})), 200)
+        .await
+        .unwrap();
+    let id = s["id"].as_str().unwrap().to_string();
+    let engine = &t.server().engine;
+    let state = || async {
+        let (_, s) = t
+            .call(t.req(Method::GET, &format!("/api/sandbox/{id}")))
+            .await
+            .unwrap();
+        s["state"].as_str().unwrap_or("gone").to_string()
+    };
+
+    // Idle stop: a few seconds without activity stop it; activity holds it off.
+    engine
+        .set_lifecycle_rules(
+            &id,
+            LifecycleRules {
+                stop_after_idle_secs: Some(4),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        t.expect(
+            t.req(Method::POST, &tb(&id, "/process/execute"))
+                .json(&json!({"command": "true"})),
+            200,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(state().await, "started", "activity keeps it running");
+    let idle = Instant::now();
+    while state().await != "stopped" {
+        assert!(
+            idle.elapsed() < Duration::from_secs(60),
+            "not stopped after idling"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        idle.elapsed() >= Duration::from_secs(3),
+        "stopped too early: {:?}",
+        idle.elapsed()
+    );
+
+    // Archive after time stopped, then delete.
+    engine
+        .set_lifecycle_rules(
+            &id,
+            LifecycleRules {
+                archive_after_stopped_secs: Some(1),
+                delete_after_stopped_secs: Some(6),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    while state().await != "archived" {
+        assert!(t0.elapsed() < Duration::from_secs(30), "not archived");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    while state().await != "gone" {
+        assert!(t0.elapsed() < Duration::from_secs(60), "not deleted");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let events = engine.sandbox_events(&id).await.unwrap_err();
+    assert_eq!(events.code(), "sandbox_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_control_plane_input_gets_typed_daytona_errors_without_booting() {
+    let t = TestServer::start().await.unwrap();
+    let cases = [
+        (
+            json!({"buildInfo": {"dockerfileContent": "FROM node:20\n"}}),
+            400,
+        ),
+        (
+            json!({"buildInfo": {"dockerfileContent": "FROM debian:12\nRUN apt-get update\n"}}),
+            400,
+        ),
+        (json!({"snapshot": "no-such-template"}), 404),
+        (json!({"gpu": 1}), 400),
+        (
+            json!({"volumes": [{"volumeId": "v", "mountPath": "/data"}]}),
+            400,
+        ),
+        (json!({"autoStopInterval": -5}), 400),
+        (json!({"name": "bad name!"}), 400),
+        (json!({"labels": {"platinum.daytona/public": "true"}}), 400),
+        (json!({"cpu": "2"}), 400),
+    ];
+    for (body, status) in cases {
+        let (st, e) = t
+            .call(t.req(Method::POST, "/api/sandbox").json(&body))
+            .await
+            .unwrap();
+        assert_eq!(st, status, "{body}: {e}");
+        assert_daytona_error(&e, status);
+    }
+    let (st, e) = t
+        .call(
+            t.req(Method::POST, "/api/sandbox")
+                .header("content-type", "application/json")
+                .body("{not json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 400, "{e}");
+    let (st, e) = t
+        .call(t.req(Method::POST, "/api/sandbox/whatever/autostop/abc"))
+        .await
+        .unwrap();
+    assert_eq!(st, 400, "{e}");
+    let (st, e) = t
+        .call(
+            t.req(Method::POST, "/api/sandbox/whatever/resize")
+                .json(&json!({"cpu": 4})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 501, "{e}");
+    let snaps = t
+        .expect(t.req(Method::GET, "/api/snapshots"), 200)
+        .await
+        .unwrap();
+    assert!(
+        snaps["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "base" && s["state"] == "active"),
+        "{snaps}"
+    );
+    assert_eq!(
+        t.expect(t.req(Method::GET, "/api/volumes"), 200)
+            .await
+            .unwrap(),
+        json!([])
+    );
+    let (st, _) = t
+        .call(
+            t.req(Method::POST, "/api/volumes")
+                .json(&json!({"name": "v"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 400);
+    assert!(
+        t.server()
+            .engine
+            .list_sandboxes(Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing was created"
+    );
+}

@@ -1,0 +1,443 @@
+//! E2B wire details with real microVMs that the SDK flows (`e2b_sdk.rs`) do not reach: the v1
+//! control-plane paths, routing by Host, the proxy's 502s, forwarding to a service listening in
+//! the sandbox, access tokens and signed file URLs, the raw Connect framing, the code
+//! interpreter's refusals, and an access token that survives a server restart.
+//!
+//! One sandbox is booted (and booted again after the restart); every check shares it.
+
+use base64::Engine as _;
+use platinum_testkit::TestServer;
+use reqwest::{Method, RequestBuilder};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const ENVD: &str = "49983";
+
+struct E2b<'a> {
+    t: &'a TestServer,
+}
+
+impl E2b<'_> {
+    /// A control-plane request with the API key.
+    fn api(&self, method: Method, path: &str) -> RequestBuilder {
+        self.t.anon(method, path).header("X-API-KEY", &self.t.key)
+    }
+
+    /// A request for a sandbox port, routed by the E2B headers.
+    fn port(&self, method: Method, id: &str, port: &str, path: &str) -> RequestBuilder {
+        self.t
+            .anon(method, path)
+            .header("E2b-Sandbox-Id", id)
+            .header("E2b-Sandbox-Port", port)
+    }
+}
+
+fn envelope(flag: u8, json: &Value) -> Vec<u8> {
+    let payload = json.to_string().into_bytes();
+    let mut out = vec![flag];
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn envelopes(mut body: &[u8]) -> Vec<(u8, Value)> {
+    let mut out = Vec::new();
+    while body.len() >= 5 {
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        out.push((body[0], serde_json::from_slice(&body[5..5 + len]).unwrap()));
+        body = &body[5 + len..];
+    }
+    assert!(body.is_empty(), "trailing bytes after the envelopes");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2b_wire_details() {
+    let t = TestServer::start().await.unwrap();
+    let e = E2b { t: &t };
+
+    // --- control plane, v1 paths ---
+    let s = t
+        .expect(
+            e.api(Method::POST, "/sandboxes").json(&json!({
+                "templateID": "base", "timeout": 600, "secure": true,
+                "metadata": {"suite": "wire"}, "envVars": {"WIRE": "1"}
+            })),
+            201,
+        )
+        .await
+        .unwrap();
+    let id = s["sandboxID"].as_str().unwrap().to_string();
+    let token = s["envdAccessToken"].as_str().unwrap().to_string();
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        "{id}"
+    );
+    assert_eq!(
+        (s["envdVersion"].as_str(), s["templateID"].as_str()),
+        (Some("0.6.1"), Some("base"))
+    );
+    assert!(s["clientID"].is_string() && token.len() >= 32, "{s}");
+
+    let list = t
+        .expect(e.api(Method::GET, "/sandboxes?metadata=suite%3Dwire"), 200)
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().map(|l| l.len()), Some(1), "{list}");
+    assert_eq!(list[0]["state"], "running");
+    let (status, body) = t
+        .call(
+            t.anon(Method::GET, "/v2/sandboxes")
+                .header("X-API-KEY", "nope"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((status, body["code"].as_i64()), (401, Some(401)), "{body}");
+    let (status, body) = t
+        .call(
+            e.api(Method::POST, "/v2/sandboxes")
+                .json(&json!({"timeout": 30})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = t
+        .call(e.api(Method::POST, "/v2/sandboxes").body("{not json"))
+        .await
+        .unwrap();
+    assert_eq!((status, body["code"].as_i64()), (400, Some(400)), "{body}");
+    let again = t
+        .expect(
+            e.api(Method::POST, &format!("/sandboxes/{id}/connect"))
+                .json(&json!({"timeout": 600})),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again["envdAccessToken"],
+        token.as_str(),
+        "connect returns the same token"
+    );
+
+    // --- routing ---
+    let (status, _) = t
+        .call(e.port(Method::GET, &id, ENVD, "/health"))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "envd health by headers");
+    let by_host = t
+        .anon(Method::GET, "/health")
+        .header("Host", format!("{ENVD}-{id}.sandbox.test"));
+    assert_eq!(t.call(by_host).await.unwrap().0, 204, "envd health by Host");
+    let (status, body) = t.call(t.anon(Method::GET, "/health")).await.unwrap();
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ok")),
+        "the server's own health"
+    );
+    let (status, body) = t
+        .call(e.port(Method::GET, "nosuchsandbox", ENVD, "/health"))
+        .await
+        .unwrap();
+    assert_eq!(status, 502);
+    assert!(
+        body["message"].as_str().unwrap().contains("was not found"),
+        "{body}"
+    );
+    assert_eq!(body["sandboxId"], "nosuchsandbox");
+    let (status, _) = t
+        .call(t.anon(Method::GET, "/health").header("E2b-Sandbox-Id", &id))
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "an id without a port");
+
+    // --- envd: tokens and Connect framing ---
+    let list_rpc = || {
+        e.port(Method::POST, &id, ENVD, "/process.Process/List")
+            .header("Content-Type", "application/json")
+            .body("{}")
+    };
+    assert_eq!(
+        t.call(list_rpc()).await.unwrap().0,
+        401,
+        "RPC without the token"
+    );
+    assert_eq!(
+        t.call(list_rpc().header("X-Access-Token", "wrong"))
+            .await
+            .unwrap()
+            .0,
+        401
+    );
+    let (status, body) = t
+        .call(list_rpc().header("X-Access-Token", &token))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["processes"].is_array()),
+        (200, true),
+        "{body}"
+    );
+    let (status, _) = t
+        .call(
+            e.port(Method::POST, &id, ENVD, "/filesystem.Filesystem/Stat")
+                .header("X-Access-Token", &token)
+                .header("Content-Type", "application/proto")
+                .body(vec![0u8]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 415, "the binary codec is refused");
+    let start =
+        json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", "echo $WIRE-hi; exit 4"]}});
+    let resp = e
+        .port(Method::POST, &id, ENVD, "/process.Process/Start")
+        .header("X-Access-Token", &token)
+        .header("Content-Type", "application/connect+json")
+        .header("Connect-Protocol-Version", "1")
+        .body(envelope(0, &start))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/connect+json");
+    let msgs = envelopes(&resp.bytes().await.unwrap());
+    assert!(
+        msgs[0].1["event"]["start"]["pid"].as_u64().is_some(),
+        "{msgs:?}"
+    );
+    let stdout: Vec<u8> = msgs
+        .iter()
+        .filter_map(|(_, m)| m["event"]["data"]["stdout"].as_str())
+        .flat_map(|b| base64::engine::general_purpose::STANDARD.decode(b).unwrap())
+        .collect();
+    assert_eq!(stdout, b"1-hi\n");
+    let end = &msgs[msgs.len() - 2].1["event"]["end"];
+    assert_eq!(
+        (end["exitCode"].as_i64(), end["status"].as_str()),
+        (Some(4), Some("exit status 4")),
+        "{msgs:?}"
+    );
+    assert_eq!(
+        msgs.last().unwrap(),
+        &(2u8, json!({})),
+        "end-of-stream envelope"
+    );
+    let missing = t
+        .call(
+            e.port(Method::POST, &id, ENVD, "/filesystem.Filesystem/Stat")
+                .header("X-Access-Token", &token)
+                .header("Content-Type", "application/json")
+                .body(r#"{"path": "/nope"}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (missing.0, missing.1["code"].as_str()),
+        (404, Some("not_found")),
+        "{missing:?}"
+    );
+
+    // --- /files: token, signature, expiry ---
+    let (status, body) = t
+        .call(
+            e.port(Method::POST, &id, ENVD, "/files?path=/tmp/signed.txt")
+                .header("X-Access-Token", &token)
+                .header("Content-Type", "application/octet-stream")
+                .body("signed content"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body[0]["path"].as_str()),
+        (200, Some("/tmp/signed.txt")),
+        "{body}"
+    );
+    let sig = platinum_e2b::auth::file_signature("/tmp/signed.txt", "read", "", &token, None);
+    let get = |query: String| e.port(Method::GET, &id, ENVD, &format!("/files?{query}"));
+    let ok = get(format!(
+        "path=/tmp/signed.txt&signature={}",
+        urlencode(&sig)
+    ))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "signed content");
+    let bad = get("path=/tmp/signed.txt&signature=v1_bogus".into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let past = time_now() - 10;
+    let expired =
+        platinum_e2b::auth::file_signature("/tmp/signed.txt", "read", "", &token, Some(past));
+    let old = get(format!(
+        "path=/tmp/signed.txt&signature={}&signature_expiration={past}",
+        urlencode(&expired)
+    ))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(old.status(), 401, "expired signature");
+    assert_eq!(
+        get("path=/tmp/signed.txt".into())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "no credentials"
+    );
+    let envs = t
+        .expect(
+            e.port(Method::GET, &id, ENVD, "/envs")
+                .header("X-Access-Token", &token),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(envs["WIRE"], "1");
+
+    // --- code interpreter refusals ---
+    let exec = |body: Value| e.port(Method::POST, &id, "49999", "/execute").json(&body);
+    assert_eq!(
+        t.call(exec(json!({"code": "1"}))).await.unwrap().0,
+        401,
+        "no token"
+    );
+    let both = exec(json!({"code": "1", "context_id": "x", "language": "python"}))
+        .header("X-Access-Token", &token);
+    assert_eq!(t.call(both).await.unwrap().0, 400);
+    let unknown = exec(json!({"code": "1", "context_id": "nope"})).header("X-Access-Token", &token);
+    assert_eq!(t.call(unknown).await.unwrap().0, 404);
+
+    // --- a service inside the sandbox, through the proxy ---
+    t.exec(
+        &id,
+        "mkdir -p /tmp/www && echo served-by-the-sandbox > /tmp/www/index.txt",
+    )
+    .await
+    .unwrap();
+    let bg = json!({"command": "cd /tmp/www && exec python3 -m http.server 8123 --bind 127.0.0.1", "background": true});
+    t.expect(
+        t.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&bg),
+        200,
+    )
+    .await
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = e
+            .port(Method::GET, &id, "8123", "/index.txt")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.text().await.unwrap(), "served-by-the-sandbox\n");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the service never answered: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let by_host = t
+        .anon(Method::GET, "/index.txt")
+        .header("Host", format!("8123-{id}.sandbox.test"));
+    assert_eq!(
+        by_host.send().await.unwrap().text().await.unwrap(),
+        "served-by-the-sandbox\n"
+    );
+    let (status, body) = t.call(e.port(Method::GET, &id, "8124", "/")).await.unwrap();
+    assert_eq!(status, 502);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("port is not open"),
+        "{body}"
+    );
+
+    // --- restart: the sandbox comes back through connect, with the same token ---
+    let t = t.restart(|_| {}).await.unwrap();
+    let e = E2b { t: &t };
+    let info = t
+        .expect(e.api(Method::GET, &format!("/sandboxes/{id}")), 200)
+        .await
+        .unwrap();
+    assert_eq!(info["state"], "paused", "stopped at shutdown: {info}");
+    assert_eq!(info["envdAccessToken"], token.as_str());
+    let back = t
+        .expect(
+            e.api(Method::POST, &format!("/v2/sandboxes/{id}/connect"))
+                .json(&json!({"timeout": 300})),
+            201,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        back["envdAccessToken"],
+        token.as_str(),
+        "the token survives the restart"
+    );
+    let (status, _) = t
+        .call(e.port(Method::GET, &id, ENVD, "/health"))
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+
+    // --- kill ---
+    assert_eq!(
+        t.call(e.api(Method::DELETE, &format!("/sandboxes/{id}")))
+            .await
+            .unwrap()
+            .0,
+        204
+    );
+    assert_eq!(
+        t.call(e.api(Method::DELETE, &format!("/sandboxes/{id}")))
+            .await
+            .unwrap()
+            .0,
+        404
+    );
+    assert_eq!(
+        t.call(e.api(Method::GET, &format!("/sandboxes/{id}")))
+            .await
+            .unwrap()
+            .0,
+        404
+    );
+    let (status, body) = t
+        .call(e.port(Method::GET, &id, ENVD, "/health"))
+        .await
+        .unwrap();
+    assert!(
+        status == 502 && body["message"].as_str().unwrap().contains("was not found"),
+        "{body}"
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

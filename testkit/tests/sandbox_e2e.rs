@@ -1,0 +1,953 @@
+//! End to end through the REST API with real microVMs (QEMU; TCG on hosts without a usable KVM).
+//!
+//! Booting costs seconds under TCG, so each test boots as few VMs as its subject needs and checks
+//! many things on each.
+
+use futures::StreamExt;
+use platinum_testkit::{TestServer, processes_mentioning};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+fn path(id: &str, rest: &str) -> String {
+    format!("/v1/sandboxes/{id}{rest}")
+}
+
+/// Reads an NDJSON stream until `exit`; returns (stdout, stderr, exit event, first event).
+async fn read_ndjson(resp: reqwest::Response) -> (String, String, Value, Value) {
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let (mut out, mut err, mut buf) = (String::new(), String::new(), Vec::new());
+    let mut first = Value::Null;
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk.unwrap());
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let ev: Value = serde_json::from_slice(&line).unwrap();
+            if first.is_null() {
+                first = ev.clone();
+            }
+            match ev["type"].as_str().unwrap() {
+                "stdout" => out.push_str(ev["data"].as_str().unwrap()),
+                "stderr" => err.push_str(ev["data"].as_str().unwrap()),
+                "exit" | "error" => return (out, err, ev, first),
+                _ => {}
+            }
+        }
+    }
+    panic!("stream ended without exit; stdout so far: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
+    let t = TestServer::start().await.unwrap();
+    let s = t
+        .create(json!({"env": {"GREETING": "hi"}, "metadata": {"suite": "e2e"}}))
+        .await
+        .unwrap();
+    let id = s["id"].as_str().unwrap().to_string();
+    assert_eq!(s["state"], "running");
+    assert_eq!(id.len(), 20);
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    );
+    assert!(
+        s["runtime"]["accel"] == "tcg" || s["runtime"]["accel"] == "kvm",
+        "{s}"
+    );
+
+    // The classic first command.
+    let r = t.exec(&id, "python3 -c 'print(1+1)'").await.unwrap();
+    assert_eq!(
+        (r["exit_code"].as_i64(), r["stdout"].as_str()),
+        (Some(0), Some("2\n")),
+        "{r}"
+    );
+
+    // argv form, sandbox env, per-exec env, cwd, user, exit codes, stderr.
+    let body = json!({"command": ["sh", "-c", "echo $GREETING $X; pwd; id -un; echo oops >&2; exit 7"], "env": {"X": "there"}, "cwd": "/tmp"});
+    let r = t
+        .expect(t.req(Method::POST, &path(&id, "/exec")).json(&body), 200)
+        .await
+        .unwrap();
+    assert_eq!(r["stdout"], "hi there\n/tmp\nuser\n");
+    assert_eq!(
+        (r["stderr"].as_str(), r["exit_code"].as_i64()),
+        (Some("oops\n"), Some(7))
+    );
+    let r = t
+        .expect(
+            t.req(Method::POST, &path(&id, "/exec"))
+                .json(&json!({"command": "id -u", "user": "root"})),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["stdout"], "0\n");
+
+    // stdin text.
+    let r = t
+        .expect(
+            t.req(Method::POST, &path(&id, "/exec"))
+                .json(&json!({"command": "tr a-z A-Z", "stdin": "shout"})),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["stdout"], "SHOUT");
+
+    // Timeout: killed, reported, with the output so far.
+    let r = t
+        .expect(
+            t.req(Method::POST, &path(&id, "/exec"))
+                .json(&json!({"command": "echo started; sleep 30", "timeout_ms": 1500})),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r["timed_out"].as_bool(), r["stdout"].as_str()),
+        (Some(true), Some("started\n")),
+        "{r}"
+    );
+    assert!(r["duration_ms"].as_u64().unwrap() < 15_000);
+
+    // Bad input inside the guest: typed errors, and the agent keeps serving.
+    let (st, e) = t
+        .call(
+            t.req(Method::POST, &path(&id, "/exec"))
+                .json(&json!({"command": ["/no/such/binary"]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((st, e["code"].as_str()), (400, Some("spawn_failed")), "{e}");
+    let (st, e) = t
+        .call(
+            t.req(Method::POST, &path(&id, "/exec"))
+                .json(&json!({"command": "true", "user": "nobody-here"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (400, Some("user_not_found")),
+        "{e}"
+    );
+    let (st, e) = t
+        .call(
+            t.req(Method::POST, &path(&id, "/exec"))
+                .json(&json!({"command": "true", "cwd": "/does/not/exist"})),
+        )
+        .await
+        .unwrap();
+    assert!(st == 400 || st == 404, "{st} {e}");
+
+    // Files: relative paths resolve against /home/user; write, read back, list, stat.
+    let e = t
+        .expect(
+            t.req(Method::PUT, &path(&id, "/files"))
+                .query(&[("path", "notes/hello.txt")])
+                .body("hello file\n"),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (e["path"].as_str(), e["owner"].as_str(), e["size"].as_u64()),
+        (Some("/home/user/notes/hello.txt"), Some("user"), Some(11))
+    );
+    let got = t
+        .req(Method::GET, &path(&id, "/files"))
+        .query(&[("path", "/home/user/notes/hello.txt")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.text().await.unwrap(), "hello file\n");
+    let list = t
+        .expect(
+            t.req(Method::GET, &path(&id, "/files/list"))
+                .query(&[("path", "notes")]),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["hello.txt"]
+    );
+    let st = t
+        .expect(
+            t.req(Method::GET, &path(&id, "/files/stat"))
+                .query(&[("path", "notes")]),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(st["type"], "dir");
+    let mk = t
+        .expect(
+            t.req(Method::POST, &path(&id, "/files/mkdir"))
+                .json(&json!({"path": "a/b/c"})),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(mk["created"], true);
+    let mk = t
+        .expect(
+            t.req(Method::POST, &path(&id, "/files/mkdir"))
+                .json(&json!({"path": "a/b/c"})),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(mk["created"], false);
+    let moved = t
+        .expect(
+            t.req(Method::POST, &path(&id, "/files/move"))
+                .json(&json!({"from": "notes/hello.txt", "to": "a/b/c/moved.txt"})),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved["path"], "/home/user/a/b/c/moved.txt");
+    t.expect(
+        t.req(Method::POST, &path(&id, "/files/chmod"))
+            .json(&json!({"path": "a/b/c/moved.txt", "mode": "600"})),
+        204,
+    )
+    .await
+    .unwrap();
+    let st = t
+        .expect(
+            t.req(Method::GET, &path(&id, "/files/stat"))
+                .query(&[("path", "a/b/c/moved.txt")]),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(st["permissions"], "-rw-------");
+    let deep = t
+        .expect(
+            t.req(Method::GET, &path(&id, "/files/list"))
+                .query(&[("path", "a"), ("depth", "3")]),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(deep.as_array().unwrap().len(), 3, "{deep}");
+    let (code, e) = t
+        .call(
+            t.req(Method::DELETE, &path(&id, "/files"))
+                .query(&[("path", "a")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (409, Some("directory_not_empty"))
+    );
+    t.expect(
+        t.req(Method::DELETE, &path(&id, "/files"))
+            .query(&[("path", "a"), ("recursive", "true")]),
+        204,
+    )
+    .await
+    .unwrap();
+    let (code, e) = t
+        .call(
+            t.req(Method::GET, &path(&id, "/files/stat"))
+                .query(&[("path", "a")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (404, Some("file_not_found")));
+    let (code, e) = t
+        .call(
+            t.req(Method::PUT, &path(&id, "/files"))
+                .query(&[("path", "/root/nope.txt")])
+                .body("x"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (403, Some("permission_denied")),
+        "{e}"
+    );
+    let (code, e) = t
+        .call(
+            t.req(Method::GET, &path(&id, "/files"))
+                .query(&[("path", "/etc")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (400, Some("is_a_directory")),
+        "{e}"
+    );
+
+    // A 50 MB file, streamed both ways, checked by hash on both sides.
+    let big: Vec<u8> = (0..50_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let digest = hex::encode(Sha256::digest(&big));
+    let e = t
+        .expect(
+            t.req(Method::PUT, &path(&id, "/files"))
+                .query(&[("path", "big.bin")])
+                .body(big.clone()),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(e["size"].as_u64(), Some(50_000_000));
+    let r = t
+        .exec(&id, "sha256sum big.bin | cut -d' ' -f1")
+        .await
+        .unwrap();
+    assert_eq!(r["stdout"].as_str().unwrap().trim(), digest);
+    let got = t
+        .req(Method::GET, &path(&id, "/files"))
+        .query(&[("path", "big.bin")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    let bytes = got.bytes().await.unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), digest);
+
+    // Oversized upload (the test server's limit is 64 MiB): refused, nothing left behind. Once
+    // with a declared length, once streamed without one.
+    let too_big = vec![0u8; 65 << 20];
+    let (code, e) = t
+        .call(
+            t.req(Method::PUT, &path(&id, "/files"))
+                .query(&[("path", "huge.bin")])
+                .body(too_big.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{e}"
+    );
+    let chunks = futures::stream::iter(
+        too_big
+            .chunks(1 << 20)
+            .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let (code, e) = t
+        .call(
+            t.req(Method::PUT, &path(&id, "/files"))
+                .query(&[("path", "huge.bin")])
+                .body(reqwest::Body::wrap_stream(chunks)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{e}"
+    );
+    let r = t
+        .exec(&id, "ls -A /home/user | grep -c huge || true")
+        .await
+        .unwrap();
+    assert_eq!(r["stdout"], "0\n", "no partial upload may remain: {r}");
+
+    // Streaming exec.
+    let resp = t
+        .req(Method::POST, &path(&id, "/exec/stream"))
+        .json(&json!({"command": "for i in 1 2 3; do echo line$i; sleep 0.2; done; echo err >&2; exit 4"}))
+        .send()
+        .await
+        .unwrap();
+    let (out, err, exit, first) = read_ndjson(resp).await;
+    assert_eq!(first["type"], "started");
+    assert_eq!(
+        (out.as_str(), err.as_str(), exit["exit_code"].as_i64()),
+        ("line1\nline2\nline3\n", "err\n", Some(4))
+    );
+
+    // Background process, then re-attach with replay; signal; process list.
+    let bg = t
+        .expect(
+            t.req(Method::POST, &path(&id, "/exec"))
+                .json(&json!({"command": "echo first; sleep 1; echo second; sleep 1; echo third", "background": true})),
+            200,
+        )
+        .await
+        .unwrap();
+    let pid = bg["pid"].as_u64().unwrap();
+    assert!(bg["exit_code"].is_null());
+    let procs = t
+        .expect(t.req(Method::GET, &path(&id, "/processes")), 200)
+        .await
+        .unwrap();
+    assert!(
+        procs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pid"].as_u64() == Some(pid) && p["running"] == true),
+        "{procs}"
+    );
+    let resp = t
+        .req(Method::GET, &path(&id, &format!("/processes/{pid}/output")))
+        .query(&[("replay", "true")])
+        .send()
+        .await
+        .unwrap();
+    let (out, _, exit, _) = read_ndjson(resp).await;
+    assert_eq!(
+        (out.as_str(), exit["exit_code"].as_i64()),
+        ("first\nsecond\nthird\n", Some(0))
+    );
+    let bg = t
+        .expect(
+            t.req(Method::POST, &path(&id, "/exec"))
+                .json(&json!({"command": "sleep 300", "background": true})),
+            200,
+        )
+        .await
+        .unwrap();
+    let pid = bg["pid"].as_u64().unwrap();
+    t.expect(
+        t.req(
+            Method::POST,
+            &path(&id, &format!("/processes/{pid}/signal")),
+        )
+        .json(&json!({"signal": 15})),
+        204,
+    )
+    .await
+    .unwrap();
+    let resp = t
+        .req(Method::GET, &path(&id, &format!("/processes/{pid}/output")))
+        .send()
+        .await
+        .unwrap();
+    let (_, _, exit, _) = read_ndjson(resp).await;
+    assert_eq!(
+        (exit["signal"].as_i64(), exit["exit_code"].as_i64()),
+        (Some(15), Some(143))
+    );
+    let (code, e) = t
+        .call(t.req(Method::GET, &path(&id, "/processes/999999/output")))
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (404, Some("process_not_found")));
+
+    // Pause: commands are refused with a typed conflict; resume: they work again.
+    t.expect(t.req(Method::POST, &path(&id, "/pause")), 200)
+        .await
+        .unwrap();
+    let (code, e) = t
+        .call(
+            t.req(Method::POST, &path(&id, "/exec"))
+                .json(&json!({"command": "true"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (409, Some("invalid_state")));
+    t.expect(t.req(Method::POST, &path(&id, "/resume")), 200)
+        .await
+        .unwrap();
+    assert_eq!(t.exec(&id, "echo back").await.unwrap()["stdout"], "back\n");
+
+    // A service inside the sandbox, reached through the port proxy (relayed by the guest agent).
+    t.expect(
+        t.req(Method::PUT, &path(&id, "/files"))
+            .query(&[("path", "site/index.html")])
+            .body("<h1>hi from the sandbox</h1>"),
+        200,
+    )
+    .await
+    .unwrap();
+    let serve = json!({"command": "cd site && exec python3 -m http.server 8000 --bind 127.0.0.1", "background": true});
+    t.expect(t.req(Method::POST, &path(&id, "/exec")).json(&serve), 200)
+        .await
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        let resp = t
+            .req(Method::GET, &path(&id, "/ports/8000/index.html"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            break resp.text().await.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "http.server never answered: {}",
+            resp.status()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(page, "<h1>hi from the sandbox</h1>");
+    let (code, e) = t
+        .call(t.req(Method::GET, &path(&id, "/ports/8001/")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (502, Some("port_not_open")),
+        "{e}"
+    );
+
+    // Metrics and console.
+    let m = t
+        .expect(t.req(Method::GET, &path(&id, "/metrics")), 200)
+        .await
+        .unwrap();
+    assert!(
+        m["mem_total"].as_u64().unwrap() > 100 << 20 && m["disk_used"].as_u64().unwrap() > 0,
+        "{m}"
+    );
+    let c = t
+        .expect(t.req(Method::GET, &path(&id, "/console")), 200)
+        .await
+        .unwrap();
+    assert!(c["text"].is_string());
+
+    // Delete: nothing of the sandbox is left on the host.
+    let dir = t.data_dir().join("sandboxes").join(&id);
+    assert!(dir.exists());
+    assert!(
+        !processes_mentioning(&dir).is_empty(),
+        "the VMM runs from the sandbox dir"
+    );
+    t.expect(t.req(Method::DELETE, &path(&id, "")), 204)
+        .await
+        .unwrap();
+    assert!(!dir.exists(), "sandbox directory must be removed");
+    assert!(
+        processes_mentioning(&dir).is_empty(),
+        "no process may survive the sandbox"
+    );
+    let (code, e) = t.call(t.req(Method::GET, &path(&id, ""))).await.unwrap();
+    assert_eq!((code, e["code"].as_str()), (404, Some("sandbox_not_found")));
+    let (code, _) = t.call(t.req(Method::DELETE, &path(&id, ""))).await.unwrap();
+    assert_eq!(code, 404);
+    let events = std::fs::read_dir(t.data_dir().join("sandboxes"))
+        .unwrap()
+        .count();
+    assert_eq!(events, 0, "no sandbox directories may remain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_typed_errors() {
+    let t = TestServer::start().await.unwrap();
+
+    let (code, body) = t.call(t.anon(Method::GET, "/health")).await.unwrap();
+    assert_eq!((code, body["status"].as_str()), (200, Some("ok")));
+
+    for req in [
+        t.anon(Method::GET, "/v1/sandboxes"),
+        t.anon(Method::GET, "/v1/sandboxes").bearer_auth("pt_wrong"),
+        t.anon(Method::GET, "/v1/sandboxes")
+            .header("Authorization", "Basic dXNlcjo="),
+        t.anon(Method::POST, "/v1/sandboxes").json(&json!({})),
+    ] {
+        let (code, e) = t.call(req).await.unwrap();
+        assert_eq!(
+            (code, e["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{e}"
+        );
+    }
+    let (code, _) = t
+        .call(
+            t.anon(Method::GET, "/v1/sandboxes")
+                .header("X-API-Key", &t.key),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+
+    let (code, e) = t
+        .call(t.req(Method::GET, "/v1/sandboxes/abcdefghij0123456789"))
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (404, Some("sandbox_not_found")));
+    for bad in [
+        "/v1/sandboxes/..%2F..%2Fetc",
+        "/v1/sandboxes/UPPER",
+        "/v1/sandboxes/a.b",
+    ] {
+        let (code, e) = t.call(t.req(Method::GET, bad)).await.unwrap();
+        assert_eq!(
+            (code, e["code"].as_str()),
+            (404, Some("sandbox_not_found")),
+            "{bad}: {e}"
+        );
+    }
+    let (code, e) = t
+        .call(
+            t.req(Method::POST, "/v1/sandboxes/..%2F..%2Fetc/exec")
+                .json(&json!({"command": "true"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (404, Some("sandbox_not_found")),
+        "{e}"
+    );
+    let (code, e) = t
+        .call(t.req(Method::GET, "/v1/sandboxes/abc/exec"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{e}"
+    );
+    let (code, e) = t
+        .call(
+            t.req(Method::POST, "/v1/sandboxes/abcdefghij0123456789/exec")
+                .json(&json!({"command": "true"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (404, Some("sandbox_not_found")));
+
+    let (code, e) = t
+        .call(
+            t.req(Method::POST, "/v1/sandboxes")
+                .header("Content-Type", "application/json")
+                .body("{not json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{e}"
+    );
+    let (code, e) = t
+        .call(
+            t.req(Method::POST, "/v1/sandboxes")
+                .json(&json!({"bogus": 1})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{e}"
+    );
+    let (code, e) = t
+        .call(
+            t.req(Method::POST, "/v1/sandboxes")
+                .json(&json!({"vcpus": 0})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (400, Some("invalid_request")));
+    let (code, e) = t
+        .call(
+            t.req(Method::POST, "/v1/sandboxes")
+                .json(&json!({"memory_mib": 1})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (400, Some("invalid_request")));
+    let (code, e) = t
+        .call(
+            t.req(Method::POST, "/v1/sandboxes")
+                .json(&json!({"env": {"A=B": "x"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (400, Some("invalid_request")));
+    for tpl in ["no-such-template", "../../etc/passwd", "UPPER"] {
+        let (code, e) = t
+            .call(
+                t.req(Method::POST, "/v1/sandboxes")
+                    .json(&json!({"template": tpl})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (code, e["code"].as_str()),
+            (404, Some("template_not_found")),
+            "{tpl}: {e}"
+        );
+    }
+    let (code, e) = t
+        .call(
+            t.req(Method::GET, "/v1/sandboxes")
+                .query(&[("state", "bogus")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (400, Some("invalid_request")));
+    let (code, e) = t
+        .call(
+            t.req(Method::GET, "/v1/sandboxes")
+                .query(&[("cursor", "!!!")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (400, Some("invalid_request")));
+    let (code, e) = t
+        .call(
+            t.req(Method::GET, "/v1/sandboxes")
+                .query(&[("limit", "-1")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (400, Some("invalid_request")));
+    let (code, e) = t
+        .call(t.req(Method::GET, "/v1/nothing-here"))
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (404, Some("route_not_found")));
+    // Nothing of these requests may have created anything.
+    let list = t
+        .expect(t.req(Method::GET, "/v1/sandboxes"), 200)
+        .await
+        .unwrap();
+    assert_eq!(list["sandboxes"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_vm_moves_its_sandbox_to_error_and_the_server_keeps_serving() {
+    let t = TestServer::start().await.unwrap();
+    let s = t.create(json!({})).await.unwrap();
+    let id = s["id"].as_str().unwrap().to_string();
+    let pid = s["runtime"]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let s = t
+        .wait_for(&id, Duration::from_secs(30), |s| s["state"] == "error")
+        .await
+        .unwrap();
+    let reason = s["error"].as_str().unwrap();
+    assert!(
+        reason.contains("signal 9") && reason.contains("console"),
+        "{reason}"
+    );
+    assert!(s["runtime"].is_null());
+    // The server still serves, and the failed sandbox can still be deleted cleanly.
+    let (code, e) = t
+        .call(
+            t.req(Method::POST, &path(&id, "/exec"))
+                .json(&json!({"command": "true"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, e["code"].as_str()), (409, Some("invalid_state")));
+    let list = t
+        .expect(
+            t.req(Method::GET, "/v1/sandboxes")
+                .query(&[("state", "error")]),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(list["sandboxes"].as_array().unwrap().len(), 1);
+    t.expect(t.req(Method::DELETE, &path(&id, "")), 204)
+        .await
+        .unwrap();
+    assert!(!t.data_dir().join("sandboxes").join(&id).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_and_execs() {
+    let t = TestServer::start().await.unwrap();
+    let creates = (0..3).map(|i| t.create(json!({"metadata": {"n": i.to_string()}})));
+    let sandboxes: Vec<Value> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let ids: Vec<String> = sandboxes
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        3
+    );
+    // Many execs at once, spread over the sandboxes, each seeing its own sandbox.
+    let execs = (0..12).map(|i| {
+        let id = ids[i % 3].clone();
+        let t = &t;
+        async move {
+            let r = t.exec(&id, &format!("echo {i} $(hostname)")).await.unwrap();
+            assert_eq!(r["stdout"].as_str().unwrap(), format!("{i} {id}\n"));
+        }
+    });
+    futures::future::join_all(execs).await;
+    let page = t
+        .expect(
+            t.req(Method::GET, "/v1/sandboxes")
+                .query(&[("metadata", "n=1")]),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page["sandboxes"].as_array().unwrap().len(), 1);
+    let page = t
+        .expect(
+            t.req(Method::GET, "/v1/sandboxes").query(&[("limit", "2")]),
+            200,
+        )
+        .await
+        .unwrap();
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let rest = t
+        .expect(
+            t.req(Method::GET, "/v1/sandboxes")
+                .query(&[("limit", "2"), ("cursor", &cursor)]),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest["sandboxes"].as_array().unwrap().len(), 1);
+    assert!(rest["next_cursor"].is_null());
+    futures::future::join_all(ids.iter().map(|id| async {
+        t.expect(t.req(Method::DELETE, &path(id, "")), 204)
+            .await
+            .unwrap()
+    }))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_start_and_server_restart_keep_the_disk() {
+    let t = TestServer::start().await.unwrap();
+    let s = t.create(json!({"timeout_secs": 0})).await.unwrap();
+    let id = s["id"].as_str().unwrap().to_string();
+    t.expect(
+        t.req(Method::PUT, &path(&id, "/files"))
+            .query(&[("path", "keep.txt")])
+            .body("persisted"),
+        200,
+    )
+    .await
+    .unwrap();
+    let stopped = t
+        .expect(t.req(Method::POST, &path(&id, "/stop")), 200)
+        .await
+        .unwrap();
+    assert_eq!(stopped["state"], "stopped");
+    let started = t
+        .expect(t.req(Method::POST, &path(&id, "/start")), 200)
+        .await
+        .unwrap();
+    assert_eq!(started["state"], "running");
+    assert_eq!(
+        t.exec(&id, "cat keep.txt").await.unwrap()["stdout"],
+        "persisted"
+    );
+
+    // A graceful server restart stops sandboxes; they come back with `start`.
+    let t = t
+        .restart(|c| c.engine = platinum_testkit::test_engine_config())
+        .await
+        .unwrap();
+    let s = t
+        .expect(t.req(Method::GET, &path(&id, "")), 200)
+        .await
+        .unwrap();
+    assert_eq!(s["state"], "stopped", "{s}");
+    t.expect(t.req(Method::POST, &path(&id, "/start")), 200)
+        .await
+        .unwrap();
+    assert_eq!(
+        t.exec(&id, "cat keep.txt").await.unwrap()["stdout"],
+        "persisted"
+    );
+    t.expect(t.req(Method::DELETE, &path(&id, "")), 204)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sandboxes_expire_at_their_timeout() {
+    let t = TestServer::start().await.unwrap();
+    let s = t.create(json!({"timeout_secs": 2})).await.unwrap();
+    let id = s["id"].as_str().unwrap().to_string();
+    let dir = t.data_dir().join("sandboxes").join(&id);
+    t.wait_for(&id, Duration::from_secs(30), |s| {
+        s["code"] == "sandbox_not_found"
+    })
+    .await
+    .unwrap();
+    assert!(!dir.exists());
+    assert!(processes_mentioning(&dir).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vsock_transport_through_vhost_device_vsock() {
+    if platinum_hostagent::process::find_in_path("vhost-device-vsock").is_none()
+        && !std::path::Path::new(&format!(
+            "{}/.cargo/bin/vhost-device-vsock",
+            std::env::var("HOME").unwrap_or_default()
+        ))
+        .exists()
+    {
+        panic!(
+            "vhost-device-vsock is not installed (`cargo install vhost-device-vsock`); the vsock transport cannot be tested"
+        );
+    }
+    let t = TestServer::start_with(|c| c.transport = platinum_hostagent::vmm::TransportKind::Vsock)
+        .await
+        .unwrap();
+    let s = t.create(json!({})).await.unwrap();
+    let id = s["id"].as_str().unwrap().to_string();
+    assert_eq!(s["runtime"]["transport"], "vsock");
+    assert_eq!(
+        t.exec(&id, "cat /proc/cmdline >/dev/null && echo via-vsock")
+            .await
+            .unwrap()["stdout"],
+        "via-vsock\n"
+    );
+    let data = vec![7u8; 3 << 20];
+    t.expect(
+        t.req(Method::PUT, &path(&id, "/files"))
+            .query(&[("path", "v.bin")])
+            .body(data.clone()),
+        200,
+    )
+    .await
+    .unwrap();
+    let got = t
+        .req(Method::GET, &path(&id, "/files"))
+        .query(&[("path", "v.bin")])
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), data.len());
+    let dir = t.data_dir().join("sandboxes").join(&id);
+    assert_eq!(
+        processes_mentioning(&dir).len(),
+        2,
+        "QEMU and vhost-device-vsock"
+    );
+    t.expect(t.req(Method::DELETE, &path(&id, "")), 204)
+        .await
+        .unwrap();
+    assert!(processes_mentioning(&dir).is_empty());
+}
