@@ -56,7 +56,7 @@ host_packages() {
     log "installing QEMU from bookworm-backports"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t bookworm-backports qemu-system-x86 qemu-utils
   fi
-  apt_install mmdebstrap kmod e2fsprogs xfsprogs busybox-static pkg-config libseccomp-dev libcap-ng-dev curl ca-certificates
+  apt_install nftables iproute2 mmdebstrap kmod e2fsprogs xfsprogs busybox-static pkg-config libseccomp-dev libcap-ng-dev curl ca-certificates
 }
 
 ensure_vsock_daemon() {
