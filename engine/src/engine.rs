@@ -151,7 +151,7 @@ impl Engine {
         }
         tracing::info!(sandbox = %sandbox.id, from = %sandbox.state, to = %to, "state change");
         sandbox.state = to;
-        if !to.has_vm() && to != SandboxState::Starting && to != SandboxState::Creating {
+        if !to.is_live() {
             sandbox.runtime = None;
         }
         self.store.update_sandbox(sandbox).await?;
@@ -166,19 +166,19 @@ impl Engine {
         let Some(mut s) = self.store.get_sandbox(id).await? else {
             return Ok(());
         };
-        if matches!(
-            s.state,
-            SandboxState::Deleted
-                | SandboxState::Error
-                | SandboxState::Stopped
-                | SandboxState::Archived
-        ) {
+        if !s.state.claims_vm() {
             return Ok(());
         }
         tracing::warn!(sandbox = %id, %reason, "sandbox failed");
-        s.error = Some(reason.clone());
+        self.record_error(&mut s, reason).await
+    }
+
+    /// Records why a sandbox failed in its `error` and moves it to `error` (the caller holds
+    /// its lock).
+    pub(crate) async fn record_error(&self, sandbox: &mut Sandbox, reason: String) -> Result<()> {
+        sandbox.error = Some(reason.clone());
         self.transition(
-            &mut s,
+            sandbox,
             SandboxState::Error,
             serde_json::json!({ "reason": reason }),
         )

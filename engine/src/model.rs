@@ -39,6 +39,28 @@ pub enum SandboxState {
 }
 
 impl SandboxState {
+    /// States with a VM that is up: `running` and `paused` (see [`Self::has_vm`]).
+    pub const WITH_VM: [SandboxState; 2] = [SandboxState::Running, SandboxState::Paused];
+
+    /// Live states: the VM is up or booting. They count against the host's sandbox limit and
+    /// keep their runtime info (see [`Self::is_live`]).
+    pub const LIVE: [SandboxState; 4] = [
+        SandboxState::Creating,
+        SandboxState::Starting,
+        SandboxState::Running,
+        SandboxState::Paused,
+    ];
+
+    /// States in which the host may still run a VM for the sandbox: the [`Self::LIVE`] ones plus
+    /// `stopping`. A sandbox in one of them whose VM is gone has failed.
+    pub const CLAIMS_VM: [SandboxState; 5] = [
+        SandboxState::Creating,
+        SandboxState::Starting,
+        SandboxState::Running,
+        SandboxState::Paused,
+        SandboxState::Stopping,
+    ];
+
     /// The snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -86,9 +108,19 @@ impl SandboxState {
         )
     }
 
-    /// States that hold a live VM.
+    /// States that hold a live VM ([`Self::WITH_VM`]).
     pub fn has_vm(self) -> bool {
-        matches!(self, SandboxState::Running | SandboxState::Paused)
+        Self::WITH_VM.contains(&self)
+    }
+
+    /// Whether this is one of the [`Self::LIVE`] states.
+    pub fn is_live(self) -> bool {
+        Self::LIVE.contains(&self)
+    }
+
+    /// Whether this is one of the [`Self::CLAIMS_VM`] states.
+    pub fn claims_vm(self) -> bool {
+        Self::CLAIMS_VM.contains(&self)
     }
 }
 
@@ -277,6 +309,31 @@ pub struct ExecRequest {
     /// Start it and return immediately with its pid; reattach with the process endpoints.
     #[serde(default)]
     pub background: bool,
+}
+
+impl ExecRequest {
+    /// Runs `command` with everything else defaulted (see [`ExecRequest::shell`]).
+    pub fn new(command: CommandLine) -> ExecRequest {
+        ExecRequest {
+            command,
+            env: Default::default(),
+            cwd: None,
+            user: None,
+            timeout_ms: None,
+            stdin: None,
+            background: false,
+        }
+    }
+
+    /// A shell command line (`bash -l -c`) with everything else defaulted.
+    pub fn shell(command: impl Into<String>) -> ExecRequest {
+        ExecRequest::new(CommandLine::Shell(command.into()))
+    }
+
+    /// An argv vector with everything else defaulted.
+    pub fn argv(argv: Vec<String>) -> ExecRequest {
+        ExecRequest::new(CommandLine::Argv(argv))
+    }
 }
 
 /// Result of a buffered `exec`.
@@ -470,5 +527,18 @@ mod tests {
         let r: ExecRequest = serde_json::from_str(r#"{"command":["ls","-l"]}"#).unwrap();
         assert_eq!(r.command, CommandLine::Argv(vec!["ls".into(), "-l".into()]));
         assert!(serde_json::from_str::<ExecRequest>(r#"{"command":"x","bogus":1}"#).is_err());
+        let r: ExecRequest = serde_json::from_str(r#"{"command":"echo hi"}"#).unwrap();
+        assert_eq!(r, ExecRequest::shell("echo hi"));
+    }
+
+    #[test]
+    fn state_sets_nest() {
+        use SandboxState::*;
+        assert!(SandboxState::WITH_VM.iter().all(|s| s.is_live()));
+        assert!(SandboxState::LIVE.iter().all(|s| s.claims_vm()));
+        assert!(Stopping.claims_vm() && !Stopping.is_live());
+        for s in [Stopped, Archived, Error, Deleted] {
+            assert!(!s.claims_vm(), "{s}");
+        }
     }
 }

@@ -19,13 +19,7 @@ pub async fn reconcile_at_start(engine: &Arc<Engine>) -> Result<()> {
     let running = engine.host.running().await;
     let claimed = engine
         .store
-        .sandboxes_in_states(&[
-            SandboxState::Creating,
-            SandboxState::Starting,
-            SandboxState::Running,
-            SandboxState::Paused,
-            SandboxState::Stopping,
-        ])
+        .sandboxes_in_states(&SandboxState::CLAIMS_VM)
         .await?;
     for s in claimed.into_iter().filter(|s| !running.contains(&s.id)) {
         tracing::warn!(sandbox = %s.id, state = %s.state, "VM lost while the server was down");

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use platinum::server::{Server, ServerConfig};
 use platinum_engine::EngineConfig;
-use platinum_engine::model::{CommandLine, ExecRequest};
+use platinum_engine::model::ExecRequest;
 use serde::Serialize;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -60,18 +60,6 @@ fn stat(name: &str, unit: &'static str, mut v: Vec<f64>) -> Stat {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn shell(cmd: &str) -> ExecRequest {
-    ExecRequest {
-        command: CommandLine::Shell(cmd.into()),
-        env: Default::default(),
-        cwd: None,
-        user: None,
-        timeout_ms: None,
-        stdin: None,
-        background: false,
-    }
 }
 
 #[tokio::main]
@@ -144,9 +132,9 @@ async fn main() -> Result<()> {
             .error_for_status()?;
         rest.push(ms(t.elapsed()));
         let t = Instant::now();
-        let mut req = shell("true");
-        req.command = CommandLine::Argv(vec!["true".into()]);
-        engine.exec(&id, req).await?;
+        engine
+            .exec(&id, ExecRequest::argv(vec!["true".into()]))
+            .await?;
         inproc.push(ms(t.elapsed()));
         echo.push(ms(engine.ping_guest(&id, "x".repeat(64)).await?));
     }
@@ -191,7 +179,7 @@ async fn main() -> Result<()> {
         );
         down.push(args.file_mib as f64 / t.elapsed().as_secs_f64());
         let r = engine
-            .exec(&id, shell(&format!("s=$(date +%s%N); dd if=/dev/zero of=dd.bin bs=1M count={} conv=fsync status=none; e=$(date +%s%N); echo $(( (e-s)/1000 ))", args.file_mib)))
+            .exec(&id, ExecRequest::shell(format!("s=$(date +%s%N); dd if=/dev/zero of=dd.bin bs=1M count={} conv=fsync status=none; e=$(date +%s%N); echo $(( (e-s)/1000 ))", args.file_mib)))
             .await?;
         let micros: f64 = r.stdout.trim().parse().context("dd timing")?;
         guest_dd.push(args.file_mib as f64 / (micros / 1e6));

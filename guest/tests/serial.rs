@@ -2,42 +2,33 @@
 //! agent's read end returns end of file while no host has it open and blocks while one does, and
 //! what the agent writes waits in the other FIFO, stale bytes included, for the next host.
 
-use bytes::BytesMut;
+mod support;
+
 use nix::sys::stat::Mode;
 use platinum_guest::transport::serial::serve_port;
 use platinum_guest::{Agent, AgentConfig, Mode as AgentMode};
-use platinum_protocol::handshake::host_handshake;
 use platinum_protocol::{
     ExecSpec, GuestEvent, GuestMessage, Inbound, Mux, Outcome, PingReply, ProcessInfo, Request,
-    Role,
 };
 use std::fs::OpenOptions;
-use std::io::Cursor;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::host_session;
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A host attaching to the port: opens both FIFOs, handshakes, starts a session.
 async fn attach_host(to_guest: &Path, from_guest: &Path) -> Mux {
-    let mut writer = pipe::OpenOptions::new()
+    let writer = pipe::OpenOptions::new()
         .open_sender(to_guest)
         .expect("open the host->guest FIFO");
-    let mut reader = pipe::OpenOptions::new()
+    let reader = pipe::OpenOptions::new()
         .open_receiver(from_guest)
         .expect("open the guest->host FIFO");
-    let early: BytesMut = host_handshake(&mut reader, &mut writer, PATIENCE)
-        .await
-        .expect("handshake");
-    let (mux, _incoming) = Mux::new(
-        Cursor::new(early.freeze()).chain(reader),
-        writer,
-        Role::Host,
-    );
-    mux
+    host_session(reader, writer, PATIENCE).await
 }
 
 async fn call(mux: &Mux, request: &Request) -> serde_json::Value {

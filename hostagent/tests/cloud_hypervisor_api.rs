@@ -33,8 +33,8 @@ use platinum_hostagent::vmm::cloud_hypervisor::{
 };
 use platinum_hostagent::vmm::manifest::{MANIFEST_FILE, read_manifest};
 use platinum_hostagent::vmm::{
-    DiskFormat, DiskSpec, FsSpec, GuestEndpoint, TransportKind, Vm, VmRunState, VmSpec, Vmm,
-    VmmKind,
+    DiskFormat, DiskSpec, FsSpec, GuestEndpoint, TransportKind, Vm, VmExit, VmRunState, VmSpec,
+    Vmm, VmmKind,
 };
 use schema::ChSchema;
 use serde_json::{Value, json};
@@ -389,29 +389,51 @@ struct Setup {
     fake: Fake,
 }
 
-fn setup(schema: Arc<ChSchema>) -> Setup {
+/// A work directory with images and the fake binary; `None` (the test is skipped) without the
+/// CH OpenAPI document.
+fn setup() -> Option<Setup> {
+    let schema = schema()?;
     let work = tempfile::tempdir().expect("tempdir");
     touch(&work.path().join("vmlinux"));
     touch(&work.path().join("initramfs.cpio.gz"));
     let fake = Fake::new(work.path(), schema);
-    Setup { work, fake }
+    Some(Setup { work, fake })
 }
 
 impl Setup {
     fn spec(&self, id: &str) -> VmSpec {
         vm_spec(id, &self.work.path().join(id), self.work.path())
     }
+
+    /// The spec of VM `id` and the stand-in its fake VMM will talk to.
+    fn vm(&self, id: &str) -> (VmSpec, StandIn) {
+        let spec = self.spec(id);
+        let ch = self.fake.standin(&spec.dir);
+        (spec, ch)
+    }
+}
+
+/// Boots `spec` and shuts it down with a short grace period; the exit must count as requested.
+async fn boot_and_shut_down(
+    vmm: &CloudHypervisorVmm,
+    spec: &VmSpec,
+) -> (Arc<CloudHypervisorVm>, VmExit) {
+    let vm = vmm.boot_vm(spec).await.expect("boot");
+    let exit = vm
+        .shutdown(Duration::from_millis(300))
+        .await
+        .expect("shutdown");
+    assert!(exit.requested);
+    (vm, exit)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_boots_pauses_snapshots_and_restores_a_clone() {
-    let Some(schema) = schema() else {
+    let Some(s) = setup() else {
         return;
     };
-    let s = setup(schema);
     let vmm = s.fake.vmm();
-    let spec1 = s.spec("vm1");
-    let ch1 = s.fake.standin(&spec1.dir);
+    let (spec1, ch1) = s.vm("vm1");
     // A stale vsock socket from an earlier run: CH would fail to bind it.
     touch(&spec1.dir.join("vsock.sock"));
 
@@ -583,15 +605,13 @@ async fn driver_boots_pauses_snapshots_and_restores_a_clone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_starts_surface_the_cause_and_leave_nothing_running() {
-    let Some(schema) = schema() else {
+    let Some(s) = setup() else {
         return;
     };
-    let s = setup(schema);
     let vmm = s.fake.vmm();
 
     // CH refuses to boot: its message reaches the caller.
-    let spec = s.spec("vm1");
-    let ch = s.fake.standin(&spec.dir);
+    let (spec, ch) = s.vm("vm1");
     ch.fail(
         "vm.boot",
         500,
@@ -636,22 +656,15 @@ async fn failed_starts_surface_the_cause_and_leave_nothing_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_falls_back_to_vmm_shutdown_then_to_kill() {
-    let Some(schema) = schema() else {
+    let Some(s) = setup() else {
         return;
     };
-    let s = setup(schema);
     let vmm = s.fake.vmm();
 
     // The guest ignores the power button; vm.shutdown + vmm.shutdown end the VMM.
-    let spec = s.spec("vm1");
-    let ch = s.fake.standin(&spec.dir);
+    let (spec, ch) = s.vm("vm1");
     ch.ignore("vm.power-button");
-    let vm = vmm.boot_vm(&spec).await.expect("boot");
-    let exit = vm
-        .shutdown(Duration::from_millis(300))
-        .await
-        .expect("shutdown");
-    assert!(exit.requested);
+    let (vm, _) = boot_and_shut_down(&vmm, &spec).await;
     assert_eq!(
         ch.calls()[3..],
         ["vm.power-button", "vm.shutdown", "vmm.shutdown"]
@@ -659,29 +672,21 @@ async fn shutdown_falls_back_to_vmm_shutdown_then_to_kill() {
     wait_gone(vm.info().pid).await;
 
     // The VMM also hangs in vmm.shutdown: the driver kills it.
-    let spec = s.spec("vm2");
-    let ch = s.fake.standin(&spec.dir);
+    let (spec, ch) = s.vm("vm2");
     ch.ignore("vm.power-button");
     ch.ignore("vmm.shutdown");
-    let vm = vmm.boot_vm(&spec).await.expect("boot");
-    let exit = vm
-        .shutdown(Duration::from_millis(300))
-        .await
-        .expect("shutdown");
-    assert!(exit.requested);
+    let (vm, exit) = boot_and_shut_down(&vmm, &spec).await;
     assert_eq!(exit.signal, Some(libc::SIGTERM));
     assert!(!pid_alive(vm.info().pid));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vmm_that_dies_unasked_is_a_crash() {
-    let Some(schema) = schema() else {
+    let Some(s) = setup() else {
         return;
     };
-    let s = setup(schema);
     let vmm = s.fake.vmm();
-    let spec = s.spec("vm1");
-    let _ch = s.fake.standin(&spec.dir);
+    let (spec, _ch) = s.vm("vm1");
     let vm: Arc<CloudHypervisorVm> = vmm.boot_vm(&spec).await.expect("boot");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(vm.info().pid as i32),

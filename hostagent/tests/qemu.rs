@@ -13,6 +13,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,12 @@ use common::{
 };
 use platinum_hostagent::Error;
 use platinum_hostagent::disk::{DiskOptions, Fallback, create_disk};
+use platinum_hostagent::image::Kernel;
 use platinum_hostagent::transport::{self, ConnectError};
 use platinum_hostagent::vmm::qemu::{QemuConfig, QemuVm, QemuVmm};
-use platinum_hostagent::vmm::{DiskFormat, GuestEndpoint, TransportKind, Vm, VmRunState, Vmm};
+use platinum_hostagent::vmm::{
+    DiskFormat, GuestEndpoint, TransportKind, Vm, VmRunState, VmSpec, Vmm,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Generous: two TCG guests may boot at once on a 2-core machine.
@@ -38,6 +42,60 @@ fn vmm() -> QemuVmm {
         vmm.accel_choice().reason
     );
     vmm
+}
+
+/// What every test here starts from: the guest kernel, a work directory holding the test
+/// initramfs, and the driver.
+struct Bench {
+    kernel: Kernel,
+    work: tempfile::TempDir,
+    initramfs: PathBuf,
+    vmm: QemuVmm,
+}
+
+impl Bench {
+    /// `None` (the test is skipped) where QEMU or busybox is missing.
+    async fn new() -> Option<Bench> {
+        if !vm_tests_possible() {
+            return None;
+        }
+        let kernel = common::kernel().await;
+        let work = tempfile::tempdir().expect("tempdir");
+        let initramfs = test_initramfs(&kernel, work.path());
+        Some(Bench {
+            kernel,
+            work,
+            initramfs,
+            vmm: vmm(),
+        })
+    }
+
+    /// Creates the directory `name` in the work directory.
+    fn dir(&self, name: &str) -> PathBuf {
+        let dir = self.work.path().join(name);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{name} dir: {e}"));
+        dir
+    }
+
+    /// A spec for VM `id` in `dir` with the test kernel and initramfs.
+    fn spec(&self, id: &str, dir: &Path, transport: TransportKind) -> VmSpec {
+        spec(id, dir, &self.kernel, &self.initramfs, transport)
+    }
+}
+
+/// Waits for the test guest's ready marker on `console`.
+async fn wait_ready(console: &Path) {
+    wait_console(console, BOOT_TIMEOUT, READY_MARKER, |t| {
+        t.contains(READY_MARKER)
+    })
+    .await;
+}
+
+/// Asserts that none of the runtime files `names` is left in `dir`.
+fn assert_removed(dir: &Path, names: &[&str]) {
+    for name in names {
+        assert!(!dir.join(name).exists(), "{name} left behind");
+    }
 }
 
 /// Sends a line over the virtio-serial transport and expects the guest's echo loop to return it.
@@ -55,7 +113,7 @@ async fn assert_echo(vm: &QemuVm, payload: &[u8]) {
 }
 
 /// The highest tick printed so far, waiting for at least one.
-async fn current_tick(console: &std::path::Path) -> u64 {
+async fn current_tick(console: &Path) -> u64 {
     let text = wait_console(console, BOOT_TIMEOUT, "a tick line", |t| {
         last_tick(t).is_some()
     })
@@ -65,13 +123,10 @@ async fn current_tick(console: &std::path::Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_vm_lifecycle() {
-    if !vm_tests_possible() {
+    let Some(b) = Bench::new().await else {
         return;
-    }
-    let kernel = common::kernel().await;
-    let work = tempfile::tempdir().expect("tempdir");
-    let initramfs = test_initramfs(&kernel, work.path());
-    let vmm = vmm();
+    };
+    let (work, vmm) = (&b.work, &b.vmm);
     let mut guard = KillGuard::default();
 
     // A small raw data disk exercises the disk path and the snapshot's device layout.
@@ -80,8 +135,7 @@ async fn serial_vm_lifecycle() {
         .expect("base")
         .set_len(8 << 20)
         .expect("size");
-    let dir1 = work.path().join("vm1");
-    std::fs::create_dir(&dir1).expect("vm1 dir");
+    let dir1 = b.dir("vm1");
     let options = DiskOptions {
         fallback: Fallback::SparseCopy,
         qemu_img: None,
@@ -90,13 +144,7 @@ async fn serial_vm_lifecycle() {
         .await
         .expect("disk");
     assert_eq!(disk1.spec.format, DiskFormat::Raw);
-    let mut spec1 = spec(
-        "sbx1",
-        &dir1,
-        &kernel,
-        &initramfs,
-        TransportKind::VirtioSerial,
-    );
+    let mut spec1 = b.spec("sbx1", &dir1, TransportKind::VirtioSerial);
     spec1.disks.push(disk1.spec);
 
     // Boot and wait for the guest's marker.
@@ -104,10 +152,7 @@ async fn serial_vm_lifecycle() {
     let vm = vmm.boot_vm(&spec1).await.expect("boot");
     guard.add(vm.info().pid);
     let running_after = spawned.elapsed();
-    wait_console(&spec1.console_log, BOOT_TIMEOUT, READY_MARKER, |t| {
-        t.contains(READY_MARKER)
-    })
-    .await;
+    wait_ready(&spec1.console_log).await;
     eprintln!(
         "TIMING boot: QMP running after {running_after:?}, console marker after {:?}",
         spawned.elapsed()
@@ -160,8 +205,7 @@ async fn serial_vm_lifecycle() {
     // Snapshot while paused; the disk is copied while paused too.
     vm.pause().await.expect("pause for snapshot");
     let at_snapshot = current_tick(&spec1.console_log).await;
-    let snap = work.path().join("snap");
-    std::fs::create_dir(&snap).expect("snap dir");
+    let snap = b.dir("snap");
     let started = Instant::now();
     let stats = vm.snapshot_with_stats(&snap).await.expect("snapshot");
     let state_size = std::fs::metadata(snap.join("vmstate"))
@@ -180,8 +224,7 @@ async fn serial_vm_lifecycle() {
         state_size > 4 << 20,
         "state file of {state_size} bytes cannot hold guest RAM"
     );
-    let dir2 = work.path().join("vm2");
-    std::fs::create_dir(&dir2).expect("vm2 dir");
+    let dir2 = b.dir("vm2");
     let disk2 = create_disk(
         "data",
         &dir1.join("data.raw"),
@@ -206,19 +249,11 @@ async fn serial_vm_lifecycle() {
         "QEMU pid {} still exists",
         info.pid
     );
-    for name in ["qmp.sock", "agent.sock", "vmm.pid"] {
-        assert!(!dir1.join(name).exists(), "{name} left behind");
-    }
+    assert_removed(&dir1, &["qmp.sock", "agent.sock", "vmm.pid"]);
     assert_eq!(vm.kill().await.expect("second kill"), exit);
 
     // A restore spec with other devices is refused before anything starts.
-    let mut wrong = spec(
-        "sbx2",
-        &dir2,
-        &kernel,
-        &initramfs,
-        TransportKind::VirtioSerial,
-    );
+    let mut wrong = b.spec("sbx2", &dir2, TransportKind::VirtioSerial);
     wrong.console_log = dir2.join("console.log");
     assert!(
         matches!(vmm.restore_vm(&wrong, &snap).await, Err(Error::Invalid(msg)) if msg.contains("disks"))
@@ -229,13 +264,7 @@ async fn serial_vm_lifecycle() {
     );
 
     // Restore into a new directory: the guest continues counting without rebooting.
-    let mut spec2 = spec(
-        "sbx2",
-        &dir2,
-        &kernel,
-        &initramfs,
-        TransportKind::VirtioSerial,
-    );
+    let mut spec2 = b.spec("sbx2", &dir2, TransportKind::VirtioSerial);
     spec2.disks.push(disk2.spec);
     let started = Instant::now();
     let vm2 = vmm.restore_vm(&spec2, &snap).await.expect("restore");
@@ -292,20 +321,15 @@ async fn serial_vm_lifecycle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vsock_vm_lifecycle() {
-    if !vm_tests_possible() {
+    let Some(b) = Bench::new().await else {
         return;
-    }
-    let kernel = common::kernel().await;
-    let work = tempfile::tempdir().expect("tempdir");
-    let initramfs = test_initramfs(&kernel, work.path());
-    let vmm = vmm();
+    };
     let mut guard = KillGuard::default();
-    let dir = work.path().join("vm");
-    std::fs::create_dir(&dir).expect("vm dir");
-    let spec = spec("sbxv", &dir, &kernel, &initramfs, TransportKind::Vsock);
+    let dir = b.dir("vm");
+    let spec = b.spec("sbxv", &dir, TransportKind::Vsock);
 
     let spawned = Instant::now();
-    let vm = vmm.boot_vm(&spec).await.expect("boot with vsock");
+    let vm = b.vmm.boot_vm(&spec).await.expect("boot with vsock");
     guard.add(vm.info().pid);
     let daemon = vm.vsock_daemon_pid().expect("vhost-device-vsock runs");
     guard.add(daemon);
@@ -316,10 +340,7 @@ async fn vsock_vm_lifecycle() {
             port: 18047
         }
     );
-    wait_console(&spec.console_log, BOOT_TIMEOUT, READY_MARKER, |t| {
-        t.contains(READY_MARKER)
-    })
-    .await;
+    wait_ready(&spec.console_log).await;
     eprintln!(
         "TIMING boot (vsock): console marker after {:?}",
         spawned.elapsed()
@@ -336,7 +357,7 @@ async fn vsock_vm_lifecycle() {
     assert!(err.is_retryable());
 
     // vhost-user-vsock is unmigratable: refused before anything is tried.
-    match vm.snapshot(work.path()).await {
+    match vm.snapshot(b.work.path()).await {
         Err(Error::Unsupported(msg)) => assert!(msg.contains("vsock"), "{msg}"),
         other => panic!("expected Unsupported, got {other:?}"),
     }
@@ -361,31 +382,28 @@ async fn vsock_vm_lifecycle() {
         wait_gone(daemon, Duration::from_secs(5)).await,
         "vhost-device-vsock survived"
     );
-    for name in [
-        "qmp.sock",
-        "agent.sock",
-        "vsock.sock",
-        "vhost-vsock.sock",
-        "vmm.pid",
-    ] {
-        assert!(!dir.join(name).exists(), "{name} left behind");
-    }
+    assert_removed(
+        &dir,
+        &[
+            "qmp.sock",
+            "agent.sock",
+            "vsock.sock",
+            "vhost-vsock.sock",
+            "vmm.pid",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_failures_leave_nothing_running() {
-    if !vm_tests_possible() {
+    let Some(b) = Bench::new().await else {
         return;
-    }
-    let kernel = common::kernel().await;
-    let work = tempfile::tempdir().expect("tempdir");
-    let initramfs = test_initramfs(&kernel, work.path());
-    let vmm = vmm();
+    };
+    let (work, vmm) = (&b.work, &b.vmm);
 
     // A kernel that does not exist is caught before QEMU starts.
-    let dir = work.path().join("missing");
-    std::fs::create_dir(&dir).expect("dir");
-    let mut missing = spec("sbxm", &dir, &kernel, &initramfs, TransportKind::Vsock);
+    let dir = b.dir("missing");
+    let mut missing = b.spec("sbxm", &dir, TransportKind::Vsock);
     missing.kernel = work.path().join("no-such-vmlinux");
     match vmm.boot(&missing).await {
         Err(Error::Invalid(msg)) => assert!(msg.contains("kernel"), "{msg}"),
@@ -399,9 +417,8 @@ async fn start_failures_leave_nothing_running() {
 
     // A kernel QEMU cannot load: QEMU exits during start, the error quotes its log, and the
     // vsock daemon started before it is stopped again.
-    let dir = work.path().join("broken");
-    std::fs::create_dir(&dir).expect("dir");
-    let mut broken = spec("sbxb", &dir, &kernel, &initramfs, TransportKind::Vsock);
+    let dir = b.dir("broken");
+    let mut broken = b.spec("sbxb", &dir, TransportKind::Vsock);
     broken.kernel = work.path().join("garbage-vmlinux");
     std::fs::write(&broken.kernel, b"this is not a kernel").expect("write garbage");
     match vmm.boot(&broken).await {
@@ -412,9 +429,10 @@ async fn start_failures_leave_nothing_running() {
         Err(other) => panic!("expected VmmStart, got {other}"),
         Ok(_) => panic!("booted a garbage kernel"),
     }
-    for name in ["qmp.sock", "vsock.sock", "vhost-vsock.sock", "vmm.pid"] {
-        assert!(!dir.join(name).exists(), "{name} left behind");
-    }
+    assert_removed(
+        &dir,
+        &["qmp.sock", "vsock.sock", "vhost-vsock.sock", "vmm.pid"],
+    );
     let dir_text = dir.display().to_string();
     let leftovers = std::process::Command::new("pgrep")
         .args(["-f", &dir_text])

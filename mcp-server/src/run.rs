@@ -7,7 +7,7 @@
 //! process group in the guest. The guest enforces `timeout_ms` (the result says `timed_out`);
 //! the host gives up a little later should the guest not answer.
 
-use platinum_engine::model::{CommandLine, ExecRequest, ExecResult};
+use platinum_engine::model::{ExecRequest, ExecResult};
 use platinum_engine::{Engine, ExecEvent, StreamOptions};
 use rmcp::RoleServer;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
@@ -158,13 +158,12 @@ pub async fn run_command(
         None => Some(DEFAULT_TIMEOUT_MS),
     };
     let request = ExecRequest {
-        command: CommandLine::Shell(args.command),
         env: args.env,
         cwd: args.cwd,
-        user: None,
         timeout_ms: Some(timeout_ms.unwrap_or(0)),
         stdin: args.stdin,
         background: args.background,
+        ..ExecRequest::shell(args.command)
     };
     if args.background {
         return Ok(engine.exec(&id, request).await?);

@@ -130,6 +130,21 @@ impl TestServer {
         Ok(body)
     }
 
+    /// Sends and requires a typed error: HTTP `status` with `code` in the body's `code` field;
+    /// returns the body.
+    pub async fn expect_error(
+        &self,
+        req: RequestBuilder,
+        status: u16,
+        code: &str,
+    ) -> Result<Value> {
+        let (got, body) = self.call(req).await?;
+        if (got, body["code"].as_str()) != (status, Some(code)) {
+            bail!("expected HTTP {status} with code {code:?}, got {got}: {body}");
+        }
+        Ok(body)
+    }
+
     /// Creates a sandbox (`body` is the create request) and returns it.
     pub async fn create(&self, body: Value) -> Result<Value> {
         self.expect(self.req(Method::POST, "/v1/sandboxes").json(&body), 201)
@@ -138,13 +153,70 @@ impl TestServer {
 
     /// Runs a shell command and returns the exec result.
     pub async fn exec(&self, id: &str, command: &str) -> Result<Value> {
-        let body = serde_json::json!({ "command": command });
+        self.exec_with(id, serde_json::json!({ "command": command }))
+            .await
+    }
+
+    /// Runs an exec request (`body`: command, env, cwd, user, stdin, background, ...) and returns
+    /// the exec result.
+    pub async fn exec_with(&self, id: &str, body: Value) -> Result<Value> {
         self.expect(
-            self.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            self.req(Method::POST, &sandbox_path(id, "/exec"))
                 .json(&body),
             200,
         )
         .await
+    }
+
+    /// `POST /v1/sandboxes/{id}/{action}` (`stop`, `start`, `pause`, `resume`), requiring 200;
+    /// returns the sandbox.
+    pub async fn action(&self, id: &str, action: &str) -> Result<Value> {
+        self.expect(
+            self.req(Method::POST, &sandbox_path(id, &format!("/{action}"))),
+            200,
+        )
+        .await
+    }
+
+    /// Deletes a sandbox, requiring 204.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.expect(self.req(Method::DELETE, &sandbox_path(id, "")), 204)
+            .await
+            .map(drop)
+    }
+
+    /// Writes a file in a sandbox (`PUT /files`), requiring 200; returns the file's entry.
+    pub async fn write_file(
+        &self,
+        id: &str,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<Value> {
+        self.expect(
+            self.req(Method::PUT, &sandbox_path(id, "/files"))
+                .query(&[("path", path)])
+                .body(body),
+            200,
+        )
+        .await
+    }
+
+    /// Reads a file from a sandbox (`GET /files`), requiring 200; returns its bytes.
+    pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>> {
+        let resp = self
+            .req(Method::GET, &sandbox_path(id, "/files"))
+            .query(&[("path", path)])
+            .send()
+            .await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if status != 200 {
+            bail!(
+                "reading {path}: expected HTTP 200, got {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok(bytes.to_vec())
     }
 
     /// Polls `GET /v1/sandboxes/{id}` until `pred` holds or `timeout` passes.
@@ -157,7 +229,7 @@ impl TestServer {
         let until = Instant::now() + timeout;
         loop {
             let (_, s) = self
-                .call(self.req(Method::GET, &format!("/v1/sandboxes/{id}")))
+                .call(self.req(Method::GET, &sandbox_path(id, "")))
                 .await?;
             if pred(&s) {
                 return Ok(s);
@@ -187,6 +259,27 @@ impl Drop for TestServer {
             eprintln!("keeping test data in {}", d.keep().display());
         }
     }
+}
+
+/// Sends the request `req` builds until it answers 200 (a service in a sandbox coming up),
+/// polling for at most `timeout`; returns the body. Fails with the last status after that.
+pub async fn poll_until_ok(req: impl Fn() -> RequestBuilder, timeout: Duration) -> Result<String> {
+    let until = Instant::now() + timeout;
+    loop {
+        let resp = req().send().await?;
+        if resp.status() == 200 {
+            return Ok(resp.text().await?);
+        }
+        if Instant::now() > until {
+            bail!("the service never answered: {}", resp.status());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The native API path of a sandbox: `/v1/sandboxes/{id}{rest}`.
+pub fn sandbox_path(id: &str, rest: &str) -> String {
+    format!("/v1/sandboxes/{id}{rest}")
 }
 
 /// A sandbox network of its own for one test server: a unique bridge and /16, removed again

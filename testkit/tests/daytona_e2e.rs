@@ -105,14 +105,14 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
         .await
         .unwrap();
     assert_eq!(by_name["id"], id.as_str());
-    let (st, e) = t
-        .call(
+    let e = t
+        .expect(
             t.req(Method::POST, "/api/sandbox")
                 .json(&json!({"name": "wire-test"})),
+            409,
         )
         .await
         .unwrap();
-    assert_eq!(st, 409, "{e}");
     assert_daytona_error(&e, 409);
     let labels = serde_json::to_string(&json!({"team": "a"})).unwrap();
     let page = t
@@ -136,56 +136,49 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
     assert_eq!(page["items"], json!([]));
 
     // Execute: merged output, exit code as data, 408 on timeout, 200 with -1 when it cannot start.
+    let execute = |body: Value| {
+        t.req(Method::POST, &tb(&id, "/process/execute"))
+            .json(&body)
+    };
     let r = t
         .expect(
-            t.req(Method::POST, &tb(&id, "/process/execute"))
-                .json(&json!({"command": "echo hello; echo err 1>&2; exit 3"})),
+            execute(json!({"command": "echo hello; echo err 1>&2; exit 3"})),
             200,
         )
         .await
         .unwrap();
     assert_eq!(r, json!({"exitCode": 3, "result": "hello\nerr\n"}));
     let started = Instant::now();
-    let (st, e) = t
-        .call(
-            t.req(Method::POST, &tb(&id, "/process/execute"))
-                .json(&json!({"command": "sleep 60", "timeout": 1})),
+    let e = t
+        .expect_error(
+            execute(json!({"command": "sleep 60", "timeout": 1})),
+            408,
+            "PROCESS_EXECUTION_TIMEOUT",
         )
         .await
         .unwrap();
-    assert_eq!(
-        (st, e["code"].as_str(), e["source"].as_str()),
-        (
-            408,
-            Some("PROCESS_EXECUTION_TIMEOUT"),
-            Some("DAYTONA_DAEMON")
-        ),
-        "{e}"
-    );
+    assert_eq!(e["source"], "DAYTONA_DAEMON", "{e}");
     assert!(started.elapsed() < Duration::from_secs(20));
     let r = t
         .expect(
-            t.req(Method::POST, &tb(&id, "/process/execute"))
-                .json(&json!({"command": "true", "cwd": "/no/such/dir"})),
+            execute(json!({"command": "true", "cwd": "/no/such/dir"})),
             200,
         )
         .await
         .unwrap();
     assert_eq!(r["exitCode"], -1, "{r}");
-    let (st, e) = t
-        .call(
-            t.req(Method::POST, &tb(&id, "/process/execute"))
-                .json(&json!({"command": "true", "envs": {"1BAD": "x"}})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(st, 400, "{e}");
+    t.expect(
+        execute(json!({"command": "true", "envs": {"1BAD": "x"}})),
+        400,
+    )
+    .await
+    .unwrap();
+    let code_run = |code: &str, language: &str| {
+        t.req(Method::POST, &tb(&id, "/process/code-run"))
+            .json(&json!({"code": code, "language": language}))
+    };
     let r = t
-        .expect(
-            t.req(Method::POST, &tb(&id, "/process/code-run"))
-                .json(&json!({"code": "print(2**10)", "language": "python"})),
-            200,
-        )
+        .expect(code_run("print(2**10)", "python"), 200)
         .await
         .unwrap();
     assert_eq!(
@@ -193,7 +186,10 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
         (Some(0), Some("1024\n"))
     );
     let r = t
-        .expect(t.req(Method::POST, &tb(&id, "/process/code-run")).json(&json!({"code": "console.log([1,2].map(x => x*2).join(','))", "language": "javascript"})), 200)
+        .expect(
+            code_run("console.log([1,2].map(x => x*2).join(','))", "javascript"),
+            200,
+        )
         .await
         .unwrap();
     assert_eq!(r["result"], "2,4\n");
@@ -212,15 +208,17 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
             ("files[2].file", Some("three.bin"), &[0u8, 1, 2, 255]),
         ],
     );
-    let (st, r) = t
-        .call(
-            t.req(Method::POST, &tb(&id, "/files/bulk-upload"))
-                .header("content-type", format!("multipart/form-data; boundary={b}"))
-                .body(body),
+    let upload = |content_type: &str| {
+        t.req(Method::POST, &tb(&id, "/files/bulk-upload"))
+            .header("content-type", content_type)
+    };
+    let r = t
+        .expect(
+            upload(&format!("multipart/form-data; boundary={b}")).body(body),
+            400,
         )
         .await
         .unwrap();
-    assert_eq!(st, 400, "{r}");
     assert_eq!(r["errors"].as_array().unwrap().len(), 1, "{r}");
     assert!(
         r["errors"][0]
@@ -234,25 +232,17 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
         json!([{"path": "up/one.txt", "bytes": 4}, {"path": "up/three.bin", "bytes": 4}])
     );
     // Malformed multipart: a typed 400, not a hang or a 500.
-    let (st, e) = t
-        .call(
-            t.req(Method::POST, &tb(&id, "/files/bulk-upload"))
-                .header("content-type", "multipart/form-data; boundary=nope")
-                .body("--nope\r\ngarbage"),
+    let e = t
+        .expect(
+            upload("multipart/form-data; boundary=nope").body("--nope\r\ngarbage"),
+            400,
         )
         .await
         .unwrap();
-    assert_eq!(st, 400, "{e}");
     assert_daytona_error(&e, 400);
-    let (st, _) = t
-        .call(
-            t.req(Method::POST, &tb(&id, "/files/bulk-upload"))
-                .header("content-type", "application/json")
-                .body("{}"),
-        )
+    t.expect(upload("application/json").body("{}"), 400)
         .await
         .unwrap();
-    assert_eq!(st, 400);
 
     // Bulk download: one part per path in order, filename echoing the request exactly, an error
     // part for what is missing, and the closing boundary.
@@ -295,14 +285,13 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
     );
 
     // Files: status codes the generated client's maps need.
-    let (st, _) = t
-        .call(
-            t.req(Method::POST, &tb(&id, "/files/folder"))
-                .query(&[("path", "made/deep"), ("mode", "700")]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(st, 201);
+    t.expect(
+        t.req(Method::POST, &tb(&id, "/files/folder"))
+            .query(&[("path", "made/deep"), ("mode", "700")]),
+        201,
+    )
+    .await
+    .unwrap();
     let info = t
         .expect(
             t.req(Method::GET, &tb(&id, "/files/info"))
@@ -320,14 +309,13 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
         (Some(true), Some("0700"), Some("drwx------")),
         "{info}"
     );
-    let (st, e) = t
-        .call(
-            t.req(Method::DELETE, &tb(&id, "/files"))
-                .query(&[("path", "made")]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(st, 409, "a non-empty folder needs recursive: {e}");
+    t.expect(
+        t.req(Method::DELETE, &tb(&id, "/files"))
+            .query(&[("path", "made")]),
+        409,
+    )
+    .await
+    .expect("a non-empty folder needs recursive");
     let resp = t
         .req(Method::DELETE, &tb(&id, "/files"))
         .query(&[("path", "made"), ("recursive", "true")])
@@ -336,35 +324,29 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
         .unwrap();
     assert_eq!(resp.status(), 204);
     assert!(resp.bytes().await.unwrap().is_empty());
-    let (st, e) = t
-        .call(
-            t.req(Method::GET, &tb(&id, "/files/info"))
-                .query(&[("path", "made")]),
-        )
-        .await
-        .unwrap();
-    assert_eq!((st, e["code"].as_str()), (404, Some("FILE_NOT_FOUND")));
+    t.expect_error(
+        t.req(Method::GET, &tb(&id, "/files/info"))
+            .query(&[("path", "made")]),
+        404,
+        "FILE_NOT_FOUND",
+    )
+    .await
+    .unwrap();
 
     // Sessions: 201 create (no body), 409 duplicate, 200 sync, 202 async, follow as a stream.
-    let resp = t
-        .req(Method::POST, &tb(&id, "/process/session"))
-        .json(&json!({"sessionId": "s1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let (st, _) = t
-        .call(
-            t.req(Method::POST, &tb(&id, "/process/session"))
-                .json(&json!({"sessionId": "s1"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(st, 409);
+    let create_session = || {
+        t.req(Method::POST, &tb(&id, "/process/session"))
+            .json(&json!({"sessionId": "s1"}))
+    };
+    t.expect(create_session(), 201).await.unwrap();
+    t.expect(create_session(), 409).await.unwrap();
+    let session_exec = |body: Value| {
+        t.req(Method::POST, &tb(&id, "/process/session/s1/exec"))
+            .json(&body)
+    };
     let r = t
         .expect(
-            t.req(Method::POST, &tb(&id, "/process/session/s1/exec"))
-                .json(&json!({"command": "cd /tmp; echo out; echo err >&2"})),
+            session_exec(json!({"command": "cd /tmp; echo out; echo err >&2"})),
             200,
         )
         .await
@@ -387,8 +369,7 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
     );
     let a = t
         .expect(
-            t.req(Method::POST, &tb(&id, "/process/session/s1/exec"))
-                .json(&json!({"command": "pwd; sleep 1; echo done", "runAsync": true})),
+            session_exec(json!({"command": "pwd; sleep 1; echo done", "runAsync": true})),
             202,
         )
         .await
@@ -427,14 +408,20 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
         c,
         json!({"id": cid, "command": "pwd; sleep 1; echo done", "exitCode": 0})
     );
-    let (st, e) = t
-        .call(t.req(Method::GET, &tb(&id, "/process/session/s1/command/nope")))
-        .await
-        .unwrap();
-    assert_eq!(st, 404, "{e}");
+    t.expect(
+        t.req(Method::GET, &tb(&id, "/process/session/s1/command/nope")),
+        404,
+    )
+    .await
+    .unwrap();
     // Huge output is kept up to the limit without breaking the session.
     let r = t
-        .expect(t.req(Method::POST, &tb(&id, "/process/session/s1/exec")).json(&json!({"command": "head -c 20000000 /dev/zero | tr '\\0' y; echo; echo after"})), 200)
+        .expect(
+            session_exec(
+                json!({"command": "head -c 20000000 /dev/zero | tr '\\0' y; echo; echo after"}),
+            ),
+            200,
+        )
         .await
         .unwrap();
     assert_eq!(r["exitCode"], 0);
@@ -444,28 +431,20 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
         "capped at the engine's output limit"
     );
     let r = t
-        .expect(
-            t.req(Method::POST, &tb(&id, "/process/session/s1/exec"))
-                .json(&json!({"command": "pwd"})),
-            200,
-        )
+        .expect(session_exec(json!({"command": "pwd"})), 200)
         .await
         .unwrap();
     assert_eq!(r["stdout"], "/tmp\n", "the session survives huge output");
     // A command that never ends, then the session is deleted: 204 and no process left behind.
     t.expect(
-        t.req(Method::POST, &tb(&id, "/process/session/s1/exec"))
-            .json(&json!({"command": "sleep 3333", "runAsync": true})),
+        session_exec(json!({"command": "sleep 3333", "runAsync": true})),
         202,
     )
     .await
     .unwrap();
-    let resp = t
-        .req(Method::DELETE, &tb(&id, "/process/session/s1"))
-        .send()
+    t.expect(t.req(Method::DELETE, &tb(&id, "/process/session/s1")), 204)
         .await
         .unwrap();
-    assert_eq!(resp.status(), 204);
     let r = t
         .exec(&id, "pgrep -f 'sleep 333[3]' || echo none")
         .await
@@ -473,9 +452,7 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
     assert_eq!(r["stdout"], "none\n", "{r}");
 
     // A client that gives up on a command that never ends leaves no process behind.
-    let abandoned = t
-        .req(Method::POST, &tb(&id, "/process/execute"))
-        .json(&json!({"command": "sleep 700"}))
+    let abandoned = execute(json!({"command": "sleep 700"}))
         .timeout(Duration::from_secs(3))
         .send()
         .await;
@@ -498,48 +475,42 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
     assert_eq!(left, "none\n", "an abandoned command was left running");
 
     // Git error codes come out typed.
-    let (st, e) = t
-        .call(
-            t.req(Method::GET, &tb(&id, "/git/status"))
-                .query(&[("path", "/tmp")]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (st, e["code"].as_str()),
-        (404, Some("GIT_REPO_NOT_FOUND")),
-        "{e}"
-    );
+    t.expect_error(
+        t.req(Method::GET, &tb(&id, "/git/status"))
+            .query(&[("path", "/tmp")]),
+        404,
+        "GIT_REPO_NOT_FOUND",
+    )
+    .await
+    .unwrap();
 
     // Auth: wrong or missing key, on both planes, Daytona-shaped; unknown routes are 404s.
     for path in ["/api/sandbox".to_string(), tb(&id, "/process/execute")] {
-        let (st, e) = t
-            .call(t.anon(Method::GET, &path).bearer_auth("wrong"))
+        let e = t
+            .expect(t.anon(Method::GET, &path).bearer_auth("wrong"), 401)
             .await
-            .unwrap();
-        assert_eq!(st, 401, "{path}: {e}");
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_daytona_error(&e, 401);
     }
-    let (st, e) = t
-        .call(t.req(Method::GET, "/api/socket.io/?EIO=4&transport=websocket"))
-        .await
-        .unwrap();
-    assert_eq!(st, 404, "{e}");
-    let (st, e) = t
-        .call(
-            t.req(Method::POST, &tb("nosuchsandbox", "/process/execute"))
-                .json(&json!({"command": "true"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!((st, e["code"].as_str()), (404, Some("NOT_FOUND")), "{e}");
+    t.expect(
+        t.req(Method::GET, "/api/socket.io/?EIO=4&transport=websocket"),
+        404,
+    )
+    .await
+    .unwrap();
+    t.expect_error(
+        t.req(Method::POST, &tb("nosuchsandbox", "/process/execute"))
+            .json(&json!({"command": "true"})),
+        404,
+        "NOT_FOUND",
+    )
+    .await
+    .unwrap();
 
     // Deleting the sandbox under a running command: the command's request ends with a typed
     // error, the delete answers 200 with state destroyed, and the sandbox is gone.
     let running = {
-        let req = t
-            .req(Method::POST, &tb(&id, "/process/execute"))
-            .json(&json!({"command": "sleep 600"}));
+        let req = execute(json!({"command": "sleep 600"}));
         tokio::spawn(async move { req.send().await })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -560,11 +531,9 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
     );
     let body: Value = resp.json().await.unwrap();
     assert!(body["statusCode"].is_u64(), "{body}");
-    let (st, _) = t
-        .call(t.req(Method::GET, &format!("/api/sandbox/{id}")))
+    t.expect(t.req(Method::GET, &format!("/api/sandbox/{id}")), 404)
         .await
         .unwrap();
-    assert_eq!(st, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -669,35 +638,33 @@ async fn bad_control_plane_input_gets_typed_daytona_errors_without_booting() {
         (json!({"cpu": "2"}), 400),
     ];
     for (body, status) in cases {
-        let (st, e) = t
-            .call(t.req(Method::POST, "/api/sandbox").json(&body))
+        let e = t
+            .expect(t.req(Method::POST, "/api/sandbox").json(&body), status)
             .await
-            .unwrap();
-        assert_eq!(st, status, "{body}: {e}");
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
         assert_daytona_error(&e, status);
     }
-    let (st, e) = t
-        .call(
-            t.req(Method::POST, "/api/sandbox")
-                .header("content-type", "application/json")
-                .body("{not json"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(st, 400, "{e}");
-    let (st, e) = t
-        .call(t.req(Method::POST, "/api/sandbox/whatever/autostop/abc"))
-        .await
-        .unwrap();
-    assert_eq!(st, 400, "{e}");
-    let (st, e) = t
-        .call(
-            t.req(Method::POST, "/api/sandbox/whatever/resize")
-                .json(&json!({"cpu": 4})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(st, 501, "{e}");
+    t.expect(
+        t.req(Method::POST, "/api/sandbox")
+            .header("content-type", "application/json")
+            .body("{not json"),
+        400,
+    )
+    .await
+    .unwrap();
+    t.expect(
+        t.req(Method::POST, "/api/sandbox/whatever/autostop/abc"),
+        400,
+    )
+    .await
+    .unwrap();
+    t.expect(
+        t.req(Method::POST, "/api/sandbox/whatever/resize")
+            .json(&json!({"cpu": 4})),
+        501,
+    )
+    .await
+    .unwrap();
     let snaps = t
         .expect(t.req(Method::GET, "/api/snapshots"), 200)
         .await
@@ -716,14 +683,13 @@ async fn bad_control_plane_input_gets_typed_daytona_errors_without_booting() {
             .unwrap(),
         json!([])
     );
-    let (st, _) = t
-        .call(
-            t.req(Method::POST, "/api/volumes")
-                .json(&json!({"name": "v"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(st, 400);
+    t.expect(
+        t.req(Method::POST, "/api/volumes")
+            .json(&json!({"name": "v"})),
+        400,
+    )
+    .await
+    .unwrap();
     assert!(
         t.server()
             .engine

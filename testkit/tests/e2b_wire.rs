@@ -6,10 +6,10 @@
 //! One sandbox is booted (and booted again after the restart); every check shares it.
 
 use base64::Engine as _;
-use platinum_testkit::TestServer;
+use platinum_testkit::{TestServer, poll_until_ok};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ENVD: &str = "49983";
 
@@ -29,6 +29,24 @@ impl E2b<'_> {
             .anon(method, path)
             .header("E2b-Sandbox-Id", id)
             .header("E2b-Sandbox-Port", port)
+    }
+
+    /// Connects to a sandbox through `path` (v1 or v2), requiring `status`; returns the envd
+    /// access token it answers with.
+    async fn connect(&self, path: &str, timeout: u64, status: u16) -> String {
+        let s = self
+            .t
+            .expect(
+                self.api(Method::POST, path)
+                    .json(&json!({"timeout": timeout})),
+                status,
+            )
+            .await
+            .unwrap();
+        s["envdAccessToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -94,39 +112,29 @@ async fn e2b_wire_details() {
         .await
         .unwrap();
     assert_eq!((status, body["code"].as_i64()), (401, Some(401)), "{body}");
-    let (status, body) = t
-        .call(
-            e.api(Method::POST, "/v2/sandboxes")
-                .json(&json!({"timeout": 30})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 400, "{body}");
+    t.expect(
+        e.api(Method::POST, "/v2/sandboxes")
+            .json(&json!({"timeout": 30})),
+        400,
+    )
+    .await
+    .unwrap();
     let (status, body) = t
         .call(e.api(Method::POST, "/v2/sandboxes").body("{not json"))
         .await
         .unwrap();
     assert_eq!((status, body["code"].as_i64()), (400, Some(400)), "{body}");
-    let again = t
-        .expect(
-            e.api(Method::POST, &format!("/sandboxes/{id}/connect"))
-                .json(&json!({"timeout": 600})),
-            200,
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        again["envdAccessToken"],
-        token.as_str(),
+        e.connect(&format!("/sandboxes/{id}/connect"), 600, 200)
+            .await,
+        token,
         "connect returns the same token"
     );
 
     // --- routing ---
-    let (status, _) = t
-        .call(e.port(Method::GET, &id, ENVD, "/health"))
+    t.expect(e.port(Method::GET, &id, ENVD, "/health"), 204)
         .await
-        .unwrap();
-    assert_eq!(status, 204, "envd health by headers");
+        .expect("envd health by headers");
     let by_host = t
         .anon(Method::GET, "/health")
         .header("Host", format!("{ENVD}-{id}.sandbox.test"));
@@ -147,11 +155,12 @@ async fn e2b_wire_details() {
         "{body}"
     );
     assert_eq!(body["sandboxId"], "nosuchsandbox");
-    let (status, _) = t
-        .call(t.anon(Method::GET, "/health").header("E2b-Sandbox-Id", &id))
-        .await
-        .unwrap();
-    assert_eq!(status, 400, "an id without a port");
+    t.expect(
+        t.anon(Method::GET, "/health").header("E2b-Sandbox-Id", &id),
+        400,
+    )
+    .await
+    .expect("an id without a port");
 
     // --- envd: tokens and Connect framing ---
     let list_rpc = || {
@@ -159,18 +168,12 @@ async fn e2b_wire_details() {
             .header("Content-Type", "application/json")
             .body("{}")
     };
-    assert_eq!(
-        t.call(list_rpc()).await.unwrap().0,
-        401,
-        "RPC without the token"
-    );
-    assert_eq!(
-        t.call(list_rpc().header("X-Access-Token", "wrong"))
-            .await
-            .unwrap()
-            .0,
-        401
-    );
+    t.expect(list_rpc(), 401)
+        .await
+        .expect("RPC without the token");
+    t.expect(list_rpc().header("X-Access-Token", "wrong"), 401)
+        .await
+        .unwrap();
     let (status, body) = t
         .call(list_rpc().header("X-Access-Token", &token))
         .await
@@ -180,16 +183,15 @@ async fn e2b_wire_details() {
         (200, true),
         "{body}"
     );
-    let (status, _) = t
-        .call(
-            e.port(Method::POST, &id, ENVD, "/filesystem.Filesystem/Stat")
-                .header("X-Access-Token", &token)
-                .header("Content-Type", "application/proto")
-                .body(vec![0u8]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 415, "the binary codec is refused");
+    t.expect(
+        e.port(Method::POST, &id, ENVD, "/filesystem.Filesystem/Stat")
+            .header("X-Access-Token", &token)
+            .header("Content-Type", "application/proto")
+            .body(vec![0u8]),
+        415,
+    )
+    .await
+    .expect("the binary codec is refused");
     let start =
         json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", "echo $WIRE-hi; exit 4"]}});
     let resp = e
@@ -225,20 +227,16 @@ async fn e2b_wire_details() {
         &(2u8, json!({})),
         "end-of-stream envelope"
     );
-    let missing = t
-        .call(
-            e.port(Method::POST, &id, ENVD, "/filesystem.Filesystem/Stat")
-                .header("X-Access-Token", &token)
-                .header("Content-Type", "application/json")
-                .body(r#"{"path": "/nope"}"#),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (missing.0, missing.1["code"].as_str()),
-        (404, Some("not_found")),
-        "{missing:?}"
-    );
+    t.expect_error(
+        e.port(Method::POST, &id, ENVD, "/filesystem.Filesystem/Stat")
+            .header("X-Access-Token", &token)
+            .header("Content-Type", "application/json")
+            .body(r#"{"path": "/nope"}"#),
+        404,
+        "not_found",
+    )
+    .await
+    .unwrap();
 
     // --- /files: token, signature, expiry ---
     let (status, body) = t
@@ -303,16 +301,14 @@ async fn e2b_wire_details() {
 
     // --- code interpreter refusals ---
     let exec = |body: Value| e.port(Method::POST, &id, "49999", "/execute").json(&body);
-    assert_eq!(
-        t.call(exec(json!({"code": "1"}))).await.unwrap().0,
-        401,
-        "no token"
-    );
+    t.expect(exec(json!({"code": "1"})), 401)
+        .await
+        .expect("no token");
     let both = exec(json!({"code": "1", "context_id": "x", "language": "python"}))
         .header("X-Access-Token", &token);
-    assert_eq!(t.call(both).await.unwrap().0, 400);
+    t.expect(both, 400).await.unwrap();
     let unknown = exec(json!({"code": "1", "context_id": "nope"})).header("X-Access-Token", &token);
-    assert_eq!(t.call(unknown).await.unwrap().0, 404);
+    t.expect(unknown, 404).await.unwrap();
 
     // --- a service inside the sandbox, through the proxy ---
     t.exec(
@@ -322,31 +318,14 @@ async fn e2b_wire_details() {
     .await
     .unwrap();
     let bg = json!({"command": "cd /tmp/www && exec python3 -m http.server 8123 --bind 127.0.0.1", "background": true});
-    t.expect(
-        t.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
-            .json(&bg),
-        200,
+    t.exec_with(&id, bg).await.unwrap();
+    let page = poll_until_ok(
+        || e.port(Method::GET, &id, "8123", "/index.txt"),
+        Duration::from_secs(60),
     )
     .await
     .unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = e
-            .port(Method::GET, &id, "8123", "/index.txt")
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            assert_eq!(r.text().await.unwrap(), "served-by-the-sandbox\n");
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "the service never answered: {}",
-            r.status()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    assert_eq!(page, "served-by-the-sandbox\n");
     let by_host = t
         .anon(Method::GET, "/index.txt")
         .header("Host", format!("8123-{id}.sandbox.test"));
@@ -373,47 +352,21 @@ async fn e2b_wire_details() {
         .unwrap();
     assert_eq!(info["state"], "paused", "stopped at shutdown: {info}");
     assert_eq!(info["envdAccessToken"], token.as_str());
-    let back = t
-        .expect(
-            e.api(Method::POST, &format!("/v2/sandboxes/{id}/connect"))
-                .json(&json!({"timeout": 300})),
-            201,
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        back["envdAccessToken"],
-        token.as_str(),
+        e.connect(&format!("/v2/sandboxes/{id}/connect"), 300, 201)
+            .await,
+        token,
         "the token survives the restart"
     );
-    let (status, _) = t
-        .call(e.port(Method::GET, &id, ENVD, "/health"))
+    t.expect(e.port(Method::GET, &id, ENVD, "/health"), 204)
         .await
         .unwrap();
-    assert_eq!(status, 204);
 
     // --- kill ---
-    assert_eq!(
-        t.call(e.api(Method::DELETE, &format!("/sandboxes/{id}")))
-            .await
-            .unwrap()
-            .0,
-        204
-    );
-    assert_eq!(
-        t.call(e.api(Method::DELETE, &format!("/sandboxes/{id}")))
-            .await
-            .unwrap()
-            .0,
-        404
-    );
-    assert_eq!(
-        t.call(e.api(Method::GET, &format!("/sandboxes/{id}")))
-            .await
-            .unwrap()
-            .0,
-        404
-    );
+    let sandbox = |method: Method| e.api(method, &format!("/sandboxes/{id}"));
+    t.expect(sandbox(Method::DELETE), 204).await.unwrap();
+    t.expect(sandbox(Method::DELETE), 404).await.unwrap();
+    t.expect(sandbox(Method::GET), 404).await.unwrap();
     let (status, body) = t
         .call(e.port(Method::GET, &id, ENVD, "/health"))
         .await

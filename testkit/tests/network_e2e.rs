@@ -3,12 +3,7 @@
 //! nothing left behind. Needs root (it creates a bridge, TAPs and nftables rules of its own).
 
 use platinum_testkit::{TestServer, test_network};
-use reqwest::Method;
 use serde_json::json;
-
-fn path(id: &str, rest: &str) -> String {
-    format!("/v1/sandboxes/{id}{rest}")
-}
 
 fn taps_on(bridge: &str) -> Vec<String> {
     let out = std::process::Command::new("ip")
@@ -100,23 +95,16 @@ async fn sandboxes_get_nat_isolation_and_per_sandbox_internet_control() {
     );
 
     // Stop and start keep the address; the TAP goes away while stopped.
-    t.expect(t.req(Method::POST, &path(&a_id, "/stop")), 200)
-        .await
-        .unwrap();
+    t.action(&a_id, "stop").await.unwrap();
     assert_eq!(taps_on(&bridge).len(), 1);
-    let a2 = t
-        .expect(t.req(Method::POST, &path(&a_id, "/start")), 200)
-        .await
-        .unwrap();
+    let a2 = t.action(&a_id, "start").await.unwrap();
     assert_eq!(a2["runtime"]["ip"].as_str(), Some(a_ip.as_str()));
     let r = t.exec(&a_id, probe).await.unwrap();
     assert_eq!(r["stdout"], "200", "{r}");
 
     // Deleting releases everything.
     for id in [&a_id, &b_id] {
-        t.expect(t.req(Method::DELETE, &path(id, "")), 204)
-            .await
-            .unwrap();
+        t.delete(id).await.unwrap();
     }
     assert!(taps_on(&bridge).is_empty());
 }

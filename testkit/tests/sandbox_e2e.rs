@@ -4,15 +4,11 @@
 //! many things on each.
 
 use futures::StreamExt;
-use platinum_testkit::{TestServer, processes_mentioning};
+use platinum_testkit::{TestServer, poll_until_ok, processes_mentioning, sandbox_path as path};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-
-fn path(id: &str, rest: &str) -> String {
-    format!("/v1/sandboxes/{id}{rest}")
-}
 
 /// Reads an NDJSON stream until `exit`; returns (stdout, stderr, exit event, first event).
 async fn read_ndjson(resp: reqwest::Response) -> (String, String, Value, Value) {
@@ -57,6 +53,11 @@ async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
         s["runtime"]["accel"] == "tcg" || s["runtime"]["accel"] == "kvm",
         "{s}"
     );
+    let exec = |body: Value| t.req(Method::POST, &path(&id, "/exec")).json(&body);
+    let files = |method: Method, op: &str, query: &[(&str, &str)]| {
+        t.req(method, &path(&id, &format!("/files{op}")))
+            .query(query)
+    };
 
     // The classic first command.
     let r = t.exec(&id, "python3 -c 'print(1+1)'").await.unwrap();
@@ -68,42 +69,30 @@ async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
 
     // argv form, sandbox env, per-exec env, cwd, user, exit codes, stderr.
     let body = json!({"command": ["sh", "-c", "echo $GREETING $X; pwd; id -un; echo oops >&2; exit 7"], "env": {"X": "there"}, "cwd": "/tmp"});
-    let r = t
-        .expect(t.req(Method::POST, &path(&id, "/exec")).json(&body), 200)
-        .await
-        .unwrap();
+    let r = t.exec_with(&id, body).await.unwrap();
     assert_eq!(r["stdout"], "hi there\n/tmp\nuser\n");
     assert_eq!(
         (r["stderr"].as_str(), r["exit_code"].as_i64()),
         (Some("oops\n"), Some(7))
     );
     let r = t
-        .expect(
-            t.req(Method::POST, &path(&id, "/exec"))
-                .json(&json!({"command": "id -u", "user": "root"})),
-            200,
-        )
+        .exec_with(&id, json!({"command": "id -u", "user": "root"}))
         .await
         .unwrap();
     assert_eq!(r["stdout"], "0\n");
 
     // stdin text.
     let r = t
-        .expect(
-            t.req(Method::POST, &path(&id, "/exec"))
-                .json(&json!({"command": "tr a-z A-Z", "stdin": "shout"})),
-            200,
-        )
+        .exec_with(&id, json!({"command": "tr a-z A-Z", "stdin": "shout"}))
         .await
         .unwrap();
     assert_eq!(r["stdout"], "SHOUT");
 
     // Timeout: killed, reported, with the output so far.
     let r = t
-        .expect(
-            t.req(Method::POST, &path(&id, "/exec"))
-                .json(&json!({"command": "echo started; sleep 30", "timeout_ms": 1500})),
-            200,
+        .exec_with(
+            &id,
+            json!({"command": "echo started; sleep 30", "timeout_ms": 1500}),
         )
         .await
         .unwrap();
@@ -115,63 +104,43 @@ async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
     assert!(r["duration_ms"].as_u64().unwrap() < 15_000);
 
     // Bad input inside the guest: typed errors, and the agent keeps serving.
+    t.expect_error(
+        exec(json!({"command": ["/no/such/binary"]})),
+        400,
+        "spawn_failed",
+    )
+    .await
+    .unwrap();
+    t.expect_error(
+        exec(json!({"command": "true", "user": "nobody-here"})),
+        400,
+        "user_not_found",
+    )
+    .await
+    .unwrap();
     let (st, e) = t
-        .call(
-            t.req(Method::POST, &path(&id, "/exec"))
-                .json(&json!({"command": ["/no/such/binary"]})),
-        )
-        .await
-        .unwrap();
-    assert_eq!((st, e["code"].as_str()), (400, Some("spawn_failed")), "{e}");
-    let (st, e) = t
-        .call(
-            t.req(Method::POST, &path(&id, "/exec"))
-                .json(&json!({"command": "true", "user": "nobody-here"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (st, e["code"].as_str()),
-        (400, Some("user_not_found")),
-        "{e}"
-    );
-    let (st, e) = t
-        .call(
-            t.req(Method::POST, &path(&id, "/exec"))
-                .json(&json!({"command": "true", "cwd": "/does/not/exist"})),
-        )
+        .call(exec(json!({"command": "true", "cwd": "/does/not/exist"})))
         .await
         .unwrap();
     assert!(st == 400 || st == 404, "{st} {e}");
 
     // Files: relative paths resolve against /home/user; write, read back, list, stat.
     let e = t
-        .expect(
-            t.req(Method::PUT, &path(&id, "/files"))
-                .query(&[("path", "notes/hello.txt")])
-                .body("hello file\n"),
-            200,
-        )
+        .write_file(&id, "notes/hello.txt", "hello file\n")
         .await
         .unwrap();
     assert_eq!(
         (e["path"].as_str(), e["owner"].as_str(), e["size"].as_u64()),
         (Some("/home/user/notes/hello.txt"), Some("user"), Some(11))
     );
-    let got = t
-        .req(Method::GET, &path(&id, "/files"))
-        .query(&[("path", "/home/user/notes/hello.txt")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(got.text().await.unwrap(), "hello file\n");
+    assert_eq!(
+        t.read_file(&id, "/home/user/notes/hello.txt")
+            .await
+            .unwrap(),
+        b"hello file\n"
+    );
     let list = t
-        .expect(
-            t.req(Method::GET, &path(&id, "/files/list"))
-                .query(&[("path", "notes")]),
-            200,
-        )
+        .expect(files(Method::GET, "/list", &[("path", "notes")]), 200)
         .await
         .unwrap();
     assert_eq!(
@@ -183,32 +152,19 @@ async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
         ["hello.txt"]
     );
     let st = t
-        .expect(
-            t.req(Method::GET, &path(&id, "/files/stat"))
-                .query(&[("path", "notes")]),
-            200,
-        )
+        .expect(files(Method::GET, "/stat", &[("path", "notes")]), 200)
         .await
         .unwrap();
     assert_eq!(st["type"], "dir");
-    let mk = t
-        .expect(
+    let mkdir = || {
+        t.expect(
             t.req(Method::POST, &path(&id, "/files/mkdir"))
                 .json(&json!({"path": "a/b/c"})),
             200,
         )
-        .await
-        .unwrap();
-    assert_eq!(mk["created"], true);
-    let mk = t
-        .expect(
-            t.req(Method::POST, &path(&id, "/files/mkdir"))
-                .json(&json!({"path": "a/b/c"})),
-            200,
-        )
-        .await
-        .unwrap();
-    assert_eq!(mk["created"], false);
+    };
+    assert_eq!(mkdir().await.unwrap()["created"], true);
+    assert_eq!(mkdir().await.unwrap()["created"], false);
     let moved = t
         .expect(
             t.req(Method::POST, &path(&id, "/files/move"))
@@ -227,8 +183,7 @@ async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
     .unwrap();
     let st = t
         .expect(
-            t.req(Method::GET, &path(&id, "/files/stat"))
-                .query(&[("path", "a/b/c/moved.txt")]),
+            files(Method::GET, "/stat", &[("path", "a/b/c/moved.txt")]),
             200,
         )
         .await
@@ -236,130 +191,82 @@ async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
     assert_eq!(st["permissions"], "-rw-------");
     let deep = t
         .expect(
-            t.req(Method::GET, &path(&id, "/files/list"))
-                .query(&[("path", "a"), ("depth", "3")]),
+            files(Method::GET, "/list", &[("path", "a"), ("depth", "3")]),
             200,
         )
         .await
         .unwrap();
     assert_eq!(deep.as_array().unwrap().len(), 3, "{deep}");
-    let (code, e) = t
-        .call(
-            t.req(Method::DELETE, &path(&id, "/files"))
-                .query(&[("path", "a")]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (409, Some("directory_not_empty"))
-    );
+    t.expect_error(
+        files(Method::DELETE, "", &[("path", "a")]),
+        409,
+        "directory_not_empty",
+    )
+    .await
+    .unwrap();
     t.expect(
-        t.req(Method::DELETE, &path(&id, "/files"))
-            .query(&[("path", "a"), ("recursive", "true")]),
+        files(Method::DELETE, "", &[("path", "a"), ("recursive", "true")]),
         204,
     )
     .await
     .unwrap();
-    let (code, e) = t
-        .call(
-            t.req(Method::GET, &path(&id, "/files/stat"))
-                .query(&[("path", "a")]),
-        )
-        .await
-        .unwrap();
-    assert_eq!((code, e["code"].as_str()), (404, Some("file_not_found")));
-    let (code, e) = t
-        .call(
-            t.req(Method::PUT, &path(&id, "/files"))
-                .query(&[("path", "/root/nope.txt")])
-                .body("x"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (403, Some("permission_denied")),
-        "{e}"
-    );
-    let (code, e) = t
-        .call(
-            t.req(Method::GET, &path(&id, "/files"))
-                .query(&[("path", "/etc")]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (400, Some("is_a_directory")),
-        "{e}"
-    );
+    t.expect_error(
+        files(Method::GET, "/stat", &[("path", "a")]),
+        404,
+        "file_not_found",
+    )
+    .await
+    .unwrap();
+    t.expect_error(
+        files(Method::PUT, "", &[("path", "/root/nope.txt")]).body("x"),
+        403,
+        "permission_denied",
+    )
+    .await
+    .unwrap();
+    t.expect_error(
+        files(Method::GET, "", &[("path", "/etc")]),
+        400,
+        "is_a_directory",
+    )
+    .await
+    .unwrap();
 
     // A 50 MB file, streamed both ways, checked by hash on both sides.
     let big: Vec<u8> = (0..50_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let digest = hex::encode(Sha256::digest(&big));
-    let e = t
-        .expect(
-            t.req(Method::PUT, &path(&id, "/files"))
-                .query(&[("path", "big.bin")])
-                .body(big.clone()),
-            200,
-        )
-        .await
-        .unwrap();
+    let e = t.write_file(&id, "big.bin", big.clone()).await.unwrap();
     assert_eq!(e["size"].as_u64(), Some(50_000_000));
     let r = t
         .exec(&id, "sha256sum big.bin | cut -d' ' -f1")
         .await
         .unwrap();
     assert_eq!(r["stdout"].as_str().unwrap().trim(), digest);
-    let got = t
-        .req(Method::GET, &path(&id, "/files"))
-        .query(&[("path", "big.bin")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    let bytes = got.bytes().await.unwrap();
+    let bytes = t.read_file(&id, "big.bin").await.unwrap();
     assert_eq!(hex::encode(Sha256::digest(&bytes)), digest);
 
     // Oversized upload (the test server's limit is 64 MiB): refused, nothing left behind. Once
     // with a declared length, once streamed without one.
     let too_big = vec![0u8; 65 << 20];
-    let (code, e) = t
-        .call(
-            t.req(Method::PUT, &path(&id, "/files"))
-                .query(&[("path", "huge.bin")])
-                .body(too_big.clone()),
-        )
+    let huge = || files(Method::PUT, "", &[("path", "huge.bin")]);
+    t.expect_error(huge().body(too_big.clone()), 413, "payload_too_large")
         .await
         .unwrap();
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (413, Some("payload_too_large")),
-        "{e}"
-    );
     let chunks = futures::stream::iter(
         too_big
             .chunks(1 << 20)
             .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
             .collect::<Vec<_>>(),
     );
-    let (code, e) = t
-        .call(
-            t.req(Method::PUT, &path(&id, "/files"))
-                .query(&[("path", "huge.bin")])
-                .body(reqwest::Body::wrap_stream(chunks)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (413, Some("payload_too_large")),
-        "{e}"
-    );
+    t.expect_error(
+        huge().body(reqwest::Body::wrap_stream(chunks)),
+        413,
+        "payload_too_large",
+    )
+    .await
+    .unwrap();
     let r = t
         .exec(&id, "ls -A /home/user | grep -c huge || true")
         .await
@@ -382,11 +289,7 @@ async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
 
     // Background process, then re-attach with replay; signal; process list.
     let bg = t
-        .expect(
-            t.req(Method::POST, &path(&id, "/exec"))
-                .json(&json!({"command": "echo first; sleep 1; echo second; sleep 1; echo third", "background": true})),
-            200,
-        )
+        .exec_with(&id, json!({"command": "echo first; sleep 1; echo second; sleep 1; echo third", "background": true}))
         .await
         .unwrap();
     let pid = bg["pid"].as_u64().unwrap();
@@ -403,8 +306,8 @@ async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
             .any(|p| p["pid"].as_u64() == Some(pid) && p["running"] == true),
         "{procs}"
     );
-    let resp = t
-        .req(Method::GET, &path(&id, &format!("/processes/{pid}/output")))
+    let output = |pid: u64| t.req(Method::GET, &path(&id, &format!("/processes/{pid}/output")));
+    let resp = output(pid)
         .query(&[("replay", "true")])
         .send()
         .await
@@ -415,11 +318,7 @@ async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
         ("first\nsecond\nthird\n", Some(0))
     );
     let bg = t
-        .expect(
-            t.req(Method::POST, &path(&id, "/exec"))
-                .json(&json!({"command": "sleep 300", "background": true})),
-            200,
-        )
+        .exec_with(&id, json!({"command": "sleep 300", "background": true}))
         .await
         .unwrap();
     let pid = bg["pid"].as_u64().unwrap();
@@ -433,79 +332,44 @@ async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
     )
     .await
     .unwrap();
-    let resp = t
-        .req(Method::GET, &path(&id, &format!("/processes/{pid}/output")))
-        .send()
-        .await
-        .unwrap();
-    let (_, _, exit, _) = read_ndjson(resp).await;
+    let (_, _, exit, _) = read_ndjson(output(pid).send().await.unwrap()).await;
     assert_eq!(
         (exit["signal"].as_i64(), exit["exit_code"].as_i64()),
         (Some(15), Some(143))
     );
-    let (code, e) = t
-        .call(t.req(Method::GET, &path(&id, "/processes/999999/output")))
+    t.expect_error(output(999999), 404, "process_not_found")
         .await
         .unwrap();
-    assert_eq!((code, e["code"].as_str()), (404, Some("process_not_found")));
 
     // Pause: commands are refused with a typed conflict; resume: they work again.
-    t.expect(t.req(Method::POST, &path(&id, "/pause")), 200)
+    t.action(&id, "pause").await.unwrap();
+    t.expect_error(exec(json!({"command": "true"})), 409, "invalid_state")
         .await
         .unwrap();
-    let (code, e) = t
-        .call(
-            t.req(Method::POST, &path(&id, "/exec"))
-                .json(&json!({"command": "true"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!((code, e["code"].as_str()), (409, Some("invalid_state")));
-    t.expect(t.req(Method::POST, &path(&id, "/resume")), 200)
-        .await
-        .unwrap();
+    t.action(&id, "resume").await.unwrap();
     assert_eq!(t.exec(&id, "echo back").await.unwrap()["stdout"], "back\n");
 
     // A service inside the sandbox, reached through the port proxy (relayed by the guest agent).
-    t.expect(
-        t.req(Method::PUT, &path(&id, "/files"))
-            .query(&[("path", "site/index.html")])
-            .body("<h1>hi from the sandbox</h1>"),
-        200,
+    t.write_file(&id, "site/index.html", "<h1>hi from the sandbox</h1>")
+        .await
+        .unwrap();
+    t.exec_with(&id, json!({"command": "cd site && exec python3 -m http.server 8000 --bind 127.0.0.1", "background": true}))
+        .await
+        .unwrap();
+    let page = poll_until_ok(
+        || t.req(Method::GET, &path(&id, "/ports/8000/index.html")),
+        Duration::from_secs(60),
     )
     .await
     .unwrap();
-    let serve = json!({"command": "cd site && exec python3 -m http.server 8000 --bind 127.0.0.1", "background": true});
-    t.expect(t.req(Method::POST, &path(&id, "/exec")).json(&serve), 200)
-        .await
-        .unwrap();
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    let page = loop {
-        let resp = t
-            .req(Method::GET, &path(&id, "/ports/8000/index.html"))
-            .send()
-            .await
-            .unwrap();
-        if resp.status() == 200 {
-            break resp.text().await.unwrap();
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "http.server never answered: {}",
-            resp.status()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
     assert_eq!(page, "<h1>hi from the sandbox</h1>");
-    let (code, e) = t
-        .call(t.req(Method::GET, &path(&id, "/ports/8001/")))
-        .await
-        .unwrap();
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (502, Some("port_not_open")),
-        "{e}"
-    );
+    t.expect_error(
+        t.req(Method::GET, &path(&id, "/ports/8001/")),
+        502,
+        "port_not_open",
+    )
+    .await
+    .unwrap();
 
     // Metrics and console.
     let m = t
@@ -529,18 +393,18 @@ async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
         !processes_mentioning(&dir).is_empty(),
         "the VMM runs from the sandbox dir"
     );
-    t.expect(t.req(Method::DELETE, &path(&id, "")), 204)
-        .await
-        .unwrap();
+    t.delete(&id).await.unwrap();
     assert!(!dir.exists(), "sandbox directory must be removed");
     assert!(
         processes_mentioning(&dir).is_empty(),
         "no process may survive the sandbox"
     );
-    let (code, e) = t.call(t.req(Method::GET, &path(&id, ""))).await.unwrap();
-    assert_eq!((code, e["code"].as_str()), (404, Some("sandbox_not_found")));
-    let (code, _) = t.call(t.req(Method::DELETE, &path(&id, ""))).await.unwrap();
-    assert_eq!(code, 404);
+    t.expect_error(t.req(Method::GET, &path(&id, "")), 404, "sandbox_not_found")
+        .await
+        .unwrap();
+    t.expect(t.req(Method::DELETE, &path(&id, "")), 404)
+        .await
+        .unwrap();
     let events = std::fs::read_dir(t.data_dir().join("sandboxes"))
         .unwrap()
         .count();
@@ -561,161 +425,97 @@ async fn bad_requests_get_typed_errors() {
             .header("Authorization", "Basic dXNlcjo="),
         t.anon(Method::POST, "/v1/sandboxes").json(&json!({})),
     ] {
-        let (code, e) = t.call(req).await.unwrap();
-        assert_eq!(
-            (code, e["code"].as_str()),
-            (401, Some("unauthorized")),
-            "{e}"
-        );
+        t.expect_error(req, 401, "unauthorized").await.unwrap();
     }
-    let (code, _) = t
-        .call(
-            t.anon(Method::GET, "/v1/sandboxes")
-                .header("X-API-Key", &t.key),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 200);
+    t.expect(
+        t.anon(Method::GET, "/v1/sandboxes")
+            .header("X-API-Key", &t.key),
+        200,
+    )
+    .await
+    .unwrap();
 
-    let (code, e) = t
-        .call(t.req(Method::GET, "/v1/sandboxes/abcdefghij0123456789"))
-        .await
-        .unwrap();
-    assert_eq!((code, e["code"].as_str()), (404, Some("sandbox_not_found")));
+    // Unknown and malformed sandbox ids.
     for bad in [
+        "/v1/sandboxes/abcdefghij0123456789",
         "/v1/sandboxes/..%2F..%2Fetc",
         "/v1/sandboxes/UPPER",
         "/v1/sandboxes/a.b",
     ] {
-        let (code, e) = t.call(t.req(Method::GET, bad)).await.unwrap();
-        assert_eq!(
-            (code, e["code"].as_str()),
-            (404, Some("sandbox_not_found")),
-            "{bad}: {e}"
-        );
-    }
-    let (code, e) = t
-        .call(
-            t.req(Method::POST, "/v1/sandboxes/..%2F..%2Fetc/exec")
-                .json(&json!({"command": "true"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (404, Some("sandbox_not_found")),
-        "{e}"
-    );
-    let (code, e) = t
-        .call(t.req(Method::GET, "/v1/sandboxes/abc/exec"))
-        .await
-        .unwrap();
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (405, Some("method_not_allowed")),
-        "{e}"
-    );
-    let (code, e) = t
-        .call(
-            t.req(Method::POST, "/v1/sandboxes/abcdefghij0123456789/exec")
-                .json(&json!({"command": "true"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!((code, e["code"].as_str()), (404, Some("sandbox_not_found")));
-
-    let (code, e) = t
-        .call(
-            t.req(Method::POST, "/v1/sandboxes")
-                .header("Content-Type", "application/json")
-                .body("{not json"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (400, Some("invalid_request")),
-        "{e}"
-    );
-    let (code, e) = t
-        .call(
-            t.req(Method::POST, "/v1/sandboxes")
-                .json(&json!({"bogus": 1})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (code, e["code"].as_str()),
-        (400, Some("invalid_request")),
-        "{e}"
-    );
-    let (code, e) = t
-        .call(
-            t.req(Method::POST, "/v1/sandboxes")
-                .json(&json!({"vcpus": 0})),
-        )
-        .await
-        .unwrap();
-    assert_eq!((code, e["code"].as_str()), (400, Some("invalid_request")));
-    let (code, e) = t
-        .call(
-            t.req(Method::POST, "/v1/sandboxes")
-                .json(&json!({"memory_mib": 1})),
-        )
-        .await
-        .unwrap();
-    assert_eq!((code, e["code"].as_str()), (400, Some("invalid_request")));
-    let (code, e) = t
-        .call(
-            t.req(Method::POST, "/v1/sandboxes")
-                .json(&json!({"env": {"A=B": "x"}})),
-        )
-        .await
-        .unwrap();
-    assert_eq!((code, e["code"].as_str()), (400, Some("invalid_request")));
-    for tpl in ["no-such-template", "../../etc/passwd", "UPPER"] {
-        let (code, e) = t
-            .call(
-                t.req(Method::POST, "/v1/sandboxes")
-                    .json(&json!({"template": tpl})),
-            )
+        t.expect_error(t.req(Method::GET, bad), 404, "sandbox_not_found")
             .await
-            .unwrap();
-        assert_eq!(
-            (code, e["code"].as_str()),
-            (404, Some("template_not_found")),
-            "{tpl}: {e}"
-        );
+            .unwrap_or_else(|e| panic!("{bad}: {e}"));
     }
-    let (code, e) = t
-        .call(
-            t.req(Method::GET, "/v1/sandboxes")
-                .query(&[("state", "bogus")]),
+    for bad in [
+        "/v1/sandboxes/..%2F..%2Fetc/exec",
+        "/v1/sandboxes/abcdefghij0123456789/exec",
+    ] {
+        t.expect_error(
+            t.req(Method::POST, bad).json(&json!({"command": "true"})),
+            404,
+            "sandbox_not_found",
         )
         .await
-        .unwrap();
-    assert_eq!((code, e["code"].as_str()), (400, Some("invalid_request")));
-    let (code, e) = t
-        .call(
-            t.req(Method::GET, "/v1/sandboxes")
-                .query(&[("cursor", "!!!")]),
+        .unwrap_or_else(|e| panic!("{bad}: {e}"));
+    }
+    t.expect_error(
+        t.req(Method::GET, "/v1/sandboxes/abc/exec"),
+        405,
+        "method_not_allowed",
+    )
+    .await
+    .unwrap();
+
+    // Malformed create requests and list queries.
+    t.expect_error(
+        t.req(Method::POST, "/v1/sandboxes")
+            .header("Content-Type", "application/json")
+            .body("{not json"),
+        400,
+        "invalid_request",
+    )
+    .await
+    .unwrap();
+    for body in [
+        json!({"bogus": 1}),
+        json!({"vcpus": 0}),
+        json!({"memory_mib": 1}),
+        json!({"env": {"A=B": "x"}}),
+    ] {
+        t.expect_error(
+            t.req(Method::POST, "/v1/sandboxes").json(&body),
+            400,
+            "invalid_request",
         )
         .await
-        .unwrap();
-    assert_eq!((code, e["code"].as_str()), (400, Some("invalid_request")));
-    let (code, e) = t
-        .call(
-            t.req(Method::GET, "/v1/sandboxes")
-                .query(&[("limit", "-1")]),
+        .unwrap_or_else(|e| panic!("{body}: {e}"));
+    }
+    for tpl in ["no-such-template", "../../etc/passwd", "UPPER"] {
+        t.expect_error(
+            t.req(Method::POST, "/v1/sandboxes")
+                .json(&json!({"template": tpl})),
+            404,
+            "template_not_found",
         )
         .await
-        .unwrap();
-    assert_eq!((code, e["code"].as_str()), (400, Some("invalid_request")));
-    let (code, e) = t
-        .call(t.req(Method::GET, "/v1/nothing-here"))
+        .unwrap_or_else(|e| panic!("{tpl}: {e}"));
+    }
+    for query in [("state", "bogus"), ("cursor", "!!!"), ("limit", "-1")] {
+        t.expect_error(
+            t.req(Method::GET, "/v1/sandboxes").query(&[query]),
+            400,
+            "invalid_request",
+        )
         .await
-        .unwrap();
-    assert_eq!((code, e["code"].as_str()), (404, Some("route_not_found")));
+        .unwrap_or_else(|e| panic!("{query:?}: {e}"));
+    }
+    t.expect_error(
+        t.req(Method::GET, "/v1/nothing-here"),
+        404,
+        "route_not_found",
+    )
+    .await
+    .unwrap();
     // Nothing of these requests may have created anything.
     let list = t
         .expect(t.req(Method::GET, "/v1/sandboxes"), 200)
@@ -746,14 +546,14 @@ async fn a_dead_vm_moves_its_sandbox_to_error_and_the_server_keeps_serving() {
     );
     assert!(s["runtime"].is_null());
     // The server still serves, and the failed sandbox can still be deleted cleanly.
-    let (code, e) = t
-        .call(
-            t.req(Method::POST, &path(&id, "/exec"))
-                .json(&json!({"command": "true"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!((code, e["code"].as_str()), (409, Some("invalid_state")));
+    t.expect_error(
+        t.req(Method::POST, &path(&id, "/exec"))
+            .json(&json!({"command": "true"})),
+        409,
+        "invalid_state",
+    )
+    .await
+    .unwrap();
     let list = t
         .expect(
             t.req(Method::GET, "/v1/sandboxes")
@@ -763,9 +563,7 @@ async fn a_dead_vm_moves_its_sandbox_to_error_and_the_server_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(list["sandboxes"].as_array().unwrap().len(), 1);
-    t.expect(t.req(Method::DELETE, &path(&id, "")), 204)
-        .await
-        .unwrap();
+    t.delete(&id).await.unwrap();
     assert!(!t.data_dir().join("sandboxes").join(&id).exists());
 }
 
@@ -823,12 +621,7 @@ async fn concurrent_creates_and_execs() {
         .unwrap();
     assert_eq!(rest["sandboxes"].as_array().unwrap().len(), 1);
     assert!(rest["next_cursor"].is_null());
-    futures::future::join_all(ids.iter().map(|id| async {
-        t.expect(t.req(Method::DELETE, &path(id, "")), 204)
-            .await
-            .unwrap()
-    }))
-    .await;
+    futures::future::join_all(ids.iter().map(|id| async { t.delete(id).await.unwrap() })).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -836,23 +629,10 @@ async fn stop_start_and_server_restart_keep_the_disk() {
     let t = TestServer::start().await.unwrap();
     let s = t.create(json!({"timeout_secs": 0})).await.unwrap();
     let id = s["id"].as_str().unwrap().to_string();
-    t.expect(
-        t.req(Method::PUT, &path(&id, "/files"))
-            .query(&[("path", "keep.txt")])
-            .body("persisted"),
-        200,
-    )
-    .await
-    .unwrap();
-    let stopped = t
-        .expect(t.req(Method::POST, &path(&id, "/stop")), 200)
-        .await
-        .unwrap();
+    t.write_file(&id, "keep.txt", "persisted").await.unwrap();
+    let stopped = t.action(&id, "stop").await.unwrap();
     assert_eq!(stopped["state"], "stopped");
-    let started = t
-        .expect(t.req(Method::POST, &path(&id, "/start")), 200)
-        .await
-        .unwrap();
+    let started = t.action(&id, "start").await.unwrap();
     assert_eq!(started["state"], "running");
     assert_eq!(
         t.exec(&id, "cat keep.txt").await.unwrap()["stdout"],
@@ -869,16 +649,12 @@ async fn stop_start_and_server_restart_keep_the_disk() {
         .await
         .unwrap();
     assert_eq!(s["state"], "stopped", "{s}");
-    t.expect(t.req(Method::POST, &path(&id, "/start")), 200)
-        .await
-        .unwrap();
+    t.action(&id, "start").await.unwrap();
     assert_eq!(
         t.exec(&id, "cat keep.txt").await.unwrap()["stdout"],
         "persisted"
     );
-    t.expect(t.req(Method::DELETE, &path(&id, "")), 204)
-        .await
-        .unwrap();
+    t.delete(&id).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -922,23 +698,8 @@ async fn vsock_transport_through_vhost_device_vsock() {
         "via-vsock\n"
     );
     let data = vec![7u8; 3 << 20];
-    t.expect(
-        t.req(Method::PUT, &path(&id, "/files"))
-            .query(&[("path", "v.bin")])
-            .body(data.clone()),
-        200,
-    )
-    .await
-    .unwrap();
-    let got = t
-        .req(Method::GET, &path(&id, "/files"))
-        .query(&[("path", "v.bin")])
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    t.write_file(&id, "v.bin", data.clone()).await.unwrap();
+    let got = t.read_file(&id, "v.bin").await.unwrap();
     assert_eq!(got.len(), data.len());
     let dir = t.data_dir().join("sandboxes").join(&id);
     assert_eq!(
@@ -946,8 +707,6 @@ async fn vsock_transport_through_vhost_device_vsock() {
         2,
         "QEMU and vhost-device-vsock"
     );
-    t.expect(t.req(Method::DELETE, &path(&id, "")), 204)
-        .await
-        .unwrap();
+    t.delete(&id).await.unwrap();
     assert!(processes_mentioning(&dir).is_empty());
 }

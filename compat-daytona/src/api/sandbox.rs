@@ -20,6 +20,7 @@ use axum::Json;
 use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use platinum_engine::Engine;
 use platinum_engine::model::{CreateSandbox, LifecycleRules, Sandbox, SandboxState, TimeoutAction};
 use platinum_engine::store::ListQuery;
 use serde::{Deserialize, Serialize};
@@ -643,6 +644,24 @@ pub async fn delete(
     Ok(Json(dto(&ctx, &base, &s)))
 }
 
+/// Finds sandbox `id` and moves it on with `op`, unless it already is in one of the `settled`
+/// states; answers the sandbox as it ends up.
+async fn transition(
+    ctx: &Ctx,
+    base: &BaseUrl,
+    id: &str,
+    settled: &[SandboxState],
+    op: impl AsyncFnOnce(&Engine, &str) -> platinum_engine::Result<Sandbox>,
+) -> DResult<Json<SandboxDto>> {
+    let s = ctx.engine.find_sandbox(id).await?;
+    let s = if settled.contains(&s.state) {
+        s
+    } else {
+        op(&ctx.engine, &s.id).await?
+    };
+    Ok(Json(dto(ctx, base, &s)))
+}
+
 /// `POST /sandbox/{idOrName}/start`: boots a stopped, archived or failed sandbox (resumes a
 /// paused one); a started one is returned as it is.
 pub async fn start(
@@ -666,12 +685,8 @@ pub async fn stop(
     base: BaseUrl,
     DPath(id): DPath<String>,
 ) -> DResult<Json<SandboxDto>> {
-    let s = ctx.engine.find_sandbox(&id).await?;
-    let s = match s.state {
-        SandboxState::Stopped | SandboxState::Archived => s,
-        _ => ctx.engine.stop_sandbox(&s.id).await?,
-    };
-    Ok(Json(dto(&ctx, &base, &s)))
+    let settled = [SandboxState::Stopped, SandboxState::Archived];
+    transition(&ctx, &base, &id, &settled, Engine::stop_sandbox).await
 }
 
 /// `POST /sandbox/{idOrName}/archive` (stopped sandboxes only).
@@ -680,12 +695,8 @@ pub async fn archive(
     base: BaseUrl,
     DPath(id): DPath<String>,
 ) -> DResult<Json<SandboxDto>> {
-    let s = ctx.engine.find_sandbox(&id).await?;
-    let s = match s.state {
-        SandboxState::Archived => s,
-        _ => ctx.engine.archive_sandbox(&s.id).await?,
-    };
-    Ok(Json(dto(&ctx, &base, &s)))
+    let settled = [SandboxState::Archived];
+    transition(&ctx, &base, &id, &settled, Engine::archive_sandbox).await
 }
 
 /// `POST /sandbox/{idOrName}/recover`: boots a sandbox in `error` again from its disk.
@@ -712,12 +723,8 @@ pub async fn pause(
     base: BaseUrl,
     DPath(id): DPath<String>,
 ) -> DResult<Json<SandboxDto>> {
-    let s = ctx.engine.find_sandbox(&id).await?;
-    let s = match s.state {
-        SandboxState::Paused => s,
-        _ => ctx.engine.pause_sandbox(&s.id).await?,
-    };
-    Ok(Json(dto(&ctx, &base, &s)))
+    let settled = [SandboxState::Paused];
+    transition(&ctx, &base, &id, &settled, Engine::pause_sandbox).await
 }
 
 /// Body of `PUT /sandbox/{idOrName}/labels`.

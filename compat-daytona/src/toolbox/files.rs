@@ -32,7 +32,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::Ctx;
 use crate::auth::ToolboxSandbox;
 use crate::error::{DJson, DQuery, DResult, DaytonaError};
-use crate::run::{Cmd, run};
+use crate::run::{Cmd, Finished, run};
 
 /// Largest file `replace` reads into memory.
 const MAX_REPLACE_BYTES: usize = 64 << 20;
@@ -248,6 +248,18 @@ fn operand(path: &str) -> String {
     }
 }
 
+/// Runs `argv` (a search under `path`) once `path` is known to exist, so a missing one is a 404
+/// rather than an empty result.
+async fn run_under(
+    ctx: &Ctx,
+    id: &str,
+    path: &str,
+    argv: impl IntoIterator<Item = String>,
+) -> DResult<Finished> {
+    ctx.engine.stat(id, path, None).await?;
+    Ok(run(&ctx.engine, id, Cmd::new(argv)).await?)
+}
+
 /// Parses `grep -Z -n -H` output: `file NUL line : content LF`.
 fn parse_grep(out: &[u8]) -> Vec<Value> {
     let mut matches = Vec::new();
@@ -284,21 +296,16 @@ pub async fn find(
     Extension(ToolboxSandbox(s)): Extension<ToolboxSandbox>,
     DQuery(q): DQuery<PatternQuery>,
 ) -> DResult<Json<Value>> {
-    ctx.engine.stat(&s.id, &q.path, None).await?;
-    let out = run(
-        &ctx.engine,
-        &s.id,
-        Cmd::new([
-            "grep".to_string(),
-            "-rnIHZs".into(),
-            "--color=never".into(),
-            "-e".into(),
-            q.pattern.clone(),
-            "--".into(),
-            operand(&q.path),
-        ]),
-    )
-    .await?;
+    let argv = [
+        "grep".to_string(),
+        "-rnIHZs".into(),
+        "--color=never".into(),
+        "-e".into(),
+        q.pattern.clone(),
+        "--".into(),
+        operand(&q.path),
+    ];
+    let out = run_under(&ctx, &s.id, &q.path, argv).await?;
     // 0: matches, 1: none, 2: some files were unreadable (what was readable still counts).
     if out.exit_code > 2 {
         return Err(DaytonaError::bad_request(format!(
@@ -315,19 +322,14 @@ pub async fn search(
     Extension(ToolboxSandbox(s)): Extension<ToolboxSandbox>,
     DQuery(q): DQuery<PatternQuery>,
 ) -> DResult<Json<Value>> {
-    ctx.engine.stat(&s.id, &q.path, None).await?;
-    let out = run(
-        &ctx.engine,
-        &s.id,
-        Cmd::new([
-            "find".to_string(),
-            operand(&q.path),
-            "-name".into(),
-            q.pattern.clone(),
-            "-print0".into(),
-        ]),
-    )
-    .await?;
+    let argv = [
+        "find".to_string(),
+        operand(&q.path),
+        "-name".into(),
+        q.pattern.clone(),
+        "-print0".into(),
+    ];
+    let out = run_under(&ctx, &s.id, &q.path, argv).await?;
     let files: Vec<String> = out
         .stdout
         .split(|b| *b == 0)

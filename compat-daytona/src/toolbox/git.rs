@@ -804,6 +804,23 @@ pub async fn get_config(
     }
 }
 
+/// Sets each `(key, value)` in turn (`git config [scope] -- key value`); the first failure stops.
+async fn set_config_values(
+    ctx: &Ctx,
+    id: &str,
+    path: Option<&str>,
+    scope: Option<&str>,
+    values: &[(&str, &str)],
+) -> DResult<StatusCode> {
+    for &(key, value) in values {
+        config_git(path, scope)?
+            .args(["--", key, value])
+            .run(ctx, id)
+            .await?;
+    }
+    Ok(StatusCode::OK)
+}
+
 /// `{key, value, scope?, path?}` of config set.
 #[derive(Debug, Deserialize)]
 pub struct ConfigSet {
@@ -819,11 +836,8 @@ pub async fn set_config(
     Extension(ToolboxSandbox(s)): Extension<ToolboxSandbox>,
     DJson(req): DJson<ConfigSet>,
 ) -> DResult<StatusCode> {
-    config_git(req.path.as_deref(), req.scope.as_deref())?
-        .args(["--", req.key.as_str(), req.value.as_str()])
-        .run(&ctx, &s.id)
-        .await?;
-    Ok(StatusCode::OK)
+    let (path, scope) = (req.path.as_deref(), req.scope.as_deref());
+    set_config_values(&ctx, &s.id, path, scope, &[(&req.key, &req.value)]).await
 }
 
 /// `{name, email, scope?, path?}` of config user.
@@ -841,13 +855,9 @@ pub async fn set_user(
     Extension(ToolboxSandbox(s)): Extension<ToolboxSandbox>,
     DJson(req): DJson<ConfigUser>,
 ) -> DResult<StatusCode> {
-    for (key, value) in [("user.name", &req.name), ("user.email", &req.email)] {
-        config_git(req.path.as_deref(), req.scope.as_deref())?
-            .args(["--", key, value.as_str()])
-            .run(&ctx, &s.id)
-            .await?;
-    }
-    Ok(StatusCode::OK)
+    let (path, scope) = (req.path.as_deref(), req.scope.as_deref());
+    let values = [("user.name", req.name.as_str()), ("user.email", &req.email)];
+    set_config_values(&ctx, &s.id, path, scope, &values).await
 }
 
 /// `{username, password, host?, protocol?}` of credentials.

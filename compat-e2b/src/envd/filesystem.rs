@@ -27,10 +27,9 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::Ctx;
 use crate::connect::{self, flexible_u32};
-use crate::envd::process::unary;
+use crate::envd::process::{server_stream, unary};
 use crate::envd::{
-    acting_user, hand_over, missing_parents, needs_handover, request_user, require_token,
-    stream_broken,
+    acting_user, authorize, hand_over, missing_parents, needs_handover, stream_broken,
 };
 use crate::error::{ConnectCode, ConnectError};
 use crate::routing::SandboxId;
@@ -123,10 +122,7 @@ pub async fn rpc(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(e) = require_token(&ctx, &id, &headers) {
-        return e.into_response();
-    }
-    let user = match request_user(&headers) {
+    let user = match authorize(&ctx, &id, &headers) {
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
@@ -148,11 +144,12 @@ pub async fn rpc(
             .await
         }
         "Remove" => unary(&headers, body, |r: PathRequest| remove(&ctx, &id, user, r)).await,
-        "WatchDir" => match connect::stream_request::<WatchRequest>(&headers, body).await {
-            Err(r) => r.into_response(),
-            Ok(Err(e)) => connect::stream_error(e).await,
-            Ok(Ok(req)) => watch_dir(ctx.clone(), id.clone(), user.clone(), &headers, req).await,
-        },
+        "WatchDir" => {
+            server_stream(&headers, body, async |r: WatchRequest| {
+                watch_dir(ctx.clone(), id.clone(), user.clone(), &headers, r).await
+            })
+            .await
+        }
         "CreateWatcher" => {
             unary(&headers, body, |r: WatchRequest| {
                 create_watcher(&ctx, &id, user, r)
@@ -186,10 +183,17 @@ async fn stat(
     r: PathRequest,
 ) -> Result<Value, ConnectError> {
     need_path(&r.path)?;
-    let entry = ctx
-        .engine
-        .stat(id, &r.path, acting_user(user, &r.path))
-        .await?;
+    entry_of(ctx, id, user, &r.path).await
+}
+
+/// `{entry}` of `path`, looked up as the user acting on it.
+async fn entry_of(
+    ctx: &Ctx,
+    id: &str,
+    user: &Option<String>,
+    path: &str,
+) -> Result<Value, ConnectError> {
+    let entry = ctx.engine.stat(id, path, acting_user(user, path)).await?;
     Ok(json!({ "entry": entry_json(&entry) }))
 }
 
@@ -220,11 +224,7 @@ async fn make_dir(
         created.insert(0, entry.path.clone());
         hand_over(ctx, id, user, &created).await?;
     }
-    let entry = ctx
-        .engine
-        .stat(id, &entry.path, acting_user(user, &entry.path))
-        .await?;
-    Ok(json!({ "entry": entry_json(&entry) }))
+    entry_of(ctx, id, user, &entry.path).await
 }
 
 async fn rename(

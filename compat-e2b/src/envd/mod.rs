@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use platinum_engine::Error;
 use platinum_protocol::GuestErrorCode;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::error::{ConnectCode, ConnectError, HttpError};
@@ -78,6 +79,12 @@ pub fn require_token(ctx: &Ctx, id: &str, headers: &HeaderMap) -> Result<(), Con
 /// The user named by `Authorization: Basic`, if any.
 pub fn request_user(headers: &HeaderMap) -> Result<Option<String>, ConnectError> {
     auth::basic_user(headers).map_err(|m| ConnectError::new(ConnectCode::Unauthenticated, m))
+}
+
+/// The checks every RPC starts with: the access token, then the user the request acts as.
+pub fn authorize(ctx: &Ctx, id: &str, headers: &HeaderMap) -> Result<Option<String>, ConnectError> {
+    require_token(ctx, id, headers)?;
+    request_user(headers)
 }
 
 /// Who a file operation on `path` runs as: root for absolute paths (envd's semantics), else the
@@ -143,18 +150,32 @@ pub async fn hand_over(
     Ok(())
 }
 
+/// A plain-HTTP route that needs the access token (401 without it): `answer`'s JSON, or its
+/// engine error.
+async fn token_json<T: Serialize>(
+    ctx: &Ctx,
+    id: &str,
+    headers: &HeaderMap,
+    answer: impl AsyncFnOnce() -> Result<T, Error>,
+) -> Response {
+    if let Err(e) = require_token(ctx, id, headers) {
+        return HttpError::new(401, e.message).into_response();
+    }
+    match answer().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => HttpError::from(e).into_response(),
+    }
+}
+
 async fn envs(
     State(ctx): State<Ctx>,
     Extension(SandboxId(id)): Extension<SandboxId>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = require_token(&ctx, &id, &headers) {
-        return HttpError::new(401, e.message).into_response();
-    }
-    match ctx.engine.get_sandbox(&id).await {
-        Ok(s) => Json(s.env).into_response(),
-        Err(e) => HttpError::from(e).into_response(),
-    }
+    token_json(&ctx, &id, &headers, async || {
+        Ok(ctx.engine.get_sandbox(&id).await?.env)
+    })
+    .await
 }
 
 async fn metrics(
@@ -162,11 +183,9 @@ async fn metrics(
     Extension(SandboxId(id)): Extension<SandboxId>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = require_token(&ctx, &id, &headers) {
-        return HttpError::new(401, e.message).into_response();
-    }
-    match ctx.engine.sandbox_metrics(&id).await {
-        Ok(m) => Json(json!({
+    token_json(&ctx, &id, &headers, async || {
+        let m = ctx.engine.sandbox_metrics(&id).await?;
+        Ok(json!({
             "ts": time::OffsetDateTime::now_utc().unix_timestamp(),
             "cpu_count": m.cpu_count,
             "cpu_used_pct": m.cpu_used_pct,
@@ -178,9 +197,8 @@ async fn metrics(
             "disk_used": m.disk_used,
             "disk_total": m.disk_total,
         }))
-        .into_response(),
-        Err(e) => HttpError::from(e).into_response(),
-    }
+    })
+    .await
 }
 
 /// How long a broken stream waits for the sandbox's state to show why (a kill destroys the VM

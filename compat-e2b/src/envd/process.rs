@@ -27,7 +27,7 @@ use crate::Ctx;
 use crate::connect::{
     self, RequestStream, StreamSink, base64_bytes, enum_value, flexible_u32, to_base64,
 };
-use crate::envd::{request_user, require_token, stream_broken};
+use crate::envd::{authorize, stream_broken};
 use crate::error::{ConnectCode, ConnectError};
 use crate::routing::SandboxId;
 
@@ -201,25 +201,24 @@ pub async fn rpc(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(e) = require_token(&ctx, &id, &headers) {
-        return e.into_response();
-    }
-    let user = match request_user(&headers) {
+    let user = match authorize(&ctx, &id, &headers) {
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
     tracing::debug!(sandbox = %id, method, "envd process RPC");
     match method.as_str() {
-        "Start" => match connect::stream_request::<StartRequest>(&headers, body).await {
-            Err(r) => r.into_response(),
-            Ok(Err(e)) => connect::stream_error(e).await,
-            Ok(Ok(req)) => start(ctx, id, user, &headers, req).await,
-        },
-        "Connect" => match connect::stream_request::<SelectRequest>(&headers, body).await {
-            Err(r) => r.into_response(),
-            Ok(Err(e)) => connect::stream_error(e).await,
-            Ok(Ok(req)) => reconnect(ctx, id, &headers, req).await,
-        },
+        "Start" => {
+            server_stream(&headers, body, async |r: StartRequest| {
+                start(ctx, id, user, &headers, r).await
+            })
+            .await
+        }
+        "Connect" => {
+            server_stream(&headers, body, async |r: SelectRequest| {
+                reconnect(ctx, id, &headers, r).await
+            })
+            .await
+        }
         "StreamInput" => stream_input(ctx, id, &headers, body).await,
         "List" => unary(&headers, body, |_: Value| list(&ctx, &id)).await,
         "SendInput" => unary(&headers, body, |r| send_input(&ctx, &id, r)).await,
@@ -248,6 +247,20 @@ where
             Ok(v) => connect::unary_ok(v),
             Err(e) => e.into_response(),
         },
+    }
+}
+
+/// Runs a server-streaming RPC: parse, then `call` answers with the stream (a request that
+/// cannot be read is a stream that ends with the error at once).
+pub async fn server_stream<T, F>(headers: &HeaderMap, body: Body, call: F) -> Response
+where
+    T: serde::de::DeserializeOwned,
+    F: AsyncFnOnce(T) -> Response,
+{
+    match connect::stream_request::<T>(headers, body).await {
+        Err(r) => r.into_response(),
+        Ok(Err(e)) => connect::stream_error(e).await,
+        Ok(Ok(req)) => call(req).await,
     }
 }
 

@@ -26,7 +26,7 @@ use crate::code::{self, Contexts, Feed, Kernel, Liveness, Proc};
 use crate::commands::exec::{StreamOptions, check_guest_path};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{CommandLine, ExecRequest, Sandbox};
+use crate::model::{ExecRequest, Sandbox};
 
 pub use crate::code::TAG_PREFIX as CODE_KERNEL_TAG_PREFIX;
 
@@ -294,13 +294,9 @@ impl Engine {
             ],
         };
         let req = ExecRequest {
-            command: CommandLine::Argv(command),
-            env: BTreeMap::new(),
             cwd: Some(info.cwd.clone()),
             user: Some("root".into()),
-            timeout_ms: None,
-            stdin: None,
-            background: false,
+            ..ExecRequest::argv(command)
         };
         let opts = StreamOptions {
             stdin: true,

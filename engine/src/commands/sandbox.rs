@@ -113,12 +113,7 @@ impl Engine {
 
         let live = self
             .store
-            .sandboxes_in_states(&[
-                SandboxState::Creating,
-                SandboxState::Starting,
-                SandboxState::Running,
-                SandboxState::Paused,
-            ])
+            .sandboxes_in_states(&SandboxState::LIVE)
             .await?
             .len();
         if live >= cfg.max_sandboxes {
@@ -197,13 +192,7 @@ impl Engine {
                 } else {
                     format!("{e}; console: {console}")
                 };
-                sandbox.error = Some(reason.clone());
-                self.transition(
-                    &mut sandbox,
-                    SandboxState::Error,
-                    serde_json::json!({ "reason": reason }),
-                )
-                .await?;
+                self.record_error(&mut sandbox, reason).await?;
                 Err(e)
             }
         }
@@ -264,13 +253,7 @@ impl Engine {
         self.transition(&mut s, SandboxState::Stopping, serde_json::json!({}))
             .await?;
         if let Err(e) = self.host.stop(id).await {
-            s.error = Some(e.to_string());
-            self.transition(
-                &mut s,
-                SandboxState::Error,
-                serde_json::json!({ "reason": e.to_string() }),
-            )
-            .await?;
+            self.record_error(&mut s, e.to_string()).await?;
             return Err(e.into());
         }
         // Rules that count time spent stopped (archive, delete) count from here.
@@ -315,13 +298,7 @@ impl Engine {
                 Ok(s)
             }
             Err(e) => {
-                s.error = Some(e.to_string());
-                self.transition(
-                    &mut s,
-                    SandboxState::Error,
-                    serde_json::json!({ "reason": e.to_string() }),
-                )
-                .await?;
+                self.record_error(&mut s, e.to_string()).await?;
                 Err(e.into())
             }
         }
@@ -330,11 +307,7 @@ impl Engine {
     /// Stops every sandbox that has a VM, concurrently (server shutdown). Failures are logged; a
     /// sandbox that cannot be stopped cleanly ends in `error` with its disk kept.
     pub async fn stop_all_sandboxes(&self) {
-        let live = match self
-            .store
-            .sandboxes_in_states(&[SandboxState::Running, SandboxState::Paused])
-            .await
-        {
+        let live = match self.store.sandboxes_in_states(&SandboxState::WITH_VM).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "listing sandboxes to stop");

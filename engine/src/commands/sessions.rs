@@ -43,7 +43,7 @@ use tokio::sync::watch;
 use crate::commands::exec::StreamOptions;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{CommandLine, ExecRequest, Sandbox};
+use crate::model::{ExecRequest, Sandbox};
 
 /// Prefix of each stdout line in a command's combined log.
 pub const STDOUT_MARK: [u8; 3] = [1, 1, 1];
@@ -580,15 +580,7 @@ impl Engine {
                 "at most {MAX_SESSIONS_PER_SANDBOX} sessions per sandbox"
             )));
         }
-        let req = ExecRequest {
-            command: CommandLine::Argv(vec!["/bin/bash".into(), "-l".into()]),
-            env: Default::default(),
-            cwd: None,
-            user: None,
-            timeout_ms: None,
-            stdin: None,
-            background: false,
-        };
+        let req = ExecRequest::argv(vec!["/bin/bash".into(), "-l".into()]);
         let opts = StreamOptions {
             stdin: true,
             pty: None,
@@ -826,19 +818,15 @@ impl Engine {
         // Open read-write so the open never blocks; `-p` makes sure the FIFO is still there (the
         // command may have just ended) and nothing else gets created.
         let req = ExecRequest {
-            command: CommandLine::Argv(vec![
+            timeout_ms: Some(INPUT_TIMEOUT_MS),
+            stdin: Some(data.to_string()),
+            ..ExecRequest::argv(vec![
                 "/bin/sh".into(),
                 "-c".into(),
                 "[ -p \"$1\" ] || exit 3; exec 3<>\"$1\" && cat >&3".into(),
                 "session-input".into(),
                 fifo,
-            ]),
-            env: Default::default(),
-            cwd: None,
-            user: None,
-            timeout_ms: Some(INPUT_TIMEOUT_MS),
-            stdin: Some(data.to_string()),
-            background: false,
+            ])
         };
         let r = self.exec(id, req).await?;
         match r.exit_code {

@@ -5,9 +5,11 @@ come from the real process environment, exactly as a Daytona user configures the
 DAYTONA_API_URL (e.g. http://127.0.0.1:7070/api) and DAYTONA_API_KEY (a Platinum API key).
 """
 
+import asyncio
 import os
 import sys
 import time
+from contextlib import asynccontextmanager, contextmanager
 
 from daytona import AsyncDaytona, Daytona, DaytonaConfig
 
@@ -26,6 +28,28 @@ def client() -> Daytona:
 
 def async_client() -> AsyncDaytona:
     return AsyncDaytona(config())
+
+
+@contextmanager
+def sandbox():
+    """A fresh sandbox (default parameters) for the `with` block, deleted when it ends."""
+    d = client()
+    s = d.create()
+    try:
+        yield s
+    finally:
+        d.delete(s)
+
+
+@asynccontextmanager
+async def async_sandbox():
+    """The async form of `sandbox()`: a fresh sandbox on an async client, deleted at the end."""
+    async with async_client() as d:
+        s = await d.create()
+        try:
+            yield s
+        finally:
+            await d.delete(s)
 
 
 def check(cond, what, detail=None):
@@ -59,3 +83,13 @@ def main(flow: str, body):
         raise
     passed(flow, started)
     sys.exit(0)
+
+
+def main_sync_async(flow: str, sync_flow, async_flow):
+    """main() for a flow that runs `sync_flow()`, then the coroutine function `async_flow`."""
+
+    def body():
+        sync_flow()
+        asyncio.run(async_flow())
+
+    main(flow, body)

@@ -1,17 +1,14 @@
 """Files, sync and async: bulk upload/download (the multipart formats), streams, list, info,
 folder, move, permissions, find, search, replace, delete, and typed errors."""
 
-import asyncio
 import io
 
-from common import async_client, check, client, expect_error, main
+from common import async_sandbox, check, expect_error, main_sync_async, sandbox
 from daytona import DaytonaError, DaytonaFileNotFoundError, FileDownloadRequest, FileUpload
 
 
 def sync_flow():
-    d = client()
-    s = d.create()
-    try:
+    with sandbox() as s:
         fs = s.fs
         payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
         fs.upload_files([
@@ -72,26 +69,15 @@ def sync_flow():
         fs.delete_file("docs/sub", recursive=True)
         expect_error(lambda: fs.get_file_info("docs/sub"), DaytonaFileNotFoundError, "deleted folder")
         check(s.process.exec("echo alive").result == "alive\n", "sandbox still serves")
-    finally:
-        d.delete(s)
 
 
 async def async_flow():
-    async with async_client() as d:
-        s = await d.create()
-        try:
-            await s.fs.upload_files([FileUpload(b"one", "a/b/one.txt"), FileUpload(b"two", "a/two.txt")])
-            check(await s.fs.download_file("a/b/one.txt") == b"one", "async download")
-            res = await s.fs.download_files([FileDownloadRequest(source="a/two.txt"), FileDownloadRequest(source="a/none")])
-            check(res[0].result == b"two" and res[1].error, "async bulk download", res)
-            check(sorted(f.name for f in await s.fs.list_files("a")) == ["b", "two.txt"], "async list")
-        finally:
-            await d.delete(s)
+    async with async_sandbox() as s:
+        await s.fs.upload_files([FileUpload(b"one", "a/b/one.txt"), FileUpload(b"two", "a/two.txt")])
+        check(await s.fs.download_file("a/b/one.txt") == b"one", "async download")
+        res = await s.fs.download_files([FileDownloadRequest(source="a/two.txt"), FileDownloadRequest(source="a/none")])
+        check(res[0].result == b"two" and res[1].error, "async bulk download", res)
+        check(sorted(f.name for f in await s.fs.list_files("a")) == ["b", "two.txt"], "async list")
 
 
-def body():
-    sync_flow()
-    asyncio.run(async_flow())
-
-
-main("python files (sync + async)", body)
+main_sync_async("python files (sync + async)", sync_flow, async_flow)

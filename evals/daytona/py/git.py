@@ -2,9 +2,7 @@
 init, add, commit, status, branches (create, checkout, delete), remotes, push, clone (file://),
 pull, config, reset/restore, and Daytona's git error codes."""
 
-import asyncio
-
-from common import async_client, check, client, expect_error, main
+from common import async_sandbox, check, expect_error, main_sync_async, sandbox
 from daytona import (
     DaytonaGitBranchExistsError,
     DaytonaGitBranchNotFoundError,
@@ -13,9 +11,7 @@ from daytona import (
 
 
 def sync_flow():
-    d = client()
-    s = d.create()
-    try:
+    with sandbox() as s:
         g, fs = s.git, s.fs
         g.init("origin.git", bare=True, initial_branch="main")
         g.init("work", initial_branch="main")
@@ -65,27 +61,16 @@ def sync_flow():
         g.configure_user("Grace", "grace@example.com")
         check(g.get_config("user.name") == "Grace", "global config")
         check(g.get_config("no.such.key") is None, "unset config is None")
-    finally:
-        d.delete(s)
 
 
 async def async_flow():
-    async with async_client() as d:
-        s = await d.create()
-        try:
-            await s.git.init("repo", initial_branch="trunk")
-            await s.fs.upload_file(b"x", "repo/x")
-            await s.git.add("repo", ["x"])
-            c = await s.git.commit("repo", "x", "A", "a@example.com")
-            check(len(c.sha) == 40, "async commit")
-            check((await s.git.branches("repo")).branches == ["trunk"], "async branches")
-        finally:
-            await d.delete(s)
+    async with async_sandbox() as s:
+        await s.git.init("repo", initial_branch="trunk")
+        await s.fs.upload_file(b"x", "repo/x")
+        await s.git.add("repo", ["x"])
+        c = await s.git.commit("repo", "x", "A", "a@example.com")
+        check(len(c.sha) == 40, "async commit")
+        check((await s.git.branches("repo")).branches == ["trunk"], "async branches")
 
 
-def body():
-    sync_flow()
-    asyncio.run(async_flow())
-
-
-main("python git (sync + async)", body)
+main_sync_async("python git (sync + async)", sync_flow, async_flow)

@@ -2,16 +2,12 @@
 one, separate contexts kept apart, stdout/stderr/error streaming, timeouts, contexts listed and
 deleted."""
 
-import asyncio
-
-from common import async_client, check, client, expect_error, main
+from common import async_sandbox, check, expect_error, main_sync_async, sandbox
 from daytona import DaytonaTimeoutError
 
 
 def sync_flow():
-    d = client()
-    s = d.create()
-    try:
+    with sandbox() as s:
         ci = s.code_interpreter
         r = ci.run_code("x = 21")
         check(r.error is None and r.stdout == "", "assignment", r)
@@ -32,24 +28,13 @@ def sync_flow():
         check(ctx.id in [c.id for c in ci.list_contexts()], "list contexts")
         ci.delete_context(ctx)
         check(ctx.id not in [c.id for c in ci.list_contexts()], "delete context")
-    finally:
-        d.delete(s)
 
 
 async def async_flow():
-    async with async_client() as d:
-        s = await d.create()
-        try:
-            await s.code_interpreter.run_code("n = 5")
-            r = await s.code_interpreter.run_code("print(n ** 2)")
-            check(r.stdout == "25\n", "async interpreter", r)
-        finally:
-            await d.delete(s)
+    async with async_sandbox() as s:
+        await s.code_interpreter.run_code("n = 5")
+        r = await s.code_interpreter.run_code("print(n ** 2)")
+        check(r.stdout == "25\n", "async interpreter", r)
 
 
-def body():
-    sync_flow()
-    asyncio.run(async_flow())
-
-
-main("python interpreter (sync + async)", body)
+main_sync_async("python interpreter (sync + async)", sync_flow, async_flow)

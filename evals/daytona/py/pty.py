@@ -4,7 +4,7 @@ list/info, re-attach, exit code on exit, kill."""
 import asyncio
 import time
 
-from common import async_client, check, client, main
+from common import async_sandbox, check, main_sync_async, sandbox
 from daytona import PtySize
 
 
@@ -25,9 +25,7 @@ def buf_append(b: bytes):
 
 
 def sync_flow():
-    d = client()
-    s = d.create()
-    try:
+    with sandbox() as s:
         p = s.process
         h = p.create_pty_session("term", cwd="/tmp", envs={"PTY_VAR": "set"}, pty_size=PtySize(cols=100, rows=30))
         check(h.is_connected(), "connected")
@@ -59,27 +57,16 @@ def sync_flow():
         r = h3.wait(timeout=20)
         check(r.exit_code is not None and r.exit_code != 0, "killed shell reports an exit", r)
         check("killme" not in [x.id for x in p.list_pty_sessions()], "killed session is gone")
-    finally:
-        d.delete(s)
 
 
 async def async_flow():
-    async with async_client() as d:
-        s = await d.create()
-        try:
-            got = bytearray()
-            h = await s.process.create_pty_session("a", on_data=lambda b: got.extend(b), pty_size=PtySize(cols=80, rows=24))
-            await h.wait_for_connection()
-            await h.send_input("echo async-$((2+3))\nexit 0\n")
-            r = await asyncio.wait_for(h.wait(), 20)
-            check(r.exit_code == 0 and b"async-5" in got, "async pty", (r, bytes(got)[-200:]))
-        finally:
-            await d.delete(s)
+    async with async_sandbox() as s:
+        got = bytearray()
+        h = await s.process.create_pty_session("a", on_data=lambda b: got.extend(b), pty_size=PtySize(cols=80, rows=24))
+        await h.wait_for_connection()
+        await h.send_input("echo async-$((2+3))\nexit 0\n")
+        r = await asyncio.wait_for(h.wait(), 20)
+        check(r.exit_code == 0 and b"async-5" in got, "async pty", (r, bytes(got)[-200:]))
 
 
-def body():
-    sync_flow()
-    asyncio.run(async_flow())
-
-
-main("python pty (sync + async)", body)
+main_sync_async("python pty (sync + async)", sync_flow, async_flow)

@@ -1,9 +1,8 @@
 """Quick start, sync and async: create, code_run, exec, directories, get by id and name, delete."""
 
-import asyncio
 import uuid
 
-from common import async_client, check, client, expect_error, main
+from common import async_client, check, client, expect_error, main_sync_async
 from daytona import (
     CreateSandboxFromSnapshotParams,
     DaytonaNotFoundError,
@@ -55,9 +54,4 @@ async def async_flow():
             await d.delete(s)
 
 
-def body():
-    sync_flow()
-    asyncio.run(async_flow())
-
-
-main("python quickstart (sync + async)", body)
+main_sync_async("python quickstart (sync + async)", sync_flow, async_flow)

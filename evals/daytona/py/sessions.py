@@ -5,7 +5,7 @@ delete."""
 import asyncio
 import time
 
-from common import async_client, check, client, expect_error, main
+from common import async_sandbox, check, expect_error, main_sync_async, sandbox
 from daytona import (
     DaytonaCommandAlreadyCompletedError,
     DaytonaError,
@@ -16,9 +16,7 @@ from daytona import (
 
 
 def sync_flow():
-    d = client()
-    s = d.create()
-    try:
+    with sandbox() as s:
         p = s.process
         p.create_session("work")
         expect_error(lambda: p.create_session("work"), DaytonaError, "duplicate session")
@@ -71,30 +69,19 @@ def sync_flow():
         r = p.execute_session_command("ender", SessionExecuteRequest(command="exit 7"))
         check(r.exit_code == 7, "exit ends the session with its code", r)
         expect_error(lambda: p.execute_session_command("ender", SessionExecuteRequest(command="true")), DaytonaSessionEndedError, "ended session", code="SESSION_ENDED")
-    finally:
-        d.delete(s)
 
 
 async def async_flow():
-    async with async_client() as d:
-        s = await d.create()
-        try:
-            p = s.process
-            await p.create_session("a")
-            r = await p.execute_session_command("a", SessionExecuteRequest(command="echo one; echo two >&2; sleep 1; echo three", run_async=True))
-            out, err = [], []
-            await p.get_session_command_logs_async("a", r.cmd_id, out.append, err.append)
-            check("".join(out) == "one\nthree\n" and "".join(err) == "two\n", "async streamed logs", (out, err))
-            r = await p.execute_session_command("a", SessionExecuteRequest(command="echo $((6*7))"))
-            check(r.stdout == "42\n" and r.exit_code == 0, "async sync exec", r)
-            await p.delete_session("a")
-        finally:
-            await d.delete(s)
+    async with async_sandbox() as s:
+        p = s.process
+        await p.create_session("a")
+        r = await p.execute_session_command("a", SessionExecuteRequest(command="echo one; echo two >&2; sleep 1; echo three", run_async=True))
+        out, err = [], []
+        await p.get_session_command_logs_async("a", r.cmd_id, out.append, err.append)
+        check("".join(out) == "one\nthree\n" and "".join(err) == "two\n", "async streamed logs", (out, err))
+        r = await p.execute_session_command("a", SessionExecuteRequest(command="echo $((6*7))"))
+        check(r.stdout == "42\n" and r.exit_code == 0, "async sync exec", r)
+        await p.delete_session("a")
 
 
-def body():
-    sync_flow()
-    asyncio.run(async_flow())
-
-
-main("python sessions (sync + async)", body)
+main_sync_async("python sessions (sync + async)", sync_flow, async_flow)

@@ -9,19 +9,18 @@
 //! stdout. On drop the agent gets SIGTERM (it then kills what it started); if the test failed its
 //! log is printed.
 
-use platinum_protocol::handshake::host_handshake;
+use crate::support::host_session;
 use platinum_protocol::{
-    ExecSpec, ExitStatus, GuestError, GuestEvent, GuestMessage, Inbound, Mux, Outcome, Request,
-    Role, StreamReceiver,
+    ExecSpec, ExitStatus, GuestError, GuestEvent, GuestMessage, Inbound, Mux, Outcome, PingReply,
+    Request, StreamReceiver,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Cursor};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
 /// uid and gid of the test user `user`.
@@ -113,16 +112,8 @@ impl TestAgent {
     /// A new host session.
     pub async fn connect(&self) -> Mux {
         let stream = UnixStream::connect(&self.socket).await.expect("connect");
-        let (mut reader, mut writer) = stream.into_split();
-        let early = host_handshake(&mut reader, &mut writer, PATIENCE)
-            .await
-            .expect("handshake");
-        let (mux, _incoming) = Mux::new(
-            Cursor::new(early.freeze()).chain(reader),
-            writer,
-            Role::Host,
-        );
-        mux
+        let (reader, writer) = stream.into_split();
+        host_session(reader, writer, PATIENCE).await
     }
 }
 
@@ -187,6 +178,23 @@ pub async fn fails(mux: &Mux, request: &Request) -> GuestError {
         Ok(v) => panic!("{request:?} succeeded with {v}"),
         Err(e) => e,
     }
+}
+
+/// Pings the agent, which must echo `payload` (the session still serves).
+pub async fn ping(mux: &Mux, payload: &str) {
+    let pong: PingReply = ok(
+        mux,
+        &Request::Ping {
+            payload: payload.into(),
+        },
+    )
+    .await;
+    assert_eq!(pong.payload, payload);
+}
+
+/// Sends `signal` to process `pid`, which must succeed.
+pub async fn signal(mux: &Mux, pid: u32, signal: i32) {
+    let _: Value = ok(mux, &Request::Signal { pid, signal }).await;
 }
 
 /// Everything an exec or attach stream carried.

@@ -2,12 +2,11 @@
 //! PTYs, and the process list.
 
 use crate::common::{
-    EXTRA_GID, TestAgent, USER_ID, collect, fails, ok, outcome, read_until, root_shell, run, shell,
-    within,
+    EXTRA_GID, TestAgent, USER_ID, collect, fails, ok, outcome, ping, read_until, root_shell, run,
+    shell, signal, within,
 };
 use platinum_protocol::{
-    Command, ExecSpec, GuestErrorCode, GuestEvent, PingReply, ProcessInfo, PtySize, Request,
-    channel,
+    Command, ExecSpec, GuestErrorCode, GuestEvent, ProcessInfo, PtySize, Request, channel,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -199,14 +198,7 @@ async fn background_children_holding_the_output_do_not_hold_the_stream() {
     assert_eq!(r.stdout_text(), "hi\n");
     assert_eq!(r.status().code, Some(0));
     // Its process group outlives the leader; a signal still reaches the leftovers.
-    let _: serde_json::Value = ok(
-        &mux,
-        &Request::Signal {
-            pid: r.pid(),
-            signal: 9,
-        },
-    )
-    .await;
+    signal(&mux, r.pid(), 9).await;
 }
 
 #[tokio::test]
@@ -221,52 +213,30 @@ async fn signal_reaches_the_process_and_unknown_pids_are_typed_errors() {
     let Some(GuestEvent::Started { pid }) = events.first() else {
         panic!("no started: {events:?}")
     };
-    let _: serde_json::Value = ok(
-        &mux,
-        &Request::Signal {
+    signal(&mux, *pid, 15).await;
+    let r = collect(&mut rx).await;
+    assert_eq!(r.status().signal, Some(15));
+    // An unknown pid, the one that just exited, and attaching to an unknown pid.
+    for request in [
+        Request::Signal {
+            pid: 999_999,
+            signal: 15,
+        },
+        Request::Signal {
             pid: *pid,
             signal: 15,
         },
-    )
-    .await;
-    let r = collect(&mut rx).await;
-    assert_eq!(r.status().signal, Some(15));
-    assert_eq!(
-        fails(
-            &mux,
-            &Request::Signal {
-                pid: 999_999,
-                signal: 15
-            }
-        )
-        .await
-        .code,
-        GuestErrorCode::NoSuchProcess
-    );
-    assert_eq!(
-        fails(
-            &mux,
-            &Request::Signal {
-                pid: *pid,
-                signal: 15
-            }
-        )
-        .await
-        .code,
-        GuestErrorCode::NoSuchProcess
-    );
-    assert_eq!(
-        fails(
-            &mux,
-            &Request::Attach {
-                pid: 999_999,
-                replay: true
-            }
-        )
-        .await
-        .code,
-        GuestErrorCode::NoSuchProcess
-    );
+        Request::Attach {
+            pid: 999_999,
+            replay: true,
+        },
+    ] {
+        assert_eq!(
+            fails(&mux, &request).await.code,
+            GuestErrorCode::NoSuchProcess,
+            "{request:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -296,14 +266,7 @@ async fn spawn_failures_are_typed_and_the_agent_keeps_serving() {
         run(&mux, argv(&[])).await.error().code,
         GuestErrorCode::InvalidArgument
     );
-    let pong: PingReply = ok(
-        &mux,
-        &Request::Ping {
-            payload: "alive".into(),
-        },
-    )
-    .await;
-    assert_eq!(pong.payload, "alive");
+    ping(&mux, "alive").await;
 }
 
 #[tokio::test]
@@ -541,14 +504,7 @@ async fn list_processes_shows_running_and_exited() {
     assert_eq!(find(running).cwd, agent.home.to_str().expect("utf-8"));
     let health: platinum_protocol::HealthReply = ok(&mux, &Request::Health).await;
     assert_eq!(health.running_processes, 1);
-    let _: serde_json::Value = ok(
-        &mux,
-        &Request::Signal {
-            pid: running,
-            signal: 9,
-        },
-    )
-    .await;
+    signal(&mux, running, 9).await;
     assert_eq!(collect(&mut rx).await.status().signal, Some(9));
 }
 

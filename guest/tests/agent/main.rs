@@ -6,4 +6,6 @@ mod exec;
 mod files;
 mod ports;
 mod session;
+#[path = "../support/mod.rs"]
+mod support;
 mod watch;

@@ -1,10 +1,9 @@
 //! Session-level behaviour: hello, ping, health, metrics, bad input, serve-mode limits.
 
-use crate::common::{TestAgent, call, fails, ok, outcome, root_shell, run, shell};
+use crate::common::{TestAgent, call, fails, ok, outcome, ping, root_shell, run, shell};
 use bytes::Bytes;
 use platinum_protocol::{
-    GuestErrorCode, HealthReply, Hello, HelloReply, MetricsReply, PROTOCOL_VERSION, PingReply,
-    Request,
+    GuestErrorCode, HealthReply, Hello, HelloReply, MetricsReply, PROTOCOL_VERSION, Request,
 };
 use std::collections::BTreeMap;
 
@@ -40,14 +39,7 @@ async fn hello_ping_health_and_metrics() {
     let again: HelloReply = ok(&agent.connect().await, &hello(None, &[])).await;
     assert_eq!(again.boot_id, reply.boot_id);
 
-    let pong: PingReply = ok(
-        &mux,
-        &Request::Ping {
-            payload: "päyload".into(),
-        },
-    )
-    .await;
-    assert_eq!(pong.payload, "päyload");
+    ping(&mux, "päyload").await;
 
     let health: HealthReply = ok(&mux, &Request::Health).await;
     assert_eq!(health.agent_version, env!("CARGO_PKG_VERSION"));
@@ -76,13 +68,7 @@ async fn serve_mode_leaves_the_clock_and_the_power_alone() {
         fails(&mux, &Request::Shutdown { reboot: false }).await.code,
         GuestErrorCode::Unsupported
     );
-    let _: PingReply = ok(
-        &mux,
-        &Request::Ping {
-            payload: "still here".into(),
-        },
-    )
-    .await;
+    ping(&mux, "still here").await;
 }
 
 #[tokio::test]
@@ -106,14 +92,7 @@ async fn malformed_and_unknown_requests_get_typed_errors_and_the_session_goes_on
         raw(br#"{"payload":"no op"}"#).await,
         GuestErrorCode::InvalidArgument
     );
-    let pong: PingReply = ok(
-        &mux,
-        &Request::Ping {
-            payload: "after".into(),
-        },
-    )
-    .await;
-    assert_eq!(pong.payload, "after");
+    ping(&mux, "after").await;
 }
 
 #[tokio::test]

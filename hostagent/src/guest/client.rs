@@ -271,6 +271,40 @@ pub(crate) async fn next_message(rx: &mut StreamReceiver) -> Result<GuestMessage
     }
 }
 
+/// A frame of a streaming request (exec, file read, watch), as its reader sees it: channel ends
+/// carry nothing for these readers and are skipped.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    /// Bytes on a channel.
+    Data {
+        /// Channel number.
+        channel: u8,
+        /// The bytes.
+        bytes: Bytes,
+    },
+    /// A JSON message, still encoded (see [`parse_message`]).
+    Msg(Bytes),
+}
+
+/// Reads the next data or message frame of a stream; `None` when the guest closed it.
+pub(crate) async fn next_frame(rx: &mut StreamReceiver) -> Result<Option<Frame>> {
+    loop {
+        match rx.recv().await? {
+            Some(platinum_protocol::Inbound::Data { channel, bytes }) => {
+                return Ok(Some(Frame::Data { channel, bytes }));
+            }
+            Some(platinum_protocol::Inbound::Msg(m)) => return Ok(Some(Frame::Msg(m))),
+            Some(platinum_protocol::Inbound::Eof { .. }) => continue,
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Decodes a message frame of a streaming request.
+pub(crate) fn parse_message(m: &[u8]) -> Result<GuestMessage> {
+    serde_json::from_slice(m).map_err(|e| protocol(&format!("bad message: {e}")))
+}
+
 /// Waits for the outcome of a plain request.
 pub(crate) async fn expect_outcome(rx: &mut StreamReceiver) -> Result<serde_json::Value> {
     match next_message(rx).await? {

@@ -2,11 +2,12 @@
 
 use bytes::{Bytes, BytesMut};
 use platinum_protocol::{
-    ExecSpec, ExitStatus, GuestEvent, GuestMessage, Inbound, Request, StreamReceiver, StreamSender,
-    channel,
+    ExecSpec, ExitStatus, GuestEvent, GuestMessage, Request, StreamReceiver, StreamSender, channel,
 };
 
-use super::client::{GuestClient, decode, next_message, outcome, protocol};
+use super::client::{
+    Frame, GuestClient, decode, next_frame, next_message, outcome, parse_message, protocol,
+};
 use crate::error::Result;
 
 /// Something a running process produced.
@@ -114,47 +115,36 @@ impl ExecStream {
         if self.done {
             return Ok(None);
         }
-        loop {
-            match self.rx.recv().await? {
-                Some(Inbound::Data {
-                    channel: channel::STDOUT,
-                    bytes,
-                }) => return Ok(Some(ExecEvent::Stdout(bytes))),
-                Some(Inbound::Data {
-                    channel: channel::STDERR,
-                    bytes,
-                }) => return Ok(Some(ExecEvent::Stderr(bytes))),
-                Some(Inbound::Data { channel, .. }) => {
-                    return Err(protocol(&format!("data on unknown channel {channel}")));
-                }
-                Some(Inbound::Eof { .. }) => continue,
-                Some(Inbound::Msg(m)) => {
-                    let msg: GuestMessage = serde_json::from_slice(&m)
-                        .map_err(|e| protocol(&format!("bad message: {e}")))?;
-                    match msg {
-                        GuestMessage::Event(GuestEvent::Lost { bytes }) => {
-                            return Ok(Some(ExecEvent::Lost(bytes)));
-                        }
-                        GuestMessage::Event(GuestEvent::Exited(status)) => {
-                            // The outcome that follows repeats the status; read it so the stream ends cleanly.
-                            self.done = true;
-                            if let GuestMessage::Outcome(o) = next_message(&mut self.rx).await? {
-                                decode::<ExitStatus>(outcome(o)?)?;
-                            }
-                            return Ok(Some(ExecEvent::Exited(status)));
-                        }
-                        GuestMessage::Event(other) => {
-                            return Err(protocol(&format!("unexpected event {other:?}")));
-                        }
-                        GuestMessage::Outcome(o) => {
-                            self.done = true;
-                            outcome(o)?;
-                            return Err(protocol("process stream ended without an exit event"));
-                        }
-                    }
-                }
-                None => return Err(protocol("process stream closed without an exit event")),
+        match next_frame(&mut self.rx).await? {
+            Some(Frame::Data {
+                channel: channel::STDOUT,
+                bytes,
+            }) => Ok(Some(ExecEvent::Stdout(bytes))),
+            Some(Frame::Data {
+                channel: channel::STDERR,
+                bytes,
+            }) => Ok(Some(ExecEvent::Stderr(bytes))),
+            Some(Frame::Data { channel, .. }) => {
+                Err(protocol(&format!("data on unknown channel {channel}")))
             }
+            Some(Frame::Msg(m)) => match parse_message(&m)? {
+                GuestMessage::Event(GuestEvent::Lost { bytes }) => Ok(Some(ExecEvent::Lost(bytes))),
+                GuestMessage::Event(GuestEvent::Exited(status)) => {
+                    // The outcome that follows repeats the status; read it so the stream ends cleanly.
+                    self.done = true;
+                    if let GuestMessage::Outcome(o) = next_message(&mut self.rx).await? {
+                        decode::<ExitStatus>(outcome(o)?)?;
+                    }
+                    Ok(Some(ExecEvent::Exited(status)))
+                }
+                GuestMessage::Event(other) => Err(protocol(&format!("unexpected event {other:?}"))),
+                GuestMessage::Outcome(o) => {
+                    self.done = true;
+                    outcome(o)?;
+                    Err(protocol("process stream ended without an exit event"))
+                }
+            },
+            None => Err(protocol("process stream closed without an exit event")),
         }
     }
 

@@ -3,11 +3,13 @@
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use platinum_protocol::{
-    FileEntry, GuestEvent, GuestMessage, Inbound, PathRequest, Request, StreamReceiver, WriteFile,
-    channel,
+    FileEntry, GuestEvent, GuestMessage, PathRequest, Request, StreamReceiver, WriteFile, channel,
 };
 
-use super::client::{GuestClient, decode, expect_outcome, next_message, outcome, protocol};
+use super::client::{
+    Frame, GuestClient, decode, expect_outcome, next_frame, next_message, outcome, parse_message,
+    protocol,
+};
 use crate::error::{Error, Result};
 
 /// A file being read from the guest: its entry, then its bytes.
@@ -24,27 +26,20 @@ impl FileDownload {
         if self.done {
             return Ok(None);
         }
-        loop {
-            match self.rx.recv().await? {
-                Some(Inbound::Data {
-                    channel: channel::STDOUT,
-                    bytes,
-                }) => return Ok(Some(bytes)),
-                Some(Inbound::Eof { .. }) => continue,
-                Some(Inbound::Msg(m)) => {
-                    self.done = true;
-                    let msg: GuestMessage = serde_json::from_slice(&m)
-                        .map_err(|e| protocol(&format!("bad message: {e}")))?;
-                    return match msg {
-                        GuestMessage::Outcome(o) => outcome(o).map(|_| None),
-                        GuestMessage::Event(e) => Err(protocol(&format!("unexpected event {e:?}"))),
-                    };
+        match next_frame(&mut self.rx).await? {
+            Some(Frame::Data {
+                channel: channel::STDOUT,
+                bytes,
+            }) => Ok(Some(bytes)),
+            Some(Frame::Msg(m)) => {
+                self.done = true;
+                match parse_message(&m)? {
+                    GuestMessage::Outcome(o) => outcome(o).map(|_| None),
+                    GuestMessage::Event(e) => Err(protocol(&format!("unexpected event {e:?}"))),
                 }
-                Some(other) => {
-                    return Err(protocol(&format!("unexpected {other:?} in a file stream")));
-                }
-                None => return Err(protocol("file stream closed early")),
             }
+            Some(other) => Err(protocol(&format!("unexpected {other:?} in a file stream"))),
+            None => Err(protocol("file stream closed early")),
         }
     }
 

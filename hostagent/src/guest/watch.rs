@@ -5,10 +5,12 @@
 //! which ends the watch in the guest.
 
 use platinum_protocol::{
-    FsEvent, GuestEvent, GuestMessage, Inbound, PathRequest, Request, StreamReceiver, StreamSender,
+    FsEvent, GuestEvent, GuestMessage, PathRequest, Request, StreamReceiver, StreamSender,
 };
 
-use super::client::{GuestClient, next_message, outcome, protocol};
+use super::client::{
+    Frame, GuestClient, next_frame, next_message, outcome, parse_message, protocol,
+};
 use crate::error::Result;
 
 /// Changes under a watched guest directory. Dropping it stops the watch.
@@ -45,29 +47,18 @@ impl WatchStream {
         if self.done {
             return Ok(None);
         }
-        loop {
-            match self.rx.recv().await? {
-                Some(Inbound::Msg(m)) => {
-                    let msg: GuestMessage = serde_json::from_slice(&m)
-                        .map_err(|e| protocol(&format!("bad message: {e}")))?;
-                    match msg {
-                        GuestMessage::Event(GuestEvent::FsEvent(event)) => return Ok(Some(event)),
-                        GuestMessage::Event(other) => {
-                            return Err(protocol(&format!("unexpected event {other:?}")));
-                        }
-                        GuestMessage::Outcome(o) => {
-                            self.done = true;
-                            outcome(o)?;
-                            return Ok(None);
-                        }
-                    }
+        match next_frame(&mut self.rx).await? {
+            Some(Frame::Msg(m)) => match parse_message(&m)? {
+                GuestMessage::Event(GuestEvent::FsEvent(event)) => Ok(Some(event)),
+                GuestMessage::Event(other) => Err(protocol(&format!("unexpected event {other:?}"))),
+                GuestMessage::Outcome(o) => {
+                    self.done = true;
+                    outcome(o)?;
+                    Ok(None)
                 }
-                Some(Inbound::Eof { .. }) => continue,
-                Some(other) => {
-                    return Err(protocol(&format!("unexpected {other:?} in a watch stream")));
-                }
-                None => return Err(protocol("watch stream closed without an outcome")),
-            }
+            },
+            Some(other) => Err(protocol(&format!("unexpected {other:?} in a watch stream"))),
+            None => Err(protocol("watch stream closed without an outcome")),
         }
     }
 }

@@ -13,8 +13,10 @@
 //! - [`select`]: which of the two this host runs, and why.
 //! - [`spec`]: validation of a [`VmSpec`] shared by both drivers.
 //! - [`manifest`]: the `vm.json` both drivers write into their snapshots.
+//! - `exit`: the host-requested flag both drivers put into a [`VmExit`].
 
 pub mod cloud_hypervisor;
+pub(crate) mod exit;
 pub mod manifest;
 pub mod qemu;
 pub mod select;
@@ -81,6 +83,19 @@ pub struct DiskSpec {
     pub format: DiskFormat,
     /// Attach read-only.
     pub readonly: bool,
+}
+
+impl DiskSpec {
+    /// Its line in [`VmInfo::devices`], e.g. `virtio-blk rootfs (Raw): /path/to/disk`.
+    pub fn describe(&self) -> String {
+        let ro = if self.readonly { ", read-only" } else { "" };
+        format!(
+            "virtio-blk {} ({:?}{ro}): {}",
+            self.id,
+            self.format,
+            self.path.display()
+        )
+    }
 }
 
 /// Everything a driver needs to start one VM.
@@ -186,6 +201,29 @@ pub enum VmRunState {
     Paused,
     /// The VMM process is gone.
     Exited,
+}
+
+impl VmRunState {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmRunState::Running => "running",
+            VmRunState::Paused => "paused",
+            VmRunState::Exited => "exited",
+        }
+    }
+
+    /// `Ok` when the VM is in the `expected` state, else [`Error::VmState`].
+    pub fn require(self, expected: VmRunState) -> Result<()> {
+        if self == expected {
+            Ok(())
+        } else {
+            Err(Error::VmState {
+                expected: expected.as_str().to_string(),
+                actual: self.as_str().to_string(),
+            })
+        }
+    }
 }
 
 /// A VMM driver.

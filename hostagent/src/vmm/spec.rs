@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::path::{Component, Path};
 
 use crate::error::{Error, Result};
+use crate::transport::check_socket_path;
 use crate::vmm::{TransportKind, VmSpec};
 
 /// Smallest guest RAM accepted, MiB.
@@ -78,6 +79,16 @@ pub fn validate(spec: &VmSpec) -> Result<()> {
                 net.mac
             )));
         }
+    }
+    Ok(())
+}
+
+/// Checks that a driver's Unix socket paths under the VM directory are usable (absolute, short
+/// enough for `sun_path`).
+pub fn check_sockets(sockets: &[&Path]) -> Result<()> {
+    for socket in sockets {
+        check_socket_path(socket)
+            .map_err(|e| Error::Invalid(format!("{e}; use a shorter VM directory")))?;
     }
     Ok(())
 }

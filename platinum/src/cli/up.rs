@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use platinum_engine::model::{CommandLine, CreateSandbox, ExecRequest};
+use platinum_engine::model::{CreateSandbox, ExecRequest};
 use platinum_hostagent::image::{ImageCache, Progress, template};
 use platinum_hostagent::vmm::TransportKind;
 use std::net::SocketAddr;
@@ -144,15 +144,7 @@ async fn demo(server: &crate::server::RunningServer) {
         "Demo sandbox {} is running (booted in {boot_ms} ms; expires in 5 minutes):",
         sandbox.id
     );
-    let req = ExecRequest {
-        command: CommandLine::Shell("uname -sr; python3 --version; node --version".into()),
-        env: Default::default(),
-        cwd: None,
-        user: None,
-        timeout_ms: None,
-        stdin: None,
-        background: false,
-    };
+    let req = ExecRequest::shell("uname -sr; python3 --version; node --version");
     match engine.exec(&sandbox.id, req).await {
         Ok(r) => print!("{}", indent(&r.stdout)),
         Err(e) => eprintln!("  exec failed: {e}"),

@@ -6,7 +6,7 @@ use axum::response::Response;
 use platinum_engine::{Engine, Error};
 use serde::Deserialize;
 use std::sync::Arc;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, IntoResponses};
 
 use crate::error::{ApiResult, ErrorBody};
 
@@ -23,19 +23,42 @@ pub struct PortPath {
     pub path: String,
 }
 
+/// What both proxy routes answer, for their OpenAPI description (never built: the responses
+/// themselves come from the service or from [`crate::error`]).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+enum ProxyResponses {
+    #[response(
+        status = 200,
+        description = "The service's response (any status it sends)"
+    )]
+    Forwarded,
+    #[response(status = 401, description = "Missing or invalid API key")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "No such sandbox")]
+    NotFound(ErrorBody),
+    #[response(status = 409, description = "Sandbox not running")]
+    NotRunning(ErrorBody),
+    #[response(
+        status = 502,
+        description = "Nothing listens on the port (`port_not_open`)"
+    )]
+    PortNotOpen(ErrorBody),
+}
+
 /// Forward a request to a port inside the sandbox.
 ///
 /// Any method; the body streams both ways; WebSocket upgrades are forwarded. The service sees
 /// `Host: localhost:{port}`. No network path to the sandbox is needed: the connection is relayed
 /// by the guest agent.
-#[utoipa::path(get, path = "/v1/sandboxes/{id}/ports/{port}/{path}", tag = "ports", operation_id = "proxyPort",
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/ports/{port}/{path}",
+    tag = "ports",
+    operation_id = "proxyPort",
     params(PortPath),
-    responses(
-        (status = 200, description = "The service's response (any status it sends)"),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 404, description = "No such sandbox", body = ErrorBody),
-        (status = 409, description = "Sandbox not running", body = ErrorBody),
-        (status = 502, description = "Nothing listens on the port (`port_not_open`)", body = ErrorBody)))]
+    responses(ProxyResponses)
+)]
 pub async fn proxy(
     State(engine): State<Arc<Engine>>,
     Path(p): Path<PortPath>,
@@ -60,12 +83,7 @@ pub async fn proxy(
     params(
         ("id" = String, Path, description = "Sandbox id."),
         ("port" = u16, Path, description = "TCP port inside the sandbox.")),
-    responses(
-        (status = 200, description = "The service's response (any status it sends)"),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 404, description = "No such sandbox", body = ErrorBody),
-        (status = 409, description = "Sandbox not running", body = ErrorBody),
-        (status = 502, description = "Nothing listens on the port (`port_not_open`)", body = ErrorBody)))]
+    responses(ProxyResponses))]
 pub async fn proxy_root(
     State(engine): State<Arc<Engine>>,
     Path((id, port)): Path<(String, u16)>,

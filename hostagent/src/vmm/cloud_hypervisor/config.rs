@@ -358,16 +358,7 @@ pub fn file_url(dir: &Path) -> String {
 
 /// The device list for [`crate::vmm::VmInfo::devices`].
 pub fn describe_devices(spec: &VmSpec, paths: &ChPaths, shared_memory: bool) -> Vec<String> {
-    let mut devices = Vec::new();
-    for disk in &spec.disks {
-        let ro = if disk.readonly { ", read-only" } else { "" };
-        devices.push(format!(
-            "virtio-blk {} ({:?}{ro}): {}",
-            disk.id,
-            disk.format,
-            disk.path.display()
-        ));
-    }
+    let mut devices: Vec<String> = spec.disks.iter().map(DiskSpec::describe).collect();
     if let Some(net) = &spec.net {
         devices.push(format!("virtio-net {NET_ID} {} tap {}", net.mac, net.tap));
     }

@@ -18,8 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
-use crate::transport::check_socket_path;
+use crate::error::Result;
 use crate::vmm::{VmSpec, spec};
 
 /// Fixed file names inside a VM directory.
@@ -70,16 +69,14 @@ impl ChPaths {
 pub fn validate(spec: &VmSpec) -> Result<ChPaths> {
     spec::validate(spec)?;
     let paths = ChPaths::new(&spec.dir);
-    for socket in [&paths.api, &paths.vsock] {
-        check_socket_path(socket)
-            .map_err(|e| Error::Invalid(format!("{e}; use a shorter VM directory")))?;
-    }
+    spec::check_sockets(&[&paths.api, &paths.vsock])?;
     Ok(paths)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use crate::vmm::spec::tests::spec;
 
     #[test]

@@ -348,15 +348,19 @@ mod tests {
         }]
     }
 
+    /// The restore identity of [`new_spec`] with [`shares`].
+    fn new_identity<'a>(spec: &'a VmSpec, fs: &'a [FsSpec]) -> RestoreIdentity<'a> {
+        RestoreIdentity {
+            spec,
+            vsock: Path::new("/new/vsock.sock"),
+            fs,
+        }
+    }
+
     #[test]
     fn paths_change_and_nothing_else() {
-        let spec = new_spec();
-        let fs = shares();
-        let identity = RestoreIdentity {
-            spec: &spec,
-            vsock: Path::new("/new/vsock.sock"),
-            fs: &fs,
-        };
+        let (spec, fs) = (new_spec(), shares());
+        let identity = new_identity(&spec, &fs);
         let mut config = snapshot_config();
         let changes = rewrite_config(&mut config, &identity).expect("rewrite");
         let mut expected = snapshot_config();
@@ -379,10 +383,9 @@ mod tests {
     fn mismatched_devices_are_refused() {
         let spec = new_spec();
         let fs = shares();
-        let vsock = Path::new("/new/vsock.sock");
         let run = |config: Value, spec: &VmSpec, fs: &[FsSpec]| {
             let mut config = config;
-            match rewrite_config(&mut config, &RestoreIdentity { spec, vsock, fs }) {
+            match rewrite_config(&mut config, &new_identity(spec, fs)) {
                 Err(Error::Invalid(msg)) => msg,
                 other => panic!("expected Invalid, got {other:?}"),
             }
@@ -429,13 +432,8 @@ mod tests {
         std::fs::write(snap.join(STATE_FILE), b"{}").expect("state");
         std::fs::write(snap.join(MEMORY_FILE), b"ram").expect("memory");
         std::fs::write(snap.join(MANIFEST_FILE), b"{}").expect("manifest");
-        let spec = new_spec();
-        let fs = shares();
-        let identity = RestoreIdentity {
-            spec: &spec,
-            vsock: Path::new("/new/vsock.sock"),
-            fs: &fs,
-        };
+        let (spec, fs) = (new_spec(), shares());
+        let identity = new_identity(&spec, &fs);
         let source = work.path().join("restore-source");
         std::fs::create_dir(&source).expect("stale source");
         std::fs::write(source.join("stale"), b"x").expect("stale file");

@@ -17,7 +17,6 @@
 //!   [`KILL_GRACE`].
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +24,8 @@ use async_trait::async_trait;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::process::{ChildProcess, ExitInfo};
+use crate::process::ChildProcess;
+use crate::vmm::exit::EndRequest;
 use crate::vmm::{
     DiskSpec, FsSpec, Vm, VmExit, VmInfo, VmRunState, VmSpec, VmmKind, manifest, spec,
 };
@@ -52,7 +52,7 @@ pub struct CloudHypervisorVm {
     process: Arc<ChildProcess>,
     api: ApiClient,
     shared_memory: bool,
-    requested: AtomicBool,
+    requested: EndRequest,
     snapshot_timeout: Duration,
 }
 
@@ -79,7 +79,7 @@ impl CloudHypervisorVm {
             process: parts.process,
             api: parts.api,
             shared_memory: parts.shared_memory,
-            requested: AtomicBool::new(false),
+            requested: EndRequest::default(),
             snapshot_timeout: parts.snapshot_timeout,
         });
         let (process, paths, id) = (vm.process.clone(), vm.paths.clone(), vm.spec().id);
@@ -112,31 +112,7 @@ impl CloudHypervisorVm {
     }
 
     async fn expect_state(&self, expected: VmRunState) -> Result<()> {
-        let actual = self.state().await?;
-        if actual == expected {
-            Ok(())
-        } else {
-            Err(Error::VmState {
-                expected: state_name(expected),
-                actual: state_name(actual),
-            })
-        }
-    }
-
-    /// Records that the host is ending the VM, unless it has already ended on its own (a crash
-    /// stays a crash when the owner cleans up afterwards).
-    fn mark_requested(&self) {
-        if self.process.try_exit().is_none() {
-            self.requested.store(true, Ordering::SeqCst);
-        }
-    }
-
-    fn vm_exit(&self, exit: ExitInfo) -> VmExit {
-        VmExit {
-            code: exit.code,
-            signal: exit.signal,
-            requested: self.requested.load(Ordering::SeqCst),
-        }
+        self.state().await?.require(expected)
     }
 
     /// `vm.shutdown` then `vmm.shutdown`; kills the VMM if it has not exited after
@@ -151,7 +127,7 @@ impl CloudHypervisorVm {
         match self.process.wait_timeout(VMM_EXIT_WAIT).await {
             Some(exit) => {
                 self.paths.remove_runtime_files();
-                Ok(self.vm_exit(exit))
+                Ok(self.requested.vm_exit(exit))
             }
             None => {
                 warn!(vm = %self.id(), "cloud-hypervisor did not exit after vmm.shutdown, killing");
@@ -163,15 +139,6 @@ impl CloudHypervisorVm {
     fn id(&self) -> String {
         self.spec.lock().expect("VM spec").id.clone()
     }
-}
-
-fn state_name(state: VmRunState) -> String {
-    match state {
-        VmRunState::Running => "running",
-        VmRunState::Paused => "paused",
-        VmRunState::Exited => "exited",
-    }
-    .to_string()
 }
 
 #[async_trait]
@@ -219,7 +186,7 @@ impl Vm for CloudHypervisorVm {
     }
 
     async fn shutdown(&self, grace: Duration) -> Result<VmExit> {
-        self.mark_requested();
+        self.requested.mark(&self.process);
         if self.process.try_exit().is_none()
             && let Err(e) = self.api.power_button().await
         {
@@ -228,7 +195,7 @@ impl Vm for CloudHypervisorVm {
         match self.process.wait_timeout(grace).await {
             Some(exit) => {
                 self.paths.remove_runtime_files();
-                Ok(self.vm_exit(exit))
+                Ok(self.requested.vm_exit(exit))
             }
             None => {
                 info!(vm = %self.id(), ?grace, "guest did not power off in time, shutting the VMM down");
@@ -238,15 +205,15 @@ impl Vm for CloudHypervisorVm {
     }
 
     async fn kill(&self) -> Result<VmExit> {
-        self.mark_requested();
+        self.requested.mark(&self.process);
         let exit = self.process.kill(KILL_GRACE).await?;
         self.paths.remove_runtime_files();
-        Ok(self.vm_exit(exit))
+        Ok(self.requested.vm_exit(exit))
     }
 
     async fn wait_exit(&self) -> VmExit {
         let exit = self.process.wait().await;
-        self.vm_exit(exit)
+        self.requested.vm_exit(exit)
     }
 
     async fn add_disk(&self, disk: &DiskSpec) -> Result<()> {

@@ -9,7 +9,7 @@
 //! because virtio-mmio slots, and with them the migration stream's section names, follow the
 //! order on the command line: a restore must rebuild exactly the same list.
 
-use crate::vmm::{Accel, DiskFormat, TransportKind, VmSpec};
+use crate::vmm::{Accel, DiskFormat, DiskSpec, TransportKind, VmSpec};
 use platinum_protocol::VIRTIO_SERIAL_PORT_NAME;
 
 use super::paths::VmPaths;
@@ -128,16 +128,7 @@ pub fn build(spec: &VmSpec, paths: &VmPaths, accel: Accel, incoming: bool) -> Ve
 
 /// The device list for [`crate::vmm::VmInfo::devices`].
 pub fn describe_devices(spec: &VmSpec, paths: &VmPaths) -> Vec<String> {
-    let mut devices = Vec::new();
-    for disk in &spec.disks {
-        let ro = if disk.readonly { ", read-only" } else { "" };
-        devices.push(format!(
-            "virtio-blk {} ({:?}{ro}): {}",
-            disk.id,
-            disk.format,
-            disk.path.display()
-        ));
-    }
+    let mut devices: Vec<String> = spec.disks.iter().map(DiskSpec::describe).collect();
     devices.push(format!("serial console: {}", spec.console_log.display()));
     devices.push(format!(
         "virtio-serial {VIRTIO_SERIAL_PORT_NAME}: {}",

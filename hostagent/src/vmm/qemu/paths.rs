@@ -8,8 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
-use crate::transport::check_socket_path;
+use crate::error::Result;
 use crate::vmm::{VmSpec, spec};
 
 /// Fixed file names inside a VM directory.
@@ -69,16 +68,14 @@ impl VmPaths {
 pub fn validate(spec: &VmSpec) -> Result<VmPaths> {
     spec::validate(spec)?;
     let paths = VmPaths::new(&spec.dir);
-    for socket in [&paths.qmp, &paths.agent, &paths.vhost_vsock, &paths.vsock] {
-        check_socket_path(socket)
-            .map_err(|e| Error::Invalid(format!("{e}; use a shorter VM directory")))?;
-    }
+    spec::check_sockets(&[&paths.qmp, &paths.agent, &paths.vhost_vsock, &paths.vsock])?;
     Ok(paths)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use crate::vmm::spec::tests::spec;
 
     #[test]

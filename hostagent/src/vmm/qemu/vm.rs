@@ -9,14 +9,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::process::{ChildProcess, ExitInfo};
+use crate::process::ChildProcess;
+use crate::vmm::exit::EndRequest;
 use crate::vmm::{TransportKind, Vm, VmExit, VmInfo, VmRunState, VmSpec, VmmKind, manifest};
 
 use super::paths::VmPaths;
@@ -39,7 +39,7 @@ pub struct QemuVm {
     qemu: Arc<ChildProcess>,
     vsock: Option<Arc<VsockDaemon>>,
     qmp: Qmp,
-    requested: AtomicBool,
+    requested: EndRequest,
     snapshot_timeout: Duration,
 }
 
@@ -64,7 +64,7 @@ impl QemuVm {
             qemu: parts.qemu,
             vsock: parts.vsock,
             qmp: parts.qmp,
-            requested: AtomicBool::new(false),
+            requested: EndRequest::default(),
             snapshot_timeout: parts.snapshot_timeout,
         });
         let (qemu, vsock, paths, id) = (
@@ -119,31 +119,7 @@ impl QemuVm {
     }
 
     async fn expect_state(&self, expected: VmRunState) -> Result<()> {
-        let actual = self.state().await?;
-        if actual == expected {
-            Ok(())
-        } else {
-            Err(Error::VmState {
-                expected: state_name(expected),
-                actual: state_name(actual),
-            })
-        }
-    }
-
-    /// Records that the host is ending the VM, unless it has already ended on its own (a crash
-    /// stays a crash when the owner cleans up afterwards).
-    fn mark_requested(&self) {
-        if self.qemu.try_exit().is_none() {
-            self.requested.store(true, Ordering::SeqCst);
-        }
-    }
-
-    fn vm_exit(&self, exit: ExitInfo) -> VmExit {
-        VmExit {
-            code: exit.code,
-            signal: exit.signal,
-            requested: self.requested.load(Ordering::SeqCst),
-        }
+        self.state().await?.require(expected)
     }
 }
 
@@ -155,15 +131,6 @@ async fn release_helpers(vsock: Option<&VsockDaemon>, paths: &VmPaths) {
         warn!(error = %e, "stopping vhost-device-vsock failed");
     }
     paths.remove_runtime_files();
-}
-
-fn state_name(state: VmRunState) -> String {
-    match state {
-        VmRunState::Running => "running",
-        VmRunState::Paused => "paused",
-        VmRunState::Exited => "exited",
-    }
-    .to_string()
 }
 
 #[async_trait]
@@ -202,7 +169,7 @@ impl Vm for QemuVm {
     }
 
     async fn shutdown(&self, grace: Duration) -> Result<VmExit> {
-        self.mark_requested();
+        self.requested.mark(&self.qemu);
         if self.qemu.try_exit().is_none()
             && let Err(e) = self.qmp.run("system_powerdown", None).await
         {
@@ -211,7 +178,7 @@ impl Vm for QemuVm {
         match self.qemu.wait_timeout(grace).await {
             Some(exit) => {
                 release_helpers(self.vsock.as_deref(), &self.paths).await;
-                Ok(self.vm_exit(exit))
+                Ok(self.requested.vm_exit(exit))
             }
             None => {
                 info!(vm = %self.spec.id, ?grace, "guest did not power off in time, killing");
@@ -221,14 +188,14 @@ impl Vm for QemuVm {
     }
 
     async fn kill(&self) -> Result<VmExit> {
-        self.mark_requested();
+        self.requested.mark(&self.qemu);
         let exit = self.qemu.kill(KILL_GRACE).await?;
         release_helpers(self.vsock.as_deref(), &self.paths).await;
-        Ok(self.vm_exit(exit))
+        Ok(self.requested.vm_exit(exit))
     }
 
     async fn wait_exit(&self) -> VmExit {
         let exit = self.qemu.wait().await;
-        self.vm_exit(exit)
+        self.requested.vm_exit(exit)
     }
 }
