@@ -348,7 +348,7 @@ mod tests {
         }]
     }
 
-    /// The restore identity of [`new_spec`] with [`shares`].
+    /// The restore identity of `spec` with `fs`, its vsock socket moved to `/new/vsock.sock`.
     fn new_identity<'a>(spec: &'a VmSpec, fs: &'a [FsSpec]) -> RestoreIdentity<'a> {
         RestoreIdentity {
             spec,
