@@ -18,6 +18,25 @@ export PATH="$CARGO_INSTALL_ROOT/bin:$HOME/.cargo/bin:$PATH"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# Phase timing: `phase NAME` closes the previous phase and opens NAME; `phase_table` prints them.
+PHASES=()
+PHASE_NAME=""
+PHASE_START=$(date +%s)
+RUN_START=$PHASE_START
+phase() {
+  local now; now=$(date +%s)
+  [ -n "$PHASE_NAME" ] && PHASES+=("$(printf '%-58s %6ss' "$PHASE_NAME" $((now - PHASE_START)))")
+  PHASE_NAME="$1"; PHASE_START=$now
+  [ -n "$1" ] && log "$1"
+  return 0
+}
+phase_table() {
+  phase ""
+  printf '\n%-58s %7s\n' "phase" "time" >&2
+  printf '%s\n' "${PHASES[@]}" >&2
+  printf '%-58s %6ss\n' "total" $(( $(date +%s) - RUN_START )) >&2
+}
+
 need_root() {
   if [ "$(id -u)" != 0 ]; then
     echo "run this as root (it installs Debian packages and runs VMs)" >&2
@@ -39,7 +58,7 @@ apt_install() {
   for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
 ensure_backports() {
@@ -54,7 +73,7 @@ host_packages() {
   if ! dpkg -s qemu-system-x86 >/dev/null 2>&1 || ! qemu-system-x86_64 --version | grep -qE 'version (9|[1-9][0-9])\.'; then
     apt-get update -q
     log "installing QEMU from bookworm-backports"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t bookworm-backports qemu-system-x86 qemu-utils
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils
   fi
   apt_install nftables iproute2 mmdebstrap kmod e2fsprogs xfsprogs busybox-static pkg-config libseccomp-dev libcap-ng-dev curl ca-certificates
 }
@@ -86,26 +105,31 @@ cmd_up() {
 cmd_test() {
   need_root
   ensure_rust
+  # The table is printed however the run ends (a failing phase included).
+  trap phase_table EXIT
+  phase "host packages (apt, QEMU from backports)"
   host_packages
+  phase "vhost-device-vsock"
   ensure_vsock_daemon
-  log "format and lint"
+  phase "format and lint"
   cargo fmt --all --check
   cargo clippy --workspace --all-targets -- -D warnings
+  phase "build (guest agent, workspace)"
   build debug
-  log "guest image"
+  phase "guest images (base, code-interpreter-v1)"
   "$CARGO_TARGET_DIR/debug/platinum" image build
   # The E2B code interpreter's default template (its flows create sandboxes from it).
   "$CARGO_TARGET_DIR/debug/platinum" image build --template code-interpreter-v1
-  log "E2B SDKs (pinned Python and JS; testkit's e2b_sdk test runs their flows)"
+  phase "E2B SDK installs (pinned Python and JS)"
   evals/e2b/run.sh --install
-  log "MCP and OpenAPI clients (pinned Python MCP SDK, MCP Inspector, openapi-spec-validator, Redocly, skills)"
+  phase "MCP and OpenAPI clients (MCP SDK, Inspector, validators, skills)"
   evals/mcp/setup.sh
-  log "tests"
+  phase "cargo test --workspace (real VMs)"
   # VM-booting tests share two cores; run test binaries' tests two at a time.
   cargo test --workspace -- --test-threads=2
-  log "Daytona SDK conformance (pinned Python and TypeScript SDKs, real VMs)"
+  phase "Daytona SDK conformance (pinned Python and TypeScript SDKs, real VMs)"
   PLATINUM_BIN="$CARGO_TARGET_DIR/debug/platinum" evals/daytona/run.sh
-  log "benchmarks (figures only, no thresholds)"
+  phase "benchmarks (figures only, no thresholds)"
   cargo run -q -p platinum-evals -- --iterations 5
 }
 

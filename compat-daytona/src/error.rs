@@ -85,9 +85,10 @@ impl From<EngineError> for DaytonaError {
         use StatusCode as S;
         let (status, code) = match e.code() {
             "sandbox_not_found" | "template_not_found" => (S::NOT_FOUND, "NOT_FOUND"),
-            "session_not_found" | "command_not_found" | "code_context_not_found" => {
-                (S::NOT_FOUND, "NOT_FOUND")
-            }
+            "session_not_found"
+            | "command_not_found"
+            | "code_context_not_found"
+            | "api_key_not_found" => (S::NOT_FOUND, "NOT_FOUND"),
             "process_not_found" => (S::NOT_FOUND, "PROCESS_NOT_FOUND"),
             "file_not_found" => (S::NOT_FOUND, "FILE_NOT_FOUND"),
             "permission_denied" | "read_only" => (S::FORBIDDEN, "FILE_ACCESS_DENIED"),

@@ -17,8 +17,9 @@
 //!   served inside a sandbox ([`api::preview`]).
 //!
 //! Authentication is the Platinum API key as `Authorization: Bearer` (Daytona's API key);
-//! WebSocket upgrades from browser runtimes may use the sandbox's preview token instead
-//! ([`auth`]).
+//! WebSocket upgrades from browser runtimes may use the sandbox's toolbox preview token instead
+//! ([`auth`]). Token keys live in `<data>/daytona-secret` ([`DaytonaConfig::from_data_dir`]), so
+//! preview links and signed URLs survive a restart.
 
 pub mod api;
 pub mod auth;
@@ -41,7 +42,8 @@ pub struct DaytonaConfig {
     /// Region name reported as every sandbox's `target`.
     pub target: String,
     /// Key for preview tokens, signed preview links and file-URL signing keys. Tokens made with
-    /// one key stop working when it changes (by default, at every server start).
+    /// one key stop working when it changes ([`DaytonaConfig::from_data_dir`] keeps it across
+    /// restarts; the `Default` is random).
     pub secret: Vec<u8>,
 }
 
@@ -66,6 +68,21 @@ impl Default for DaytonaConfig {
     }
 }
 
+/// File in the data directory holding the key of Daytona tokens.
+const SECRET_FILE: &str = "daytona-secret";
+
+impl DaytonaConfig {
+    /// Host-derived URLs, target `local`, and the token key kept in `<data_dir>/daytona-secret`
+    /// (created owner-only on first use), so preview links and signing keys handed out stay
+    /// valid across restarts.
+    pub fn from_data_dir(data_dir: &std::path::Path) -> std::io::Result<Self> {
+        Ok(DaytonaConfig {
+            secret: tokens::load_or_create_secret(&data_dir.join(SECRET_FILE))?,
+            ..DaytonaConfig::default()
+        })
+    }
+}
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct Ctx(Arc<Inner>);
@@ -76,7 +93,7 @@ pub struct Inner {
     pub engine: Arc<Engine>,
     /// Settings.
     pub config: DaytonaConfig,
-    /// Token signing and revocation.
+    /// Token signing and checking (revocations are the engine's).
     pub tokens: tokens::Tokens,
     /// PTY sessions opened through the toolbox.
     pub ptys: toolbox::pty::PtyRegistry,

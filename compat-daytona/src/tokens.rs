@@ -1,14 +1,22 @@
-//! Tokens the Daytona front end hands out, all HMAC-SHA256 under the front end's secret, so none
-//! needs storing: a sandbox's preview token, signed preview links (with an expiry; revocable),
-//! and per-sandbox signing keys for Daytona's signed file URLs (which the SDK signs itself).
+//! Tokens the Daytona front end hands out, all HMAC-SHA256 under the front end's secret (kept in
+//! the data directory, so links survive a restart): preview tokens, signed preview links, and
+//! per-sandbox signing keys for Daytona's signed file URLs (which the SDK signs itself).
+//!
+//! - A preview token belongs to one sandbox **and one port**: the token of a link to port 3000
+//!   opens that port's previews and nothing else. The toolbox's WebSocket upgrades accept the
+//!   token of port [`TOOLBOX_TOKEN_PORT`], which is what browser SDKs ask for
+//!   (`getPreviewLink(1)`) to authenticate them.
+//! - A signed preview link carries its sandbox, port and expiry, at most
+//!   [`MAX_SIGNED_PREVIEW_SECS`] ahead (a token claiming a later expiry is refused, however it was
+//!   made). Revoking one stores its hash with the engine until it expires
+//!   (`Engine::revoke_token`), so it stays refused after a restart.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::path::Path;
 use time::OffsetDateTime;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -16,10 +24,33 @@ type HmacSha256 = Hmac<Sha256>;
 /// Longest a signed preview link may live.
 pub const MAX_SIGNED_PREVIEW_SECS: u64 = 24 * 3600;
 
+/// The port whose preview token authenticates the toolbox's WebSocket upgrades (browser SDKs
+/// call `getPreviewLink(1)` for it).
+pub const TOOLBOX_TOKEN_PORT: u16 = 1;
+
+/// What revocations of signed preview links are recorded as.
+pub const SIGNED_PREVIEW_KIND: &str = "daytona-signed-preview";
+
 /// A fresh random secret.
 pub fn random_secret() -> Vec<u8> {
     let mut rng = rand::rng();
     (0..32).map(|_| rng.random::<u8>()).collect()
+}
+
+/// Reads the secret from `path`, creating it (32 random bytes, hex, owner-only, written
+/// atomically) if it is missing or too short.
+pub fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().len() >= 32 => return Ok(text.trim().as_bytes().to_vec()),
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "Daytona token key is too short; replacing it")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let key = hex::encode(random_secret());
+    platinum_hostagent::private_file::write(path, key.as_bytes())?;
+    Ok(key.into_bytes())
 }
 
 fn mac_of(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
@@ -38,50 +69,61 @@ fn now_unix() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// What a valid signed preview token grants.
+/// What a genuine signed preview token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedPreview {
     /// Sandbox id.
     pub sandbox_id: String,
     /// Port.
     pub port: u16,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+    /// The token's hash, as revocations are kept (`platinum_engine::commands::tokens::token_hash`).
+    pub hash: String,
 }
 
-/// Signs and checks tokens; remembers revoked signed links until they would have expired.
+/// Signs and checks tokens.
 pub struct Tokens {
     key: Vec<u8>,
-    revoked: Mutex<HashMap<String, i64>>,
 }
 
 impl Tokens {
     /// Tokens under `key`.
     pub fn new(key: Vec<u8>) -> Self {
-        Tokens {
-            key,
-            revoked: Mutex::new(HashMap::new()),
-        }
+        Tokens { key }
     }
 
-    /// A sandbox's preview token (same for every port; stable while the secret is).
-    pub fn preview_token(&self, sandbox_id: &str) -> String {
-        let tag = mac_of(&self.key, &[b"preview", sandbox_id.as_bytes()])
-            .finalize()
-            .into_bytes();
+    fn preview_mac(&self, sandbox_id: &str, port: u16) -> HmacSha256 {
+        mac_of(
+            &self.key,
+            &[
+                b"preview",
+                sandbox_id.as_bytes(),
+                port.to_string().as_bytes(),
+            ],
+        )
+    }
+
+    /// The preview token of `port` of `sandbox_id` (stable while the secret is).
+    pub fn preview_token(&self, sandbox_id: &str, port: u16) -> String {
+        let tag = self.preview_mac(sandbox_id, port).finalize().into_bytes();
         B64.encode(&tag[..24])
     }
 
-    /// Whether `token` is the preview token of `sandbox_id` (constant time).
-    pub fn check_preview_token(&self, sandbox_id: &str, token: &str) -> bool {
+    /// Whether `token` is the preview token of `port` of `sandbox_id` (constant time).
+    pub fn check_preview_token(&self, sandbox_id: &str, port: u16, token: &str) -> bool {
         let Ok(bytes) = B64.decode(token) else {
             return false;
         };
-        mac_of(&self.key, &[b"preview", sandbox_id.as_bytes()])
-            .verify_truncated_left(&bytes)
-            .is_ok()
-            && bytes.len() == 24
+        bytes.len() == 24
+            && self
+                .preview_mac(sandbox_id, port)
+                .verify_truncated_left(&bytes)
+                .is_ok()
     }
 
-    /// A signed preview token for `port` of `sandbox_id`, valid for `ttl_secs`.
+    /// A signed preview token for `port` of `sandbox_id`, valid for `ttl_secs` (at most
+    /// [`MAX_SIGNED_PREVIEW_SECS`]).
     pub fn sign_preview(&self, sandbox_id: &str, port: u16, ttl_secs: u64) -> String {
         let expires = now_unix() + ttl_secs.min(MAX_SIGNED_PREVIEW_SECS) as i64;
         let nonce = hex::encode(random_secret().get(..6).unwrap_or_default());
@@ -92,8 +134,10 @@ impl Tokens {
         format!("{}.{}", B64.encode(payload), B64.encode(tag))
     }
 
-    /// What a signed preview token grants, if it is genuine, unexpired and not revoked.
-    pub fn open_signed_preview(&self, token: &str) -> Option<SignedPreview> {
+    /// What a signed preview token grants if it is genuine (its MAC checks) and well-formed, and
+    /// its expiry is not beyond what [`Tokens::sign_preview`] would give now; expired tokens are
+    /// included (a revocation needs them). Revocation is not checked here.
+    pub fn verify_signed_preview(&self, token: &str) -> Option<SignedPreview> {
         let (payload_b64, tag_b64) = token.split_once('.')?;
         let payload = B64.decode(payload_b64).ok()?;
         let tag = B64.decode(tag_b64).ok()?;
@@ -102,38 +146,28 @@ impl Tokens {
             .ok()?;
         let text = String::from_utf8(payload).ok()?;
         let mut parts = text.split('.');
-        let (id, port, expires) = (parts.next()?, parts.next()?, parts.next()?);
-        let expires: i64 = expires.parse().ok()?;
-        if expires <= now_unix() || self.is_revoked(token) {
+        let (id, port, expires, _nonce) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let expires_at: i64 = expires.parse().ok()?;
+        if expires_at > now_unix() + MAX_SIGNED_PREVIEW_SECS as i64 {
             return None;
         }
         Some(SignedPreview {
             sandbox_id: id.to_string(),
-            port: port.parse().ok()?,
+            port: port.parse().ok().filter(|p| *p > 0)?,
+            expires_at,
+            hash: platinum_engine::commands::tokens::token_hash(token),
         })
     }
 
-    /// Revokes a signed preview token before its expiry. Unknown or forged tokens are ignored.
-    pub fn revoke_signed_preview(&self, token: &str) {
-        let Some(expires) = token
-            .split_once('.')
-            .and_then(|(p, _)| B64.decode(p).ok())
-            .and_then(|p| String::from_utf8(p).ok())
-            .and_then(|t| t.split('.').nth(2).and_then(|e| e.parse::<i64>().ok()))
-        else {
-            return;
-        };
-        let now = now_unix();
-        let mut revoked = self.revoked.lock().expect("revoked tokens");
-        revoked.retain(|_, exp| *exp > now);
-        revoked.insert(token.to_string(), expires);
-    }
-
-    fn is_revoked(&self, token: &str) -> bool {
-        self.revoked
-            .lock()
-            .expect("revoked tokens")
-            .contains_key(token)
+    /// What a signed preview token grants if it is genuine and unexpired (the caller still checks
+    /// the engine's revocations with its `hash`).
+    pub fn open_signed_preview(&self, token: &str) -> Option<SignedPreview> {
+        self.verify_signed_preview(token)
+            .filter(|g| g.expires_at > now_unix())
     }
 
     /// The key the SDK signs file URLs of `sandbox_id` with; `generation` changes on rotation.
@@ -192,37 +226,73 @@ mod tests {
     }
 
     #[test]
-    fn preview_tokens_are_per_sandbox_and_per_secret() {
+    fn preview_tokens_are_per_sandbox_port_and_secret() {
         let t = Tokens::new(b"k1".to_vec());
-        let tok = t.preview_token("a");
-        assert!(t.check_preview_token("a", &tok));
-        assert!(!t.check_preview_token("b", &tok));
-        assert!(!Tokens::new(b"k2".to_vec()).check_preview_token("a", &tok));
-        assert!(!t.check_preview_token("a", "garbage!"));
-        assert!(!t.check_preview_token("a", &tok[..10]));
+        let tok = t.preview_token("a", 8000);
+        assert!(t.check_preview_token("a", 8000, &tok));
+        assert!(!t.check_preview_token("b", 8000, &tok));
+        assert!(!t.check_preview_token("a", 8001, &tok));
+        assert!(!t.check_preview_token("a", TOOLBOX_TOKEN_PORT, &tok));
+        assert!(!Tokens::new(b"k2".to_vec()).check_preview_token("a", 8000, &tok));
+        assert!(!t.check_preview_token("a", 8000, "garbage!"));
+        assert!(!t.check_preview_token("a", 8000, &tok[..10]));
+    }
+
+    fn forge(key: &[u8], payload: &str) -> String {
+        let tag = mac_of(key, &[b"signed-preview", payload.as_bytes()])
+            .finalize()
+            .into_bytes();
+        format!("{}.{}", B64.encode(payload), B64.encode(tag))
     }
 
     #[test]
-    fn signed_previews_open_until_revoked_and_reject_tampering() {
+    fn signed_previews_reject_tampering_expiry_and_far_futures() {
         let t = Tokens::new(b"k".to_vec());
         let tok = t.sign_preview("sbx", 8080, 60);
-        assert_eq!(
-            t.open_signed_preview(&tok),
-            Some(SignedPreview {
-                sandbox_id: "sbx".into(),
-                port: 8080
-            })
-        );
-        let forged = format!(
+        let g = t.open_signed_preview(&tok).unwrap();
+        assert_eq!((g.sandbox_id.as_str(), g.port), ("sbx", 8080));
+        assert_eq!(g.hash, platinum_engine::commands::tokens::token_hash(&tok));
+        let tampered = format!(
             "{}.{}",
             B64.encode("sbx.22.9999999999.00"),
             tok.split('.').nth(1).unwrap()
         );
-        assert_eq!(t.open_signed_preview(&forged), None);
+        assert_eq!(t.verify_signed_preview(&tampered), None);
         let expired = t.sign_preview("sbx", 8080, 0);
         assert_eq!(t.open_signed_preview(&expired), None);
-        t.revoke_signed_preview(&tok);
-        assert_eq!(t.open_signed_preview(&tok), None);
+        assert!(
+            t.verify_signed_preview(&expired).is_some(),
+            "an expired token is still genuine (it can be revoked)"
+        );
+        // Made with the key but claiming an expiry beyond the longest a link may live.
+        let far = forge(
+            b"k",
+            &format!("sbx.8080.{}.00", now_unix() + 10 * 365 * 86400),
+        );
+        assert_eq!(t.verify_signed_preview(&far), None);
+        let ok = forge(b"k", &format!("sbx.8080.{}.00", now_unix() + 60));
+        assert!(t.open_signed_preview(&ok).is_some());
+        assert_eq!(t.open_signed_preview(&forge(b"k", "sbx.8080.x.00")), None);
+        assert_eq!(
+            t.open_signed_preview(&forge(b"k", &format!("sbx.0.{}.00", now_unix() + 60))),
+            None
+        );
+    }
+
+    #[test]
+    fn secrets_persist_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daytona-secret");
+        let first = load_or_create_secret(&path).unwrap();
+        assert_eq!(first, load_or_create_secret(&path).unwrap());
+        assert!(first.len() >= 32);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::write(&path, "short").unwrap();
+        assert_ne!(load_or_create_secret(&path).unwrap(), b"short".to_vec());
     }
 
     #[test]

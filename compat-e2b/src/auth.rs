@@ -6,6 +6,10 @@
 //!   kept in the data directory, so a sandbox's token is the same after a restart and nothing
 //!   per sandbox has to be stored. envd RPCs, `/envs` and `/metrics` need it as `X-Access-Token`;
 //!   `/files` takes the header or a URL signature; `/health` is open.
+//! - Traffic access token: `HMAC-SHA256(key, "traffic-access-token:" + sandbox id)`, hex, handed
+//!   out as `trafficAccessToken` for sandboxes that are not public. Ports other than envd and the
+//!   code interpreter need it as `E2B-Traffic-Access-Token`, or the envd access token as
+//!   `X-Access-Token` ([`may_reach_port`]); E2B's proxy asks for the former.
 //! - Signed file URLs (`download_url`/`upload_url`): `signature = "v1_" +
 //!   base64_nopad(sha256("{path}:{read|write}:{username}:{token}[:{expiration}]"))`, and an
 //!   expiration, when given, must not have passed.
@@ -15,14 +19,14 @@ use axum::http::HeaderMap;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Header carrying the envd access token.
 pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
+/// Header carrying the traffic access token (E2B's `E2B-Traffic-Access-Token`).
+pub const TRAFFIC_TOKEN_HEADER: &str = "e2b-traffic-access-token";
 
 /// Reads the token key from `path`, creating it (32 random bytes, hex, mode 0600) if missing.
 pub fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -33,16 +37,7 @@ pub fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
         Err(e) => return Err(e),
     }
     let key = hex::encode(rand::random::<[u8; 32]>());
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(key.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    platinum_hostagent::private_file::write(path, key.as_bytes())?;
     Ok(key.into_bytes())
 }
 
@@ -52,6 +47,23 @@ pub fn access_token(secret: &[u8], sandbox_id: &str) -> String {
     mac.update(b"envd-access-token:");
     mac.update(sandbox_id.as_bytes());
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// The traffic access token of a sandbox (for its ports other than envd and the interpreter).
+pub fn traffic_token(secret: &[u8], sandbox_id: &str) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"traffic-access-token:");
+    mac.update(sandbox_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether a request may reach a non-public sandbox's service ports: it presents the sandbox's
+/// traffic access token (`E2B-Traffic-Access-Token`) or its envd access token (`X-Access-Token`).
+pub fn may_reach_port(headers: &HeaderMap, secret: &[u8], sandbox_id: &str) -> bool {
+    let traffic = headers
+        .get(TRAFFIC_TOKEN_HEADER)
+        .is_some_and(|v| same(v.as_bytes(), traffic_token(secret, sandbox_id).as_bytes()));
+    traffic || has_token(headers, &access_token(secret, sandbox_id))
 }
 
 /// Compares two secrets without leaking where they differ.
@@ -156,6 +168,40 @@ mod tests {
         assert!(has_token(&h, &a));
         assert!(!has_token(&h, &access_token(b"key-two", "sbx1")));
         assert!(!has_token(&HeaderMap::new(), &a));
+    }
+
+    #[test]
+    fn ports_need_the_traffic_or_the_access_token_of_their_sandbox() {
+        let key = b"key";
+        let traffic = traffic_token(key, "sbx1");
+        assert_ne!(traffic, access_token(key, "sbx1"));
+        let with = |name: &'static str, value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, value.parse().unwrap());
+            h
+        };
+        assert!(may_reach_port(
+            &with(TRAFFIC_TOKEN_HEADER, &traffic),
+            key,
+            "sbx1"
+        ));
+        assert!(may_reach_port(
+            &with(ACCESS_TOKEN_HEADER, &access_token(key, "sbx1")),
+            key,
+            "sbx1"
+        ));
+        assert!(!may_reach_port(
+            &with(TRAFFIC_TOKEN_HEADER, &traffic),
+            key,
+            "sbx2"
+        ));
+        assert!(!may_reach_port(
+            &with(ACCESS_TOKEN_HEADER, &traffic),
+            key,
+            "sbx1"
+        ));
+        assert!(!may_reach_port(&with("x-api-key", &traffic), key, "sbx1"));
+        assert!(!may_reach_port(&HeaderMap::new(), key, "sbx1"));
     }
 
     #[test]

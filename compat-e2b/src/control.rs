@@ -13,6 +13,13 @@
 //! States: creating, starting and running are E2B's `running`; paused, stopping, stopped and
 //! archived are `paused` (`connect` brings them back); failed and deleted sandboxes do not
 //! exist for E2B. Every route needs `X-API-KEY`.
+//!
+//! Public traffic: E2B's `network.allowPublicTraffic` defaults to true, so E2B serves a
+//! sandbox's ports to anyone who knows its id. Platinum does not: a sandbox's service ports (all
+//! but envd and the interpreter) need its traffic access token (returned as `trafficAccessToken`,
+//! sent as `E2B-Traffic-Access-Token`) or its envd access token, unless it was created here with
+//! an explicit `"network": {"allowPublicTraffic": true}` (kept as the hidden label
+//! [`META_PUBLIC`]). Sandboxes created by other front ends are never public to E2B routing.
 
 use axum::Json;
 use axum::Router;
@@ -45,6 +52,11 @@ const MAX_PAGE: usize = 1000;
 const CLIENT_ID: &str = "6532622b";
 /// `endAt` of a sandbox without a timeout.
 const NEVER: &str = "9999-12-31T23:59:59Z";
+/// Label marking a sandbox created with `network.allowPublicTraffic: true` (never shown as
+/// metadata; E2B creates may not set labels under [`RESERVED_PREFIX`]).
+pub const META_PUBLIC: &str = "platinum.e2b/public";
+/// Prefix of the labels this front end keeps for itself.
+const RESERVED_PREFIX: &str = "platinum.e2b/";
 /// Templates whose sandboxes get their default Python context started right after create.
 const CODE_INTERPRETER_TEMPLATES: &[&str] = &["code-interpreter-v1"];
 
@@ -147,8 +159,23 @@ async fn load(ctx: &Ctx, id: &str) -> ApiResult<Sandbox> {
     }
 }
 
+/// Whether a sandbox's service ports are open to requests without a token (created through E2B
+/// with `network.allowPublicTraffic: true`).
+pub fn is_public(s: &Sandbox) -> bool {
+    s.metadata.get(META_PUBLIC).is_some_and(|v| v == "true")
+}
+
+/// The user's metadata, without this front end's own labels.
+fn user_metadata(s: &Sandbox) -> BTreeMap<&String, &String> {
+    s.metadata
+        .iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+        .collect()
+}
+
 /// The `Sandbox` model (create, connect, resume).
 fn sandbox_json(ctx: &Ctx, s: &Sandbox) -> Value {
+    let traffic = (!is_public(s)).then(|| auth::traffic_token(&ctx.config.secret, &s.id));
     json!({
         "templateID": s.template,
         "sandboxID": s.id,
@@ -156,7 +183,7 @@ fn sandbox_json(ctx: &Ctx, s: &Sandbox) -> Value {
         "clientID": CLIENT_ID,
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": auth::access_token(&ctx.config.secret, &s.id),
-        "trafficAccessToken": null,
+        "trafficAccessToken": traffic,
         "domain": ctx.config.domain,
     })
 }
@@ -181,7 +208,7 @@ fn listed_json(ctx: &Ctx, s: &Sandbox) -> Value {
         "memoryMB": s.memory_mib,
         "diskSizeMB": disk_mb,
         "state": e2b_state(s.state).unwrap_or("paused"),
-        "metadata": s.metadata,
+        "metadata": user_metadata(s),
     })
 }
 
@@ -294,7 +321,8 @@ fn internet(req: &NewSandbox) -> ApiResult<Option<bool>> {
                     }
                 }
             }
-            "allowPublicTraffic" if value.as_bool() != Some(false) => {}
+            // Read by `public_traffic`.
+            "allowPublicTraffic" if value.is_boolean() || value.is_null() => {}
             _ if value.is_null()
                 || value.as_array().is_some_and(|a| a.is_empty())
                 || value.as_object().is_some_and(|o| o.is_empty()) => {}
@@ -306,6 +334,16 @@ fn internet(req: &NewSandbox) -> ApiResult<Option<bool>> {
         }
     }
     Ok(internet)
+}
+
+/// Whether the sandbox's ports are public: only an explicit `network.allowPublicTraffic: true`
+/// (E2B's default of true is not Platinum's; see the module documentation).
+fn public_traffic(req: &NewSandbox) -> bool {
+    req.network
+        .as_ref()
+        .and_then(|n| n.get("allowPublicTraffic"))
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResult<Response> {
@@ -346,10 +384,19 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
         (true, Some(false)) => TimeoutAction::Stop,
         (true, _) => TimeoutAction::Pause,
     };
+    let mut metadata = req.metadata.clone().unwrap_or_default();
+    if let Some(key) = metadata.keys().find(|k| k.starts_with(RESERVED_PREFIX)) {
+        return Err(ApiError::bad_request(format!(
+            "metadata key {key:?} is reserved (prefix {RESERVED_PREFIX:?})"
+        )));
+    }
+    if public_traffic(&req) {
+        metadata.insert(META_PUBLIC.into(), "true".into());
+    }
     let create = CreateSandbox {
         template: Some(template.clone()),
         env: req.env_vars.clone().unwrap_or_default(),
-        metadata: req.metadata.clone().unwrap_or_default(),
+        metadata,
         timeout_secs: Some(timeout),
         on_timeout: Some(on_timeout),
         internet: internet(&req)?,
@@ -755,7 +802,16 @@ mod tests {
         );
         assert_eq!(internet(&req(json!({"allowOut": []}))).unwrap(), None);
         assert!(internet(&req(json!({"allowOut": ["1.1.1.1"]}))).is_err());
-        assert!(internet(&req(json!({"allowPublicTraffic": false}))).is_err());
+        assert_eq!(
+            internet(&req(json!({"allowPublicTraffic": false}))).unwrap(),
+            None
+        );
+        assert!(internet(&req(json!({"allowPublicTraffic": "yes"}))).is_err());
+        // Public only when asked for explicitly (E2B's default is not Platinum's).
+        assert!(public_traffic(&req(json!({"allowPublicTraffic": true}))));
+        assert!(!public_traffic(&req(json!({"allowPublicTraffic": false}))));
+        assert!(!public_traffic(&req(json!({"allowOut": []}))));
+        assert!(!public_traffic(&NewSandbox::default()));
         let plain = NewSandbox {
             allow_internet_access: Some(true),
             ..NewSandbox::default()

@@ -9,7 +9,8 @@
 //!   "message"}` or plain text;
 //! - E2B's proxy, for a sandbox that is gone or a port nobody listens on ([`proxy_error`]): 502
 //!   `{"sandboxId", "message", "code": 502}` whose message contains `was not found` or
-//!   `port is not open`, the substrings the SDKs look for.
+//!   `port is not open`, the substrings the SDKs look for; and its 401 ([`proxy_unauthorized`])
+//!   for a service port of a sandbox that is not public, asked for without a token.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -23,6 +24,8 @@ use serde_json::json;
 pub const SANDBOX_NOT_FOUND: &str = "The sandbox was not found";
 /// Message of the proxy's answer for a port nothing listens on (the SDK's "port is not open").
 pub const PORT_NOT_OPEN: &str = "The sandbox is running but port is not open";
+/// Message of the proxy's 401 for a service port asked for without a valid token.
+pub const TRAFFIC_TOKEN_REQUIRED: &str = "Invalid or missing traffic access token: send the sandbox's trafficAccessToken as E2B-Traffic-Access-Token (or its envdAccessToken as X-Access-Token)";
 
 fn log(status: u16, e: &Error) {
     if status >= 500 {
@@ -230,6 +233,7 @@ impl From<Error> for ConnectError {
             },
             Error::GuestUnreachable(_) | Error::Vm(_) => C::Unavailable,
             Error::CodeContextNotFound(_)
+            | Error::ApiKeyNotFound(_)
             | Error::SessionNotFound(_)
             | Error::CommandNotFound(_)
             | Error::TemplateNotFound(_) => C::NotFound,
@@ -323,6 +327,15 @@ pub fn proxy_error(sandbox_id: &str, message: &str) -> Response {
     (
         StatusCode::BAD_GATEWAY,
         Json(json!({ "sandboxId": sandbox_id, "message": message, "code": 502 })),
+    )
+        .into_response()
+}
+
+/// The proxy's 401 for a sandbox's service port: `{"sandboxId", "message", "code": 401}`.
+pub fn proxy_unauthorized(sandbox_id: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "sandboxId": sandbox_id, "message": TRAFFIC_TOKEN_REQUIRED, "code": 401 })),
     )
         .into_response()
 }

@@ -13,10 +13,13 @@
 //!   whose Host is `{port}-{sandboxId}.{domain}`, goes to that sandbox's port: 49983 is envd
 //!   ([`envd`]: Connect RPCs for processes and files, `/files`, `/health`), 49999 the code
 //!   interpreter ([`interpreter`]), any other port is proxied to the service listening inside the
-//!   sandbox. Everything else falls through to the rest of the server.
+//!   sandbox, given the sandbox's traffic or envd access token unless it was created with
+//!   `network.allowPublicTraffic: true` ([`control`]). Everything else falls through to the rest
+//!   of the server.
 //!
-//! E2B-only state is derived, not stored: the envd access token of a sandbox is an HMAC of its
-//! id under a key kept in the data directory ([`auth`]), so tokens survive restarts; `autoPause`
+//! E2B-only state is derived, not stored: the envd access and traffic access tokens of a sandbox
+//! are HMACs of its id under a key kept in the data directory ([`auth`]), so tokens survive
+//! restarts; the public flag is a hidden label; `autoPause`
 //! is the engine's `on_timeout`, `endAt` its `expires_at`.
 
 pub mod auth;

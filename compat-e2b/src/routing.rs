@@ -9,7 +9,11 @@
 //! The sandbox must be running, else the answer is E2B's proxy 502 "The sandbox was not found"
 //! (paused, stopped and failed sandboxes included: the SDK then reports it as gone). Port 49983
 //! is envd, 49999 the code interpreter, and any other port is forwarded to the service inside
-//! the sandbox (502 "port is not open" when nothing listens).
+//! the sandbox (502 "port is not open" when nothing listens). Those service ports need the
+//! sandbox's traffic access token or envd access token unless the sandbox was created public
+//! ([`crate::auth::may_reach_port`], [`crate::control::is_public`]); without one the answer is
+//! the proxy's 401, whichever front end created the sandbox. The relay removes those tokens (and
+//! every other Platinum credential) before the request reaches the service.
 
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
@@ -20,7 +24,7 @@ use platinum_engine::ids::is_valid_id;
 use platinum_engine::model::SandboxState;
 use tower::ServiceExt;
 
-use crate::error::{HttpError, PORT_NOT_OPEN, SANDBOX_NOT_FOUND, proxy_error};
+use crate::error::{HttpError, PORT_NOT_OPEN, SANDBOX_NOT_FOUND, proxy_error, proxy_unauthorized};
 use crate::{Ctx, ENVD_PORT, INTERPRETER_PORT};
 
 /// Header naming the sandbox.
@@ -108,7 +112,16 @@ pub async fn dispatch(State(ctx): State<Ctx>, req: Request, next: Next) -> Respo
 
 async fn serve(ctx: Ctx, t: Target, mut req: Request) -> Response {
     match ctx.engine.get_sandbox(&t.sandbox).await {
-        Ok(s) if s.state == SandboxState::Running => {}
+        Ok(s) if s.state == SandboxState::Running => {
+            let service_port = !matches!(t.port, ENVD_PORT | INTERPRETER_PORT);
+            if service_port
+                && !crate::control::is_public(&s)
+                && !crate::auth::may_reach_port(req.headers(), &ctx.config.secret, &s.id)
+            {
+                tracing::debug!(sandbox = %s.id, port = t.port, "port request without a token");
+                return proxy_unauthorized(&s.id);
+            }
+        }
         Ok(s) => {
             tracing::debug!(sandbox = %t.sandbox, state = %s.state, port = t.port, "traffic for a sandbox that is not running");
             return proxy_error(&t.sandbox, SANDBOX_NOT_FOUND);

@@ -21,6 +21,12 @@ pub struct EngineConfig {
     pub max_timeout: Duration,
     /// Sandboxes with a live VM (or booting) at once.
     pub max_sandboxes: usize,
+    /// Memory of all sandboxes that hold a VM together, MiB (create, start and resume are
+    /// refused past it). Defaults to the host's physical memory: guest memory is not
+    /// overcommitted.
+    pub max_total_memory_mib: u64,
+    /// Disk that must stay free in the data directory for a create or start to be admitted, MiB.
+    pub min_free_disk_mib: u64,
     /// Largest single file upload, bytes.
     pub max_upload_bytes: u64,
     /// Output a buffered exec keeps per stream, bytes.
@@ -44,6 +50,8 @@ impl Default for EngineConfig {
             max_memory_mib: 64 * 1024,
             max_timeout: Duration::from_secs(30 * 24 * 3600),
             max_sandboxes: 64,
+            max_total_memory_mib: host_memory_mib().unwrap_or(64 * 1024),
+            min_free_disk_mib: 2048,
             max_upload_bytes: 1 << 30,
             exec_output_limit: 10 << 20,
             default_exec_timeout: Duration::from_secs(60),
@@ -51,4 +59,18 @@ impl Default for EngineConfig {
             lifecycle_tick: Duration::from_secs(1),
         }
     }
+}
+
+/// The host's physical memory in MiB, from `/proc/meminfo`.
+fn host_memory_mib() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }

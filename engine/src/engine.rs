@@ -7,11 +7,13 @@
 
 use platinum_hostagent::host::HostAgent;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 use time::OffsetDateTime;
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::ApiKeys;
 use crate::config::EngineConfig;
@@ -25,6 +27,8 @@ const ACTIVITY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The engine. Share it as `Arc<Engine>`.
 pub struct Engine {
+    /// This engine, for work that must outlive the caller's future ([`Engine::detached`]).
+    me: Weak<Engine>,
     pub(crate) config: EngineConfig,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) host: Arc<dyn HostAgent>,
@@ -38,6 +42,13 @@ pub struct Engine {
     /// Code-context kernels (`commands::code`).
     pub(crate) code: crate::code::Kernels,
     pub(crate) shutdown: CancellationToken,
+    /// Lifecycle work handed to its own task (create, start): waited for at shutdown.
+    tasks: TaskTracker,
+    /// Serialises admission decisions (count, memory, disk) with the state change that makes
+    /// them true, so two concurrent creates cannot both take the last place.
+    pub(crate) admission: tokio::sync::Mutex<()>,
+    /// Revoked tokens (`commands::tokens`), loaded from the store.
+    pub(crate) revoked_tokens: crate::commands::tokens::RevokedTokens,
 }
 
 impl Engine {
@@ -48,7 +59,9 @@ impl Engine {
         host: Arc<dyn HostAgent>,
     ) -> Result<Arc<Self>> {
         let keys = ApiKeys::load(store.as_ref()).await?;
-        Ok(Arc::new(Engine {
+        let revoked_tokens = crate::commands::tokens::RevokedTokens::load(store.as_ref()).await?;
+        Ok(Arc::new_cyclic(|me| Engine {
+            me: me.clone(),
             config,
             store,
             host,
@@ -59,6 +72,9 @@ impl Engine {
             sessions: Default::default(),
             code: Default::default(),
             shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            admission: tokio::sync::Mutex::new(()),
+            revoked_tokens,
         }))
     }
 
@@ -73,6 +89,49 @@ impl Engine {
     /// Stops the background loops (VMs keep running until the host agent is dropped).
     pub fn stop_background(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Runs `work` on a task of its own, so that dropping the caller's future (a client that
+    /// disconnects, an SDK timeout, an MCP cancel) never abandons a half-made VM: the work runs to
+    /// its end, success or failure. When nobody waits for the result any more, `abandoned` gets
+    /// the successful result to undo (a create nobody will learn about is torn down). Server
+    /// shutdown waits for every such task ([`Engine::stop_all_sandboxes`]); the work itself
+    /// watches [`Engine::shutdown`] to end early.
+    pub(crate) async fn detached<T, W, A, AF>(&self, work: W, abandoned: A) -> Result<T>
+    where
+        T: Send + 'static,
+        W: Future<Output = Result<T>> + Send + 'static,
+        A: FnOnce(Arc<Engine>, T) -> AF + Send + 'static,
+        AF: Future<Output = ()> + Send + 'static,
+    {
+        let engine = self
+            .me
+            .upgrade()
+            .ok_or_else(|| Error::Internal("the engine is shutting down".into()))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tasks.spawn(async move {
+            let result = work.await;
+            if let Err(Ok(unclaimed)) = tx.send(result) {
+                abandoned(engine, unclaimed).await;
+            }
+        });
+        rx.await
+            .map_err(|_| Error::Internal("a lifecycle task ended without a result".into()))?
+    }
+
+    /// Waits for every task started by [`Engine::detached`] (after shutdown was signalled, they
+    /// end quickly); new ones can still be started while waiting.
+    pub(crate) async fn wait_for_lifecycle_tasks(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.tasks.reopen();
+    }
+
+    /// An `Arc` of this engine.
+    pub(crate) fn arc(&self) -> Result<Arc<Engine>> {
+        self.me
+            .upgrade()
+            .ok_or_else(|| Error::Internal("the engine is shutting down".into()))
     }
 
     /// Engine settings.

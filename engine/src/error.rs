@@ -76,6 +76,9 @@ pub enum Error {
     /// No code context with that id in the sandbox.
     #[error("code context {0} not found")]
     CodeContextNotFound(String),
+    /// No API key with that id.
+    #[error("API key {0} not found")]
+    ApiKeyNotFound(String),
     /// Storage failed.
     #[error("state store: {0}")]
     Store(String),
@@ -106,6 +109,7 @@ impl Error {
             Error::SessionEnded(_) => "session_ended",
             Error::CommandFinished(_) => "command_finished",
             Error::CodeContextNotFound(_) => "code_context_not_found",
+            Error::ApiKeyNotFound(_) => "api_key_not_found",
             Error::Store(_) => "store_error",
             Error::Internal(_) => "internal",
         }
@@ -118,7 +122,8 @@ impl Error {
             | Error::TemplateNotFound(_)
             | Error::SessionNotFound(_)
             | Error::CommandNotFound(_)
-            | Error::CodeContextNotFound(_) => 404,
+            | Error::CodeContextNotFound(_)
+            | Error::ApiKeyNotFound(_) => 404,
             Error::SessionEnded(_) | Error::CommandFinished(_) => 410,
             Error::InvalidRequest(_) => 400,
             Error::InvalidState { .. } | Error::Conflict(_) => 409,
@@ -228,6 +233,7 @@ mod tests {
             (Error::ExecTimeout(5), "exec_timeout", 408),
             (Error::SessionNotFound("s".into()), "session_not_found", 404),
             (Error::SessionEnded("s".into()), "session_ended", 410),
+            (Error::ApiKeyNotFound("k".into()), "api_key_not_found", 404),
             (
                 Error::CodeContextNotFound("c".into()),
                 "code_context_not_found",

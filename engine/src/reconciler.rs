@@ -3,8 +3,9 @@
 //! - At start: sandboxes the store thinks have a VM but the host does not run (the server was
 //!   restarted, the machine rebooted) go to `error` with that reason; their disks stay, so `start`
 //!   can boot them again.
-//! - While running: a VM that exits without being asked, or whose agent stops answering, moves its
-//!   sandbox to `error`, with the last console lines as the reason. Nothing is repaired silently:
+//! - While running: a VM that exits without being asked, whose agent stops answering, or whose
+//!   agent breaks the protocol (the host kills the VM in the last two cases) moves its sandbox to
+//!   `error`, with the reason and the last console lines. Nothing is repaired silently:
 //!   every change is logged and recorded as an event.
 
 use platinum_hostagent::host::HostEvent;
@@ -68,10 +69,22 @@ pub fn spawn_event_loop(engine: Arc<Engine>) {
                     console_tail,
                 }) => {
                     let reason = format!(
-                        "guest agent stopped answering ({reason}); last console lines:\n{console_tail}"
+                        "guest agent stopped answering ({reason}); the VM was killed; last console lines:\n{console_tail}"
                     );
                     if let Err(e) = engine.fail(&id, reason).await {
                         tracing::error!(sandbox = %id, error = %e, "could not record unresponsive guest");
+                    }
+                }
+                Ok(HostEvent::GuestViolation {
+                    id,
+                    reason,
+                    console_tail,
+                }) => {
+                    let reason = format!(
+                        "guest agent broke the host protocol ({reason}); the VM was killed; last console lines:\n{console_tail}"
+                    );
+                    if let Err(e) = engine.fail(&id, reason).await {
+                        tracing::error!(sandbox = %id, error = %e, "could not record a protocol violation");
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

@@ -7,7 +7,10 @@
 #   evals/e2b/run.sh [--python|--js] [flow ...]
 #
 # Flows: lifecycle commands terminal files code_interpreter concurrency (default: all).
-# Needs E2B_API_URL and E2B_API_KEY (a Platinum API key); E2B_SANDBOX_URL defaults to
+# Needs E2B_API_URL and either E2B_API_KEY (a Platinum API key in E2B's form, `e2b_` + hex: the
+# SDKs refuse any other form; `platinum keys create --name NAME --format e2b` makes one) or
+# PLATINUM_API_KEY (any Platinum key: the run creates an e2b-form key with it through
+# `POST /v1/keys` and revokes that key when it ends). E2B_SANDBOX_URL defaults to
 # E2B_API_URL (one port serves both). E2B_FLOW_UPLOAD_LIMIT (bytes) enables the oversized-upload
 # checks. The SDKs live in $PLATINUM_CACHE_DIR/sdk/e2b (a venv and an npm prefix), never globally.
 set -euo pipefail
@@ -73,7 +76,34 @@ install_node
 $install_only && exit 0
 
 : "${E2B_API_URL:?set E2B_API_URL to the Platinum server, e.g. http://127.0.0.1:7070}"
-: "${E2B_API_KEY:?set E2B_API_KEY to a Platinum API key}"
+if [ -z "${E2B_API_KEY:-}" ] && [ -n "${PLATINUM_API_KEY:-}" ]; then
+  # A key for this run, in E2B's form, made through the API; revoked when the run ends.
+  keys_api() { # METHOD PATH [JSON BODY] -> response body on stdout
+    python3 - "$@" <<'PY'
+import json, os, sys, urllib.request
+method, path = sys.argv[1], sys.argv[2]
+body = sys.argv[3].encode() if len(sys.argv) > 3 else None
+req = urllib.request.Request(
+    os.environ["E2B_API_URL"].rstrip("/") + path, data=body, method=method,
+    headers={"Authorization": "Bearer " + os.environ["PLATINUM_API_KEY"],
+             "Content-Type": "application/json"})
+with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=30) as r:
+    print(r.read().decode())
+PY
+  }
+  created="$(keys_api POST /v1/keys '{"name": "e2b-conformance", "format": "e2b"}')"
+  E2B_API_KEY="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])' <<<"$created")"
+  e2b_key_id="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])' <<<"$created")"
+  export E2B_API_KEY
+  trap 'keys_api DELETE "/v1/keys/$e2b_key_id" >/dev/null || echo "revoking API key $e2b_key_id failed" >&2' EXIT
+  log "created API key $e2b_key_id (e2b form) for this run"
+fi
+: "${E2B_API_KEY:?set E2B_API_KEY to an e2b-form Platinum API key, or PLATINUM_API_KEY to any Platinum API key}"
+if ! [[ "$E2B_API_KEY" =~ ^e2b_[0-9a-f]+$ ]]; then
+  echo "E2B_API_KEY is not in E2B's form (e2b_ followed by hex digits), which the SDKs require;" >&2
+  echo "create one with: platinum keys create --name e2b --format e2b" >&2
+  exit 2
+fi
 export E2B_SANDBOX_URL="${E2B_SANDBOX_URL:-$E2B_API_URL}"
 unset E2B_DOMAIN E2B_DEBUG
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"

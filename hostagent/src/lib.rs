@@ -9,6 +9,7 @@
 //! - [`accel`]: deciding between KVM and TCG.
 //! - [`process`]: child processes (VMMs, helper daemons) in their own process groups.
 //! - [`console`]: bounded tails of console and VMM logs.
+//! - [`private_file`]: owner-only, atomic, durable writes of files that hold secrets.
 //! - [`guest`]: the typed client for the guest agent, over any transport.
 //! - [`host`]: the `HostAgent` trait the engine calls, and its in-process implementation.
 
@@ -20,6 +21,7 @@ pub mod guest;
 pub mod host;
 pub mod image;
 pub mod net;
+pub mod private_file;
 pub mod process;
 pub(crate) mod tool;
 pub mod transport;

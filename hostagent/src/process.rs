@@ -222,6 +222,39 @@ impl ChildProcess {
     }
 }
 
+/// Processes (other than this one) whose command line mentions `path`: the VMM and helper
+/// daemons of a VM directory name it in their arguments (sockets, disks, logs), also when they
+/// were started by an earlier run of the server or their pid file is gone.
+pub fn processes_mentioning(path: &Path) -> Vec<i32> {
+    let needle = path.to_string_lossy().into_owned();
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// SIGKILLs every process [`processes_mentioning`] `path` and returns how many there were. For
+/// VMs nobody tracks any more: a boot cut short, or a server that died without stopping them.
+pub fn kill_processes_mentioning(path: &Path) -> usize {
+    let pids = processes_mentioning(path);
+    for pid in &pids {
+        warn!(pid, path = %path.display(), "killing a process left behind for this VM directory");
+        // A pid that exited meanwhile gives ESRCH, which is fine.
+        let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    pids.len()
+}
+
 /// Finds `program` in the directories of `PATH`.
 pub fn find_in_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

@@ -297,6 +297,24 @@ pub struct Preview {
 
 /// Most entries `list_files` returns.
 const MAX_ENTRIES: usize = 1000;
+/// Most text `read_file` returns in one call, whatever `max_bytes` asks: the whole text is held
+/// in memory and sent to the model, so a larger file is read in ranges or downloaded.
+pub const MAX_TEXT_BYTES: u64 = 10 << 20;
+
+/// Checks `read_file`'s `max_bytes` against [`MAX_TEXT_BYTES`].
+fn text_limit(max_bytes: Option<u64>) -> Result<Option<u64>, ToolError> {
+    match max_bytes {
+        Some(n) if n > MAX_TEXT_BYTES => Err(ToolError::new(
+            "file_too_large",
+            format!(
+                "max_bytes is at most {MAX_TEXT_BYTES} ({n} asked); read a larger file in ranges \
+                 (run_command with `tail -c +OFFSET FILE | head -c COUNT`) or download it with \
+                 GET /v1/sandboxes/{{id}}/files?path=..."
+            ),
+        )),
+        other => Ok(other),
+    }
+}
 /// Most sandboxes `list_sandboxes` returns.
 const MAX_LISTED: u32 = 200;
 
@@ -449,7 +467,8 @@ impl PlatinumMcp {
     #[tool(annotations(read_only_hint = true, open_world_hint = false), output_schema = rmcp::handler::server::tool::schema_for_output::<FileRead>())]
     async fn read_file(&self, args: Parameters<ReadArgs>) -> ToolResult<CallToolResult> {
         let a = args.get()?;
-        content::read_file(&self.engine, &a.sandbox_id, &a.path, a.max_bytes).await
+        let max_bytes = text_limit(a.max_bytes)?;
+        content::read_file(&self.engine, &a.sandbox_id, &a.path, max_bytes).await
     }
 
     /// Write a file (replaces it; creates parent directories). Returns the file's details.
@@ -625,6 +644,19 @@ mod tests {
                 t.name
             );
             assert!(t.annotations.is_some(), "{} has no annotations", t.name);
+        }
+    }
+
+    #[test]
+    fn read_file_refuses_a_max_bytes_above_the_cap_with_a_typed_error() {
+        assert_eq!(text_limit(None), Ok(None));
+        assert_eq!(text_limit(Some(1)), Ok(Some(1)));
+        assert_eq!(text_limit(Some(MAX_TEXT_BYTES)), Ok(Some(MAX_TEXT_BYTES)));
+        for n in [MAX_TEXT_BYTES + 1, u64::MAX] {
+            let e = text_limit(Some(n)).expect_err("over the cap");
+            assert_eq!(e.code, "file_too_large");
+            assert!(e.message.contains("ranges"), "{}", e.message);
+            assert!(e.message.contains("/files"), "{}", e.message);
         }
     }
 

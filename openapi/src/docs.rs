@@ -13,7 +13,9 @@ const BUNDLE: &str = include_str!("../assets/swagger-ui/swagger-ui-bundle.js");
 const CSS: &str = include_str!("../assets/swagger-ui/swagger-ui.css");
 
 /// The docs page: Swagger UI over `/openapi.json`, nothing loaded from elsewhere (the spec
-/// validator badge, which calls swagger.io, is off).
+/// validator badge, which calls swagger.io, is off). The API key typed into it is kept in memory
+/// only: this origin also serves sandbox content (previews, `/v1/.../ports/...`), so nothing
+/// secret may sit in its `localStorage`; a key persisted there by an older page is removed.
 const PAGE: &str = r##"<!doctype html>
 <html lang="en">
 <head>
@@ -26,12 +28,13 @@ const PAGE: &str = r##"<!doctype html>
 <div id="docs"></div>
 <script src="/docs/swagger-ui-bundle.js"></script>
 <script>
+try { window.localStorage.removeItem("authorized"); } catch (e) {}
 window.ui = SwaggerUIBundle({
   url: "/openapi.json",
   dom_id: "#docs",
   deepLinking: true,
   validatorUrl: null,
-  persistAuthorization: true
+  persistAuthorization: false
 });
 </script>
 </body>
@@ -115,4 +118,16 @@ pub(crate) fn openapi() -> OpenApi {
 /// The documentation routes (no API key needed).
 pub fn router() -> axum::Router {
     build().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PAGE;
+
+    #[test]
+    fn the_docs_page_never_persists_the_api_key() {
+        assert!(PAGE.contains("persistAuthorization: false"), "{PAGE}");
+        assert!(!PAGE.contains("persistAuthorization: true"));
+        assert!(PAGE.contains(r#"localStorage.removeItem("authorized")"#));
+    }
 }

@@ -64,7 +64,10 @@ pub fn llms_txt() -> String {
         let _ = writeln!(s, "- `{}`: {d}", t.name);
     }
     let doc = document_value();
-    let _ = writeln!(s, "\nREST endpoint groups (all under `/v1/sandboxes`):\n");
+    let _ = writeln!(
+        s,
+        "\nREST endpoint groups (under `/v1`: `/v1/sandboxes/...` and `/v1/keys`):\n"
+    );
     for tag in doc["tags"].as_array().into_iter().flatten() {
         let name = tag["name"].as_str().unwrap_or_default();
         if name == "system" {

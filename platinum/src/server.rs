@@ -41,7 +41,8 @@ pub struct ServerConfig {
     pub transport: TransportKind,
     /// Accelerator override (else detected).
     pub accel: Option<AccelChoice>,
-    /// Sandbox network (bridge, subnet); `None` runs sandboxes without a network device.
+    /// Sandbox network (bridge, subnet, private networks allowed); `None` runs sandboxes without
+    /// a network device.
     pub network: Option<NetworkConfig>,
     /// MCP endpoint (`/mcp`) settings: allowed hosts, public URL.
     pub mcp: platinum_mcp::McpOptions,
@@ -64,6 +65,9 @@ impl ServerConfig {
         }
     }
 }
+
+/// How long open connections may take to finish when the server shuts down.
+const CONNECTION_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A server that is up.
 pub struct RunningServer {
@@ -95,9 +99,18 @@ impl RunningServer {
 
     /// Graceful stop: no new requests, every VM stopped (disks kept), then return.
     pub async fn shutdown(mut self) -> Result<()> {
-        self.cancel.cancel();
-        let served = self.wait().await;
+        // Background loops and boots in flight end first, so no request waits on a boot.
         self.engine.stop_background();
+        self.cancel.cancel();
+        // Open streams (WebSockets, followed logs) get a grace period, then are cut.
+        let served = match tokio::time::timeout(CONNECTION_GRACE, self.wait()).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("connections still open after the grace period; closing them");
+                self.serve.abort();
+                Ok(())
+            }
+        };
         self.engine.stop_all_sandboxes().await;
         served
     }
@@ -109,7 +122,8 @@ pub struct Server;
 impl Server {
     /// Starts everything and returns once the HTTP listener is bound and serving.
     pub async fn start(config: ServerConfig) -> Result<RunningServer> {
-        std::fs::create_dir_all(&config.data_dir)
+        // Owner-only: it holds keys, token secrets and the sandboxes' environment variables.
+        platinum_hostagent::private_file::create_dir(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let store = Arc::new(SqliteStore::open(&config.data_dir.join("platinum.db")).await?);
 
@@ -133,6 +147,7 @@ impl Server {
             None => Network::disabled("switched off in the server configuration"),
         };
         let host = LocalHost::new(host_config, vmm, Arc::new(network), reason)?;
+        host.release_stale_taps().await;
         let info = host.info();
         tracing::info!(vmm = ?info.vmm, accel = ?info.accel, reason = %info.reason, "host ready");
         host.prepare_template(&config.engine.default_template)
@@ -148,13 +163,15 @@ impl Server {
         let key = engine
             .api_keys()
             .initial(store.as_ref(), &config.data_dir, config.api_key.clone())
-            .await?;
+            .await
+            .context("setting up the API key")?;
         engine.start().await?;
 
         let app = platinum_rest::router(engine.clone())
             .merge(platinum_daytona::router(
                 engine.clone(),
-                platinum_daytona::DaytonaConfig::default(),
+                platinum_daytona::DaytonaConfig::from_data_dir(&config.data_dir)
+                    .context("loading the Daytona token key")?,
             ))
             .merge(
                 // MCP (Streamable HTTP) behind the same API keys as /v1.

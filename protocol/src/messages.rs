@@ -55,7 +55,9 @@ pub enum Request {
     Signal {
         /// Guest pid.
         pid: u32,
-        /// Signal number (9 = SIGKILL, 15 = SIGTERM, ...).
+        /// Signal number (9 = SIGKILL, 15 = SIGTERM, ...), `1..=`[`MAX_SIGNAL`]; others do not
+        /// parse.
+        #[serde(deserialize_with = "signal_number")]
         signal: i32,
     },
     /// Write `DATA` on the stdin channel to a process's stdin; `EOF` closes its stdin.
@@ -422,7 +424,9 @@ pub struct FsEvent {
 pub struct ExitStatus {
     /// Exit code, when it exited normally.
     pub code: Option<i32>,
-    /// Signal number, when a signal ended it.
+    /// Signal number, when a signal ended it: `1..=`[`MAX_SIGNAL`]. A message carrying any other
+    /// number does not parse (a protocol error), so no arithmetic on it can overflow.
+    #[serde(default, deserialize_with = "optional_signal_number")]
     pub signal: Option<i32>,
     /// The request's timeout fired and the agent killed it.
     #[serde(default)]
@@ -430,13 +434,39 @@ pub struct ExitStatus {
 }
 
 impl ExitStatus {
-    /// Shell convention: the code, or 128 + signal.
+    /// Shell convention: the code, or 128 + signal; -1 when neither is known (or the signal is
+    /// outside `1..=`[`MAX_SIGNAL`], which only a value built in code, not parsed, can hold).
     pub fn shell_code(&self) -> i32 {
         match (self.code, self.signal) {
             (Some(c), _) => c,
-            (None, Some(s)) => 128 + s,
-            (None, None) => -1,
+            (None, Some(s)) if (1..=MAX_SIGNAL).contains(&s) => 128 + s,
+            (None, _) => -1,
         }
+    }
+}
+
+/// Highest signal number Linux has (`SIGRTMAX`).
+pub const MAX_SIGNAL: i32 = 64;
+
+/// Accepts a signal number in `1..=MAX_SIGNAL` only.
+fn signal_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    let n = i32::deserialize(d)?;
+    if (1..=MAX_SIGNAL).contains(&n) {
+        Ok(n)
+    } else {
+        Err(serde::de::Error::custom(format_args!(
+            "signal {n} is outside 1..={MAX_SIGNAL}"
+        )))
+    }
+}
+
+/// [`signal_number`] for an optional field (`null` or absent is `None`).
+fn optional_signal_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    match Option::<i32>::deserialize(d)? {
+        Some(n) if !(1..=MAX_SIGNAL).contains(&n) => Err(serde::de::Error::custom(format_args!(
+            "signal {n} is outside 1..={MAX_SIGNAL}"
+        ))),
+        other => Ok(other),
     }
 }
 
@@ -662,6 +692,41 @@ mod tests {
             o,
             GuestMessage::Outcome(Outcome::Ok(serde_json::Value::Null))
         );
+    }
+
+    #[test]
+    fn signals_outside_the_linux_range_do_not_parse() {
+        // A hostile guest's exit status: `128 + i32::MAX` would overflow.
+        for bad in [i32::MAX, i32::MIN, 0, -1, 65] {
+            let v = json!({"event": "exited", "code": null, "signal": bad});
+            assert!(
+                serde_json::from_value::<GuestMessage>(v).is_err(),
+                "signal {bad} parsed"
+            );
+            let v = json!({"op": "signal", "pid": 1, "signal": bad});
+            assert!(
+                serde_json::from_value::<Request>(v).is_err(),
+                "signal {bad}"
+            );
+        }
+        let e: GuestMessage =
+            serde_json::from_value(json!({"event": "exited", "code": null, "signal": 64})).unwrap();
+        let GuestMessage::Event(GuestEvent::Exited(status)) = e else {
+            panic!("not exited: {e:?}")
+        };
+        assert_eq!(status.shell_code(), 192);
+        // Absent and null signals still parse.
+        let s: ExitStatus = serde_json::from_value(json!({"code": 3})).unwrap();
+        assert_eq!((s.signal, s.shell_code()), (None, 3));
+        let s: ExitStatus = serde_json::from_value(json!({"code": null, "signal": null})).unwrap();
+        assert_eq!(s.shell_code(), -1);
+        // A value built in code cannot overflow either.
+        let built = ExitStatus {
+            code: None,
+            signal: Some(i32::MAX),
+            timed_out: false,
+        };
+        assert_eq!(built.shell_code(), -1);
     }
 
     #[test]

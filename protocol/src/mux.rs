@@ -11,24 +11,65 @@
 //! sent `CLOSE`, the drop sends `RESET`, so an abandoned request never leaves the peer waiting.
 //! When the connection fails, every stream's pending and future operations fail with
 //! [`MuxError::ConnectionClosed`].
+//!
+//! # A hostile peer
+//!
+//! The host treats the guest as hostile ([`Limits::host`]):
+//! - What waits unread is bounded: per stream, [`MAX_STREAM_MESSAGE_BYTES`] of messages; per
+//!   connection, [`MAX_CONNECTION_QUEUED_BYTES`] of everything (messages and `DATA`). Messages have
+//!   no flow control, so a backlog is not the peer's fault alone (the local reader may be slow):
+//!   the stream that overflows is reset with [`MuxError::Backlog`] and the connection goes on.
+//! - Breaking the protocol closes the whole connection with a reason that starts with
+//!   `protocol violation: ` ([`Mux::violation`] tells it from other closes): a guest opening a
+//!   stream (only the host opens streams), `DATA` past the credit granted, `CREDIT` that would
+//!   raise the peer's window above [`INITIAL_WINDOW`] (more than it was ever sent). Bytes that
+//!   do not parse as frames close the connection as a read failure, not a violation: on
+//!   virtio-serial, stale bytes of an earlier session can legitimately reach a new one.
+//! - Waiting for send credit has a deadline ([`CREDIT_WAIT`]): a peer that stops granting credit
+//!   fails the send with [`MuxError::Timeout`] instead of hanging it.
+//!
+//! The guest side ([`Limits::guest`]) keeps its queues unbounded and waits for credit as long as
+//! it takes: the host is trusted, and a slow host reader must never break a guest stream.
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::frame::{Frame, FrameCodec, FrameKind, HEADER_LEN, MAX_DATA_CHUNK, MAX_FRAME_LEN};
+use crate::frame::{
+    Frame, FrameCodec, FrameError, FrameKind, HEADER_LEN, MAX_DATA_CHUNK, MAX_FRAME_LEN,
+};
 
 /// Bytes of `DATA` a sender may have in flight per stream before the receiver grants more.
 pub const INITIAL_WINDOW: u32 = 1024 * 1024;
 
 /// Credit is handed back in batches of at least this many consumed bytes.
 const CREDIT_BATCH: u32 = INITIAL_WINDOW / 4;
+
+/// Most bytes of messages (`MSG` payloads, `EOF` and `CLOSE` markers, each counted with
+/// [`QUEUE_ENTRY_OVERHEAD`]) one stream may hold unread on the host before it is reset.
+pub const MAX_STREAM_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most bytes one connection may hold unread on the host across all its streams: messages as
+/// counted for [`MAX_STREAM_MESSAGE_BYTES`] plus `DATA` (payload and [`QUEUE_ENTRY_OVERHEAD`]).
+/// `DATA` alone is bounded per stream by credit, but not across streams.
+pub const MAX_CONNECTION_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bytes every queued item counts for beyond its payload (the bookkeeping of an empty `MSG` or a
+/// one-byte `DATA` is not free).
+pub const QUEUE_ENTRY_OVERHEAD: usize = 32;
+
+/// Longest the host waits for send credit on one stream without any arriving.
+pub const CREDIT_WAIT: Duration = Duration::from_secs(60);
+
+/// Prefix of the close reason of a connection the peer broke the protocol on.
+pub const VIOLATION_PREFIX: &str = "protocol violation: ";
 
 /// Which end of the connection this is; decides stream id parity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +80,55 @@ pub enum Role {
     Guest,
 }
 
+/// What a connection tolerates from its peer. [`Mux::new`] picks [`Limits::host`] or
+/// [`Limits::guest`] by role; [`Mux::with_limits`] takes others (tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Whether the peer may open streams.
+    pub accept_streams: bool,
+    /// Most message bytes one stream may hold unread (see [`MAX_STREAM_MESSAGE_BYTES`]).
+    pub stream_message_bytes: usize,
+    /// Most bytes the connection may hold unread (see [`MAX_CONNECTION_QUEUED_BYTES`]).
+    pub connection_bytes: usize,
+    /// Longest wait for send credit without progress; `None` waits for ever.
+    pub credit_wait: Option<Duration>,
+}
+
+impl Limits {
+    /// The host's side: the guest opens nothing, queues are bounded, credit waits end.
+    pub fn host() -> Self {
+        Limits {
+            accept_streams: false,
+            stream_message_bytes: MAX_STREAM_MESSAGE_BYTES,
+            connection_bytes: MAX_CONNECTION_QUEUED_BYTES,
+            credit_wait: Some(CREDIT_WAIT),
+        }
+    }
+
+    /// The guest's side: the host opens streams, and is trusted not to flood them.
+    pub fn guest() -> Self {
+        Limits {
+            accept_streams: true,
+            stream_message_bytes: usize::MAX,
+            connection_bytes: usize::MAX,
+            credit_wait: None,
+        }
+    }
+
+    /// The limits of a side by its role.
+    pub fn for_role(role: Role) -> Self {
+        match role {
+            Role::Host => Limits::host(),
+            Role::Guest => Limits::guest(),
+        }
+    }
+}
+
 /// Failures of the multiplexer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum MuxError {
-    /// The underlying connection is gone.
+    /// The underlying connection is gone. When the peer broke the protocol, the reason starts
+    /// with [`VIOLATION_PREFIX`].
     #[error("guest connection closed: {0}")]
     ConnectionClosed(Arc<str>),
     /// The peer aborted this stream.
@@ -54,6 +140,20 @@ pub enum MuxError {
     /// The peer broke the protocol on this stream.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// More was waiting unread on this stream (or the connection) than the limits allow; the
+    /// stream was reset.
+    #[error("stream backlog over its limit: {0}")]
+    Backlog(String),
+    /// The peer granted no send credit within the deadline.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl MuxError {
+    /// True when the connection closed because the peer broke the protocol.
+    pub fn is_violation(&self) -> bool {
+        matches!(self, MuxError::ConnectionClosed(reason) if reason.starts_with(VIOLATION_PREFIX))
+    }
 }
 
 /// Something received on a stream.
@@ -81,6 +181,32 @@ enum Event {
     Failed(MuxError),
 }
 
+impl Event {
+    /// What this event counts for while it waits unread: (message bytes, connection bytes).
+    fn cost(&self) -> (usize, usize) {
+        match self {
+            Event::Frame(Inbound::Msg(m)) => {
+                let c = m.len() + QUEUE_ENTRY_OVERHEAD;
+                (c, c)
+            }
+            Event::Frame(Inbound::Eof { .. }) | Event::Closed => {
+                (QUEUE_ENTRY_OVERHEAD, QUEUE_ENTRY_OVERHEAD)
+            }
+            Event::Frame(Inbound::Data { bytes, .. }) => (0, bytes.len() + QUEUE_ENTRY_OVERHEAD),
+            Event::Failed(_) => (0, 0),
+        }
+    }
+}
+
+/// Adds `n` to `counter` unless that would take it past `limit`.
+fn charge(counter: &AtomicUsize, n: usize, limit: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+            q.checked_add(n).filter(|total| *total <= limit)
+        })
+        .is_ok()
+}
+
 struct StreamState {
     tx: mpsc::UnboundedSender<Event>,
     /// Credit for what this side may send.
@@ -88,6 +214,10 @@ struct StreamState {
     /// Credit the peer still has for sending to us; going negative is a protocol violation.
     recv_budget: AtomicI64,
     failure: Mutex<Option<MuxError>>,
+    /// Message bytes waiting unread (see [`Event::cost`]).
+    queued_messages: AtomicUsize,
+    /// The peer sent `CLOSE`; what it sends on this stream afterwards is dropped.
+    peer_closed: AtomicBool,
 }
 
 impl StreamState {
@@ -110,12 +240,22 @@ impl StreamState {
     }
 }
 
+/// Why a connection closed.
+struct Close {
+    reason: Arc<str>,
+    /// The peer broke the protocol.
+    violation: bool,
+}
+
 struct Shared {
     out: mpsc::UnboundedSender<Frame>,
     streams: Mutex<HashMap<u32, Arc<StreamState>>>,
     next_id: AtomicU32,
-    closed: Mutex<Option<Arc<str>>>,
+    closed: Mutex<Option<Close>>,
     cancel: CancellationToken,
+    limits: Limits,
+    /// Bytes waiting unread across all streams (see [`Event::cost`]).
+    queued: AtomicUsize,
 }
 
 /// Room for a message in one frame: the frame limit less the stream id and kind.
@@ -138,18 +278,31 @@ impl Shared {
     }
 
     fn connection_error(&self) -> MuxError {
-        let reason = self.closed.lock().expect("mux closed lock").clone();
+        let reason = self
+            .closed
+            .lock()
+            .expect("mux closed lock")
+            .as_ref()
+            .map(|c| c.reason.clone());
         MuxError::ConnectionClosed(reason.unwrap_or_else(|| Arc::from("closed")))
     }
 
     fn fail_all(&self, reason: &str) {
-        let reason: Arc<str> = Arc::from(reason);
-        {
+        self.close(reason, false)
+    }
+
+    /// Closes the connection: the first reason given sticks, every stream fails with it.
+    fn close(&self, reason: &str, violation: bool) {
+        let reason = {
             let mut closed = self.closed.lock().expect("mux closed lock");
-            if closed.is_none() {
-                *closed = Some(reason.clone());
-            }
-        }
+            closed
+                .get_or_insert_with(|| Close {
+                    reason: Arc::from(reason),
+                    violation,
+                })
+                .reason
+                .clone()
+        };
         let streams: Vec<_> = self
             .streams
             .lock()
@@ -172,6 +325,8 @@ impl Shared {
             send_credit: Semaphore::new(INITIAL_WINDOW as usize),
             recv_budget: AtomicI64::new(INITIAL_WINDOW as i64),
             failure: Mutex::new(None),
+            queued_messages: AtomicUsize::new(0),
+            peer_closed: AtomicBool::new(false),
         });
         let mut streams = self.streams.lock().expect("mux streams lock");
         if self.cancel.is_cancelled() {
@@ -181,6 +336,55 @@ impl Shared {
             return Err(MuxError::Protocol(format!("stream {id} opened twice")));
         }
         Ok((state, rx))
+    }
+
+    /// Queues `event` for the stream's reader within the limits. `Ok(false)`: the receiving
+    /// half is gone and the event was discarded.
+    fn enqueue(&self, id: u32, state: &StreamState, event: Event) -> Result<bool, MuxError> {
+        let (messages, total) = event.cost();
+        let limits = &self.limits;
+        if messages > 0
+            && !charge(
+                &state.queued_messages,
+                messages,
+                limits.stream_message_bytes,
+            )
+        {
+            return Err(MuxError::Backlog(format!(
+                "stream {id} would hold more than {} bytes of messages unread",
+                limits.stream_message_bytes
+            )));
+        }
+        if !charge(&self.queued, total, limits.connection_bytes) {
+            state.queued_messages.fetch_sub(messages, Ordering::AcqRel);
+            return Err(MuxError::Backlog(format!(
+                "the connection would hold more than {} bytes unread (stream {id})",
+                limits.connection_bytes
+            )));
+        }
+        if let Err(mpsc::error::SendError(event)) = state.tx.send(event) {
+            self.release(state, &event);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Uncounts an event its reader took (or dropped).
+    fn release(&self, state: &StreamState, event: &Event) {
+        let (messages, total) = event.cost();
+        state.queued_messages.fetch_sub(messages, Ordering::AcqRel);
+        self.queued.fetch_sub(total, Ordering::AcqRel);
+    }
+
+    /// Ends one stream, on both sides, with `err`.
+    fn abort_stream(&self, id: u32, state: &StreamState, err: MuxError) {
+        let _ = self.send(Frame::new(
+            id,
+            FrameKind::Reset,
+            Bytes::from(err.to_string()),
+        ));
+        self.streams.lock().expect("mux streams lock").remove(&id);
+        state.fail(err);
     }
 }
 
@@ -197,15 +401,26 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// The next stream the peer opened; `None` once the connection is closed.
+    /// The next stream the peer opened; `None` once the connection is closed (always `None`
+    /// on a side that accepts no streams).
     pub async fn accept(&mut self) -> Option<Stream> {
         self.rx.recv().await
     }
 }
 
 impl Mux {
-    /// Starts the reader and writer tasks on the current tokio runtime.
+    /// Starts the reader and writer tasks on the current tokio runtime, with the limits of
+    /// `role` ([`Limits::for_role`]).
     pub fn new<R, W>(reader: R, writer: W, role: Role) -> (Mux, Incoming)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        Self::with_limits(reader, writer, role, Limits::for_role(role))
+    }
+
+    /// [`Mux::new`] with explicit limits.
+    pub fn with_limits<R, W>(reader: R, writer: W, role: Role, limits: Limits) -> (Mux, Incoming)
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -221,6 +436,8 @@ impl Mux {
             }),
             closed: Mutex::new(None),
             cancel: CancellationToken::new(),
+            limits,
+            queued: AtomicUsize::new(0),
         });
         tokio::spawn(write_loop(
             shared.clone(),
@@ -264,7 +481,30 @@ impl Mux {
 
     /// Why the connection closed, once it has.
     pub fn close_reason(&self) -> Option<Arc<str>> {
-        self.shared.closed.lock().expect("mux closed lock").clone()
+        self.shared
+            .closed
+            .lock()
+            .expect("mux closed lock")
+            .as_ref()
+            .map(|c| c.reason.clone())
+    }
+
+    /// The close reason (it starts with [`VIOLATION_PREFIX`]) when the connection closed
+    /// because the peer broke the protocol; `None` while open or after any other close.
+    pub fn violation(&self) -> Option<Arc<str>> {
+        self.shared
+            .closed
+            .lock()
+            .expect("mux closed lock")
+            .as_ref()
+            .filter(|c| c.violation)
+            .map(|c| c.reason.clone())
+    }
+
+    /// Bytes received and waiting unread on this connection's streams, as the limits count
+    /// them.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued.load(Ordering::Acquire)
     }
 
     /// Tears the connection down; every stream fails with `reason`.
@@ -310,22 +550,29 @@ async fn read_loop<R: AsyncRead + Unpin>(
     incoming: mpsc::UnboundedSender<Stream>,
     role: Role,
 ) {
-    let reason = loop {
+    let (reason, violation) = loop {
         let next = tokio::select! {
             n = source.next() => n,
-            _ = shared.cancel.cancelled() => break "connection shut down".to_string(),
+            _ = shared.cancel.cancelled() => break ("connection shut down".to_string(), false),
         };
         match next {
-            None => break "peer closed the connection".to_string(),
-            Some(Err(e)) => break format!("read failed: {e}"),
+            None => break ("peer closed the connection".to_string(), false),
+            Some(Err(FrameError::Io(e))) => break (format!("read failed: {e}"), false),
+            // Not a violation: on virtio-serial, bytes of an earlier session (another magic)
+            // can reach a new one at its start. The connection closes; the host reconnects.
+            Some(Err(e)) => break (format!("read failed: bad frame: {e}"), false),
             Some(Ok(frame)) => {
                 if let Err(e) = dispatch(&shared, frame, &incoming, role) {
-                    break e.to_string();
+                    let violation = matches!(e, MuxError::Protocol(_));
+                    break (e.to_string(), violation);
                 }
             }
         }
     };
-    shared.fail_all(&reason);
+    if violation {
+        tracing::warn!(%reason, "closing a connection whose peer broke the protocol");
+    }
+    shared.close(&reason, violation);
 }
 
 fn dispatch(
@@ -336,6 +583,11 @@ fn dispatch(
 ) -> Result<(), MuxError> {
     let id = frame.stream;
     if frame.kind == FrameKind::Open {
+        if !shared.limits.accept_streams {
+            return Err(MuxError::Protocol(format!(
+                "the peer opened stream {id}, but only this side opens streams"
+            )));
+        }
         let peer_parity = match role {
             Role::Host => 0,
             Role::Guest => 1,
@@ -362,53 +614,73 @@ fn dispatch(
         // dropped a RESET went out, so the peer's sender is already failing and waits on nothing.
         return Ok(());
     };
-    match frame.kind {
+    let after_close = state.peer_closed.load(Ordering::Acquire);
+    let event = match frame.kind {
         FrameKind::Open => unreachable!("handled above"),
-        FrameKind::Msg => {
-            let _ = state.tx.send(Event::Frame(Inbound::Msg(frame.payload)));
+        // Nothing follows a CLOSE but CREDIT and RESET; the rest is dropped unqueued.
+        FrameKind::Msg | FrameKind::Data | FrameKind::Eof | FrameKind::Close if after_close => {
+            return Ok(());
         }
+        FrameKind::Msg => Event::Frame(Inbound::Msg(frame.payload)),
         FrameKind::Data => {
             let (channel, bytes) = Frame::split_channel(&frame.payload)
-                .map_err(|e| MuxError::Protocol(e.to_string()))?;
+                .map_err(|e| MuxError::Protocol(format!("stream {id}: bad DATA frame: {e}")))?;
             let len = bytes.len() as i64;
             if state.recv_budget.fetch_sub(len, Ordering::AcqRel) < len {
-                let err = MuxError::Protocol(format!("stream {id} sent past its credit"));
-                let _ = shared.send(Frame::new(
-                    id,
-                    FrameKind::Reset,
-                    Bytes::from(err.to_string()),
-                ));
-                shared.streams.lock().expect("mux streams lock").remove(&id);
-                state.fail(err);
-                return Ok(());
+                return Err(MuxError::Protocol(format!(
+                    "stream {id} sent DATA past its credit"
+                )));
             }
-            if state
-                .tx
-                .send(Event::Frame(Inbound::Data { channel, bytes }))
-                .is_err()
-            {
-                // The receiving half is gone: discard, and hand the credit straight back.
-                state.recv_budget.fetch_add(len, Ordering::AcqRel);
-                let _ = shared.send(Frame::credit(id, len as u32));
-            }
+            Event::Frame(Inbound::Data { channel, bytes })
         }
         FrameKind::Eof => {
             let (channel, _) = Frame::split_channel(&frame.payload)
-                .map_err(|e| MuxError::Protocol(e.to_string()))?;
-            let _ = state.tx.send(Event::Frame(Inbound::Eof { channel }));
+                .map_err(|e| MuxError::Protocol(format!("stream {id}: bad EOF frame: {e}")))?;
+            Event::Frame(Inbound::Eof { channel })
         }
         FrameKind::Credit => {
             let n = Frame::credit_amount(&frame.payload)
-                .map_err(|e| MuxError::Protocol(e.to_string()))?;
+                .map_err(|e| MuxError::Protocol(format!("stream {id}: bad CREDIT frame: {e}")))?;
+            // The sender's window never exceeds INITIAL_WINDOW: credit only returns bytes sent.
+            let available = state.send_credit.available_permits() as u64;
+            if available + u64::from(n) > u64::from(INITIAL_WINDOW) {
+                return Err(MuxError::Protocol(format!(
+                    "stream {id} granted {n} bytes of credit, more than the {} bytes outstanding",
+                    u64::from(INITIAL_WINDOW).saturating_sub(available)
+                )));
+            }
             state.send_credit.add_permits(n as usize);
+            return Ok(());
         }
         FrameKind::Close => {
-            let _ = state.tx.send(Event::Closed);
+            state.peer_closed.store(true, Ordering::Release);
+            Event::Closed
         }
         FrameKind::Reset => {
             shared.streams.lock().expect("mux streams lock").remove(&id);
             let reason = String::from_utf8_lossy(&frame.payload).into_owned();
             state.fail(MuxError::StreamReset(reason));
+            return Ok(());
+        }
+    };
+    let data_len = match &event {
+        Event::Frame(Inbound::Data { bytes, .. }) => bytes.len() as u32,
+        _ => 0,
+    };
+    match shared.enqueue(id, &state, event) {
+        Ok(true) => {}
+        Ok(false) => {
+            // The receiving half is gone: discard, and hand DATA's credit straight back.
+            if data_len > 0 {
+                state
+                    .recv_budget
+                    .fetch_add(i64::from(data_len), Ordering::AcqRel);
+                let _ = shared.send(Frame::credit(id, data_len));
+            }
+        }
+        Err(backlog) => {
+            tracing::warn!(stream = id, error = %backlog, "resetting a stream with too much unread");
+            shared.abort_stream(id, &state, backlog);
         }
     }
     Ok(())
@@ -523,18 +795,24 @@ impl StreamSender {
         self.send_msg(Bytes::from(body))
     }
 
-    /// Sends bytes on `channel`, waiting for credit as needed.
+    /// Sends bytes on `channel`, waiting for credit as needed. On a side with a credit deadline
+    /// ([`Limits::credit_wait`]), a wait that long without credit fails with
+    /// [`MuxError::Timeout`].
     pub async fn send_data(&self, channel: u8, data: &[u8]) -> Result<(), MuxError> {
         for chunk in data.chunks(MAX_DATA_CHUNK) {
             self.check_open()?;
-            let permit = self
-                .core
-                .state
-                .send_credit
-                .acquire_many(chunk.len() as u32)
-                .await
-                .map_err(|_| self.core.state.failure())?;
-            permit.forget();
+            let acquire = self.core.state.send_credit.acquire_many(chunk.len() as u32);
+            let acquired = match self.core.shared.limits.credit_wait {
+                Some(wait) => tokio::time::timeout(wait, acquire).await.map_err(|_| {
+                    MuxError::Timeout(format!(
+                        "the peer granted no send credit on stream {} for {}s",
+                        self.core.id,
+                        wait.as_secs()
+                    ))
+                })?,
+                None => acquire.await,
+            };
+            acquired.map_err(|_| self.core.state.failure())?.forget();
             self.check_open()?;
             self.core
                 .shared
@@ -549,10 +827,12 @@ impl StreamSender {
         self.core.shared.send(Frame::eof(self.core.id, channel))
     }
 
-    /// Gracefully ends this side of the stream.
+    /// Gracefully ends this side of the stream (once: a second close fails).
     pub fn close(&self) -> Result<(), MuxError> {
         self.check_open()?;
-        self.core.local_closed.store(true, Ordering::Release);
+        if self.core.local_closed.swap(true, Ordering::AcqRel) {
+            return Err(MuxError::StreamClosed);
+        }
         self.core
             .shared
             .send(Frame::new(self.core.id, FrameKind::Close, Bytes::new()))
@@ -590,6 +870,16 @@ pub struct StreamReceiver {
     done: bool,
 }
 
+impl Drop for StreamReceiver {
+    fn drop(&mut self) {
+        // What was never read stops counting against the limits.
+        self.rx.close();
+        while let Ok(event) = self.rx.try_recv() {
+            self.core.shared.release(&self.core.state, &event);
+        }
+    }
+}
+
 impl StreamReceiver {
     /// The next item; `Ok(None)` once the peer closed its side. Consuming `DATA` returns credit to
     /// the peer.
@@ -597,7 +887,11 @@ impl StreamReceiver {
         if self.done {
             return Ok(None);
         }
-        match self.rx.recv().await {
+        let event = self.rx.recv().await;
+        if let Some(event) = &event {
+            self.core.shared.release(&self.core.state, event);
+        }
+        match event {
             Some(Event::Frame(item)) => {
                 if let Inbound::Data { bytes, .. } = &item {
                     self.grant(bytes.len() as u32);
@@ -770,29 +1064,237 @@ mod tests {
         assert!(!host.is_closed());
     }
 
-    #[tokio::test]
-    async fn sending_past_credit_is_a_protocol_violation() {
-        // A raw peer that ignores credit.
+    /// A host-side mux whose peer is a raw frame writer (a hostile guest). Whatever the host
+    /// writes is collected by a task and handed back by the returned receiver.
+    fn hostile_pair(
+        limits: Limits,
+    ) -> (
+        Mux,
+        FramedWrite<tokio::io::WriteHalf<tokio::io::DuplexStream>, FrameCodec>,
+        mpsc::UnboundedReceiver<Frame>,
+    ) {
         let (a, b) = tokio::io::duplex(8 * 1024 * 1024);
         let (ar, aw) = tokio::io::split(a);
-        let (host, _hi) = Mux::new(ar, aw, Role::Host);
+        let (br, bw) = tokio::io::split(b);
+        let (host, _incoming) = Mux::with_limits(ar, aw, Role::Host, limits);
+        let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut frames = FramedRead::new(br, FrameCodec::default());
+            while let Some(Ok(f)) = frames.next().await {
+                let _ = seen_tx.send(f);
+            }
+        });
+        (host, FramedWrite::new(bw, FrameCodec::default()), seen_rx)
+    }
+
+    async fn wait_closed(mux: &Mux) {
+        tokio::time::timeout(Duration::from_secs(10), mux.closed())
+            .await
+            .expect("the connection must close");
+    }
+
+    async fn reset_of(seen: &mut mpsc::UnboundedReceiver<Frame>, id: u32) -> Frame {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let f = seen.recv().await.expect("host output");
+                if f.stream == id && f.kind == FrameKind::Reset {
+                    return f;
+                }
+            }
+        })
+        .await
+        .expect("a RESET for the stream")
+    }
+
+    #[tokio::test]
+    async fn sending_past_credit_is_a_protocol_violation() {
+        let (host, mut raw, _seen) = hostile_pair(Limits::host());
         let mut s = host.open(Bytes::new()).unwrap();
-        let mut raw = FramedWrite::new(b, FrameCodec::default());
         let chunk = vec![0u8; MAX_DATA_CHUNK];
         for _ in 0..(INITIAL_WINDOW as usize / MAX_DATA_CHUNK + 1) {
             raw.send(Frame::data(s.id(), 1, &chunk)).await.unwrap();
         }
-        let mut saw_violation = false;
-        for _ in 0..64 {
+        let err = loop {
             match s.rx.recv().await {
                 Ok(Some(_)) => continue,
-                Err(MuxError::Protocol(_)) => {
-                    saw_violation = true;
+                Err(e) => break e,
+                Ok(None) => panic!("stream ended cleanly"),
+            }
+        };
+        assert!(err.is_violation(), "{err:?}");
+        wait_closed(&host).await;
+        assert!(host.violation().unwrap().contains("past its credit"));
+    }
+
+    #[tokio::test]
+    async fn a_guest_opening_streams_is_a_violation() {
+        let (host, mut raw, _seen) = hostile_pair(Limits::host());
+        let mut pending = host.open(Bytes::from_static(b"req")).unwrap();
+        let flood = async {
+            for i in 0..10_000u32 {
+                if raw
+                    .send(Frame::new(
+                        2 * i + 2,
+                        FrameKind::Open,
+                        Bytes::from_static(b"{}"),
+                    ))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
-                other => panic!("unexpected {other:?}"),
+            }
+        };
+        // The host stops reading at the first OPEN; the flood may not get far.
+        let _ = tokio::time::timeout(Duration::from_secs(2), flood).await;
+        wait_closed(&host).await;
+        let reason = host.violation().expect("closed as a violation");
+        assert!(reason.starts_with(VIOLATION_PREFIX), "{reason}");
+        assert!(reason.contains("opened stream 2"), "{reason}");
+        let err = pending.rx.recv().await.unwrap_err();
+        assert!(err.is_violation(), "{err:?}");
+        assert!(err.to_string().contains("protocol violation"), "{err}");
+        assert_eq!(host.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_guest_side_still_accepts_streams_from_the_host() {
+        let (host, _hi, guest, mut gi) = pair();
+        let h = host.open(Bytes::from_static(b"x")).unwrap();
+        let s = gi.accept().await.expect("accepted");
+        assert_eq!(&s.open_payload()[..], b"x");
+        assert!(guest.violation().is_none() && !guest.is_closed());
+        drop(h);
+    }
+
+    #[tokio::test]
+    async fn a_message_flood_on_an_unread_stream_stays_within_its_budget() {
+        let (host, mut raw, mut seen) = hostile_pair(Limits::host());
+        let unread = host.open(Bytes::new()).unwrap();
+        let id = unread.id();
+        let msg = Bytes::from(vec![b'm'; 64 * 1024]);
+        let per_msg = msg.len() + QUEUE_ENTRY_OVERHEAD;
+        // 8 MiB of messages: twice the budget.
+        for _ in 0..128 {
+            raw.send(Frame::new(id, FrameKind::Msg, msg.clone()))
+                .await
+                .unwrap();
+        }
+        let reset = reset_of(&mut seen, id).await;
+        assert!(String::from_utf8_lossy(&reset.payload).contains("unread"));
+        let queued = host.queued_bytes();
+        assert!(queued <= MAX_STREAM_MESSAGE_BYTES, "{queued} bytes queued");
+        assert!(
+            queued > MAX_STREAM_MESSAGE_BYTES - per_msg,
+            "{queued} bytes queued"
+        );
+        // The reader gets what was queued, then the reason; the connection goes on.
+        let (_tx, mut rx) = unread.split();
+        let mut got = 0;
+        let err = loop {
+            match rx.recv().await {
+                Ok(Some(Inbound::Msg(_))) => got += 1,
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, MuxError::Backlog(_)), "{err:?}");
+        assert_eq!(got, MAX_STREAM_MESSAGE_BYTES / per_msg);
+        assert_eq!(host.queued_bytes(), 0);
+        assert!(!host.is_closed());
+        let mut other = host.open(Bytes::new()).unwrap();
+        raw.send(Frame::new(
+            other.id(),
+            FrameKind::Msg,
+            Bytes::from_static(b"ok"),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            other.rx.recv().await.unwrap(),
+            Some(Inbound::Msg(Bytes::from_static(b"ok")))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_connection_total_bounds_data_and_messages_across_streams() {
+        let limits = Limits {
+            connection_bytes: 3 * 1024 * 1024,
+            ..Limits::host()
+        };
+        let (host, mut raw, mut seen) = hostile_pair(limits);
+        let streams: Vec<Stream> = (0..4).map(|_| host.open(Bytes::new()).unwrap()).collect();
+        let chunk = vec![1u8; MAX_DATA_CHUNK];
+        // A full window of DATA on each stream: within credit, but 4 MiB in all.
+        for s in &streams {
+            for _ in 0..(INITIAL_WINDOW as usize / MAX_DATA_CHUNK) {
+                raw.send(Frame::data(s.id(), 1, &chunk)).await.unwrap();
             }
         }
-        assert!(saw_violation);
+        let reset = reset_of(&mut seen, streams[2].id()).await;
+        assert!(String::from_utf8_lossy(&reset.payload).contains("connection"));
+        assert!(host.queued_bytes() <= limits.connection_bytes);
+        assert!(!host.is_closed());
+        drop(streams);
+        assert_eq!(host.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn credit_beyond_the_window_is_a_violation_without_a_panic() {
+        let (host, mut raw, _seen) = hostile_pair(Limits::host());
+        let s = host.open(Bytes::new()).unwrap();
+        let id = s.id();
+        let (tx, mut rx) = s.split();
+        let pending = tokio::spawn(async move { rx.recv().await });
+        // A sender blocked on credit fails too.
+        let sender = tokio::spawn(async move {
+            tx.send_data(0, &vec![0u8; 2 * INITIAL_WINDOW as usize])
+                .await
+        });
+        raw.send(Frame::credit(id, u32::MAX)).await.unwrap();
+        wait_closed(&host).await;
+        let reason = host.violation().expect("a violation");
+        assert!(reason.contains("credit"), "{reason}");
+        let err = pending.await.expect("no panic").unwrap_err();
+        assert!(
+            err.is_violation() && err.to_string().contains("credit"),
+            "{err}"
+        );
+        let err = sender.await.expect("no panic").unwrap_err();
+        assert!(err.is_violation(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn credit_for_bytes_never_sent_is_a_violation() {
+        let (host, mut raw, _seen) = hostile_pair(Limits::host());
+        let s = host.open(Bytes::new()).unwrap();
+        s.tx.send_data(0, &[0u8; 1000]).await.unwrap();
+        // Returning what was sent is fine; one byte more is not.
+        raw.send(Frame::credit(s.id(), 1000)).await.unwrap();
+        raw.send(Frame::credit(s.id(), 1)).await.unwrap();
+        wait_closed(&host).await;
+        assert!(host.violation().unwrap().contains("credit"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_grants_no_credit_times_the_send_out() {
+        let (host, _raw, _seen) = hostile_pair(Limits::host());
+        let s = host.open(Bytes::new()).unwrap();
+        let started = tokio::time::Instant::now();
+        let err =
+            s.tx.send_data(0, &vec![0u8; 2 * INITIAL_WINDOW as usize])
+                .await
+                .unwrap_err();
+        assert!(matches!(err, MuxError::Timeout(_)), "{err:?}");
+        assert!(started.elapsed() >= CREDIT_WAIT);
+        assert!(!host.is_closed());
+    }
+
+    #[tokio::test]
+    async fn guest_limits_keep_unbounded_queues_and_no_credit_deadline() {
+        let g = Limits::guest();
+        assert!(g.accept_streams && g.credit_wait.is_none());
+        assert_eq!(g.stream_message_bytes, usize::MAX);
+        assert_eq!(Limits::for_role(Role::Host), Limits::host());
     }
 }

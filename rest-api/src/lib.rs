@@ -1,7 +1,7 @@
 //! Platinum's native REST API: `/v1`, documented by an OpenAPI 3.1 document generated from this
 //! code (utoipa). Handlers are thin: parse, call one engine command, render.
 //!
-//! - [`routes`]: one module per resource (sandboxes, exec, processes, files).
+//! - [`routes`]: one module per resource (sandboxes, exec, processes, files, ports, keys).
 //! - [`error`]: the typed error body and extractors that produce it.
 //! - [`auth`]: the Bearer API key check.
 //! - [`ndjson`]: streamed process output.
@@ -24,7 +24,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use routes::{exec, files, ports, processes, sandboxes};
+use routes::{exec, files, keys, ports, processes, sandboxes};
 
 /// Top-level facts of the document; paths come from the handlers.
 #[derive(OpenApi)]
@@ -43,6 +43,7 @@ use routes::{exec, files, ports, processes, sandboxes};
         (name = "processes", description = "Background processes: re-attach, signal, stdin"),
         (name = "files", description = "Files inside a sandbox"),
         (name = "ports", description = "HTTP and WebSocket to services inside a sandbox"),
+        (name = "keys", description = "API keys: list, create (Platinum or E2B form), revoke, rotate"),
         (name = "system", description = "Server health")
     ),
     security(("api_key" = [])),
@@ -119,6 +120,9 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
         .routes(routes!(files::move_path))
         .routes(routes!(files::chmod))
         .routes(routes!(files::chown))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(keys::rotate_key))
         .split_for_parts();
     let (open, open_doc) = OpenApiRouter::new()
         .routes(routes!(health))

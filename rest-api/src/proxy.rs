@@ -3,12 +3,28 @@
 //! One upstream connection per request: the request is sent with hyper's HTTP/1 client over the
 //! relayed byte stream, and the response streams back unbuffered. Upgrades (WebSocket) are
 //! forwarded by completing the upgrade on both sides and copying bytes both ways. Every front end
-//! that exposes sandbox ports (native `/v1/.../proxy`, E2B port routing, Daytona previews) uses
-//! [`forward`].
+//! that exposes sandbox ports (native `/v1/.../ports`, E2B port routing, Daytona previews) uses
+//! [`forward`], so the rules below hold for all of them.
+//!
+//! **Credentials never reach the sandbox.** The service behind a port is untrusted code, so
+//! before any byte goes to it [`scrub_request`] removes every Platinum credential a client may
+//! have sent to get through: the headers in [`CREDENTIAL_HEADERS`] (API keys, E2B access and
+//! traffic tokens, Daytona preview tokens), the query parameters in [`CREDENTIAL_QUERY_PARAMS`]
+//! (preview tokens, signatures) and the cookies named by [`is_platinum_cookie`] (other cookies
+//! stay). Callers that accepted extra tokens rely on this one list rather than removing their own.
+//! Responses may not set a Platinum cookie either ([`scrub_response`] drops such `Set-Cookie`).
+//!
+//! **Sandbox content is sandboxed in the browser.** Proxied pages are served from the API's own
+//! origin (Daytona path previews under `/preview/{id}/{port}`, `/v1/.../ports/...`): a separate
+//! origin per sandbox would need wildcard DNS and certificates, which the self-hosted default does
+//! not have. So every proxied response carries [`SANDBOX_CSP`], a `Content-Security-Policy:
+//! sandbox ...` without `allow-same-origin`: the browser runs the page in an opaque origin, so its
+//! scripts cannot read the API origin's storage or cookies, nor call the API with them. A CSP the
+//! service sends itself is kept as a second header (browsers enforce every policy they get).
 
 use axum::body::Body;
-use axum::http::header::{CONNECTION, HOST, UPGRADE};
-use axum::http::{HeaderValue, Request, Response, StatusCode};
+use axum::http::header::{CONNECTION, CONTENT_SECURITY_POLICY, COOKIE, HOST, SET_COOKIE, UPGRADE};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use platinum_engine::{Engine, Error};
 use std::sync::Arc;
@@ -25,7 +41,137 @@ const HOP_BY_HOP: &[&str] = &[
     "transfer-encoding",
 ];
 
+/// Request headers that carry Platinum credentials (lower case): the API key (`Authorization`,
+/// `X-API-Key`), E2B's envd access token and traffic access token, and Daytona's preview token.
+pub const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "x-access-token",
+    "e2b-traffic-access-token",
+    "x-daytona-preview-token",
+    "proxy-authorization",
+];
+
+/// Query parameters that carry Platinum credentials (compared ASCII case-insensitively): every
+/// name a front end reads a token from (Daytona's `DAYTONA_SANDBOX_AUTH_KEY` preview token of
+/// browser clients, the `signature`/`signature_expiration` of signed URLs) and `preview_token`.
+/// A generic `token` is not on the list: no front end reads a credential from it, and services
+/// in sandboxes use it for their own (Jupyter's `?token=`).
+pub const CREDENTIAL_QUERY_PARAMS: &[&str] = &[
+    "DAYTONA_SANDBOX_AUTH_KEY",
+    "signature",
+    "signature_expiration",
+    "preview_token",
+];
+
+/// Cookie name prefixes that belong to Platinum (compared ASCII case-insensitively): its own
+/// `platinum*` cookies and Daytona's preview-auth cookie (`daytona-sandbox-auth-<id>`).
+pub const CREDENTIAL_COOKIE_PREFIXES: &[&str] = &["platinum", "daytona-sandbox-auth"];
+
+/// The policy on every proxied response: scripts, forms, popups, modals and downloads work, but
+/// the page runs in an opaque origin (no `allow-same-origin`), away from the API's storage.
+pub const SANDBOX_CSP: &str =
+    "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
+
+/// Whether a cookie name is one of Platinum's (see [`CREDENTIAL_COOKIE_PREFIXES`]).
+pub fn is_platinum_cookie(name: &str) -> bool {
+    let name = name.trim().as_bytes();
+    CREDENTIAL_COOKIE_PREFIXES
+        .iter()
+        .any(|p| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
+}
+
+/// Whether a query parameter name carries a credential (see [`CREDENTIAL_QUERY_PARAMS`]).
+pub fn is_credential_param(name: &str) -> bool {
+    CREDENTIAL_QUERY_PARAMS
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// `path_and_query` without credential query parameters; the other parameters are kept byte for
+/// byte (their encoding and order unchanged).
+pub fn scrub_path_and_query(path_and_query: &str) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            // Decode the name as a server would (`+`, `%XX`), so an encoded name is caught too.
+            !form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .is_some_and(|(name, _)| is_credential_param(&name))
+        })
+        .collect();
+    if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+/// Removes every Platinum credential from request headers: the [`CREDENTIAL_HEADERS`], and
+/// Platinum's cookies from each `Cookie` header (other cookies are kept; a header left empty is
+/// dropped).
+pub fn scrub_request(headers: &mut HeaderMap) {
+    for h in CREDENTIAL_HEADERS {
+        headers.remove(*h);
+    }
+    let cookies: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
+    if cookies.is_empty() {
+        return;
+    }
+    headers.remove(COOKIE);
+    for value in cookies {
+        // A value that is not text cannot be split safely; it is dropped whole.
+        let Ok(text) = value.to_str() else { continue };
+        let kept: Vec<&str> = text
+            .split(';')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .filter(|pair| !is_platinum_cookie(pair.split('=').next().unwrap_or(pair)))
+            .collect();
+        if !kept.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        {
+            headers.append(COOKIE, v);
+        }
+    }
+}
+
+/// Applies the relay's rules to response headers: hop-by-hop headers go, `Set-Cookie` headers
+/// that would set a Platinum cookie go, and [`SANDBOX_CSP`] is added (after any policy of the
+/// service's own, which stays).
+pub fn scrub_response(headers: &mut HeaderMap) {
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+    let set_cookies: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
+    if !set_cookies.is_empty() {
+        headers.remove(SET_COOKIE);
+        for value in set_cookies {
+            let name = value
+                .to_str()
+                .ok()
+                .map(|t| t.split(';').next().unwrap_or_default())
+                .map(|pair| pair.split('=').next().unwrap_or_default());
+            match name {
+                Some(name) if !is_platinum_cookie(name) => {
+                    headers.append(SET_COOKIE, value);
+                }
+                _ => tracing::debug!("dropped a Set-Cookie from a sandbox service"),
+            }
+        }
+    }
+    headers.append(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(SANDBOX_CSP),
+    );
+}
+
 /// Forwards `req` to `port` in sandbox `id`; `path_and_query` replaces the request's URI.
+/// Credentials are removed from both ([`scrub_request`], [`scrub_path_and_query`]) before
+/// anything is sent, and the response gets [`scrub_response`].
 pub async fn forward(
     engine: &Arc<Engine>,
     id: &str,
@@ -33,6 +179,9 @@ pub async fn forward(
     path_and_query: &str,
     mut req: Request<Body>,
 ) -> Result<Response<Body>, Error> {
+    let uri = scrub_path_and_query(path_and_query)
+        .parse()
+        .map_err(|_| Error::InvalidRequest(format!("bad path {path_and_query:?}")))?;
     let stream = engine.connect_port(id, port).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -46,12 +195,11 @@ pub async fn forward(
     let wants_upgrade = req.headers().contains_key(UPGRADE);
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    parts.uri = path_and_query
-        .parse()
-        .map_err(|_| Error::InvalidRequest(format!("bad path {path_and_query:?}")))?;
+    parts.uri = uri;
     for h in HOP_BY_HOP {
         parts.headers.remove(*h);
     }
+    scrub_request(&mut parts.headers);
     if !wants_upgrade {
         parts.headers.remove(CONNECTION);
     }
@@ -69,7 +217,7 @@ pub async fn forward(
     if upstream.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
     {
-        let (parts, _) = upstream.into_parts();
+        let (mut parts, _) = upstream.into_parts();
         let mut upstream_resp = Response::from_parts(parts.clone(), ());
         let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
         tokio::spawn(async move {
@@ -83,11 +231,106 @@ pub async fn forward(
                 (c, s) => tracing::debug!(client = ?c.err(), server = ?s.err(), "upgrade failed"),
             }
         });
+        scrub_response(&mut parts.headers);
         return Ok(Response::from_parts(parts, Body::empty()));
     }
     let (mut parts, body) = upstream.into_parts();
-    for h in HOP_BY_HOP {
-        parts.headers.remove(*h);
-    }
+    scrub_response(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_lose_every_platinum_credential_and_keep_the_rest() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer pk_master"),
+            ("x-api-key", "pk_master"),
+            ("x-access-token", "envd-token"),
+            ("e2b-traffic-access-token", "traffic-token"),
+            ("x-daytona-preview-token", "preview-token"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("accept", "text/html"),
+            ("x-custom", "kept"),
+        ] {
+            h.insert(k, v.parse().unwrap());
+        }
+        h.append(
+            COOKIE,
+            "theme=dark; platinum_session=s1; daytona-sandbox-auth-abc=t; PLATINUM=x"
+                .parse()
+                .unwrap(),
+        );
+        h.append(COOKIE, "platinum_only=1".parse().unwrap());
+        h.append(COOKIE, "lang=en".parse().unwrap());
+        scrub_request(&mut h);
+        for name in CREDENTIAL_HEADERS {
+            assert!(!h.contains_key(*name), "{name} must not reach the guest");
+        }
+        assert_eq!(h["accept"], "text/html");
+        assert_eq!(h["x-custom"], "kept");
+        let cookies: Vec<&str> = h
+            .get_all(COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(cookies, ["theme=dark", "lang=en"]);
+    }
+
+    #[test]
+    fn credential_query_parameters_are_dropped_byte_exactly() {
+        assert_eq!(scrub_path_and_query("/a/b"), "/a/b");
+        assert_eq!(
+            scrub_path_and_query("/x?DAYTONA_SANDBOX_AUTH_KEY=tok&q=a%20b&signature=v1_s"),
+            "/x?q=a%20b"
+        );
+        assert_eq!(scrub_path_and_query("/x?daytona_sandbox_auth_key=t"), "/x");
+        // An encoded name is caught; other parameters keep their encoding and order.
+        assert_eq!(
+            scrub_path_and_query("/x?b=2&preview%5Ftoken=t&a=1&&token=jupyter"),
+            "/x?b=2&a=1&&token=jupyter"
+        );
+        assert_eq!(
+            scrub_path_and_query("/?signature_expiration=1&signature=x"),
+            "/"
+        );
+    }
+
+    #[test]
+    fn responses_get_the_sandbox_policy_and_cannot_set_platinum_cookies() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_SECURITY_POLICY,
+            "default-src 'self'".parse().unwrap(),
+        );
+        h.append(SET_COOKIE, "app=1; Path=/".parse().unwrap());
+        h.append(
+            SET_COOKIE,
+            "platinum_session=stolen; Path=/; HttpOnly".parse().unwrap(),
+        );
+        h.append(SET_COOKIE, "Daytona-Sandbox-Auth-x=1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        scrub_response(&mut h);
+        let csp: Vec<&str> = h
+            .get_all(CONTENT_SECURITY_POLICY)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(csp, ["default-src 'self'", SANDBOX_CSP]);
+        assert!(!SANDBOX_CSP.contains("allow-same-origin"));
+        let set: Vec<&str> = h
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(set, ["app=1; Path=/"]);
+        assert!(!h.contains_key("keep-alive"));
+
+        let mut plain = HeaderMap::new();
+        scrub_response(&mut plain);
+        assert_eq!(plain[CONTENT_SECURITY_POLICY], SANDBOX_CSP);
+    }
 }

@@ -294,6 +294,7 @@ pub fn test_network() -> platinum_hostagent::net::NetworkConfig {
         bridge: format!("ptt{:04x}", n),
         subnet: std::net::Ipv4Addr::new(10, 100 + (n % 100) as u8, 0, 0),
         prefix: 16,
+        allow_private: Vec::new(),
     }
 }
 
@@ -315,6 +316,7 @@ fn remove_network(net: &platinum_hostagent::net::NetworkConfig) {
     let _ = run(&["link", "delete", "dev", &net.bridge], "ip");
     let table = platinum_hostagent::net::firewall::table(&net.bridge);
     let _ = run(&["delete", "table", "inet", &table], "nft");
+    let _ = run(&["delete", "table", "bridge", &table], "nft");
 }
 
 /// Where test data directories go (`$PLATINUM_TEST_TMP`, else the system temp dir). Socket paths
@@ -383,31 +385,11 @@ pub fn agent_clients() -> PathBuf {
 
 /// Pids of processes whose command line mentions `path`.
 pub fn processes_mentioning(path: &Path) -> Vec<i32> {
-    let needle = path.to_string_lossy().into_owned();
-    let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                .unwrap_or(false)
-        })
-        .collect()
+    platinum_hostagent::process::processes_mentioning(path)
 }
 
 fn kill_processes_under(root: &Path) {
-    for pid in processes_mentioning(root) {
-        // A pid that exited meanwhile gives ESRCH, which is fine.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    platinum_hostagent::process::kill_processes_mentioning(root);
 }
 
 fn dump_consoles(sandboxes: &Path) {

@@ -25,6 +25,9 @@ impl Drop for Up {
     }
 }
 
+/// The server's key (strong enough: weak keys stop the server at start).
+const ENV_KEY: &str = "pt_cli_test_key_from_env_0123456789abcdef";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -71,7 +74,7 @@ async fn up_serves_and_the_cli_drives_sandboxes() {
             "--data-dir",
         ])
         .arg(data.path())
-        .env("PLATINUM_API_KEY", "test-key-from-env")
+        .env("PLATINUM_API_KEY", ENV_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -96,7 +99,7 @@ async fn up_serves_and_the_cli_drives_sandboxes() {
     // The environment's key was used, so no key file was written.
     assert!(!up.data.path().join("api-key").exists());
 
-    let key = "test-key-from-env";
+    let key = ENV_KEY;
     let created: Value = serde_json::from_str(&stdout(&cli(
         &up,
         key,
@@ -166,6 +169,62 @@ async fn up_serves_and_the_cli_drives_sandboxes() {
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // API keys: create (E2B form), list without secrets, rotate, revoke; a revoked key fails.
+    let created: Value = serde_json::from_str(&stdout(&cli(
+        &up,
+        key,
+        &[
+            "keys", "create", "--name", "e2b", "--format", "e2b", "--json",
+        ],
+    )))
+    .unwrap();
+    let e2b_key = created["key"].as_str().unwrap().to_string();
+    let e2b_id = created["id"].as_str().unwrap().to_string();
+    let hex = e2b_key.strip_prefix("e2b_").unwrap();
+    assert!(hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    let plain = stdout(&cli(&up, &e2b_key, &["keys", "create", "--name", "ci"]));
+    let ci_key = plain.trim().to_string();
+    assert!(ci_key.starts_with("pt_") && !ci_key.contains(char::is_whitespace));
+    let listed = stdout(&cli(&up, &ci_key, &["keys", "ls", "--json"]));
+    let keys: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 3, "{listed}");
+    assert!(!listed.contains(&e2b_key) && !listed.contains(&ci_key) && !listed.contains(key));
+    let rotated: Value = serde_json::from_str(&stdout(&cli(
+        &up,
+        key,
+        &["keys", "rotate", &e2b_id, "--json"],
+    )))
+    .unwrap();
+    let new_e2b = rotated["key"].as_str().unwrap();
+    assert!(new_e2b.starts_with("e2b_") && new_e2b != e2b_key);
+    assert!(!cli(&up, &e2b_key, &["keys", "ls"]).status.success());
+    let ci_id = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ci")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoked: Value = serde_json::from_str(&stdout(&cli(
+        &up,
+        key,
+        &["keys", "revoke", "--json", &ci_id],
+    )))
+    .unwrap();
+    assert_eq!(revoked[0]["revoked"], true);
+    let o = cli(&up, &ci_key, &["keys", "ls"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unauthorized"));
+    let o = cli(&up, key, &["keys", "revoke", "nosuchkey"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("api_key_not_found"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );

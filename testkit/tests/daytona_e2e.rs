@@ -701,3 +701,155 @@ async fn bad_control_plane_input_gets_typed_daytona_errors_without_booting() {
         "nothing was created"
     );
 }
+
+/// A WebSocket upgrade request (enough for the server to answer 101 or refuse).
+fn ws_upgrade(t: &TestServer, path: &str) -> reqwest::RequestBuilder {
+    t.anon(Method::GET, path)
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Sec-WebSocket-Protocol", "X-Daytona-Pty-Exit-Control")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preview_tokens_are_scoped_and_revocations_survive_restarts() {
+    let t = TestServer::start().await.unwrap();
+    let s = t
+        .expect(t.req(Method::POST, "/api/sandbox").json(&json!({})), 200)
+        .await
+        .unwrap();
+    let id = s["id"].as_str().unwrap().to_string();
+    let link = |port: u16| {
+        t.expect(
+            t.req(
+                Method::GET,
+                &format!("/api/sandbox/{id}/ports/{port}/preview-url"),
+            ),
+            200,
+        )
+    };
+    let app = link(8000).await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let toolbox = link(1).await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(app, toolbox, "preview tokens are per port");
+
+    // A preview token never runs commands or reads files, whichever port it is for.
+    for token in [&app, &toolbox] {
+        let q = format!("?DAYTONA_SANDBOX_AUTH_KEY={token}");
+        let exec = t
+            .anon(Method::POST, &tb(&id, &format!("/process/execute{q}")))
+            .json(&json!({"command": "id"}));
+        let body = t.expect(exec, 401).await.unwrap();
+        assert_daytona_error(&body, 401);
+        t.expect(
+            t.anon(Method::GET, &tb(&id, &format!("/files{q}&path=/"))),
+            401,
+        )
+        .await
+        .unwrap();
+        t.expect(
+            t.anon(Method::POST, &tb(&id, "/process/execute"))
+                .header("X-Daytona-Preview-Token", token.as_str())
+                .json(&json!({"command": "id"})),
+            401,
+        )
+        .await
+        .unwrap();
+    }
+    // The toolbox token opens the WebSocket upgrades browser SDKs make; an app port's does not.
+    let pty = |token: &str| {
+        ws_upgrade(
+            &t,
+            &tb(
+                &id,
+                &format!(
+                    "/process/pty/create-connect?id=p1&cols=80&rows=24&DAYTONA_SANDBOX_AUTH_KEY={token}"
+                ),
+            ),
+        )
+    };
+    assert_eq!(pty(&app).send().await.unwrap().status().as_u16(), 401);
+    assert_eq!(pty(&toolbox).send().await.unwrap().status().as_u16(), 101);
+
+    // Previews: each port's own token only (nothing listens on 8000: past auth means 502).
+    let preview = |port: u16, token: &str| {
+        t.anon(Method::GET, &format!("/preview/{id}/{port}/"))
+            .header("X-Daytona-Preview-Token", token)
+    };
+    assert_eq!(t.call(preview(8000, &toolbox)).await.unwrap().0, 401);
+    assert_eq!(t.call(preview(8001, &app)).await.unwrap().0, 401);
+    assert_eq!(t.call(preview(8000, &app)).await.unwrap().0, 502);
+
+    // Signed links: a revoked one is refused, also after a restart; forged revocations are
+    // not stored; an unrevoked one and the preview tokens stay valid across the restart.
+    let signed = |port: u16| {
+        t.expect(
+            t.req(
+                Method::GET,
+                &format!("/api/sandbox/{id}/ports/{port}/signed-preview-url?expiresInSeconds=600"),
+            ),
+            200,
+        )
+    };
+    let revoked = signed(8000).await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kept = signed(8000).await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let open = |token: &str| t.anon(Method::GET, &format!("/preview/s/{token}/"));
+    assert_eq!(t.call(open(&revoked)).await.unwrap().0, 502);
+    let expire = |port: u16, token: &str| {
+        t.req(
+            Method::POST,
+            &format!("/api/sandbox/{id}/ports/{port}/signed-preview-url/{token}/expire"),
+        )
+    };
+    t.expect(expire(8000, "forged.token"), 200).await.unwrap();
+    t.expect(expire(8001, &revoked), 200).await.unwrap();
+    let engine = t.server().engine.clone();
+    assert_eq!(
+        engine.revoked_token_count(),
+        0,
+        "forged tokens and other links' tokens are not stored"
+    );
+    t.expect(expire(8000, &revoked), 200).await.unwrap();
+    assert_eq!(engine.revoked_token_count(), 1);
+    drop(engine);
+    assert_eq!(t.call(open(&revoked)).await.unwrap().0, 401);
+    assert_eq!(t.call(open(&kept)).await.unwrap().0, 502);
+
+    let t = t.restart(|_| {}).await.unwrap();
+    let open = |token: &str| t.anon(Method::GET, &format!("/preview/s/{token}/"));
+    assert_eq!(
+        t.call(open(&revoked)).await.unwrap().0,
+        401,
+        "the revocation survives the restart"
+    );
+    // The sandbox is stopped now: a link that still opens gets past auth to a non-401.
+    let (status, body) = t.call(open(&kept)).await.unwrap();
+    assert!(
+        status != 401,
+        "the secret survives the restart: {status} {body}"
+    );
+    let again = t
+        .expect(
+            t.req(
+                Method::GET,
+                &format!("/api/sandbox/{id}/ports/8000/preview-url"),
+            ),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again["token"], app.as_str(), "preview tokens survive too");
+    assert_eq!(t.server().engine.revoked_token_count(), 1);
+}

@@ -1,6 +1,8 @@
 //! The official E2B SDKs, unmodified, against a real server with real microVMs: runs
 //! `evals/e2b/run.sh` (every flow, Python and JS) with the SDKs pointed at a test server through
 //! `E2B_API_URL` / `E2B_SANDBOX_URL` only. The runner installs the pinned SDKs on first use.
+//! The SDKs get an `e2b_`-form key (the only form they accept), which the runner creates through
+//! `POST /v1/keys` with the server's own key and revokes when it ends.
 
 use platinum_testkit::{TestServer, test_engine_config};
 use std::path::PathBuf;
@@ -14,7 +16,8 @@ async fn official_sdks_run_every_flow() {
     let status = tokio::process::Command::new(&runner)
         .env("E2B_API_URL", &t.url)
         .env("E2B_SANDBOX_URL", &t.url)
-        .env("E2B_API_KEY", &t.key)
+        .env_remove("E2B_API_KEY")
+        .env("PLATINUM_API_KEY", &t.key)
         .env(
             "E2B_FLOW_UPLOAD_LIMIT",
             test_engine_config().max_upload_bytes.to_string(),
@@ -27,5 +30,26 @@ async fn official_sdks_run_every_flow() {
     assert!(
         status.success(),
         "E2B SDK conformance failed ({status}); see the output above"
+    );
+    // The flows ran with a key made for them in E2B's form, revoked again at the end.
+    let all = t
+        .expect(
+            t.req(reqwest::Method::GET, "/v1/keys")
+                .query(&[("include_revoked", true)]),
+            200,
+        )
+        .await
+        .unwrap();
+    let made: Vec<_> = all["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["name"] == "e2b-conformance")
+        .collect();
+    assert!(!made.is_empty(), "no e2b-form key was created: {all}");
+    assert!(
+        made.iter()
+            .all(|k| k["format"] == "e2b" && k["revoked"] == true && k["last_used_at"].is_string()),
+        "{all}"
     );
 }

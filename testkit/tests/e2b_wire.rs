@@ -1,7 +1,8 @@
 //! E2B wire details with real microVMs that the SDK flows (`e2b_sdk.rs`) do not reach: the v1
 //! control-plane paths, routing by Host, the proxy's 502s, forwarding to a service listening in
-//! the sandbox, access tokens and signed file URLs, the raw Connect framing, the code
-//! interpreter's refusals, and an access token that survives a server restart.
+//! the sandbox (only with a token: the traffic or the envd access token), access tokens and
+//! signed file URLs, the raw Connect framing, the code interpreter's refusals, and an access token
+//! that survives a server restart.
 //!
 //! One sandbox is booted (and booted again after the restart); every check shares it.
 
@@ -97,6 +98,12 @@ async fn e2b_wire_details() {
         (Some("0.6.1"), Some("base"))
     );
     assert!(s["clientID"].is_string() && token.len() >= 32, "{s}");
+    // Not created with allowPublicTraffic: its service ports need this token.
+    let traffic = s["trafficAccessToken"]
+        .as_str()
+        .expect("a private sandbox has a traffic access token")
+        .to_string();
+    assert!(traffic.len() >= 32 && traffic != token, "{s}");
 
     let list = t
         .expect(e.api(Method::GET, "/sandboxes?metadata=suite%3Dwire"), 200)
@@ -124,6 +131,14 @@ async fn e2b_wire_details() {
         .await
         .unwrap();
     assert_eq!((status, body["code"].as_i64()), (400, Some(400)), "{body}");
+    for bad in [
+        json!({"templateID": "base", "metadata": {"platinum.e2b/public": "true"}}),
+        json!({"templateID": "base", "network": {"allowPublicTraffic": "yes"}}),
+    ] {
+        t.expect(e.api(Method::POST, "/v2/sandboxes").json(&bad), 400)
+            .await
+            .expect("reserved labels and non-boolean allowPublicTraffic are refused");
+    }
     assert_eq!(
         e.connect(&format!("/sandboxes/{id}/connect"), 600, 200)
             .await,
@@ -320,20 +335,58 @@ async fn e2b_wire_details() {
     let bg = json!({"command": "cd /tmp/www && exec python3 -m http.server 8123 --bind 127.0.0.1", "background": true});
     t.exec_with(&id, bg).await.unwrap();
     let page = poll_until_ok(
-        || e.port(Method::GET, &id, "8123", "/index.txt"),
+        || {
+            e.port(Method::GET, &id, "8123", "/index.txt")
+                .header("E2B-Traffic-Access-Token", &traffic)
+        },
         Duration::from_secs(60),
     )
     .await
     .unwrap();
     assert_eq!(page, "served-by-the-sandbox\n");
+    // No token, a wrong one, or the API key: the proxy's 401, by header or by Host routing.
+    for req in [
+        e.port(Method::GET, &id, "8123", "/index.txt"),
+        e.port(Method::GET, &id, "8123", "/index.txt")
+            .header("E2B-Traffic-Access-Token", &token),
+        e.port(Method::GET, &id, "8123", "/index.txt")
+            .header("X-Access-Token", &traffic),
+        e.port(Method::GET, &id, "8123", "/index.txt")
+            .header("X-API-KEY", &t.key),
+        t.anon(Method::GET, "/index.txt")
+            .header("Host", format!("8123-{id}.sandbox.test")),
+        e.port(Method::GET, &id, "8124", "/"),
+    ] {
+        let (status, body) = t.call(req).await.unwrap();
+        assert_eq!(
+            (status, body["code"].as_i64(), body["sandboxId"].as_str()),
+            (401, Some(401), Some(id.as_str())),
+            "{body}"
+        );
+    }
+    // The envd access token opens the ports too.
+    let with_access = e
+        .port(Method::GET, &id, "8123", "/index.txt")
+        .header("X-Access-Token", &token);
+    assert_eq!(
+        with_access.send().await.unwrap().text().await.unwrap(),
+        "served-by-the-sandbox\n"
+    );
     let by_host = t
         .anon(Method::GET, "/index.txt")
-        .header("Host", format!("8123-{id}.sandbox.test"));
+        .header("Host", format!("8123-{id}.sandbox.test"))
+        .header("E2B-Traffic-Access-Token", &traffic);
     assert_eq!(
         by_host.send().await.unwrap().text().await.unwrap(),
         "served-by-the-sandbox\n"
     );
-    let (status, body) = t.call(e.port(Method::GET, &id, "8124", "/")).await.unwrap();
+    let (status, body) = t
+        .call(
+            e.port(Method::GET, &id, "8124", "/")
+                .header("E2B-Traffic-Access-Token", &traffic),
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 502);
     assert!(
         body["message"]

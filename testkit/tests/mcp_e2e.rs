@@ -191,7 +191,7 @@ fn platinum_mcp_starts_an_embedded_server_when_none_runs() {
             "--http",
             &endpoint,
             "--key",
-            "embedded-test-key",
+            "pt_embedded_0123456789abcdefghijklm",
             "--stdio",
             bin.to_str().unwrap(),
             "--stdio-arg=--no-network",
@@ -201,7 +201,7 @@ fn platinum_mcp_starts_an_embedded_server_when_none_runs() {
         ],
         &[
             ("PLATINUM_URL", &url),
-            ("PLATINUM_API_KEY", "embedded-test-key"),
+            ("PLATINUM_API_KEY", "pt_embedded_0123456789abcdefghijklm"),
         ],
     );
     cmd.env("PLATINUM_DATA_DIR", &data);

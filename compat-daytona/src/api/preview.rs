@@ -1,16 +1,19 @@
 //! Preview links: Daytona's way to reach a port served inside a sandbox.
 //!
 //! - `GET /api/sandbox/{idOrName}/ports/{port}/preview-url` → `{sandboxId, url, token}` with
-//!   `url = {base}/preview/{sandboxId}/{port}`. Requests to it need the token
-//!   (`X-Daytona-Preview-Token` header or `?DAYTONA_SANDBOX_AUTH_KEY=`), or the API key as
-//!   `Authorization: Bearer`, unless the sandbox is public.
+//!   `url = {base}/preview/{sandboxId}/{port}`. Requests to it need the token, which is that
+//!   port's only (`X-Daytona-Preview-Token` header or `?DAYTONA_SANDBOX_AUTH_KEY=`), or the API
+//!   key as `Authorization: Bearer`, unless the sandbox is public.
 //! - `GET .../signed-preview-url?expiresInSeconds=N` → a link that carries its own expiring
-//!   token: `{base}/preview/s/{token}`; `POST .../signed-preview-url/{token}/expire` revokes it.
+//!   token: `{base}/preview/s/{token}`; `POST .../signed-preview-url/{token}/expire` revokes it
+//!   (for good: the revocation is kept by the engine across restarts).
 //!
 //! The proxy forwards HTTP and WebSocket to the port through the guest agent
 //! (`Engine::connect_port`, via the shared `platinum_rest::proxy::forward`), so it works whether
-//! or not the sandbox has a network. Credentials used to reach the proxy are removed before the
-//! request goes to the sandbox; the service sees `Host: localhost:{port}`. Daytona links are
+//! or not the sandbox has a network. Credentials used to reach the proxy (the token header and
+//! query parameter, the API key, Platinum cookies) are removed by that relay before the request
+//! goes to the sandbox, and responses get its sandboxing CSP; the service sees
+//! `Host: localhost:{port}`. Daytona links are
 //! host-based (`https://{port}-{id}.domain`); these are path-based, so an app that builds absolute
 //! links from `/` needs its base path set to the link's path.
 
@@ -19,7 +22,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::Response;
-use axum::http::header::AUTHORIZATION;
 use axum::response::IntoResponse;
 use axum::routing::any;
 use serde::Deserialize;
@@ -66,7 +68,7 @@ pub async fn preview_url(
     Ok(Json(json!({
         "sandboxId": s.id,
         "url": format!("{}/preview/{}/{port}", base.0, s.id),
-        "token": ctx.tokens.preview_token(&s.id),
+        "token": ctx.tokens.preview_token(&s.id, port),
     })))
 }
 
@@ -103,44 +105,43 @@ pub async fn signed_preview_url(
 }
 
 /// `POST /sandbox/{idOrName}/ports/{port}/signed-preview-url/{token}/expire`: 200, no body.
+/// Only a genuine token of this sandbox and port is recorded (forged or foreign tokens are
+/// ignored, so they cannot fill the revocation list); an expired one needs no record.
 pub async fn expire_signed_preview_url(
     State(ctx): State<Ctx>,
-    DPath((id, _port, token)): DPath<(String, u16, String)>,
+    DPath((id, port, token)): DPath<(String, u16, String)>,
 ) -> DResult<()> {
-    ctx.engine.find_sandbox(&id).await?;
-    ctx.tokens.revoke_signed_preview(&token);
+    let s = ctx.engine.find_sandbox(&id).await?;
+    let Some(grant) = ctx.tokens.verify_signed_preview(&token) else {
+        tracing::debug!(sandbox = %s.id, "ignored the revocation of a token that is not genuine");
+        return Ok(());
+    };
+    if grant.sandbox_id != s.id || grant.port != port {
+        tracing::debug!(sandbox = %s.id, "ignored the revocation of another link's token");
+        return Ok(());
+    }
+    ctx.engine
+        .revoke_token(
+            crate::tokens::SIGNED_PREVIEW_KIND,
+            &grant.hash,
+            grant.expires_at,
+        )
+        .await?;
     Ok(())
 }
 
 /// Path and query for the service: the request's raw path after `/preview/{a}/{b}` (kept
-/// percent-encoded as sent) and its query minus a preview token.
+/// percent-encoded as sent) and its query (the relay removes token parameters).
 fn target(req: &Request) -> String {
     let rest = req.uri().path().splitn(5, '/').nth(4).unwrap_or_default();
-    let mut t = format!("/{rest}");
-    if let Some(q) = req.uri().query() {
-        let has_token = form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == PREVIEW_TOKEN_QUERY);
-        let q = if has_token {
-            form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(
-                    form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k != PREVIEW_TOKEN_QUERY),
-                )
-                .finish()
-        } else {
-            q.to_string()
-        };
-        if !q.is_empty() {
-            t.push('?');
-            t.push_str(&q);
-        }
+    match req.uri().query() {
+        Some(q) if !q.is_empty() => format!("/{rest}?{q}"),
+        _ => format!("/{rest}"),
     }
-    t
 }
 
-async fn forward(ctx: &Ctx, id: &str, port: u16, mut req: Request) -> DResult<Response<Body>> {
+async fn forward(ctx: &Ctx, id: &str, port: u16, req: Request) -> DResult<Response<Body>> {
     let target = target(&req);
-    let headers = req.headers_mut();
-    headers.remove(PREVIEW_TOKEN_HEADER);
-    headers.remove(AUTHORIZATION);
     platinum_rest::proxy::forward(&ctx.engine, id, port, &target, req)
         .await
         .map_err(DaytonaError::from)
@@ -167,7 +168,7 @@ async fn by_id_inner(ctx: Ctx, id: String, port: u16, req: Request) -> DResult<R
         }
         return forward(&ctx, &s.id, port, req).await;
     }
-    let token_ok = token.is_some_and(|t| ctx.tokens.check_preview_token(&id, &t));
+    let token_ok = token.is_some_and(|t| ctx.tokens.check_preview_token(&id, port, &t));
     if !key_ok && !token_ok {
         return Err(DaytonaError::unauthorized());
     }
@@ -196,6 +197,7 @@ async fn signed_inner(ctx: Ctx, token: String, req: Request) -> DResult<Response
     let grant = ctx
         .tokens
         .open_signed_preview(&token)
+        .filter(|g| !ctx.engine.is_token_revoked(&g.hash))
         .ok_or_else(DaytonaError::unauthorized)?;
     forward(&ctx, &grant.sandbox_id, grant.port, req).await
 }

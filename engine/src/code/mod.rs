@@ -284,52 +284,176 @@ enum KernelLine {
     },
 }
 
-/// Splits complete lines off `buf`.
-fn take_lines(buf: &mut BytesMut) -> Vec<BytesMut> {
-    let mut lines = Vec::new();
-    while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-        let mut line = buf.split_to(pos + 1);
-        line.truncate(pos);
-        lines.push(line);
-    }
-    lines
+/// One item [`Lines`] splits off a byte stream.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// A complete line, without its `\n`.
+    Complete(BytesMut),
+    /// A line grew past the limit: it is dropped, up to and including its `\n`.
+    TooLong,
 }
 
-/// Reads a freshly started kernel until its `ready` line. Returns what followed it in the same
-/// read, or why the kernel did not come up (its stderr included).
+/// Splits a byte stream into lines, however it is chunked, looking at each byte once: a cursor
+/// remembers how far the pending partial line has been searched for `\n`, so a kernel that
+/// writes a long line one byte at a time costs linear, not quadratic, time. Memory is bounded
+/// too: a partial line longer than `max` is dropped (reported once as [`Line::TooLong`]) and the
+/// rest of it is skipped without being buffered.
+#[derive(Debug)]
+pub(crate) struct Lines {
+    buf: BytesMut,
+    /// `buf[..scanned]` holds no `\n`.
+    scanned: usize,
+    /// Skipping the rest of an over-long line.
+    discarding: bool,
+    max: usize,
+    /// Bytes looked at so far, for tests of the linear bound.
+    #[cfg_attr(not(test), allow(dead_code))]
+    inspected: u64,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines::new(MAX_LINE)
+    }
+}
+
+impl Lines {
+    /// A splitter that drops lines longer than `max` bytes.
+    pub(crate) fn new(max: usize) -> Self {
+        Lines {
+            buf: BytesMut::new(),
+            scanned: 0,
+            discarding: false,
+            max,
+            inspected: 0,
+        }
+    }
+
+    /// Adds bytes (the rest of an over-long line is skipped here, never buffered).
+    pub(crate) fn feed(&mut self, mut data: &[u8]) {
+        if self.discarding {
+            let found = memchr(data);
+            self.inspected += found.map_or(data.len(), |p| p + 1) as u64;
+            match found {
+                Some(p) => {
+                    self.discarding = false;
+                    data = &data[p + 1..];
+                }
+                None => return,
+            }
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next line, if a complete one (or an over-long one) is buffered. Only bytes not
+    /// searched before are searched.
+    pub(crate) fn next_line(&mut self) -> Option<Line> {
+        match memchr(&self.buf[self.scanned..]) {
+            Some(p) => {
+                self.inspected += p as u64 + 1;
+                let end = self.scanned + p;
+                let mut line = self.buf.split_to(end + 1);
+                line.truncate(end);
+                self.scanned = 0;
+                Some(Line::Complete(line))
+            }
+            None => {
+                self.inspected += (self.buf.len() - self.scanned) as u64;
+                self.scanned = self.buf.len();
+                if self.buf.len() > self.max {
+                    self.buf = BytesMut::new();
+                    self.scanned = 0;
+                    self.discarding = true;
+                    return Some(Line::TooLong);
+                }
+                None
+            }
+        }
+    }
+
+    /// Bytes held for the pending partial line.
+    #[cfg(test)]
+    fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+fn memchr(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+/// Most kernel stderr bytes kept while waiting for `ready` (the newest are kept: a traceback
+/// ends with its cause).
+const MAX_START_STDERR: usize = 64 * 1024;
+
+/// The newest `cap` bytes of a stream, and how many older ones were dropped.
+#[derive(Debug, Default)]
+struct Tail {
+    bytes: std::collections::VecDeque<u8>,
+    dropped: u64,
+}
+
+impl Tail {
+    fn push(&mut self, data: &[u8], cap: usize) {
+        let keep = &data[data.len().saturating_sub(cap)..];
+        self.dropped += (data.len() - keep.len()) as u64;
+        let over = (self.bytes.len() + keep.len()).saturating_sub(cap);
+        self.bytes.drain(..over);
+        self.dropped += over as u64;
+        self.bytes.extend(keep);
+    }
+
+    /// Lossy text, starting with a note when older bytes were dropped.
+    fn text(&self) -> String {
+        let (a, b) = self.bytes.as_slices();
+        let text = String::from_utf8_lossy(&[a, b].concat()).trim().to_string();
+        if self.dropped > 0 {
+            format!("[{} earlier bytes of stderr dropped] {text}", self.dropped)
+        } else {
+            text
+        }
+    }
+}
+
+/// Reads a freshly started kernel until its `ready` line. Returns the line splitter holding
+/// what followed it, or why the kernel did not come up (the newest [`MAX_START_STDERR`] bytes
+/// of its stderr included).
 pub(crate) async fn wait_ready(
     stream: &mut ExecStream,
     language: CodeLanguage,
-) -> Result<BytesMut, Error> {
-    let mut buf = BytesMut::new();
-    let mut stderr = Vec::new();
+) -> Result<Lines, Error> {
+    let mut lines = Lines::default();
+    let mut stderr = Tail::default();
     loop {
         match stream.next().await? {
             Some(ExecEvent::Stdout(b)) => {
-                buf.extend_from_slice(&b);
-                if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-                    let line = buf.split_to(pos + 1);
-                    return match serde_json::from_slice::<KernelLine>(&line[..pos]) {
-                        Ok(KernelLine::Ready { .. }) => Ok(buf),
-                        _ => Err(Error::Internal(format!(
-                            "the {} kernel said {:?} instead of ready",
-                            language.as_str(),
-                            String::from_utf8_lossy(&line[..pos])
-                        ))),
-                    };
-                }
-                if buf.len() > MAX_LINE {
-                    return Err(Error::Internal("the kernel wrote an endless line".into()));
+                lines.feed(&b);
+                // Lines after `ready` stay in `lines` for the pump.
+                match lines.next_line() {
+                    None => {}
+                    Some(Line::Complete(line)) => {
+                        return match serde_json::from_slice::<KernelLine>(&line) {
+                            Ok(KernelLine::Ready { .. }) => Ok(lines),
+                            _ => Err(Error::Internal(format!(
+                                "the {} kernel said {:?} instead of ready",
+                                language.as_str(),
+                                String::from_utf8_lossy(&line[..line.len().min(1024)])
+                            ))),
+                        };
+                    }
+                    Some(Line::TooLong) => {
+                        return Err(Error::Internal("the kernel wrote an endless line".into()));
+                    }
                 }
             }
-            Some(ExecEvent::Stderr(b)) => stderr.extend_from_slice(&b),
+            Some(ExecEvent::Stderr(b)) => stderr.push(&b, MAX_START_STDERR),
             Some(ExecEvent::Lost(_)) => {}
             Some(ExecEvent::Exited(status)) => {
                 return Err(Error::InvalidRequest(format!(
                     "the {} kernel exited at start (code {}): {}",
                     language.as_str(),
                     status.shell_code(),
-                    String::from_utf8_lossy(&stderr).trim()
+                    stderr.text()
                 )));
             }
             None => return Err(Error::Internal("the kernel stream ended at start".into())),
@@ -338,24 +462,21 @@ pub(crate) async fn wait_ready(
 }
 
 /// Starts the pump of a kernel: reads its output until it exits or the connection is lost.
-pub(crate) fn spawn_pump(
-    mut stream: ExecStream,
-    leftover: BytesMut,
-    shared: Arc<Shared>,
-    label: String,
-) {
+pub(crate) fn spawn_pump(mut stream: ExecStream, lines: Lines, shared: Arc<Shared>, label: String) {
     tokio::spawn(async move {
-        let mut buf = leftover;
+        let mut lines = lines;
         let (liveness, error) = loop {
-            for line in take_lines(&mut buf) {
-                dispatch(&shared, &line).await;
-            }
-            if buf.len() > MAX_LINE {
-                tracing::warn!(kernel = %label, "kernel line longer than {MAX_LINE} bytes dropped");
-                buf.clear();
+            while let Some(line) = lines.next_line() {
+                match line {
+                    Line::Complete(line) => dispatch(&shared, &line).await,
+                    Line::TooLong => tracing::warn!(
+                        kernel = %label,
+                        "kernel line longer than {MAX_LINE} bytes dropped"
+                    ),
+                }
             }
             match stream.next().await {
-                Ok(Some(ExecEvent::Stdout(b))) => buf.extend_from_slice(&b),
+                Ok(Some(ExecEvent::Stdout(b))) => lines.feed(&b),
                 Ok(Some(ExecEvent::Stderr(b))) => {
                     let text = String::from_utf8_lossy(&b).into_owned();
                     shared.forward(None, CodeEvent::Stderr(text)).await;
@@ -441,13 +562,76 @@ mod tests {
         assert_eq!(parse_tag("session:x"), None);
     }
 
+    fn drain(lines: &mut Lines) -> Vec<Line> {
+        std::iter::from_fn(|| lines.next_line()).collect()
+    }
+
     #[test]
     fn lines_are_split_and_partial_lines_kept() {
-        let mut buf = BytesMut::from(&b"{\"a\":1}\n{\"b\":2}\n{\"c\""[..]);
-        let lines = take_lines(&mut buf);
-        assert_eq!(lines.len(), 2);
-        assert_eq!(&lines[1][..], b"{\"b\":2}");
-        assert_eq!(&buf[..], b"{\"c\"");
+        let mut lines = Lines::new(100);
+        lines.feed(b"{\"a\":1}\n{\"b\":2}\n{\"c\"");
+        let got = drain(&mut lines);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1], Line::Complete(BytesMut::from(&b"{\"b\":2}"[..])));
+        assert_eq!(lines.pending(), 4);
+        lines.feed(b":3}\n");
+        assert_eq!(
+            drain(&mut lines),
+            [Line::Complete(BytesMut::from(&b"{\"c\":3}"[..]))]
+        );
+    }
+
+    #[test]
+    fn one_byte_chunks_are_scanned_once_and_memory_stays_bounded() {
+        // 200k one-byte chunks without a newline: each byte is looked at once (the old splitter
+        // rescanned the whole pending line per chunk: ~2e10 byte reads), and the over-long line
+        // is dropped at the limit instead of growing without bound.
+        const N: usize = 200_000;
+        let started = std::time::Instant::now();
+        let mut lines = Lines::new(64 * 1024);
+        let mut too_long = 0;
+        for _ in 0..N {
+            lines.feed(b"x");
+            for line in drain(&mut lines) {
+                assert_eq!(line, Line::TooLong);
+                too_long += 1;
+            }
+            assert!(lines.pending() <= 64 * 1024 + 1);
+        }
+        assert_eq!(too_long, 1, "an over-long line is reported once");
+        assert!(
+            lines.inspected <= N as u64,
+            "{} bytes inspected",
+            lines.inspected
+        );
+        // Its end, and the next line, come through intact.
+        lines.feed(b"tail\n{\"ok\":1}\n");
+        assert_eq!(
+            drain(&mut lines),
+            [Line::Complete(BytesMut::from(&b"{\"ok\":1}"[..]))]
+        );
+        // Same bound when the long line stays under the limit.
+        let mut lines = Lines::new(MAX_LINE);
+        for _ in 0..N {
+            lines.feed(b"y");
+            assert!(lines.next_line().is_none());
+        }
+        lines.feed(b"\n");
+        assert!(matches!(lines.next_line(), Some(Line::Complete(l)) if l.len() == N));
+        assert!(lines.inspected <= N as u64 + 1, "{}", lines.inspected);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn start_stderr_keeps_the_newest_bytes_and_says_so() {
+        let mut tail = Tail::default();
+        tail.push(b"hello ", 8);
+        assert_eq!(tail.text(), "hello");
+        tail.push(b"world", 8);
+        assert_eq!(tail.text(), "[3 earlier bytes of stderr dropped] lo world");
+        tail.push(&[b'z'; 20], 8);
+        assert_eq!(tail.bytes.len(), 8);
+        assert_eq!(tail.dropped, 23);
     }
 
     #[tokio::test]

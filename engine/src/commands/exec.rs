@@ -125,14 +125,18 @@ impl Engine {
             }
             None => collect.await?,
         };
+        let limit = self.config.exec_output_limit;
+        let mut truncated = out.truncated;
+        let stdout = lossy_capped(&out.stdout, limit, &mut truncated);
+        let stderr = lossy_capped(&out.stderr, limit, &mut truncated);
         Ok(ExecResult {
             pid,
             exit_code: Some(out.exit.shell_code()),
             signal: out.exit.signal,
             timed_out: out.exit.timed_out,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            truncated: out.truncated,
+            stdout,
+            stderr,
+            truncated,
             duration_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -229,6 +233,23 @@ impl Engine {
     }
 }
 
+/// Guest output as text within the output budget: each of stdout and stderr keeps its first
+/// `limit` bytes (`exec_output_limit`), and since lossy decoding turns every invalid byte into
+/// a 3-byte U+FFFD, the text is cut again at the last character boundary within `limit`;
+/// `truncated` is set when anything was cut.
+fn lossy_capped(bytes: &[u8], limit: usize, truncated: &mut bool) -> String {
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        *truncated = true;
+    }
+    text
+}
+
 /// Rejects guest paths that cannot be valid (empty, NUL bytes, absurdly long).
 pub(crate) fn check_guest_path(path: &str) -> Result<()> {
     if path.is_empty() {
@@ -243,4 +264,23 @@ pub(crate) fn check_guest_path(path: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lossy_output_stays_within_the_byte_budget() {
+        let mut truncated = false;
+        assert_eq!(lossy_capped(b"hello", 10, &mut truncated), "hello");
+        assert!(!truncated);
+        // 10 invalid bytes would decode to 30 bytes of U+FFFD.
+        let text = lossy_capped(&[0xff; 10], 10, &mut truncated);
+        assert_eq!(text, "\u{fffd}".repeat(3));
+        assert!(text.len() <= 10 && truncated);
+        let mut truncated = false;
+        assert_eq!(lossy_capped("héllo".as_bytes(), 2, &mut truncated), "h");
+        assert!(truncated);
+    }
 }

@@ -111,20 +111,8 @@ impl Engine {
             }
         }
 
-        let live = self
-            .store
-            .sandboxes_in_states(&SandboxState::LIVE)
-            .await?
-            .len();
-        if live >= cfg.max_sandboxes {
-            return Err(Error::CapacityExhausted(format!(
-                "{live} sandboxes are live (limit {})",
-                cfg.max_sandboxes
-            )));
-        }
-
         let now = OffsetDateTime::now_utc();
-        let mut sandbox = Sandbox {
+        let sandbox = Sandbox {
             id: new_sandbox_id(),
             name: req.name,
             template: template.clone(),
@@ -141,8 +129,13 @@ impl Engine {
             error: None,
             runtime: None,
         };
-        let _guard = self.lock(&sandbox.id).await;
-        self.store.insert_sandbox(&sandbox).await?;
+        {
+            // Admission and the insert that makes it true happen under one lock: two concurrent
+            // creates cannot both take the last place.
+            let _admission = self.admission.lock().await;
+            self.admit(&sandbox).await?;
+            self.store.insert_sandbox(&sandbox).await?;
+        }
         self.store
             .append_event(&sandbox.id, "creating", &serde_json::json!({ "template": template, "vcpus": vcpus, "memory_mib": memory_mib }))
             .await?;
@@ -155,15 +148,29 @@ impl Engine {
             transport: None,
             internet: req.internet,
         };
-        let booted = tokio::time::timeout(self.config.boot_timeout, self.host.create(vm)).await;
-        let result = match booted {
-            Ok(r) => r.map_err(Error::from),
-            Err(_) => Err(Error::Vm(format!(
-                "boot took longer than {}s",
-                self.config.boot_timeout.as_secs()
-            ))),
-        };
-        match result {
+        let engine = self.arc()?;
+        self.detached(
+            async move { engine.boot_new(sandbox, vm, timeout).await },
+            |engine, made: Sandbox| async move {
+                tracing::info!(sandbox = %made.id, "create abandoned by its caller; removing the sandbox");
+                if let Err(e) = engine.kill_sandbox(&made.id).await {
+                    tracing::error!(sandbox = %made.id, error = %e, "removing an abandoned sandbox");
+                }
+            },
+        )
+        .await
+    }
+
+    /// Boots the VM of a sandbox just inserted as `creating` and moves it to `running`, or tears
+    /// everything down and records `error`. Runs on its own task ([`Engine::detached`]).
+    async fn boot_new(
+        &self,
+        mut sandbox: Sandbox,
+        vm: CreateVm,
+        timeout: Option<Duration>,
+    ) -> Result<Sandbox> {
+        let _guard = self.lock(&sandbox.id).await;
+        match self.boot_bounded(self.host.create(vm)).await {
             Ok(status) => {
                 sandbox.runtime = Some(runtime_info(&status));
                 // Expiry counts from when the sandbox became usable.
@@ -196,6 +203,66 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Runs a host boot with the boot timeout, ending it early when the server shuts down. A boot
+    /// cut short leaves processes behind only until the caller's `destroy` or `stop`.
+    async fn boot_bounded(
+        &self,
+        boot: impl std::future::Future<Output = platinum_hostagent::Result<VmStatus>>,
+    ) -> Result<VmStatus> {
+        tokio::select! {
+            booted = tokio::time::timeout(self.config.boot_timeout, boot) => match booted {
+                Ok(r) => r.map_err(Error::from),
+                Err(_) => Err(Error::Vm(format!(
+                    "boot took longer than {}s",
+                    self.config.boot_timeout.as_secs()
+                ))),
+            },
+            _ = self.shutdown.cancelled() => {
+                Err(Error::Vm("the server shut down while the sandbox was booting".into()))
+            }
+        }
+    }
+
+    /// Whether the host has room for `sandbox` next to everything else that holds a VM: the
+    /// sandbox count, their memory, and free disk in the data directory. The caller holds
+    /// [`Engine::admission`] until the state change that makes the decision true is stored.
+    pub(crate) async fn admit(&self, sandbox: &Sandbox) -> Result<()> {
+        let cfg = &self.config;
+        let others: Vec<Sandbox> = self
+            .store
+            .sandboxes_in_states(&SandboxState::CLAIMS_VM)
+            .await?
+            .into_iter()
+            .filter(|s| s.id != sandbox.id)
+            .collect();
+        if others.len() >= cfg.max_sandboxes {
+            return Err(Error::CapacityExhausted(format!(
+                "{} sandboxes hold a VM (limit {})",
+                others.len(),
+                cfg.max_sandboxes
+            )));
+        }
+        let used: u64 = others.iter().map(|s| u64::from(s.memory_mib)).sum();
+        let limit = cfg.max_total_memory_mib;
+        if used + u64::from(sandbox.memory_mib) > limit {
+            return Err(Error::CapacityExhausted(format!(
+                "{used} MiB of sandbox memory is in use; {} MiB more exceeds the limit of {limit} MiB",
+                sandbox.memory_mib
+            )));
+        }
+        if let Some(free) = self.host.disk_free_bytes() {
+            let reserve = cfg.min_free_disk_mib << 20;
+            if free < reserve {
+                return Err(Error::CapacityExhausted(format!(
+                    "{} MiB of disk is free in the data directory; {} MiB must stay free",
+                    free >> 20,
+                    cfg.min_free_disk_mib
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// One sandbox.
@@ -263,9 +330,11 @@ impl Engine {
         Ok(s)
     }
 
-    /// Boots a stopped (or failed) sandbox again from its disk.
+    /// Boots a stopped (or failed) sandbox again from its disk. The boot runs on its own task: a
+    /// caller that goes away leaves a sandbox that is either running or in `error`, never one
+    /// stuck in `starting` or a VM that nobody tracks.
     pub async fn start_sandbox(&self, id: &str) -> Result<Sandbox> {
-        let _g = self.lock(id).await;
+        let guard = self.lock(id).await;
         let mut s = self.load(id).await?;
         require(
             &s,
@@ -276,37 +345,50 @@ impl Engine {
                 SandboxState::Error,
             ],
         )?;
-        self.transition(&mut s, SandboxState::Starting, serde_json::json!({}))
-            .await?;
-        let booted = tokio::time::timeout(self.config.boot_timeout, self.host.start(id)).await;
-        match booted.unwrap_or_else(|_| {
-            Err(platinum_hostagent::Error::Timeout {
-                what: "boot".into(),
-                seconds: self.config.boot_timeout.as_secs(),
-            })
-        }) {
-            Ok(status) => {
-                s.runtime = Some(runtime_info(&status));
-                s.error = None;
-                s.last_activity_at = OffsetDateTime::now_utc();
-                self.transition(
-                    &mut s,
-                    SandboxState::Running,
-                    serde_json::json!({ "boot_ms": status.boot_ms }),
-                )
+        {
+            let _admission = self.admission.lock().await;
+            self.admit(&s).await?;
+            self.transition(&mut s, SandboxState::Starting, serde_json::json!({}))
                 .await?;
-                Ok(s)
-            }
-            Err(e) => {
-                self.record_error(&mut s, e.to_string()).await?;
-                Err(e.into())
-            }
         }
+        let engine = self.arc()?;
+        self.detached(
+            async move {
+                let _guard = guard;
+                match engine.boot_bounded(engine.host.start(&s.id)).await {
+                    Ok(status) => {
+                        s.runtime = Some(runtime_info(&status));
+                        s.error = None;
+                        s.last_activity_at = OffsetDateTime::now_utc();
+                        engine
+                            .transition(
+                                &mut s,
+                                SandboxState::Running,
+                                serde_json::json!({ "boot_ms": status.boot_ms }),
+                            )
+                            .await?;
+                        Ok(s)
+                    }
+                    Err(e) => {
+                        if let Err(cleanup) = engine.host.stop(&s.id).await {
+                            tracing::debug!(sandbox = %s.id, error = %cleanup, "stopping after a failed start");
+                        }
+                        engine.record_error(&mut s, e.to_string()).await?;
+                        Err(e)
+                    }
+                }
+            },
+            // A start nobody waits for any more still ends `running`: the caller asked for it.
+            |_, _| async {},
+        )
+        .await
     }
 
     /// Stops every sandbox that has a VM, concurrently (server shutdown). Failures are logged; a
     /// sandbox that cannot be stopped cleanly ends in `error` with its disk kept.
     pub async fn stop_all_sandboxes(&self) {
+        // Creates and starts in flight end first (shutdown cuts their boots short).
+        self.wait_for_lifecycle_tasks().await;
         let live = match self.store.sandboxes_in_states(&SandboxState::WITH_VM).await {
             Ok(l) => l,
             Err(e) => {

@@ -22,8 +22,14 @@
 //! - The next command is written only after the previous one's end markers arrived, so commands
 //!   queue in order (Daytona's semantics: an async command blocks the ones after it).
 //!
-//! Logs are kept on the host, capped at `exec_output_limit` per stream (the combined log at twice
-//! that). The combined log prefixes every stdout line with `01 01 01` and every stderr line with
+//! Logs are kept on the host, in memory, within two budgets:
+//! - per command, the first `exec_output_limit` bytes of each stream (the combined log: the first
+//!   twice that); later output is dropped and the command's `truncated` flag set;
+//! - per session, [`SESSION_LOG_BUDGET_LIMITS`] times `exec_output_limit` over all its commands:
+//!   past it, the logs of the oldest finished commands are dropped (emptied, `truncated` set)
+//!   until the session fits again. The running command always fits (its own cap is smaller).
+//!
+//! The combined log prefixes every stdout line with `01 01 01` and every stderr line with
 //! `02 02 02` (the prefix is repeated whenever the stream switches mid-line), so a reader can split
 //! it back into the two streams exactly.
 //!
@@ -64,6 +70,9 @@ pub const NOT_RUN_EXIT_CODE: i32 = -1;
 const RS: u8 = 0x1e;
 /// Longest marker body (after the prefix) the scanner waits for before calling it text.
 const MAX_MARKER_BODY: usize = 96;
+/// A session keeps at most this many times `exec_output_limit` of logs over all its commands
+/// (one command holds at most 4 times: each stream once, the combined log twice).
+pub const SESSION_LOG_BUDGET_LIMITS: usize = 4;
 /// How long writing input to a command may take (the command may not be reading).
 const INPUT_TIMEOUT_MS: u64 = 10_000;
 const SIGKILL: i32 = 9;
@@ -101,7 +110,8 @@ pub struct SessionLogs {
     pub stderr: Bytes,
     /// Exit code once it finished.
     pub exit_code: Option<i32>,
-    /// Output beyond the limit was dropped.
+    /// Output was dropped: beyond the command's limit, or (for a finished command) all of it,
+    /// to keep its session within its log budget (see the module docs).
     pub truncated: bool,
 }
 
@@ -196,6 +206,8 @@ struct State {
     queue: VecDeque<String>,
     running: Option<String>,
     ended: bool,
+    /// Log bytes held by all commands (see [`Record::held`]).
+    log_bytes: usize,
     scanners: [MarkerScanner; 2],
     /// Command between its start and end marker, per channel (0 = stdout, 1 = stderr).
     current: [Option<String>; 2],
@@ -231,6 +243,23 @@ impl Record {
             line_start: [true; 2],
             truncated: false,
         }
+    }
+
+    /// Log bytes this command holds.
+    fn held(&self) -> usize {
+        self.output.len() + self.streams[0].len() + self.streams[1].len()
+    }
+
+    /// Drops all logs (the session's budget needs the room); returns the bytes freed.
+    fn drop_logs(&mut self) -> usize {
+        let freed = self.held();
+        if freed > 0 {
+            tracing::debug!(command = %self.id, freed, "session log budget: dropping a finished command's logs");
+            self.truncated = true;
+        }
+        self.output = Vec::new();
+        self.streams = [Vec::new(), Vec::new()];
+        freed
     }
 
     /// Appends output of one channel to the stream and to the combined, marked log.
@@ -288,12 +317,34 @@ impl State {
         self.commands.iter_mut().find(|r| r.id == id)
     }
 
+    /// Appends output to command `cid` and keeps the session within `budget` bytes of logs by
+    /// dropping the logs of its oldest finished commands.
+    fn append(&mut self, cid: &str, channel: usize, bytes: &[u8], limit: usize, budget: usize) {
+        let Some(r) = self.record(cid) else {
+            return;
+        };
+        let before = r.held();
+        r.append(channel, bytes, limit);
+        let grown = r.held() - before;
+        self.log_bytes += grown;
+        for r in self.commands.iter_mut() {
+            if self.log_bytes <= budget {
+                break;
+            }
+            if r.exit_code.is_some() {
+                self.log_bytes -= r.drop_logs();
+            }
+        }
+    }
+
     /// Forgets the oldest finished commands beyond the cap.
     fn trim(&mut self) {
         while self.commands.len() > MAX_COMMANDS_KEPT {
             match self.commands.iter().position(|r| r.exit_code.is_some()) {
                 Some(i) => {
-                    self.commands.remove(i);
+                    if let Some(r) = self.commands.remove(i) {
+                        self.log_bytes -= r.held();
+                    }
                 }
                 None => break,
             }
@@ -344,7 +395,10 @@ impl MarkerScanner {
                 break;
             }
             let body_start = start + self.prefix.len();
-            match data[body_start..].iter().position(|b| *b == RS) {
+            // A body is short: look no further than its longest, so a candidate prefix followed
+            // by a flood of text costs a bounded scan.
+            let window = &data[body_start..data.len().min(body_start + MAX_MARKER_BODY + 1)];
+            match window.iter().position(|b| *b == RS) {
                 Some(j) => {
                     let body = &data[body_start..body_start + j];
                     match parse_marker(body) {
@@ -395,6 +449,11 @@ fn parse_marker(body: &[u8]) -> Option<Piece> {
 impl Session {
     fn notify(&self) {
         self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// The session's log budget, bytes.
+    fn budget(&self) -> usize {
+        self.limit.saturating_mul(SESSION_LOG_BUDGET_LIMITS)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -450,8 +509,8 @@ impl Session {
                         let target = st.current[channel]
                             .clone()
                             .or_else(|| st.last[channel].clone());
-                        match target.and_then(|cid| st.record(&cid)) {
-                            Some(r) => r.append(channel, &t, self.limit),
+                        match target {
+                            Some(cid) => st.append(&cid, channel, &t, self.limit, self.budget()),
                             None => {
                                 tracing::debug!(session = %self.id, bytes = t.len(), "shell output outside any command")
                             }
@@ -614,6 +673,7 @@ impl Engine {
                 queue: VecDeque::new(),
                 running: None,
                 ended: false,
+                log_bytes: 0,
                 scanners: [MarkerScanner::new(&nonce), MarkerScanner::new(&nonce)],
                 current: [None, None],
                 last: [None, None],
@@ -683,6 +743,13 @@ impl Engine {
             let mut st = s.lock();
             if st.ended {
                 return Err(Error::SessionEnded(session.to_string()));
+            }
+            if st.commands.len() >= MAX_COMMANDS_KEPT
+                && st.commands.iter().all(|r| r.exit_code.is_none())
+            {
+                return Err(Error::CapacityExhausted(format!(
+                    "session {session} has {MAX_COMMANDS_KEPT} commands queued or running"
+                )));
             }
             st.commands
                 .push_back(Record::new(cid.clone(), command.to_string()));
@@ -909,6 +976,74 @@ mod tests {
         assert!(r.truncated);
         assert_eq!(r.streams[0].len(), 100);
         assert!(r.output.len() <= 200);
+    }
+
+    #[test]
+    fn one_byte_chunks_keep_the_scanner_linear_and_its_carry_bounded() {
+        // A hostile command floods one byte at a time with text that keeps looking like the
+        // start of a marker: the scanner's carry stays within one marker, and all of it is text.
+        let mut sc = MarkerScanner::new("n1");
+        let mut unit = b"\x1ePTM:n1:S:".to_vec();
+        unit.extend(std::iter::repeat_n(b'a', MAX_MARKER_BODY + 3));
+        let input: Vec<u8> = unit.iter().copied().cycle().take(200_000).collect();
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        for b in &input {
+            out.extend(text(&sc.feed(std::slice::from_ref(b))));
+            assert!(sc.carry.len() <= sc.prefix.len() + MAX_MARKER_BODY + 1);
+        }
+        // Bytes that cannot continue a marker release what is held back.
+        out.extend(text(&sc.feed(&[b'.'; MAX_MARKER_BODY + 2])));
+        assert_eq!(&out[..input.len()], &input[..]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    fn state() -> State {
+        State {
+            commands: VecDeque::new(),
+            queue: VecDeque::new(),
+            running: None,
+            ended: false,
+            log_bytes: 0,
+            scanners: [MarkerScanner::new("n"), MarkerScanner::new("n")],
+            current: [None, None],
+            last: [None, None],
+        }
+    }
+
+    #[test]
+    fn the_session_budget_drops_the_oldest_finished_logs_first() {
+        let (limit, budget) = (100, 600);
+        let mut st = state();
+        for id in ["a", "b", "c"] {
+            st.commands.push_back(Record::new(id.into(), "x".into()));
+        }
+        // a and b finished with 150 bytes of stdout each: 100 kept + 153 in the combined log.
+        for id in ["a", "b"] {
+            st.append(id, 0, &[b'o'; 150], limit, budget);
+            st.record(id).unwrap().exit_code = Some(0);
+        }
+        assert_eq!(st.log_bytes, 506);
+        assert_eq!(st.record("a").unwrap().logs().stdout.len(), 100);
+        st.append("c", 1, b"err\n", limit, budget);
+        assert_eq!(st.log_bytes, 517);
+        // c grows past the budget: the oldest finished command (a) loses its logs, b keeps them.
+        st.append("c", 0, &[b'z'; 300], limit, budget);
+        let a = st.record("a").unwrap().logs();
+        assert!(a.truncated && a.output.is_empty() && a.stdout.is_empty());
+        assert_eq!(st.record("b").unwrap().logs().stdout.len(), 100);
+        let c = st.record("c").unwrap().logs();
+        assert_eq!((c.stdout.len(), c.stderr.len()), (100, 4));
+        assert!(c.truncated);
+        assert_eq!(
+            st.log_bytes,
+            st.commands.iter().map(Record::held).sum::<usize>()
+        );
+        assert!(st.log_bytes <= budget);
+        // A running command is never dropped, even alone over the budget.
+        st.append("c", 1, &[b'e'; 300], limit, 10);
+        assert!(st.record("b").unwrap().logs().stdout.is_empty());
+        assert_eq!(st.record("c").unwrap().logs().stderr.len(), 100);
     }
 
     #[test]

@@ -44,6 +44,14 @@ pub struct ApiKeyRecord {
     pub name: String,
     /// Hex SHA-256 of the key.
     pub hash: String,
+    /// The key's first characters, for display (empty for keys stored before prefixes existed).
+    pub prefix: String,
+    /// When it was created (millisecond precision).
+    pub created_at: time::OffsetDateTime,
+    /// When it was last used, as far as the store knows.
+    pub last_used_at: Option<time::OffsetDateTime>,
+    /// When it was revoked; `None` while it is live.
+    pub revoked_at: Option<time::OffsetDateTime>,
 }
 
 /// Persistence the engine needs.
@@ -72,8 +80,26 @@ pub trait Store: Send + Sync {
     ) -> Result<()>;
     /// A sandbox's audit trail, oldest first: (unix ms, kind, detail).
     async fn events(&self, sandbox_id: &str) -> Result<Vec<(i64, String, serde_json::Value)>>;
+    /// Records a revoked token by its hex SHA-256 until `expires_at` (Unix seconds); recording
+    /// one again keeps the later expiry.
+    async fn insert_revoked_token(&self, hash: &str, kind: &str, expires_at: i64) -> Result<()>;
+    /// Deletes revoked tokens that expired at or before `now` (Unix seconds) and returns the
+    /// others as (hash, expires_at).
+    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>>;
     /// Stores an API key hash.
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
-    /// All API key hashes.
+    /// All API keys, revoked ones included, oldest first.
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+    /// Marks a live key revoked; false when there is no such live key.
+    async fn revoke_api_key(&self, id: &str, at: time::OffsetDateTime) -> Result<bool>;
+    /// In one transaction: revokes the live key `old_id` and stores `new` (a rotation). False,
+    /// with nothing changed, when `old_id` is not a live key.
+    async fn replace_api_key(
+        &self,
+        old_id: &str,
+        new: &ApiKeyRecord,
+        at: time::OffsetDateTime,
+    ) -> Result<bool>;
+    /// Records a key's last use (never moves it backwards).
+    async fn touch_api_key(&self, id: &str, at: time::OffsetDateTime) -> Result<()>;
 }

@@ -359,31 +359,116 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
-        sqlx::query("INSERT INTO api_keys (id, name, hash, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&key.id)
-            .bind(&key.name)
-            .bind(&key.hash)
-            .bind(ms(OffsetDateTime::now_utc()))
+    async fn insert_revoked_token(&self, hash: &str, kind: &str, expires_at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO revoked_tokens (hash, kind, expires_at, revoked_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (hash) DO UPDATE SET expires_at = MAX(expires_at, excluded.expires_at)",
+        )
+        .bind(hash)
+        .bind(kind)
+        .bind(expires_at)
+        .bind(ms(OffsetDateTime::now_utc()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>> {
+        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= ?")
+            .bind(now)
             .execute(&self.pool)
             .await?;
+        let rows = sqlx::query("SELECT hash, expires_at FROM revoked_tokens")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("hash")?, r.try_get("expires_at")?)))
+            .collect()
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        insert_api_key_query(key).execute(&self.pool).await?;
         Ok(())
     }
 
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
-        let rows = sqlx::query("SELECT id, name, hash FROM api_keys")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, hash, prefix, created_at, last_used_at, revoked_at FROM api_keys \
+             ORDER BY created_at, rowid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(ApiKeyRecord {
                     id: r.try_get("id")?,
                     name: r.try_get("name")?,
                     hash: r.try_get("hash")?,
+                    prefix: r.try_get("prefix")?,
+                    created_at: from_ms(r.try_get("created_at")?),
+                    last_used_at: r.try_get::<Option<i64>, _>("last_used_at")?.map(from_ms),
+                    revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(from_ms),
                 })
             })
             .collect()
     }
+
+    async fn revoke_api_key(&self, id: &str, at: OffsetDateTime) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(ms(at))
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn replace_api_key(
+        &self,
+        old_id: &str,
+        new: &ApiKeyRecord,
+        at: OffsetDateTime,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(ms(at))
+                .bind(old_id)
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_api_key_query(new).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn touch_api_key(&self, id: &str, at: OffsetDateTime) -> Result<()> {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+        )
+        .bind(ms(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+fn insert_api_key_query(key: &ApiKeyRecord) -> SqliteQuery<'_> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, name, hash, prefix, created_at, last_used_at, revoked_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&key.id)
+    .bind(&key.name)
+    .bind(&key.hash)
+    .bind(&key.prefix)
+    .bind(ms(key.created_at))
+    .bind(key.last_used_at.map(ms))
+    .bind(key.revoked_at.map(ms))
 }
 
 #[cfg(test)]
@@ -576,9 +661,43 @@ mod tests {
             id: "k1".into(),
             name: "default".into(),
             hash: "ab".into(),
+            prefix: "pt_abcd".into(),
+            created_at: from_ms(1_000),
+            last_used_at: None,
+            revoked_at: None,
         };
         store.insert_api_key(&k).await.unwrap();
         assert_eq!(store.api_keys().await.unwrap(), vec![k.clone()]);
         assert!(store.insert_api_key(&k).await.is_err());
+
+        // Last use only moves forwards; revocation happens once; a rotation is all or nothing.
+        store.touch_api_key("k1", from_ms(5_000)).await.unwrap();
+        store.touch_api_key("k1", from_ms(4_000)).await.unwrap();
+        let k2 = ApiKeyRecord {
+            id: "k2".into(),
+            hash: "cd".into(),
+            created_at: from_ms(2_000),
+            ..k.clone()
+        };
+        assert!(
+            store
+                .replace_api_key("k1", &k2, from_ms(6_000))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .replace_api_key("k1", &k2, from_ms(7_000))
+                .await
+                .unwrap()
+        );
+        assert!(!store.revoke_api_key("k1", from_ms(7_000)).await.unwrap());
+        let keys = store.api_keys().await.unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].last_used_at, Some(from_ms(5_000)));
+        assert_eq!(keys[0].revoked_at, Some(from_ms(6_000)));
+        assert_eq!(keys[1], k2);
+        assert!(store.revoke_api_key("k2", from_ms(8_000)).await.unwrap());
+        assert!(!store.revoke_api_key("nope", from_ms(8_000)).await.unwrap());
     }
 }

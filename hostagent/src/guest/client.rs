@@ -5,16 +5,37 @@ use platinum_protocol::handshake::host_handshake;
 use platinum_protocol::{
     FileEntry, GuestMessage, Hello, HelloReply, MakeDirReply, MetricsReply, Mux, Outcome,
     PROTOCOL_VERSION, PathRequest, PingReply, ProcessInfo, PtySize, Request, Role, StreamReceiver,
+    StreamSender,
 };
 use serde::de::DeserializeOwned;
+use std::future::Future;
 use std::io::Cursor;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::error::{Error, Result};
 
-/// Deadline for requests that do not stream (stat, mkdir, signal, ...).
+/// How long the host waits for any one answer of the guest before giving up on it: the outcome
+/// of a plain request (stat, mkdir, signal, ...), the first message of a streaming one (exec,
+/// attach, read_file, connect_port, watch), each chunk of a file being read, the outcome of a
+/// write. (Waits for send credit have their own deadline in the multiplexer,
+/// [`platinum_protocol::mux::CREDIT_WAIT`].) Output of a running process, file system events and
+/// port traffic may legitimately pause for ever and have none.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits for an answer of the guest at most [`DEFAULT_CALL_TIMEOUT`]; past it, fails with
+/// [`Error::Timeout`] naming `what` (which the engine reports as `guest_unreachable`).
+pub(crate) async fn guest_deadline<T>(
+    what: impl FnOnce() -> String,
+    answer: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(DEFAULT_CALL_TIMEOUT, answer)
+        .await
+        .map_err(|_| Error::Timeout {
+            what: what(),
+            seconds: DEFAULT_CALL_TIMEOUT.as_secs(),
+        })?
+}
 
 /// A session with one guest agent. Cheap to clone; all clones share the connection.
 #[derive(Clone)]
@@ -83,6 +104,28 @@ impl GuestClient {
         &self.mux
     }
 
+    /// Why the connection closed, when it closed because the guest broke the protocol (see
+    /// [`Mux::violation`]); `None` while it is open or after any other close.
+    pub fn violation(&self) -> Option<std::sync::Arc<str>> {
+        self.mux.violation()
+    }
+
+    /// Opens a streaming request and waits (within [`DEFAULT_CALL_TIMEOUT`]) for its first
+    /// message.
+    pub(crate) async fn open_streaming(
+        &self,
+        request: &Request,
+    ) -> Result<(StreamSender, StreamReceiver, GuestMessage)> {
+        let stream = self.mux.open_json(request)?;
+        let (tx, mut rx) = stream.split();
+        let first = guest_deadline(
+            || format!("the first answer to guest request {}", request.op()),
+            next_message(&mut rx),
+        )
+        .await?;
+        Ok((tx, rx, first))
+    }
+
     /// Sends a request and waits for its outcome, ignoring nothing: an event on a plain request is
     /// a protocol error.
     pub async fn call<T: DeserializeOwned>(&self, request: &Request) -> Result<T> {
@@ -94,12 +137,11 @@ impl GuestClient {
 
     /// [`Self::call`] with [`DEFAULT_CALL_TIMEOUT`].
     pub async fn call_timed<T: DeserializeOwned>(&self, request: &Request) -> Result<T> {
-        tokio::time::timeout(DEFAULT_CALL_TIMEOUT, self.call(request))
-            .await
-            .map_err(|_| Error::Timeout {
-                what: format!("guest request {}", request.op()),
-                seconds: DEFAULT_CALL_TIMEOUT.as_secs(),
-            })?
+        guest_deadline(
+            || format!("guest request {}", request.op()),
+            self.call(request),
+        )
+        .await
     }
 
     /// Round-trips `payload` through the agent.
@@ -162,7 +204,12 @@ impl GuestClient {
         tx.send_data(platinum_protocol::channel::STDIN, &data)
             .await?;
         tx.close()?;
-        decode::<serde_json::Value>(expect_outcome(&mut rx).await?).map(drop)
+        let value = guest_deadline(
+            || "the outcome of guest request write_stdin".into(),
+            expect_outcome(&mut rx),
+        )
+        .await?;
+        decode::<serde_json::Value>(value).map(drop)
     }
 
     /// Lists a directory.

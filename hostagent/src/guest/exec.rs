@@ -6,7 +6,8 @@ use platinum_protocol::{
 };
 
 use super::client::{
-    Frame, GuestClient, decode, next_frame, next_message, outcome, parse_message, protocol,
+    Frame, GuestClient, decode, guest_deadline, next_frame, next_message, outcome, parse_message,
+    protocol,
 };
 use crate::error::Result;
 
@@ -76,9 +77,8 @@ impl GuestClient {
     }
 
     async fn open_process(&self, request: &Request) -> Result<ExecStream> {
-        let stream = self.mux().open_json(request)?;
-        let (tx, mut rx) = stream.split();
-        match next_message(&mut rx).await? {
+        let (tx, rx, first) = self.open_streaming(request).await?;
+        match first {
             GuestMessage::Event(GuestEvent::Started { pid }) => Ok(ExecStream {
                 pid,
                 tx,
@@ -132,7 +132,12 @@ impl ExecStream {
                 GuestMessage::Event(GuestEvent::Exited(status)) => {
                     // The outcome that follows repeats the status; read it so the stream ends cleanly.
                     self.done = true;
-                    if let GuestMessage::Outcome(o) = next_message(&mut self.rx).await? {
+                    let last = guest_deadline(
+                        || "the outcome after a process exit".into(),
+                        next_message(&mut self.rx),
+                    )
+                    .await?;
+                    if let GuestMessage::Outcome(o) = last {
                         decode::<ExitStatus>(outcome(o)?)?;
                     }
                     Ok(Some(ExecEvent::Exited(status)))

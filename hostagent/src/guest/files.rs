@@ -7,8 +7,8 @@ use platinum_protocol::{
 };
 
 use super::client::{
-    Frame, GuestClient, decode, expect_outcome, next_frame, next_message, outcome, parse_message,
-    protocol,
+    Frame, GuestClient, decode, expect_outcome, guest_deadline, next_frame, next_message, outcome,
+    parse_message, protocol,
 };
 use crate::error::{Error, Result};
 
@@ -26,7 +26,12 @@ impl FileDownload {
         if self.done {
             return Ok(None);
         }
-        match next_frame(&mut self.rx).await? {
+        let next = guest_deadline(
+            || format!("the next chunk of {}", self.entry.path),
+            next_frame(&mut self.rx),
+        )
+        .await?;
+        match next {
             Some(Frame::Data {
                 channel: channel::STDOUT,
                 bytes,
@@ -61,9 +66,8 @@ impl FileDownload {
 impl GuestClient {
     /// Opens a file for reading.
     pub async fn read_file(&self, at: PathRequest) -> Result<FileDownload> {
-        let stream = self.mux().open_json(&Request::ReadFile(at))?;
-        let (_tx, mut rx) = stream.split();
-        match next_message(&mut rx).await? {
+        let (_tx, rx, first) = self.open_streaming(&Request::ReadFile(at)).await?;
+        match first {
             GuestMessage::Event(GuestEvent::FileInfo(entry)) => Ok(FileDownload {
                 entry,
                 rx,
@@ -111,7 +115,13 @@ impl GuestClient {
             }
         }
         tx.send_eof(channel::STDIN)?;
-        decode(expect_outcome(&mut rx).await?)
+        decode(
+            guest_deadline(
+                || "the outcome of guest request write_file".into(),
+                expect_outcome(&mut rx),
+            )
+            .await?,
+        )
     }
 }
 

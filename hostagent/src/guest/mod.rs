@@ -9,6 +9,8 @@ mod client;
 mod exec;
 mod files;
 mod ports;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 pub use client::{DEFAULT_CALL_TIMEOUT, GuestClient, unix_now_ns};

@@ -4,7 +4,7 @@
 use platinum_protocol::{GuestEvent, GuestMessage, Inbound, Request, channel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-use super::client::{GuestClient, next_message, outcome, protocol};
+use super::client::{GuestClient, outcome, protocol};
 use crate::error::Result;
 
 /// Buffer between the caller's end and the relay task.
@@ -14,9 +14,8 @@ impl GuestClient {
     /// Connects to `port` inside the guest. Returns once the guest connected; the stream is the
     /// connection (reads are the service's bytes, writes go to it, shutdown half-closes).
     pub async fn connect_port(&self, port: u16) -> Result<DuplexStream> {
-        let stream = self.mux().open_json(&Request::ConnectPort { port })?;
-        let (tx, mut rx) = stream.split();
-        match next_message(&mut rx).await? {
+        let (tx, mut rx, first) = self.open_streaming(&Request::ConnectPort { port }).await?;
+        match first {
             GuestMessage::Event(GuestEvent::Connected) => {}
             GuestMessage::Outcome(o) => {
                 outcome(o)?;

@@ -8,9 +8,7 @@ use platinum_protocol::{
     FsEvent, GuestEvent, GuestMessage, PathRequest, Request, StreamReceiver, StreamSender,
 };
 
-use super::client::{
-    Frame, GuestClient, next_frame, next_message, outcome, parse_message, protocol,
-};
+use super::client::{Frame, GuestClient, next_frame, outcome, parse_message, protocol};
 use crate::error::Result;
 
 /// Changes under a watched guest directory. Dropping it stops the watch.
@@ -24,9 +22,10 @@ pub struct WatchStream {
 impl GuestClient {
     /// Watches a directory (and, with `recursive`, everything below it).
     pub async fn watch(&self, at: PathRequest, recursive: bool) -> Result<WatchStream> {
-        let stream = self.mux().open_json(&Request::Watch { at, recursive })?;
-        let (tx, mut rx) = stream.split();
-        match next_message(&mut rx).await? {
+        let (tx, rx, first) = self
+            .open_streaming(&Request::Watch { at, recursive })
+            .await?;
+        match first {
             GuestMessage::Event(GuestEvent::Watching) => Ok(WatchStream {
                 _tx: tx,
                 rx,

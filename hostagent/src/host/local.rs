@@ -11,18 +11,22 @@
 //! ```
 //! `destroy` removes the directory; nothing else of a sandbox exists on the host.
 //!
-//! Each running VM has a slot with its `Vm`, its guest session (reconnected on demand), and two
-//! watchers: one reports a VMM that exits without being asked, one pings the agent and reports it
-//! when it stops answering. Both stop when the slot is dropped.
+//! Each running VM has a slot with its `Vm`, its guest session (reconnected on demand), and three
+//! watchers: one reports a VMM that exits without being asked; one pings the agent and, when it
+//! stops answering, gives up on the VM; one gives up on the VM when its guest breaks the protocol
+//! (a hostile or broken agent: see `platinum_protocol::mux`). Giving up kills the VMM, frees the
+//! slot and the TAP (the lease and the disk stay, so `start` can boot it again) and reports a
+//! [`HostEvent`], which the engine turns into `error`. All watchers stop when the slot is dropped.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
 use super::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
@@ -97,6 +101,8 @@ struct Slot {
     record: VmRecord,
     vm: Arc<dyn Vm>,
     guest: tokio::sync::Mutex<Option<GuestClient>>,
+    /// Signalled when `guest` gets a new session (the violation watcher follows it).
+    guest_changed: Arc<Notify>,
     /// Set before the host itself ends the VM, so the exit watcher stays quiet.
     expected_exit: AtomicBool,
     paused: AtomicBool,
@@ -138,7 +144,8 @@ impl LocalHost {
         reason: String,
     ) -> Result<Arc<Self>> {
         let sandboxes = config.data_dir.join("sandboxes");
-        std::fs::create_dir_all(&sandboxes).ctx(|| format!("creating {}", sandboxes.display()))?;
+        crate::private_file::create_dir(&sandboxes)
+            .ctx(|| format!("creating {}", sandboxes.display()))?;
         kill_leftovers(&sandboxes);
         for (id, record) in stored_records(&sandboxes) {
             if let Some(lease) = record.lease {
@@ -172,6 +179,21 @@ impl LocalHost {
             events,
             extra_cmdline,
         }))
+    }
+
+    /// Removes the TAPs of sandboxes whose VM is not running (all of them right after start: an
+    /// earlier server that died without stopping its VMs leaves persistent TAPs behind). Leases
+    /// stay, so `start` gets the same address again.
+    pub async fn release_stale_taps(&self) {
+        let sandboxes = self.config.data_dir.join("sandboxes");
+        for (id, record) in stored_records(&sandboxes) {
+            if record.lease.is_none() || self.slots.lock().expect("host slots").contains_key(&id) {
+                continue;
+            }
+            if let Err(e) = self.network.detach(&id, false).await {
+                tracing::debug!(sandbox = %id, error = %e, "no stale TAP to remove");
+            }
+        }
     }
 
     fn dir(&self, id: &str) -> Result<PathBuf> {
@@ -247,6 +269,7 @@ impl LocalHost {
             record,
             vm: vm.clone(),
             guest: tokio::sync::Mutex::new(Some(guest)),
+            guest_changed: Arc::new(Notify::new()),
             expected_exit: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             boot_ms,
@@ -254,7 +277,11 @@ impl LocalHost {
             kernel: hello.kernel,
             watchers: Mutex::new(Vec::new()),
         });
-        let watchers = vec![self.watch_exit(&slot), self.watch_health(&slot)];
+        let watchers = vec![
+            self.watch_exit(&slot),
+            self.watch_health(&slot),
+            self.watch_violation(&slot),
+        ];
         *slot.watchers.lock().expect("slot watchers") = watchers;
         let status = self.status(&slot);
         self.slots.lock().expect("host slots").insert(id, slot);
@@ -364,19 +391,95 @@ impl LocalHost {
                         failures += 1;
                         tracing::warn!(sandbox = %slot.record.spec.id, failures, error = %e, "guest health check failed");
                         if failures >= limit && !slot.paused.load(Ordering::SeqCst) {
-                            let id = slot.record.spec.id.clone();
-                            let console_tail = host.console_tail_of(&id, 20);
-                            let _ = host.events.send(HostEvent::GuestUnresponsive {
+                            let reason = format!("{e} ({failures} health checks failed in a row)");
+                            host.give_up(&slot, |id, console_tail| HostEvent::GuestUnresponsive {
                                 id,
-                                reason: e.to_string(),
+                                reason,
                                 console_tail,
-                            });
+                            })
+                            .await;
                             return;
                         }
                     }
                 }
             }
         })
+    }
+
+    /// Follows the slot's guest session (also across reconnects) and gives up on the VM when the
+    /// guest breaks the protocol.
+    fn watch_violation(&self, slot: &Arc<Slot>) -> JoinHandle<()> {
+        let weak = Arc::downgrade(slot);
+        let host = self.me.clone();
+        tokio::spawn(async move {
+            loop {
+                // No strong reference is held while waiting: dropping the slot ends this task.
+                let Some(slot) = weak.upgrade() else { return };
+                let notify = slot.guest_changed.clone();
+                let mut changed = std::pin::pin!(notify.notified());
+                changed.as_mut().enable();
+                let guest = slot.guest.lock().await.clone();
+                drop(slot);
+                let Some(guest) = guest else {
+                    changed.await;
+                    continue;
+                };
+                tokio::select! {
+                    _ = guest.closed() => {}
+                    _ = changed.as_mut() => continue,
+                }
+                let Some(reason) = guest.violation() else {
+                    // Closed for another reason (VM exit, shutdown): wait for a new session.
+                    changed.await;
+                    continue;
+                };
+                let (Some(slot), Some(host)) = (weak.upgrade(), host.upgrade()) else {
+                    return;
+                };
+                tracing::warn!(sandbox = %slot.record.spec.id, %reason, "guest agent broke the protocol; stopping its VM");
+                host.give_up(&slot, |id, console_tail| HostEvent::GuestViolation {
+                    id,
+                    reason: reason.to_string(),
+                    console_tail,
+                })
+                .await;
+                return;
+            }
+        })
+    }
+
+    /// Ends a VM the host gave up on (its guest broke the protocol or stopped answering): kills
+    /// the VMM, frees the slot and the TAP (the lease and the disk stay, so `start` boots it
+    /// again), then reports the event `event` builds from the id and the console tail. Does
+    /// nothing when the slot is no longer this VM's (stopped, destroyed or booted again since).
+    async fn give_up(&self, slot: &Arc<Slot>, event: impl FnOnce(String, String) -> HostEvent) {
+        let id = slot.record.spec.id.clone();
+        {
+            let mut slots = self.slots.lock().expect("host slots");
+            match slots.get(&id) {
+                Some(current) if Arc::ptr_eq(current, slot) => {
+                    slots.remove(&id);
+                }
+                _ => return,
+            }
+        }
+        slot.expected_exit.store(true, Ordering::SeqCst);
+        match slot.vm.kill().await {
+            Ok(exit) => {
+                tracing::warn!(sandbox = %id, ?exit, "killed the VM of a guest the host gave up on")
+            }
+            Err(e) => {
+                tracing::error!(sandbox = %id, error = %e, "killing the VM of a guest the host gave up on")
+            }
+        }
+        if let Some(g) = slot.guest.lock().await.take() {
+            g.shutdown("the host gave up on this guest");
+        }
+        if let Err(e) = self.network.detach(&id, false).await {
+            tracing::warn!(sandbox = %id, error = %e, "removing the TAP of a VM the host gave up on");
+        }
+        let console_tail = self.console_tail_of(&id, 20);
+        let _ = self.events.send(event(id, console_tail));
     }
 
     fn console_tail_of(&self, id: &str, lines: usize) -> String {
@@ -439,12 +542,21 @@ fn hello(env: &BTreeMap<String, String>) -> platinum_protocol::Hello {
 /// The slot's guest session, reconnecting if the connection dropped.
 async fn slot_guest(slot: &Slot, timeout: Duration) -> Result<GuestClient> {
     let mut guard = slot.guest.lock().await;
-    if let Some(g) = guard.as_ref().filter(|g| !g.is_closed()) {
-        return Ok(g.clone());
+    if let Some(g) = guard.as_ref() {
+        if !g.is_closed() {
+            return Ok(g.clone());
+        }
+        // A guest that broke the protocol gets no second session; its VM is being stopped.
+        if let Some(reason) = g.violation() {
+            return Err(Error::GuestUnreachable(format!(
+                "the guest agent broke the protocol and its VM is being stopped: {reason}"
+            )));
+        }
     }
     tracing::info!(sandbox = %slot.record.spec.id, "reconnecting to the guest agent");
     let g = connect_agent(slot.vm.as_ref(), &slot.record.env, timeout).await?;
     *guard = Some(g.clone());
+    slot.guest_changed.notify_waiters();
     Ok(g)
 }
 
@@ -463,42 +575,22 @@ fn tcg_cmdline() -> String {
     }
 }
 
-/// Kills VMM processes recorded in `vmm.pid` files under `sandboxes`, after checking that the pid
-/// still belongs to a process started for that directory (pids get reused).
+/// Kills VMM and helper processes left behind by an earlier run of this server (one that died
+/// without stopping them): every process whose command line names a sandbox directory.
 fn kill_leftovers(sandboxes: &Path) {
     let Ok(entries) = std::fs::read_dir(sandboxes) else {
         return;
     };
     for entry in entries.flatten() {
-        let dir = entry.path();
-        let Ok(pid_text) = std::fs::read_to_string(dir.join("vmm.pid")) else {
-            continue;
-        };
-        let Ok(pid) = pid_text.trim().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let needle = dir.to_string_lossy().into_owned();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
-            tracing::warn!(pid, dir = %dir.display(), "killing a VMM left over from an earlier run");
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        crate::process::kill_processes_mentioning(&entry.path().join(""));
     }
 }
 
+/// Writes `sandbox.json` (it holds the sandbox's environment variables: owner-only, atomic).
 fn write_record(record: &VmRecord) -> Result<()> {
     let path = record.spec.dir.join("sandbox.json");
     let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Invalid(e.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, json).ctx(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).ctx(|| format!("replacing {}", path.display()))
+    crate::private_file::write(&path, &json).ctx(|| format!("writing {}", path.display()))
 }
 
 /// The `sandbox.json` records under `sandboxes`, by id (unreadable ones are skipped).
@@ -543,7 +635,9 @@ impl HostAgent for LocalHost {
     async fn create(&self, req: CreateVm) -> Result<VmStatus> {
         let dir = self.dir(&req.id)?;
         let image = self.image(&req.template).await?;
-        std::fs::create_dir(&dir)
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
             .ctx(|| format!("creating sandbox directory {}", dir.display()))?;
         let disk = create_disk(
             "rootfs",
@@ -608,7 +702,12 @@ impl HostAgent for LocalHost {
     }
 
     async fn stop(&self, id: &str) -> Result<()> {
-        let slot = self.slot(id)?;
+        let Ok(slot) = self.slot(id) else {
+            // No VM is tracked (a boot cut short, or one that failed): make sure nothing of it
+            // runs, and give its TAP back (the lease and the disk stay).
+            crate::process::kill_processes_mentioning(&self.dir(id)?.join(""));
+            return self.network.detach(id, false).await;
+        };
         slot.expected_exit.store(true, Ordering::SeqCst);
         if slot.paused.load(Ordering::SeqCst) {
             slot.vm.resume().await?;
@@ -653,6 +752,8 @@ impl HostAgent for LocalHost {
             }
             slot.vm.kill().await?;
         }
+        // Whatever a boot cut short (or an earlier server) left running for this directory.
+        crate::process::kill_processes_mentioning(&dir.join(""));
         self.network.detach(id, true).await?;
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
@@ -682,6 +783,11 @@ impl HostAgent for LocalHost {
 
     fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
         self.events.subscribe()
+    }
+
+    fn disk_free_bytes(&self) -> Option<u64> {
+        let stats = nix::sys::statvfs::statvfs(&self.config.data_dir).ok()?;
+        Some(stats.blocks_available().saturating_mul(stats.fragment_size()))
     }
 }
 

@@ -92,11 +92,22 @@ pub enum HostEvent {
         /// Last lines of the guest console.
         console_tail: String,
     },
-    /// The guest agent stopped answering health checks.
+    /// The guest agent stopped answering health checks; the host killed its VM (the disk and
+    /// the network lease stay, so `start` boots it again).
     GuestUnresponsive {
         /// Sandbox id.
         id: String,
         /// What failed.
+        reason: String,
+        /// Last lines of the guest console.
+        console_tail: String,
+    },
+    /// The guest agent broke the protocol (a flood, a stream it may not open, bad credit); the
+    /// host closed the connection and killed its VM (the disk and the lease stay).
+    GuestViolation {
+        /// Sandbox id.
+        id: String,
+        /// The violation (starts with `protocol violation: `).
         reason: String,
         /// Last lines of the guest console.
         console_tail: String,
@@ -144,4 +155,7 @@ pub trait HostAgent: Send + Sync {
 
     /// Unsolicited events (VM exits, unresponsive agents).
     fn subscribe(&self) -> broadcast::Receiver<HostEvent>;
+
+    /// Free bytes on the file system that holds the sandboxes' disks, when known.
+    fn disk_free_bytes(&self) -> Option<u64>;
 }

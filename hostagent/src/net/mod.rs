@@ -6,10 +6,16 @@
 //!  guest eth0 (10.42.x.z/16) -- virtio-net -- TAP pt<id> --+   (ports isolated from each other)
 //! ```
 //! - Every TAP is an *isolated* bridge port, so sandboxes cannot reach each other at layer 2.
-//! - nftables table `inet platinum_<bridge>` ([`firewall`]): masquerade 10.42.0.0/16 to the outside; drop
-//!   traffic from sandboxes to the host itself (only replies pass), to link-local addresses
-//!   (cloud metadata), and anything from a sandbox whose internet access is off (its address is
-//!   in the `no_internet` set); drop unsolicited traffic into sandboxes.
+//! - nftables table `bridge platinum_<bridge>` ([`firewall`]): each TAP is pinned to its lease's
+//!   MAC and IPv4 address; frames from a sandbox with another source MAC or address, ARP that
+//!   claims another sender, IPv6 and every other ethertype are dropped. A guest that takes
+//!   another sandbox's (or the gateway's) address gets nowhere.
+//! - nftables table `inet platinum_<bridge>`: masquerade 10.42.0.0/16 to the outside; drop
+//!   traffic from sandboxes to the host itself (only replies pass), to other sandboxes, to
+//!   private, CGNAT, link-local and cloud metadata addresses ([`firewall::BLOCKED_RANGES`],
+//!   except the sandbox's own DNS resolvers on port 53 and [`NetworkConfig::allow_private`]), and
+//!   anything from a sandbox whose internet access is off (its address is in the `no_internet`
+//!   set); drop unsolicited traffic into sandboxes.
 //! - Addresses come from [`ipam`]; a sandbox keeps its lease (address, MAC, TAP) across stop and
 //!   start. The guest gets its settings on the kernel command line (`platinum.ip=`, `.gw=`,
 //!   `.dns=`) and configures itself; name servers are the host's own (loopback resolvers skipped).
@@ -29,6 +35,8 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
+pub use ipnet::Ipv4Net;
+
 /// Settings of the sandbox network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkConfig {
@@ -38,6 +46,9 @@ pub struct NetworkConfig {
     pub subnet: Ipv4Addr,
     /// Its prefix length.
     pub prefix: u8,
+    /// Private, CGNAT or link-local networks sandboxes may reach anyway (by default they reach
+    /// none of [`firewall::BLOCKED_RANGES`] but their DNS resolvers).
+    pub allow_private: Vec<Ipv4Net>,
 }
 
 impl Default for NetworkConfig {
@@ -46,6 +57,7 @@ impl Default for NetworkConfig {
             bridge: "pt-br0".into(),
             subnet: Ipv4Addr::new(10, 42, 0, 0),
             prefix: 16,
+            allow_private: Vec::new(),
         }
     }
 }
@@ -170,7 +182,8 @@ impl Network {
             .insert(id.to_string(), lease);
     }
 
-    /// Gives sandbox `id` a lease (keeping one it already has) and creates its TAP.
+    /// Gives sandbox `id` a lease (keeping one it already has), pins it in the firewall and
+    /// creates its TAP.
     pub async fn attach(&self, id: &str, internet: bool, previous: Option<Lease>) -> Result<Lease> {
         if let Some(reason) = &self.unavailable {
             return Err(Error::Unsupported(format!(
@@ -201,18 +214,25 @@ impl Network {
             leases.insert(id.to_string(), lease.clone());
             lease
         };
+        // The firewall knows the port before it exists, so the TAP is never unfiltered.
         let created = async {
-            link::create_tap(&lease.tap, &self.config.bridge).await?;
-            firewall::set_internet(&self.config, lease.ip, internet).await
+            firewall::set_internet(&self.config, lease.ip, internet).await?;
+            firewall::add_lease(&self.config, &lease).await?;
+            link::create_tap(&lease.tap, &self.config.bridge).await
         };
         if let Err(e) = created.await {
-            let _ = link::delete_tap(&lease.tap).await;
+            if link::delete_tap(&lease.tap).await.is_ok()
+                && let Err(e) = firewall::remove_lease(&self.config, &lease).await
+            {
+                tracing::warn!(tap = %lease.tap, error = %e, "removing the firewall elements of a failed attach");
+            }
             return Err(e);
         }
         Ok(lease)
     }
 
-    /// Removes the TAP (the VM is gone); the lease is kept for a later start unless `release`.
+    /// Removes the TAP (the VM is gone) and then its firewall elements; the lease is kept for a
+    /// later start unless `release`.
     pub async fn detach(&self, id: &str, release: bool) -> Result<()> {
         let lease = {
             let mut leases = self.leases.lock().expect("network leases");
@@ -224,6 +244,11 @@ impl Network {
         };
         let Some(lease) = lease else { return Ok(()) };
         link::delete_tap(&lease.tap).await?;
+        if self.unavailable.is_some() {
+            // No firewall was set up (a lease adopted from an earlier run with a network).
+            return Ok(());
+        }
+        firewall::remove_lease(&self.config, &lease).await?;
         if release {
             firewall::set_internet(&self.config, lease.ip, true).await?;
         }

@@ -74,6 +74,8 @@ impl Selection {
         Ok(match self.kind {
             VmmKind::Qemu => Arc::new(QemuVmm::new(QemuConfig {
                 accel: Some(self.accel),
+                // Sandboxes' device models never run as root (where this process is root).
+                unprivileged: true,
                 ..QemuConfig::default()
             })?),
             VmmKind::CloudHypervisor => Arc::new(CloudHypervisorVmm::new(CloudHypervisorConfig {

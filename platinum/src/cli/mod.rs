@@ -3,6 +3,7 @@
 
 pub mod doctor;
 pub mod image;
+pub mod keys;
 pub mod mcp;
 pub mod sandbox;
 pub mod up;
@@ -43,6 +44,9 @@ pub enum Command {
     Sandbox(sandbox::SandboxCommand),
     /// MCP server over stdio for agent clients; `mcp install claude|cursor|windsurf` sets them up.
     Mcp(mcp::McpArgs),
+    /// List, create (also in E2B's form), revoke and rotate API keys on a running server.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// The default data directory: `/var/lib/platinum` for root, else `~/.local/share/platinum`.
@@ -64,5 +68,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Image(cmd) => image::run(cmd).await.map(|_| 0),
         Command::Sandbox(cmd) => sandbox::run(cmd, cli.url, &data_dir).await,
         Command::Mcp(args) => mcp::run(args, cli.url, &data_dir).await,
+        Command::Keys(cmd) => keys::run(cmd, cli.url, &data_dir).await,
     }
 }

@@ -49,6 +49,21 @@ pub struct UpArgs {
     /// Base URL clients reach this server at (for preview URLs), e.g. https://sbx.example.com.
     #[arg(long, value_name = "URL", env = "PLATINUM_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Name of the sandbox bridge (default pt-br0); two servers on one host need two.
+    #[arg(long, value_name = "NAME", env = "PLATINUM_BRIDGE")]
+    pub bridge: Option<String>,
+    /// Sandbox subnet, ADDRESS/PREFIX (default 10.42.0.0/16).
+    #[arg(long, value_name = "CIDR", env = "PLATINUM_SUBNET")]
+    pub subnet: Option<String>,
+    /// A private, CGNAT or link-local IPv4 network (CIDR) sandboxes may reach; by default they
+    /// reach none but their DNS resolvers. Repeat or separate with commas.
+    #[arg(
+        long = "allow-private-net",
+        value_name = "CIDR",
+        env = "PLATINUM_ALLOW_PRIVATE_NETS",
+        value_delimiter = ','
+    )]
+    pub allow_private_nets: Vec<platinum_hostagent::net::Ipv4Net>,
 }
 
 /// Transport choice on the command line.
@@ -60,46 +75,19 @@ pub enum Transport {
     Vsock,
 }
 
-/// Runs `platinum up`.
+/// Runs `platinum up`. Ctrl-C, SIGTERM or SIGHUP at any stage ends it cleanly: before the server
+/// is up nothing runs yet; after, the demo sandbox (booting or not) and every other sandbox are
+/// stopped before the process exits.
 pub async fn run(args: UpArgs, data_dir: PathBuf) -> Result<()> {
-    let found = deps::check();
-    if !args.no_install {
-        deps::install_missing(&found)?;
-    }
-    let problems = deps::problems(&deps::check());
-    if !problems.is_empty() {
-        bail!("this host is not ready:\n  - {}", problems.join("\n  - "));
-    }
-    let agent = agent_binary::locate(args.agent.as_deref()).map_err(anyhow::Error::msg)?;
-    let cache_dir = args
-        .cache_dir
-        .clone()
-        .unwrap_or_else(ImageCache::default_root);
-    let mut config = ServerConfig::new(data_dir.clone(), agent.clone());
-    config.listen = args.listen;
-    config.cache_dir = cache_dir.clone();
-    config.api_key = std::env::var(crate::client::KEY_ENV).ok();
-    config.transport = match args.transport {
-        Transport::VirtioSerial => TransportKind::VirtioSerial,
-        Transport::Vsock => TransportKind::Vsock,
+    // Handlers first: from here on no signal kills the process with VMs still running.
+    let mut signals = Signals::new()?;
+    let server = tokio::select! {
+        started = start(&args, &data_dir) => started?,
+        sig = signals.recv() => {
+            eprintln!("{sig}: stopped before the server was up (no sandbox was started).");
+            return Ok(());
+        }
     };
-    config.mcp = platinum_mcp::McpOptions {
-        public_url: args.public_url.clone(),
-        allowed_hosts: args.mcp_allowed_hosts.clone(),
-    };
-
-    let tpl =
-        template(&config.engine.default_template).context("default template is not built in")?;
-    eprintln!(
-        "Preparing the `{}` guest image (cached under {})...",
-        tpl.name,
-        cache_dir.display()
-    );
-    ImageCache::new(cache_dir)
-        .ensure_image(&tpl, &agent, &Progress::new())
-        .await?;
-
-    let server = Server::start(config).await?;
     let info = server.engine.host().info();
     println!("Platinum is serving on {}", server.url());
     println!("  VMM: {:?} ({:?}) - {}", info.vmm, info.accel, info.reason);
@@ -116,12 +104,88 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> Result<()> {
             data_dir.display()
         );
     }
-    if !args.no_demo {
-        demo(&server).await;
-    }
-    wait_for_signal().await;
-    eprintln!("Shutting down: stopping sandboxes...");
+    let sig = if args.no_demo {
+        signals.recv().await
+    } else {
+        tokio::select! {
+            _ = demo(&server) => signals.recv().await,
+            sig = signals.recv() => sig,
+        }
+    };
+    eprintln!("{sig}: shutting down, stopping sandboxes...");
     server.shutdown().await
+}
+
+/// Everything before serving: host dependencies, the default guest image, the server.
+async fn start(args: &UpArgs, data_dir: &std::path::Path) -> Result<crate::server::RunningServer> {
+    let found = deps::check();
+    if !args.no_install {
+        deps::install_missing(&found)?;
+    }
+    let problems = deps::problems(&deps::check());
+    if !problems.is_empty() {
+        bail!("this host is not ready:\n  - {}", problems.join("\n  - "));
+    }
+    let agent = agent_binary::locate(args.agent.as_deref()).map_err(anyhow::Error::msg)?;
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(ImageCache::default_root);
+    let mut config = ServerConfig::new(data_dir.to_path_buf(), agent.clone());
+    config.listen = args.listen;
+    config.cache_dir = cache_dir.clone();
+    config.api_key = std::env::var(crate::client::KEY_ENV).ok();
+    config.transport = match args.transport {
+        Transport::VirtioSerial => TransportKind::VirtioSerial,
+        Transport::Vsock => TransportKind::Vsock,
+    };
+    config.mcp = platinum_mcp::McpOptions {
+        public_url: args.public_url.clone(),
+        allowed_hosts: args.mcp_allowed_hosts.clone(),
+    };
+    if let Some(network) = config.network.as_mut() {
+        if let Some(bridge) = &args.bridge {
+            network.bridge = bridge.clone();
+        }
+        if let Some(subnet) = &args.subnet {
+            let (addr, prefix) = parse_subnet(subnet)?;
+            network.subnet = addr;
+            network.prefix = prefix;
+        }
+        network.allow_private = args.allow_private_nets.clone();
+    }
+
+    let tpl =
+        template(&config.engine.default_template).context("default template is not built in")?;
+    eprintln!(
+        "Preparing the `{}` guest image (cached under {})...",
+        tpl.name,
+        cache_dir.display()
+    );
+    ImageCache::new(cache_dir)
+        .ensure_image(&tpl, &agent, &Progress::new())
+        .await?;
+    Server::start(config).await
+}
+
+/// Reads `10.42.0.0/16`: a network address and a prefix of 8..=24 bits (room for sandboxes).
+fn parse_subnet(text: &str) -> Result<(std::net::Ipv4Addr, u8)> {
+    let (addr, prefix) = text
+        .split_once('/')
+        .with_context(|| format!("--subnet {text:?}: expected ADDRESS/PREFIX"))?;
+    let addr: std::net::Ipv4Addr = addr
+        .parse()
+        .with_context(|| format!("--subnet {text:?}: bad address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (8..=24).contains(p))
+        .with_context(|| format!("--subnet {text:?}: the prefix must be 8..=24"))?;
+    let mask = u32::MAX << (32 - prefix);
+    if u32::from(addr) & !mask != 0 {
+        bail!("--subnet {text:?}: not a network address (host bits are set)");
+    }
+    Ok((addr, prefix))
 }
 
 async fn demo(server: &crate::server::RunningServer) {
@@ -165,18 +229,60 @@ fn indent(text: &str) -> String {
     text.lines().map(|l| format!("    {l}\n")).collect()
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// The signals that end the server: SIGINT (Ctrl-C), SIGTERM and SIGHUP. Creating it installs
+/// the handlers, so from then on none of them kills the process outright.
+pub(crate) struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub(crate) fn new() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// The next signal's name.
+    pub(crate) async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+/// Resolves on SIGINT, SIGTERM or SIGHUP.
 pub(crate) async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+    match Signals::new() {
+        Ok(mut s) => {
+            s.recv().await;
         }
         Err(_) => {
-            let _ = ctrl_c.await;
+            let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_are_network_addresses_with_room() {
+        assert_eq!(
+            parse_subnet("10.77.0.0/16").unwrap(),
+            ("10.77.0.0".parse().unwrap(), 16)
+        );
+        assert!(parse_subnet("10.77.0.1/16").is_err());
+        assert!(parse_subnet("10.77.0.0/30").is_err());
+        assert!(parse_subnet("10.77.0.0").is_err());
+        assert!(parse_subnet("nope/16").is_err());
     }
 }

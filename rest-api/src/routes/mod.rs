@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod files;
+pub mod keys;
 pub mod ports;
 pub mod processes;
 pub mod sandboxes;

@@ -49,8 +49,11 @@ enum ProxyResponses {
 /// Forward a request to a port inside the sandbox.
 ///
 /// Any method; the body streams both ways; WebSocket upgrades are forwarded. The service sees
-/// `Host: localhost:{port}`. No network path to the sandbox is needed: the connection is relayed
-/// by the guest agent.
+/// `Host: localhost:{port}` and never Platinum's credentials: `Authorization`, `X-API-Key`,
+/// access and preview token headers, token query parameters and Platinum cookies are removed.
+/// Responses carry `Content-Security-Policy: sandbox ...` (no `allow-same-origin`), so pages from
+/// the sandbox cannot read this origin's storage. No network path to the sandbox is needed: the
+/// connection is relayed by the guest agent.
 #[utoipa::path(
     get,
     path = "/v1/sandboxes/{id}/ports/{port}/{path}",

@@ -17,9 +17,45 @@ use super::paths::VmPaths;
 /// QEMU's seccomp sandbox settings (`-sandbox`).
 pub const SECCOMP: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
+/// The seccomp settings for a QEMU that drops to an unprivileged user itself (`-run-with user=`):
+/// QEMU calls setuid/setgid once, right before the guest starts, so `elevateprivileges` must
+/// allow those calls; afterwards QEMU has no capabilities and `no_new_privs`, so it cannot gain
+/// them back either way.
+pub const SECCOMP_UNPRIVILEGED: &str =
+    "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny";
+
+/// The first uid (and gid) of the range sandboxes' QEMU processes run as.
+pub const UNPRIVILEGED_ID_BASE: u32 = 1_500_000_000;
+
+/// How many uids the range holds.
+pub const UNPRIVILEGED_ID_COUNT: u32 = 100_000_000;
+
+/// The uid (= gid) a sandbox's QEMU runs as: one of [`UNPRIVILEGED_ID_COUNT`] ids past
+/// [`UNPRIVILEGED_ID_BASE`], derived from the sandbox id, so two sandboxes' device models are,
+/// barring a one-in-many-million collision, different users that cannot signal, trace or read
+/// each other, and none of them owns a file on the host.
+pub fn unprivileged_id(sandbox_id: &str) -> u32 {
+    // FNV-1a: stable across builds and releases (the std hasher is not).
+    let hash = sandbox_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    UNPRIVILEGED_ID_BASE + (hash % u64::from(UNPRIVILEGED_ID_COUNT)) as u32
+}
+
+/// Makes QEMU drop to `id` (uid and gid, no supplementary groups) once it has opened everything
+/// it needs as root (disks, TAP, sockets, `/dev/kvm`), and loosens `-sandbox` as that requires.
+pub fn run_unprivileged(args: &mut Vec<String>, id: u32) {
+    if let Some(i) = args.iter().position(|a| a == "-sandbox") {
+        args[i + 1] = SECCOMP_UNPRIVILEGED.to_string();
+    }
+    args.push("-run-with".to_string());
+    args.push(format!("user={id}:{id}"));
+}
+
 /// Builds QEMU's arguments (without the program name). `paths` must come from validating
 /// `spec`, which also guarantees every path is UTF-8 without commas. `incoming` adds
-/// `-incoming defer` for a restore.
+/// `-incoming defer` for a restore; a boot gets `-S` (the driver `cont`s once the console
+/// reader is connected).
 pub fn build(spec: &VmSpec, paths: &VmPaths, accel: Accel, incoming: bool) -> Vec<String> {
     let mut args: Vec<String> = Vec::with_capacity(64);
     let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
@@ -71,9 +107,14 @@ pub fn build(spec: &VmSpec, paths: &VmPaths, accel: Accel, incoming: bool) -> Ve
         ]);
     }
 
+    // The serial console is served on a socket the host reads into a capped log
+    // (`crate::console`); with no reader connected QEMU drops the output instead of blocking.
     push(&[
         "-chardev",
-        &format!("file,id=console,path={}", p(&spec.console_log)),
+        &format!(
+            "socket,id=console,path={},server=on,wait=off",
+            p(&crate::console::socket_path(&spec.dir))
+        ),
         "-serial",
         "chardev:console",
     ]);
@@ -122,6 +163,9 @@ pub fn build(spec: &VmSpec, paths: &VmPaths, accel: Accel, incoming: bool) -> Ve
     push(&["-pidfile", &p(&paths.pid_file)]);
     if incoming {
         push(&["-incoming", "defer"]);
+    } else {
+        // vCPUs start stopped: the driver connects the console reader, then `cont`s.
+        push(&["-S"]);
     }
     args
 }
@@ -129,7 +173,11 @@ pub fn build(spec: &VmSpec, paths: &VmPaths, accel: Accel, incoming: bool) -> Ve
 /// The device list for [`crate::vmm::VmInfo::devices`].
 pub fn describe_devices(spec: &VmSpec, paths: &VmPaths) -> Vec<String> {
     let mut devices: Vec<String> = spec.disks.iter().map(DiskSpec::describe).collect();
-    devices.push(format!("serial console: {}", spec.console_log.display()));
+    devices.push(format!(
+        "serial console: {} (capped, read from {})",
+        spec.console_log.display(),
+        crate::console::socket_path(&spec.dir).display()
+    ));
     devices.push(format!(
         "virtio-serial {VIRTIO_SERIAL_PORT_NAME}: {}",
         paths.agent.display()
@@ -185,6 +233,13 @@ mod tests {
             assert!(a.iter().any(|x| x == flag), "{flag} missing");
         }
         assert_eq!(values(&a, "-sandbox"), [SECCOMP]);
+        let mut unprivileged = a.clone();
+        run_unprivileged(&mut unprivileged, unprivileged_id("abc"));
+        assert_eq!(values(&unprivileged, "-sandbox"), [SECCOMP_UNPRIVILEGED]);
+        assert_eq!(
+            values(&unprivileged, "-run-with"),
+            [format!("user={0}:{0}", unprivileged_id("abc"))]
+        );
         assert_eq!(values(&a, "-kernel"), ["/var/lib/platinum/images/vmlinux"]);
         assert_eq!(values(&a, "-append"), ["console=ttyS0 quiet"]);
         assert_eq!(
@@ -205,7 +260,7 @@ mod tests {
         assert_eq!(
             values(&a, "-chardev"),
             [
-                "file,id=console,path=/run/platinum/sbx1/console.log",
+                "socket,id=console,path=/run/platinum/sbx1/console.sock,server=on,wait=off",
                 "socket,id=agent,path=/run/platinum/sbx1/agent.sock,server=on,wait=off",
             ]
         );
@@ -218,6 +273,11 @@ mod tests {
         assert_eq!(values(&a, "-name"), ["sbx1"]);
         assert!(values(&a, "-netdev").is_empty());
         assert!(values(&a, "-incoming").is_empty());
+        assert!(
+            a.iter().any(|x| x == "-S"),
+            "a boot starts with stopped vCPUs"
+        );
+        assert!(!args(&spec(), Accel::Tcg, true).iter().any(|x| x == "-S"));
     }
 
     #[test]

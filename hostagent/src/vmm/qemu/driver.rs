@@ -7,7 +7,11 @@
 //! 4. spawn QEMU in its own process group, output appended to `<dir>/qemu.log`;
 //! 5. poll the QMP socket until it negotiates (bounded), failing fast with the log tail if QEMU
 //!    exits meanwhile;
-//! 6. boot: check `query-status` says running. Restore: `migrate-incoming` the snapshot's state
+//! 6. connect the console reader ([`console::ConsoleCapture`]: the guest's serial console goes
+//!    to a socket, and from there into `console.log`, capped at [`console::CONSOLE_LOG_CAP`]),
+//!    which runs until QEMU exits;
+//! 7. boot: `cont` (QEMU was started with `-S`, so no console output is lost before step 6),
+//!    check `query-status` says running. Restore: `migrate-incoming` the snapshot's state
 //!    file, wait for completion, `cont`.
 //!
 //! Any failure after step 3 kills what was started and removes the sockets before returning, so
@@ -60,6 +64,11 @@ pub struct QemuConfig {
     pub qmp_timeout: Duration,
     /// Bound on saving or loading a snapshot.
     pub snapshot_timeout: Duration,
+    /// When this process is root, boot QEMU so that it drops to a uid of its own per sandbox
+    /// ([`cmdline::unprivileged_id`]) before the guest runs. Restores (which read the
+    /// snapshot after the drop) and snapshots (which write it) keep root until snapshot files
+    /// are handed to QEMU as file descriptors.
+    pub unprivileged: bool,
 }
 
 impl Default for QemuConfig {
@@ -71,6 +80,7 @@ impl Default for QemuConfig {
             start_timeout: Duration::from_secs(15),
             qmp_timeout: Duration::from_secs(30),
             snapshot_timeout: Duration::from_secs(600),
+            unprivileged: false,
         }
     }
 }
@@ -131,6 +141,7 @@ impl QemuVmm {
     pub async fn boot_vm(&self, spec: &VmSpec) -> Result<Arc<QemuVm>> {
         let started = self.start(spec, false).await?;
         let checked = async {
+            started.qmp.run("cont", None).await?;
             let status = started.qmp.query_status().await?;
             if status.running {
                 Ok(())
@@ -210,11 +221,13 @@ impl QemuVmm {
         }))
     }
 
-    /// Steps 1-5 of the module docs.
+    /// Steps 1-6 of the module docs.
     async fn start(&self, spec: &VmSpec, incoming: bool) -> Result<Started> {
         let paths = paths::validate(spec)?;
         spec::check_inputs(spec)?;
         paths.remove_runtime_files();
+        let console_socket = console::socket_path(&paths.dir);
+        remove_stale(&console_socket);
         let deadline = Instant::now() + self.config.start_timeout;
 
         let vsock = match spec.transport {
@@ -239,10 +252,14 @@ impl QemuVmm {
             }
         };
 
+        let mut args = cmdline::build(spec, &paths, self.accel.accel, incoming);
+        if self.config.unprivileged && !incoming && nix::unistd::geteuid().is_root() {
+            cmdline::run_unprivileged(&mut args, cmdline::unprivileged_id(&spec.id));
+        }
         let process = ProcessSpec {
             name: "qemu".to_string(),
             program: self.qemu.clone(),
-            args: cmdline::build(spec, &paths, self.accel.accel, incoming),
+            args,
             log: paths.qemu_log.clone(),
         };
         let qemu = match ChildProcess::spawn(&process) {
@@ -256,13 +273,40 @@ impl QemuVmm {
             }
         };
 
-        match self.connect_qmp(&qemu, &paths, deadline).await {
-            Ok(qmp) => Ok(Started {
-                paths,
-                qemu,
-                vsock,
-                qmp,
-            }),
+        let connected = async {
+            let qmp = self.connect_qmp(&qemu, &paths, deadline).await?;
+            // QEMU created every chardev socket before QMP answered.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let capture = console::ConsoleCapture::connect(
+                &console_socket,
+                &spec.console_log,
+                console::CONSOLE_LOG_CAP,
+                left.max(Duration::from_secs(1)),
+            )
+            .await?;
+            Ok::<_, Error>((qmp, capture))
+        }
+        .await;
+        match connected {
+            Ok((qmp, capture)) => {
+                let (waiter, id) = (qemu.clone(), spec.id.clone());
+                tokio::spawn(async move {
+                    let log = capture
+                        .run(async move {
+                            waiter.wait().await;
+                        })
+                        .await;
+                    if log.dropped() > 0 {
+                        info!(vm = %id, dropped = log.dropped(), "console log was capped");
+                    }
+                });
+                Ok(Started {
+                    paths,
+                    qemu,
+                    vsock,
+                    qmp,
+                })
+            }
             Err(e) => {
                 let e = with_log_tail(e, &paths, qemu.try_exit().is_some());
                 teardown(&qemu, vsock.as_deref(), &paths).await;
@@ -360,6 +404,16 @@ async fn teardown(qemu: &ChildProcess, vsock: Option<&VsockDaemon>, paths: &VmPa
         warn!(error = %e, "killing vhost-device-vsock after a failed start failed");
     }
     paths.remove_runtime_files();
+    remove_stale(&console::socket_path(&paths.dir));
+}
+
+/// Removes a socket an earlier QEMU left behind (missing is fine).
+fn remove_stale(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(path = %path.display(), error = %e, "removing a stale socket failed");
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,482 @@
+//! The sandbox network cannot be spoofed or used to reach private ranges, with real VMs: a
+//! guest that takes other addresses, forges ARP or speaks IPv6 gets nowhere, and the host, the
+//! other sandbox, cloud metadata and private addresses are refused while DNS and the allow-list
+//! work. Needs root (bridge, TAPs, nftables, a network namespace).
+//!
+//! Test traffic never leaves this machine: every target address (a stand-in for the internet,
+//! metadata addresses, private addresses) lives in a network namespace the test creates, with
+//! host routes (/32) into it, so even a broken firewall only ever reaches that namespace.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use platinum_hostagent::net::{Ipv4Net, ipam};
+use platinum_testkit::{TestServer, test_network};
+use serde_json::{Value, json};
+
+/// The host side's address on the veth into the namespace (TEST-NET-2, never routed).
+const HOST_SIDE: &str = "198.51.100.1";
+/// A public address (TEST-NET-3) standing in for "the internet".
+const INTERNET: &str = "203.0.113.10";
+/// Port the namespace's HTTP server listens on.
+const PORT: u16 = 8080;
+
+/// Runs a command on the host; panics with its stderr when it fails.
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace holding `addresses`, reached from the host through a veth pair and one
+/// /32 route per address, with an HTTP server on [`PORT`]. Everything it created is removed on
+/// drop, also when the test fails half-way through setting it up.
+struct Namespace {
+    name: String,
+    veth: String,
+    routes: Vec<String>,
+    linked: bool,
+    server: Option<Child>,
+}
+
+impl Namespace {
+    fn create(addresses: &[Ipv4Addr]) -> Namespace {
+        let id = std::process::id() % 100_000;
+        let mut ns = Namespace {
+            name: format!("ptsec{id}"),
+            veth: format!("ptsh{id}"),
+            routes: Vec::new(),
+            linked: false,
+            server: None,
+        };
+        let peer = format!("ptsn{id}");
+        sh(&["ip", "netns", "add", &ns.name]);
+        sh(&[
+            "ip", "link", "add", &ns.veth, "type", "veth", "peer", "name", &peer, "netns", &ns.name,
+        ]);
+        ns.linked = true;
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{HOST_SIDE}/32"),
+            "dev",
+            &ns.veth,
+        ]);
+        sh(&["ip", "link", "set", &ns.veth, "up"]);
+        sh(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", &ns.name, "link", "set", &peer, "up"]);
+        for a in addresses {
+            sh(&[
+                "ip",
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("{a}/32"),
+                "dev",
+                &peer,
+            ]);
+        }
+        // The namespace knows only the way back to the host side: nothing can leave it either.
+        sh(&[
+            "ip",
+            "-n",
+            &ns.name,
+            "route",
+            "add",
+            &format!("{HOST_SIDE}/32"),
+            "dev",
+            &peer,
+        ]);
+        for a in addresses {
+            let route = format!("{a}/32");
+            sh(&[
+                "ip", "route", "add", &route, "dev", &ns.veth, "src", HOST_SIDE,
+            ]);
+            ns.routes.push(route);
+        }
+        ns.server = Some(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns.name,
+                    "/usr/bin/python3",
+                    "-m",
+                    "http.server",
+                ])
+                .args([&PORT.to_string(), "--bind", "0.0.0.0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting the namespace's HTTP server"),
+        );
+        ns
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        for route in &self.routes {
+            let _ = Command::new("ip").args(["route", "del", route]).output();
+        }
+        if self.linked {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.veth])
+                .output();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A table of the test's own that counts IPv6 packets entering the host from a bridge, at the
+/// earliest hook; deleted on drop.
+struct Watch {
+    table: String,
+}
+
+impl Watch {
+    fn create(bridge: &str) -> Watch {
+        let watch = Watch {
+            table: format!("ptsec{}", std::process::id()),
+        };
+        let script = format!(
+            "table inet {t} {{\n  chain watch {{\n    type filter hook prerouting priority -400; policy accept;\n    iifname \"{bridge}\" meta nfproto ipv6 counter\n  }}\n}}\n",
+            t = watch.table
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), script).unwrap();
+        sh(&["nft", "-f", &file.path().to_string_lossy()]);
+        watch
+    }
+
+    fn ipv6_packets(&self) -> u64 {
+        let out = sh(&["nft", "list", "chain", "inet", &self.table, "watch"]);
+        let words: Vec<&str> = out.split_whitespace().collect();
+        let at = words
+            .iter()
+            .position(|w| *w == "packets")
+            .unwrap_or_else(|| panic!("no counter in {out}"));
+        words[at + 1].parse().unwrap()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .output();
+    }
+}
+
+/// Whether an HTTP GET from the host to `addr`:[`PORT`] gets a 200 within `timeout`.
+fn host_gets_200(addr: Ipv4Addr, timeout: Duration) -> bool {
+    let until = Instant::now() + timeout;
+    loop {
+        let ok = (|| {
+            let mut s =
+                TcpStream::connect_timeout(&SocketAddr::from((addr, PORT)), Duration::from_secs(2))
+                    .ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).ok()?;
+            Some(head.ends_with(b" 200"))
+        })()
+        .unwrap_or(false);
+        if ok || Instant::now() > until {
+            return ok;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// HTTP status per target (`000` when nothing answered) of GETs from sandbox `id`, all at once,
+/// from source address `from` (the guest's own when `None`).
+async fn probe(
+    t: &TestServer,
+    id: &str,
+    from: Option<&str>,
+    targets: &[String],
+) -> BTreeMap<String, String> {
+    let iface = from.map(|a| format!("--interface {a}")).unwrap_or_default();
+    let mut script = String::new();
+    for target in targets {
+        script.push_str(&format!(
+            "(c=$(curl -s -m 4 {iface} -o /dev/null -w '%{{http_code}}' http://{target}/); \
+             echo \"{target} $c\") &\n"
+        ));
+    }
+    script.push_str("wait\n");
+    let r = t.exec(id, &script).await.unwrap();
+    let out = r["stdout"].as_str().unwrap_or_default();
+    let got: BTreeMap<String, String> = out
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(got.len(), targets.len(), "probe output: {r}");
+    got
+}
+
+/// Runs `command` as root in a sandbox (the guest's own root: it controls its kernel) and
+/// requires exit status 0.
+async fn ok(t: &TestServer, id: &str, command: &str) -> Value {
+    let r = t
+        .exec_with(id, json!({"command": command, "user": "root"}))
+        .await
+        .unwrap();
+    assert_eq!(r["exit_code"].as_i64(), Some(0), "`{command}`: {r}");
+    r
+}
+
+/// The MAC the host's neighbour table holds for `ip` on `bridge`, if any.
+fn neighbour(bridge: &str, ip: &str) -> Option<String> {
+    let out = sh(&["ip", "neigh", "show", "dev", bridge, "to", ip]);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    words
+        .iter()
+        .position(|w| *w == "lladdr")
+        .and_then(|i| words.get(i + 1))
+        .map(|m| m.to_string())
+}
+
+/// Sends forged ARP from the guest's eth0 (raw AF_PACKET socket): replies (to the gateway and
+/// broadcast) and requests to the gateway that claim each `claim` IP for the guest's own MAC and
+/// for a made-up one. Arguments: gateway MAC, gateway IP, claims. Prints the frame count.
+const FORGE_ARP: &str = r#"
+import socket, struct, sys, time
+gw_mac, gw_ip, claims = sys.argv[1], sys.argv[2], sys.argv[3:]
+own = open("/sys/class/net/eth0/address").read().strip()
+mac = lambda m: bytes.fromhex(m.replace(":", ""))
+def arp(op, sha, spa, tha, tpa, dst):
+    return (mac(dst) + mac(own) + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, op)
+            + mac(sha) + socket.inet_aton(spa) + mac(tha) + socket.inet_aton(tpa))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+sent = 0
+for _ in range(6):
+    for ip in claims:
+        for sha in (own, "02:00:00:00:66:66"):
+            for frame in (arp(2, sha, ip, gw_mac, gw_ip, gw_mac),
+                          arp(2, sha, ip, "ff:ff:ff:ff:ff:ff", ip, "ff:ff:ff:ff:ff:ff"),
+                          arp(1, sha, ip, "00:00:00:00:00:00", gw_ip, "ff:ff:ff:ff:ff:ff")):
+                sent += s.send(frame) > 0
+    time.sleep(0.4)
+print(sent)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guests_cannot_spoof_or_reach_private_ranges() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root to create a bridge, TAPs, nftables rules and a namespace");
+    }
+    let mut net = test_network();
+    let n = u32::from(net.subnet) >> 16 & 0xff;
+    let private = Ipv4Addr::new(172, 29, n as u8, 10);
+    let allowed = Ipv4Addr::new(172, 29, n as u8, 20);
+    net.allow_private = vec![Ipv4Net::new(allowed, 32).unwrap()];
+    let metadata: [Ipv4Addr; 3] = [
+        Ipv4Addr::new(169, 254, 169, 254),
+        Ipv4Addr::new(168, 63, 129, 16),
+        Ipv4Addr::new(100, 100, 100, 200),
+    ];
+    let internet: Ipv4Addr = INTERNET.parse().unwrap();
+    let mut addresses = vec![internet, private, allowed];
+    addresses.extend(metadata);
+    let ns = Namespace::create(&addresses);
+    // Every listener answers the host, so a refusal from a guest is the firewall's doing.
+    for a in &addresses {
+        assert!(
+            host_gets_200(*a, Duration::from_secs(20)),
+            "the namespace's listener on {a} does not answer the host"
+        );
+    }
+
+    let bridge = net.bridge.clone();
+    let gateway = net.gateway().to_string();
+    let t = TestServer::start_with(|c| c.network = Some(net.clone()))
+        .await
+        .unwrap();
+    let a = t.create(json!({})).await.unwrap();
+    let b = t.create(json!({"internet": false})).await.unwrap();
+    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let b_ip = b["runtime"]["ip"].as_str().unwrap().to_string();
+    let b_mac = ipam::mac_for(b_ip.parse().unwrap());
+    let free = Ipv4Addr::from(u32::from(net.subnet) + 200).to_string();
+    let bridge_mac = std::fs::read_to_string(format!("/sys/class/net/{bridge}/address"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // B serves HTTP too; the host reaches it (replies pass), so A's refusal below means something.
+    t.exec_with(
+        b_id,
+        json!({"command": format!("exec python3 -m http.server {PORT} --bind 0.0.0.0"), "background": true}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        host_gets_200(b_ip.parse().unwrap(), Duration::from_secs(30)),
+        "B's listener does not answer the host"
+    );
+
+    // A TCP listener on the host (as the API would be), reachable on the bridge address.
+    let host_listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_target = format!("{gateway}:{}", host_listener.local_addr().unwrap().port());
+    let target = |a: &Ipv4Addr| format!("{a}:{PORT}");
+    let mut targets: Vec<String> = addresses.iter().map(target).collect();
+    targets.push(host_target.clone());
+    targets.push(format!("{b_ip}:{PORT}"));
+
+    // The reachability matrix from A's own address: only the internet and the allow-listed
+    // private address answer.
+    let got = probe(&t, a_id, None, &targets).await;
+    for (dest, code) in &got {
+        let expected = if *dest == target(&internet) || *dest == target(&allowed) {
+            "200"
+        } else {
+            "000"
+        };
+        assert_eq!(code, expected, "A -> {dest}: {got:?}");
+    }
+    // DNS to the resolver it was given works (the host's resolver may itself be private).
+    let r = ok(&t, a_id, "getent hosts deb.debian.org").await;
+    assert!(!r["stdout"].as_str().unwrap().trim().is_empty(), "{r}");
+
+    // B reaches the host's neighbour table with its real MAC (ARP for the gateway).
+    let _ = t
+        .exec(b_id, &format!("ping -c 1 -W 2 {gateway} >/dev/null 2>&1"))
+        .await
+        .unwrap();
+    assert_eq!(neighbour(&bridge, &b_ip).as_deref(), Some(b_mac.as_str()));
+
+    // A takes B's address and a free one: nothing from them gets anywhere.
+    ok(
+        &t,
+        a_id,
+        &format!("ip addr add {b_ip}/32 dev eth0 && ip addr add {free}/32 dev eth0"),
+    )
+    .await;
+    let spoofable = [target(&internet), target(&allowed), host_target.clone()];
+    for from in [&b_ip, &free] {
+        let got = probe(&t, a_id, Some(from), &spoofable).await;
+        assert!(
+            got.values().all(|c| c == "000"),
+            "A reached something from {from}: {got:?}"
+        );
+    }
+    assert_eq!(
+        neighbour(&bridge, &free),
+        None,
+        "the host heard A's ARP for a taken address"
+    );
+    // (B's address leaves A again, else A would ping itself.)
+    ok(&t, a_id, &format!("ip addr del {b_ip}/32 dev eth0")).await;
+    let r = t
+        .exec(
+            a_id,
+            &format!("ping -c 2 -W 2 -I {free} {b_ip} >/dev/null 2>&1; echo $?"),
+        )
+        .await
+        .unwrap();
+    assert_ne!(r["stdout"], "0\n", "A reached B from a taken address: {r}");
+
+    // B (no internet) cannot get out, from its own address or from one it takes.
+    ok(&t, b_id, &format!("ip addr add {free}/32 dev eth0")).await;
+    for from in [None, Some(free.as_str())] {
+        let got = probe(&t, b_id, from, &[target(&internet), target(&allowed)]).await;
+        assert!(
+            got.values().all(|c| c == "000"),
+            "B without internet got out from {from:?}: {got:?}"
+        );
+    }
+
+    // A forges ARP for B's address and the gateway's: the host keeps B's real MAC and still
+    // reaches B, and B still knows the gateway by the bridge's MAC.
+    t.write_file(a_id, "/tmp/forge_arp.py", FORGE_ARP)
+        .await
+        .unwrap();
+    let r = ok(
+        &t,
+        a_id,
+        &format!("python3 /tmp/forge_arp.py {bridge_mac} {gateway} {b_ip} {gateway}"),
+    )
+    .await;
+    assert_eq!(r["stdout"].as_str().unwrap().trim(), "72", "{r}");
+    assert_eq!(
+        neighbour(&bridge, &b_ip).as_deref(),
+        Some(b_mac.as_str()),
+        "forged ARP changed the host's entry for B"
+    );
+    assert!(
+        host_gets_200(b_ip.parse().unwrap(), Duration::from_secs(10)),
+        "the host no longer reaches B after forged ARP"
+    );
+    let r = ok(&t, b_id, &format!("ip neigh show {gateway}")).await;
+    assert!(
+        r["stdout"].as_str().unwrap().contains(&bridge_mac),
+        "B lost the gateway's MAC: {r}"
+    );
+
+    // IPv6 from a guest is dropped: a ULA on the bridge is unreachable, and no IPv6 packet from
+    // the bridge ever reaches the host's IP stack (counted before any other hook runs; the host's
+    // input chain alone would also stop the ping, this proves the bridge drops the frames).
+    let watch = Watch::create(&bridge);
+    let ula = format!("fd42:{n:x}::");
+    sh(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{ula}1/64"),
+        "dev",
+        &bridge,
+        "nodad",
+    ]);
+    ok(
+        &t,
+        a_id,
+        &format!("ip -6 addr add {ula}2/64 dev eth0 nodad"),
+    )
+    .await;
+    let r = t
+        .exec(
+            a_id,
+            &format!("ping -6 -c 2 -W 2 {ula}1 >/dev/null 2>&1; echo $?"),
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        r["stdout"], "0\n",
+        "IPv6 from a guest reached the host: {r}"
+    );
+    assert_eq!(
+        watch.ipv6_packets(),
+        0,
+        "IPv6 from a guest passed the bridge"
+    );
+
+    for id in [a_id, b_id] {
+        t.delete(id).await.unwrap();
+    }
+    drop(t);
+    drop(ns);
+}
