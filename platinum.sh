@@ -99,6 +99,9 @@ cmd_up() {
   host_packages
   ensure_vsock_daemon
   build release
+  # Where a new shell finds it, so every hint `up` prints works as printed.
+  ln -sf "$CARGO_TARGET_DIR/release/platinum" /usr/local/bin/platinum
+  log "installed /usr/local/bin/platinum ($(/usr/local/bin/platinum --version))"
   exec "$CARGO_TARGET_DIR/release/platinum" up "$@"
 }
 

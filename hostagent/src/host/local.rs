@@ -787,7 +787,11 @@ impl HostAgent for LocalHost {
 
     fn disk_free_bytes(&self) -> Option<u64> {
         let stats = nix::sys::statvfs::statvfs(&self.config.data_dir).ok()?;
-        Some(stats.blocks_available().saturating_mul(stats.fragment_size()))
+        Some(
+            stats
+                .blocks_available()
+                .saturating_mul(stats.fragment_size()),
+        )
     }
 }
 

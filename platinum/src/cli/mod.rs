@@ -14,9 +14,17 @@ use std::path::PathBuf;
 /// Environment variable overriding the data directory.
 pub const DATA_DIR_ENV: &str = "PLATINUM_DATA_DIR";
 
+/// `platinum --version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PLATINUM_COMMIT"),
+    ")"
+);
+
 /// Hardware-isolated sandboxes for AI agents.
 #[derive(Debug, Parser)]
-#[command(name = "platinum", version, about, propagate_version = true)]
+#[command(name = "platinum", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// Data directory (state, sandboxes, API key).
     #[arg(long, global = true, env = DATA_DIR_ENV)]
