@@ -383,6 +383,19 @@ pub fn agent_clients() -> PathBuf {
         .join("sdk/mcp")
 }
 
+/// Names of the interfaces (TAPs) attached to `bridge`.
+pub fn taps_on(bridge: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_string()))
+        .collect()
+}
+
 /// Pids of processes whose command line mentions `path`.
 pub fn processes_mentioning(path: &Path) -> Vec<i32> {
     platinum_hostagent::process::processes_mentioning(path)

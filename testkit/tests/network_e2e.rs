@@ -2,19 +2,8 @@
 //! sandbox, isolation between sandboxes and from the host, leases kept across stop and start, and
 //! nothing left behind. Needs root (it creates a bridge, TAPs and nftables rules of its own).
 
-use platinum_testkit::{TestServer, test_network};
+use platinum_testkit::{TestServer, taps_on, test_network};
 use serde_json::json;
-
-fn taps_on(bridge: &str) -> Vec<String> {
-    let out = std::process::Command::new("ip")
-        .args(["-o", "link", "show", "master", bridge])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_string()))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sandboxes_get_nat_isolation_and_per_sandbox_internet_control() {

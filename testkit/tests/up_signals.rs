@@ -3,7 +3,7 @@
 //! same data directory. Every path must end with no VMM, helper process or TAP left running.
 //! Needs root (the server creates its own bridge, TAPs and nftables tables).
 
-use platinum_testkit::{platinum_bin, processes_mentioning, temp_root, test_network};
+use platinum_testkit::{platinum_bin, processes_mentioning, taps_on, temp_root, test_network};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -70,14 +70,7 @@ impl Up {
     }
 
     fn taps(&self) -> Vec<String> {
-        let out = Command::new("ip")
-            .args(["-o", "link", "show", "master", &self.bridge])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_string()))
-            .collect()
+        taps_on(&self.bridge)
     }
 
     /// Waits until a VMM process runs for this data directory.
