@@ -35,6 +35,29 @@ phase_table() {
   printf '\n%-58s %7s\n' "phase" "time" >&2
   printf '%s\n' "${PHASES[@]}" >&2
   printf '%-58s %6ss\n' "total" $(( $(date +%s) - RUN_START )) >&2
+  if [ -s "${TEST_LOG:-}" ]; then
+    printf '\n%-58s %7s\n' "test binaries (3 s or more; two run at a time)" "time" >&2
+    test_binary_times "$TEST_LOG" >&2
+  fi
+}
+
+# Each test binary's own time, from `cargo test` output: its name (from the `Running` line) and
+# the `finished in` of its result line, longest first.
+test_binary_times() {
+  awk '
+    /^ *Running / {
+      if (match($0, /\([^)]*\)/)) {
+        n = split(substr($0, RSTART + 1, RLENGTH - 2), parts, "/")
+        name = parts[n]; sub(/-[0-9a-f]+$/, "", name)
+        if ($2 == "unittests") name = name " (unit tests)"
+      }
+      next
+    }
+    /^ *Doc-tests / { name = "doc tests of " $2; next }
+    /^test result:/ && match($0, /finished in [0-9.]+s/) {
+      secs = substr($0, RSTART + 12, RLENGTH - 13) + 0
+      if (secs >= 3) printf "%d\t%-58s %6.0fs\n", secs, "  " name, secs
+    }' "$1" | sort -rn | cut -f2-
 }
 
 need_root() {
@@ -129,7 +152,8 @@ cmd_test() {
   evals/mcp/setup.sh
   phase "cargo test --workspace (real VMs)"
   # VM-booting tests share two cores; run test binaries' tests two at a time.
-  cargo test --workspace -- --test-threads=2
+  TEST_LOG=$(mktemp)
+  cargo test --workspace -- --test-threads=2 2>&1 | tee "$TEST_LOG"
   phase "Daytona SDK conformance (pinned Python and TypeScript SDKs, real VMs)"
   PLATINUM_BIN="$CARGO_TARGET_DIR/debug/platinum" evals/daytona/run.sh
   phase "benchmarks (figures only, no thresholds)"

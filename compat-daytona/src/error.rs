@@ -83,36 +83,31 @@ impl From<EngineError> for DaytonaError {
     /// The one mapping of engine codes to Daytona statuses and codes.
     fn from(e: EngineError) -> Self {
         use StatusCode as S;
+        use platinum_engine::ErrorCode as C;
         let (status, code) = match e.code() {
-            "sandbox_not_found" | "template_not_found" => (S::NOT_FOUND, "NOT_FOUND"),
-            "session_not_found"
-            | "command_not_found"
-            | "code_context_not_found"
-            | "api_key_not_found" => (S::NOT_FOUND, "NOT_FOUND"),
-            "process_not_found" => (S::NOT_FOUND, "PROCESS_NOT_FOUND"),
-            "file_not_found" => (S::NOT_FOUND, "FILE_NOT_FOUND"),
-            "permission_denied" | "read_only" => (S::FORBIDDEN, "FILE_ACCESS_DENIED"),
-            "not_a_directory" | "is_a_directory" => (S::BAD_REQUEST, "INVALID_FILE_PATH"),
-            "already_exists" | "directory_not_empty" | "conflict" | "invalid_state" => {
+            C::SandboxNotFound | C::TemplateNotFound => (S::NOT_FOUND, "NOT_FOUND"),
+            C::SessionNotFound
+            | C::CommandNotFound
+            | C::CodeContextNotFound
+            | C::ApiKeyNotFound => (S::NOT_FOUND, "NOT_FOUND"),
+            C::ProcessNotFound => (S::NOT_FOUND, "PROCESS_NOT_FOUND"),
+            C::FileNotFound => (S::NOT_FOUND, "FILE_NOT_FOUND"),
+            C::PermissionDenied | C::ReadOnly => (S::FORBIDDEN, "FILE_ACCESS_DENIED"),
+            C::NotADirectory | C::IsADirectory => (S::BAD_REQUEST, "INVALID_FILE_PATH"),
+            C::AlreadyExists | C::DirectoryNotEmpty | C::Conflict | C::InvalidState => {
                 (S::CONFLICT, "CONFLICT")
             }
-            "invalid_request" | "user_not_found" | "spawn_failed" => {
-                (S::BAD_REQUEST, "BAD_REQUEST")
-            }
-            "unauthorized" => (S::UNAUTHORIZED, "UNAUTHORIZED"),
-            "payload_too_large" => (S::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            "exec_timeout" => (S::REQUEST_TIMEOUT, "PROCESS_EXECUTION_TIMEOUT"),
-            "session_ended" => (S::GONE, "SESSION_ENDED"),
-            "command_finished" => (S::GONE, "COMMAND_ALREADY_COMPLETED"),
-            "capacity_exhausted" => (S::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
-            "port_not_open" | "guest_unreachable" | "vm_error" => (S::BAD_GATEWAY, "BAD_GATEWAY"),
-            "unsupported" => (S::NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
-            "guest_io_error" | "no_space" => (S::INTERNAL_SERVER_ERROR, "FILE_READ_FAILED"),
-            // Codes added to the engine later keep the engine's own status.
-            _ => (
-                S::from_u16(e.http_status()).unwrap_or(S::INTERNAL_SERVER_ERROR),
-                "INTERNAL_SERVER_ERROR",
-            ),
+            C::InvalidRequest | C::UserNotFound | C::SpawnFailed => (S::BAD_REQUEST, "BAD_REQUEST"),
+            C::Unauthorized => (S::UNAUTHORIZED, "UNAUTHORIZED"),
+            C::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            C::ExecTimeout => (S::REQUEST_TIMEOUT, "PROCESS_EXECUTION_TIMEOUT"),
+            C::SessionEnded => (S::GONE, "SESSION_ENDED"),
+            C::CommandFinished => (S::GONE, "COMMAND_ALREADY_COMPLETED"),
+            C::CapacityExhausted => (S::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            C::PortNotOpen | C::GuestUnreachable | C::VmError => (S::BAD_GATEWAY, "BAD_GATEWAY"),
+            C::Unsupported => (S::NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
+            C::GuestIoError | C::NoSpace => (S::INTERNAL_SERVER_ERROR, "FILE_READ_FAILED"),
+            C::StoreError | C::Internal => (S::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR"),
         };
         let message = match &e {
             EngineError::SandboxNotFound(id) => {
@@ -271,7 +266,7 @@ pub async fn route_not_found(req: Request) -> DaytonaError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use platinum_protocol::{GuestError, GuestErrorCode};
+    use platinum_engine::ErrorCode;
 
     #[test]
     fn engine_errors_map_to_the_statuses_and_codes_the_sdks_expect() {
@@ -289,12 +284,12 @@ mod tests {
                 "COMMAND_ALREADY_COMPLETED",
             ),
             (
-                EngineError::Guest(GuestError::new(GuestErrorCode::NotFound, "x")),
+                EngineError::guest(ErrorCode::FileNotFound, "x"),
                 404,
                 "FILE_NOT_FOUND",
             ),
             (
-                EngineError::Guest(GuestError::new(GuestErrorCode::ReadOnly, "x")),
+                EngineError::guest(ErrorCode::ReadOnly, "x"),
                 403,
                 "FILE_ACCESS_DENIED",
             ),

@@ -77,7 +77,10 @@ impl DaytonaConfig {
     /// valid across restarts.
     pub fn from_data_dir(data_dir: &std::path::Path) -> std::io::Result<Self> {
         Ok(DaytonaConfig {
-            secret: tokens::load_or_create_secret(&data_dir.join(SECRET_FILE))?,
+            secret: platinum_engine::secrets::load_or_create_secret(
+                &data_dir.join(SECRET_FILE),
+                "the Daytona token key",
+            )?,
             ..DaytonaConfig::default()
         })
     }

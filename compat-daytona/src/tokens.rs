@@ -16,7 +16,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
-use std::path::Path;
 use time::OffsetDateTime;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -35,22 +34,6 @@ pub const SIGNED_PREVIEW_KIND: &str = "daytona-signed-preview";
 pub fn random_secret() -> Vec<u8> {
     let mut rng = rand::rng();
     (0..32).map(|_| rng.random::<u8>()).collect()
-}
-
-/// Reads the secret from `path`, creating it (32 random bytes, hex, owner-only, written
-/// atomically) if it is missing or too short.
-pub fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().len() >= 32 => return Ok(text.trim().as_bytes().to_vec()),
-        Ok(_) => {
-            tracing::warn!(path = %path.display(), "Daytona token key is too short; replacing it")
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let key = hex::encode(random_secret());
-    platinum_hostagent::private_file::write(path, key.as_bytes())?;
-    Ok(key.into_bytes())
 }
 
 fn mac_of(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
@@ -277,22 +260,6 @@ mod tests {
             t.open_signed_preview(&forge(b"k", &format!("sbx.0.{}.00", now_unix() + 60))),
             None
         );
-    }
-
-    #[test]
-    fn secrets_persist_owner_only() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("daytona-secret");
-        let first = load_or_create_secret(&path).unwrap();
-        assert_eq!(first, load_or_create_secret(&path).unwrap());
-        assert!(first.len() >= 32);
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        std::fs::write(&path, "short").unwrap();
-        assert_ne!(load_or_create_secret(&path).unwrap(), b"short".to_vec());
     }
 
     #[test]

@@ -19,7 +19,6 @@ use axum::http::HeaderMap;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use std::path::Path;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -27,19 +26,6 @@ type HmacSha256 = Hmac<Sha256>;
 pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
 /// Header carrying the traffic access token (E2B's `E2B-Traffic-Access-Token`).
 pub const TRAFFIC_TOKEN_HEADER: &str = "e2b-traffic-access-token";
-
-/// Reads the token key from `path`, creating it (32 random bytes, hex, mode 0600) if missing.
-pub fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().len() >= 32 => return Ok(text.trim().as_bytes().to_vec()),
-        Ok(_) => tracing::warn!(path = %path.display(), "E2B token key is too short; replacing it"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let key = hex::encode(rand::random::<[u8; 32]>());
-    platinum_hostagent::private_file::write(path, key.as_bytes())?;
-    Ok(key.into_bytes())
-}
 
 /// The envd access token of a sandbox.
 pub fn access_token(secret: &[u8], sandbox_id: &str) -> String {
@@ -233,18 +219,5 @@ mod tests {
         h.insert("authorization", "Basic !!".parse().unwrap());
         assert!(basic_user(&h).is_err());
         assert_eq!(basic_user(&HeaderMap::new()), Ok(None));
-    }
-
-    #[test]
-    fn secrets_persist() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("e2b-secret");
-        let first = load_or_create_secret(&path).unwrap();
-        assert_eq!(first, load_or_create_secret(&path).unwrap());
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
     }
 }

@@ -18,8 +18,8 @@
 //! sandbox's ports to anyone who knows its id. Platinum does not: a sandbox's service ports (all
 //! but envd and the interpreter) need its traffic access token (returned as `trafficAccessToken`,
 //! sent as `E2B-Traffic-Access-Token`) or its envd access token, unless it was created here with
-//! an explicit `"network": {"allowPublicTraffic": true}` (kept as the hidden label
-//! [`META_PUBLIC`]). Sandboxes created by other front ends are never public to E2B routing.
+//! an explicit `"network": {"allowPublicTraffic": true}` (kept as the sandbox attribute
+//! [`ATTR_PUBLIC`], never in its metadata). Sandboxes created by other front ends are never public to E2B routing.
 
 use axum::Json;
 use axum::Router;
@@ -30,8 +30,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use platinum_engine::commands::code::CodeLanguage;
+use platinum_engine::model::ListQuery;
 use platinum_engine::model::{CreateSandbox, Sandbox, SandboxState, TimeoutAction};
-use platinum_engine::store::ListQuery;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -52,11 +52,8 @@ const MAX_PAGE: usize = 1000;
 const CLIENT_ID: &str = "6532622b";
 /// `endAt` of a sandbox without a timeout.
 const NEVER: &str = "9999-12-31T23:59:59Z";
-/// Label marking a sandbox created with `network.allowPublicTraffic: true` (never shown as
-/// metadata; E2B creates may not set labels under [`RESERVED_PREFIX`]).
-pub const META_PUBLIC: &str = "platinum.e2b/public";
-/// Prefix of the labels this front end keeps for itself.
-const RESERVED_PREFIX: &str = "platinum.e2b/";
+/// Attribute marking a sandbox created with `network.allowPublicTraffic: true`.
+pub const ATTR_PUBLIC: &str = "platinum.e2b/public";
 /// Templates whose sandboxes get their default Python context started right after create.
 const CODE_INTERPRETER_TEMPLATES: &[&str] = &["code-interpreter-v1"];
 
@@ -162,15 +159,7 @@ async fn load(ctx: &Ctx, id: &str) -> ApiResult<Sandbox> {
 /// Whether a sandbox's service ports are open to requests without a token (created through E2B
 /// with `network.allowPublicTraffic: true`).
 pub fn is_public(s: &Sandbox) -> bool {
-    s.metadata.get(META_PUBLIC).is_some_and(|v| v == "true")
-}
-
-/// The user's metadata, without this front end's own labels.
-fn user_metadata(s: &Sandbox) -> BTreeMap<&String, &String> {
-    s.metadata
-        .iter()
-        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
-        .collect()
+    s.attributes.get(ATTR_PUBLIC).is_some_and(|v| v == "true")
 }
 
 /// The `Sandbox` model (create, connect, resume).
@@ -208,7 +197,7 @@ fn listed_json(ctx: &Ctx, s: &Sandbox) -> Value {
         "memoryMB": s.memory_mib,
         "diskSizeMB": disk_mb,
         "state": e2b_state(s.state).unwrap_or("paused"),
-        "metadata": user_metadata(s),
+        "metadata": s.metadata,
     })
 }
 
@@ -384,19 +373,15 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
         (true, Some(false)) => TimeoutAction::Stop,
         (true, _) => TimeoutAction::Pause,
     };
-    let mut metadata = req.metadata.clone().unwrap_or_default();
-    if let Some(key) = metadata.keys().find(|k| k.starts_with(RESERVED_PREFIX)) {
-        return Err(ApiError::bad_request(format!(
-            "metadata key {key:?} is reserved (prefix {RESERVED_PREFIX:?})"
-        )));
-    }
+    let mut attributes = BTreeMap::new();
     if public_traffic(&req) {
-        metadata.insert(META_PUBLIC.into(), "true".into());
+        attributes.insert(ATTR_PUBLIC.to_string(), "true".to_string());
     }
     let create = CreateSandbox {
         template: Some(template.clone()),
         env: req.env_vars.clone().unwrap_or_default(),
-        metadata,
+        metadata: req.metadata.clone().unwrap_or_default(),
+        attributes,
         timeout_secs: Some(timeout),
         on_timeout: Some(on_timeout),
         internet: internet(&req)?,

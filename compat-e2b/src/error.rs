@@ -16,8 +16,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use platinum_engine::Error;
-use platinum_protocol::GuestErrorCode;
+use platinum_engine::{Error, ErrorCode};
 use serde_json::json;
 
 /// Message of the proxy's answer for a sandbox that does not run (the SDK's "was not found").
@@ -29,9 +28,9 @@ pub const TRAFFIC_TOKEN_REQUIRED: &str = "Invalid or missing traffic access toke
 
 fn log(status: u16, e: &Error) {
     if status >= 500 {
-        tracing::error!(code = e.code(), error = %e, "E2B request failed");
+        tracing::error!(code = %e.code(), error = %e, "E2B request failed");
     } else {
-        tracing::debug!(code = e.code(), error = %e, "E2B request refused");
+        tracing::debug!(code = %e.code(), error = %e, "E2B request refused");
     }
 }
 
@@ -64,7 +63,7 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let status = match &e {
+        match &e {
             Error::SandboxNotFound(id) => return ApiError::sandbox_not_found(id),
             Error::TemplateNotFound(t) => {
                 return ApiError {
@@ -72,18 +71,54 @@ impl From<Error> for ApiError {
                     message: format!("template '{t}' not found"),
                 };
             }
-            Error::InvalidRequest(_) => 400,
-            Error::InvalidState { .. } | Error::Conflict(_) => 409,
-            Error::Unauthorized => 401,
-            Error::CapacityExhausted(_) => 429,
-            Error::Vm(_) | Error::GuestUnreachable(_) => 500,
-            other => other.http_status(),
-        };
+            _ => {}
+        }
+        let status = api_status(e.code());
         log(status, &e);
         ApiError {
             status,
             message: e.to_string(),
         }
+    }
+}
+
+/// The control plane's status for a code: capacity is E2B's 429, a broken VM its 500, the rest
+/// as the native API answers.
+fn api_status(code: ErrorCode) -> u16 {
+    use ErrorCode as C;
+    match code {
+        C::CapacityExhausted => 429,
+        C::VmError | C::GuestUnreachable => 500,
+        C::SandboxNotFound
+        | C::TemplateNotFound
+        | C::InvalidRequest
+        | C::InvalidState
+        | C::Conflict
+        | C::Unauthorized
+        | C::PayloadTooLarge
+        | C::ExecTimeout
+        | C::FileNotFound
+        | C::AlreadyExists
+        | C::PermissionDenied
+        | C::NotADirectory
+        | C::IsADirectory
+        | C::DirectoryNotEmpty
+        | C::UserNotFound
+        | C::SpawnFailed
+        | C::ProcessNotFound
+        | C::NoSpace
+        | C::ReadOnly
+        | C::PortNotOpen
+        | C::GuestIoError
+        | C::Unsupported
+        | C::SessionNotFound
+        | C::CommandNotFound
+        | C::SessionEnded
+        | C::CommandFinished
+        | C::CodeContextNotFound
+        | C::ApiKeyNotFound
+        | C::StoreError
+        | C::Internal => code.http_status(),
     }
 }
 
@@ -198,53 +233,57 @@ impl ConnectError {
 
 impl From<Error> for ConnectError {
     fn from(e: Error) -> Self {
-        use ConnectCode as C;
-        let code = match &e {
+        match &e {
             Error::SandboxNotFound(id) => {
                 return ConnectError::new(
-                    C::Unavailable,
+                    ConnectCode::Unavailable,
                     format!("sandbox {id} {}", not_running()),
                 );
             }
             Error::InvalidState { id, state, .. } => {
                 return ConnectError::new(
-                    C::Unavailable,
+                    ConnectCode::Unavailable,
                     format!("sandbox {id} {} (it is {state})", not_running()),
                 );
             }
-            Error::InvalidRequest(_) => C::InvalidArgument,
-            Error::Unauthorized => C::Unauthenticated,
-            Error::PayloadTooLarge { .. } | Error::CapacityExhausted(_) => C::ResourceExhausted,
-            Error::ExecTimeout(_) => C::DeadlineExceeded,
-            Error::Guest(g) => match g.code {
-                GuestErrorCode::NotFound | GuestErrorCode::NoSuchProcess => C::NotFound,
-                GuestErrorCode::AlreadyExists => C::AlreadyExists,
-                GuestErrorCode::PermissionDenied | GuestErrorCode::ReadOnly => C::PermissionDenied,
-                GuestErrorCode::UserNotFound => C::Unauthenticated,
-                GuestErrorCode::NoSpace => C::ResourceExhausted,
-                GuestErrorCode::DirectoryNotEmpty => C::FailedPrecondition,
-                GuestErrorCode::Unsupported => C::Unimplemented,
-                GuestErrorCode::ConnectionRefused => C::Unavailable,
-                GuestErrorCode::Io => C::Internal,
-                GuestErrorCode::NotADirectory
-                | GuestErrorCode::IsADirectory
-                | GuestErrorCode::InvalidArgument
-                | GuestErrorCode::SpawnFailed => C::InvalidArgument,
-            },
-            Error::GuestUnreachable(_) | Error::Vm(_) => C::Unavailable,
-            Error::CodeContextNotFound(_)
-            | Error::ApiKeyNotFound(_)
-            | Error::SessionNotFound(_)
-            | Error::CommandNotFound(_)
-            | Error::TemplateNotFound(_) => C::NotFound,
-            Error::Unsupported(_) => C::Unimplemented,
-            Error::Conflict(_) | Error::SessionEnded(_) | Error::CommandFinished(_) => {
-                C::FailedPrecondition
-            }
-            Error::Store(_) | Error::Internal(_) => C::Internal,
-        };
+            _ => {}
+        }
+        let code = connect_code(e.code());
         log(code.http_status(), &e);
         ConnectError::new(code, e.to_string())
+    }
+}
+
+/// The Connect code envd would answer with.
+fn connect_code(code: ErrorCode) -> ConnectCode {
+    use ConnectCode as C;
+    use ErrorCode as E;
+    match code {
+        E::SandboxNotFound
+        | E::InvalidState
+        | E::GuestUnreachable
+        | E::VmError
+        | E::PortNotOpen => C::Unavailable,
+        E::InvalidRequest | E::NotADirectory | E::IsADirectory | E::SpawnFailed => {
+            C::InvalidArgument
+        }
+        E::Unauthorized | E::UserNotFound => C::Unauthenticated,
+        E::PayloadTooLarge | E::CapacityExhausted | E::NoSpace => C::ResourceExhausted,
+        E::ExecTimeout => C::DeadlineExceeded,
+        E::FileNotFound
+        | E::ProcessNotFound
+        | E::CodeContextNotFound
+        | E::ApiKeyNotFound
+        | E::SessionNotFound
+        | E::CommandNotFound
+        | E::TemplateNotFound => C::NotFound,
+        E::AlreadyExists => C::AlreadyExists,
+        E::PermissionDenied | E::ReadOnly => C::PermissionDenied,
+        E::DirectoryNotEmpty | E::Conflict | E::SessionEnded | E::CommandFinished => {
+            C::FailedPrecondition
+        }
+        E::Unsupported => C::Unimplemented,
+        E::GuestIoError | E::StoreError | E::Internal => C::Internal,
     }
 }
 
@@ -288,26 +327,53 @@ impl HttpError {
 
 impl From<Error> for HttpError {
     fn from(e: Error) -> Self {
-        let status = match &e {
-            Error::SandboxNotFound(_) | Error::InvalidState { .. } => {
-                return HttpError::new(502, format!("{SANDBOX_NOT_FOUND}: {e}"));
-            }
-            Error::InvalidRequest(_) => 400,
-            Error::Unauthorized => 401,
-            Error::PayloadTooLarge { .. } => 413,
-            Error::Guest(g) => match g.code {
-                GuestErrorCode::NotFound => 404,
-                GuestErrorCode::UserNotFound => 401,
-                GuestErrorCode::PermissionDenied | GuestErrorCode::ReadOnly => 403,
-                GuestErrorCode::NoSpace => 507,
-                GuestErrorCode::Io => 500,
-                _ => 400,
-            },
-            Error::GuestUnreachable(_) | Error::Vm(_) => 502,
-            other => other.http_status(),
-        };
+        let status = http_status(e.code());
+        if status == 502
+            && matches!(
+                e.code(),
+                ErrorCode::SandboxNotFound | ErrorCode::InvalidState
+            )
+        {
+            return HttpError::new(502, format!("{SANDBOX_NOT_FOUND}: {e}"));
+        }
         log(status, &e);
         HttpError::new(status, e.to_string())
+    }
+}
+
+/// The status envd's plain HTTP routes answer with (a sandbox that does not run: the proxy's
+/// 502; an unknown user: 401).
+fn http_status(code: ErrorCode) -> u16 {
+    use ErrorCode as C;
+    match code {
+        C::SandboxNotFound | C::InvalidState | C::GuestUnreachable | C::VmError => 502,
+        C::InvalidRequest
+        | C::AlreadyExists
+        | C::NotADirectory
+        | C::IsADirectory
+        | C::DirectoryNotEmpty
+        | C::SpawnFailed
+        | C::ProcessNotFound
+        | C::PortNotOpen => 400,
+        C::Unauthorized | C::UserNotFound => 401,
+        C::PermissionDenied | C::ReadOnly => 403,
+        C::FileNotFound => 404,
+        C::PayloadTooLarge => 413,
+        C::NoSpace => 507,
+        C::GuestIoError => 500,
+        C::TemplateNotFound
+        | C::CapacityExhausted
+        | C::ExecTimeout
+        | C::Unsupported
+        | C::Conflict
+        | C::SessionNotFound
+        | C::CommandNotFound
+        | C::SessionEnded
+        | C::CommandFinished
+        | C::CodeContextNotFound
+        | C::ApiKeyNotFound
+        | C::StoreError
+        | C::Internal => code.http_status(),
     }
 }
 
@@ -343,7 +409,6 @@ pub fn proxy_unauthorized(sandbox_id: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use platinum_protocol::GuestError;
 
     #[test]
     fn engine_errors_map_to_each_shape() {
@@ -356,17 +421,26 @@ mod tests {
         let c = ConnectError::from(gone());
         assert_eq!(c.code, ConnectCode::Unavailable);
         assert!(c.message.contains("was not found"), "{}", c.message);
-        let missing = || Error::Guest(GuestError::new(GuestErrorCode::NotFound, "no file"));
+        let missing = || Error::guest(ErrorCode::FileNotFound, "no file");
         assert_eq!(ConnectError::from(missing()).code, ConnectCode::NotFound);
         assert_eq!(HttpError::from(missing()).status, 404);
-        let full = Error::Guest(GuestError::new(GuestErrorCode::NoSpace, "disk full"));
+        let full = Error::guest(ErrorCode::NoSpace, "disk full");
         assert_eq!(HttpError::from(full).status, 507);
-        let nobody = Error::Guest(GuestError::new(GuestErrorCode::UserNotFound, "x"));
+        let nobody = Error::guest(ErrorCode::UserNotFound, "x");
         assert_eq!(
             ConnectError::from(nobody).code,
             ConnectCode::Unauthenticated
         );
         assert_eq!(HttpError::from(gone()).status, 502);
         assert_eq!(ConnectCode::Unauthenticated.http_status(), 401);
+        // Every code maps in every shape (the matches are exhaustive; this checks the values).
+        for code in ErrorCode::ALL {
+            assert!((400..600).contains(&api_status(code)), "{code}");
+            assert!((400..600).contains(&http_status(code)), "{code}");
+            assert!(
+                (400..600).contains(&connect_code(code).http_status()),
+                "{code}"
+            );
+        }
     }
 }

@@ -13,16 +13,16 @@
 
 use axum::Json;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use platinum_engine::Error;
 use platinum_engine::commands::code::{
     CodeContext, CodeEvent, CodeLanguage, CodeResult, CodeTarget, RunCode,
 };
+use platinum_frontend_http::ndjson;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -196,7 +196,7 @@ async fn execute(
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
-        let line = |v: Value| Ok(Bytes::from(format!("{v}\n")));
+        let line = |v: Value| Ok(ndjson::line(&v));
         loop {
             let next = tokio::select! {
                 next = run.next() => next,
@@ -233,17 +233,7 @@ async fn execute(
             }
         }
     });
-    let stream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-    (
-        StatusCode::OK,
-        [(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        )],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    ndjson::channel_response(rx)
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -74,7 +74,10 @@ impl E2bConfig {
     pub fn from_data_dir(data_dir: &Path, domain: Option<String>) -> std::io::Result<Self> {
         Ok(E2bConfig {
             domain,
-            secret: auth::load_or_create_secret(&data_dir.join(SECRET_FILE))?,
+            secret: platinum_engine::secrets::load_or_create_secret(
+                &data_dir.join(SECRET_FILE),
+                "the E2B token key",
+            )?,
         })
     }
 }

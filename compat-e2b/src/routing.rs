@@ -148,9 +148,13 @@ async fn serve(ctx: Ctx, t: Target, mut req: Request) -> Response {
                 .path_and_query()
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "/".into());
-            match platinum_rest::proxy::forward(&ctx.engine, &t.sandbox, port, &path, req).await {
+            match platinum_frontend_http::relay::forward(&ctx.engine, &t.sandbox, port, &path, req)
+                .await
+            {
                 Ok(response) => response,
-                Err(e) if e.code() == "port_not_open" => proxy_error(&t.sandbox, PORT_NOT_OPEN),
+                Err(e) if e.code() == platinum_engine::ErrorCode::PortNotOpen => {
+                    proxy_error(&t.sandbox, PORT_NOT_OPEN)
+                }
                 Err(e) => HttpError::from(e).into_response(),
             }
         }

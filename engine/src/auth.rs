@@ -420,6 +420,7 @@ impl ApiKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use crate::store::sqlite::SqliteStore;
 
     const ENV_KEY_A: &str = "env-key-A-0123456789abcdefghijklmnop";
@@ -500,7 +501,7 @@ mod tests {
             .await
             .err()
             .expect("a revoked env key is refused");
-        assert_eq!(err.code(), "invalid_request");
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
         assert!(err.to_string().contains("revoked"), "{err}");
         assert!(!err.to_string().contains(ENV_KEY_A), "{err}");
     }
@@ -516,7 +517,7 @@ mod tests {
                 .await
                 .err()
                 .expect("weak key refused");
-            assert_eq!(err.code(), "invalid_request");
+            assert_eq!(err.code(), ErrorCode::InvalidRequest);
             assert!(
                 err.to_string().contains("PLATINUM_API_KEY is too weak"),
                 "{err}"

@@ -38,7 +38,7 @@ pub struct Engine {
     /// Last activity per sandbox, exact (the store's copy is written at most every few seconds).
     seen: Mutex<HashMap<String, OffsetDateTime>>,
     /// Named background shells (`commands::sessions`).
-    pub(crate) sessions: crate::commands::sessions::Sessions,
+    pub(crate) sessions: crate::sessions::Sessions,
     /// Code-context kernels (`commands::code`).
     pub(crate) code: crate::code::Kernels,
     pub(crate) shutdown: CancellationToken,
@@ -139,19 +139,21 @@ impl Engine {
         &self.config
     }
 
-    /// The host agent.
-    pub fn host(&self) -> &Arc<dyn HostAgent> {
-        &self.host
+    /// The host this engine runs sandboxes on.
+    pub fn host_info(&self) -> crate::model::HostInfo {
+        let info = self.host.info();
+        crate::model::HostInfo {
+            vmm: crate::commands::sandbox::wire_name(&info.vmm),
+            accel: crate::commands::sandbox::wire_name(&info.accel),
+            reason: info.reason,
+            transport: crate::commands::sandbox::wire_name(&info.transport),
+            network_unavailable: info.network_unavailable,
+        }
     }
 
     /// API keys.
     pub fn api_keys(&self) -> &ApiKeys {
         &self.keys
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     /// Serialises lifecycle changes of one sandbox.

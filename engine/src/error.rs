@@ -7,6 +7,218 @@ use platinum_protocol::{GuestError, GuestErrorCode, MuxError};
 /// Result alias for the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Every machine-readable failure code a front end can see. Front ends map failures by matching
+/// this enum exhaustively, so a new code that a front end does not map fails to compile there
+/// instead of becoming a silent 500.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// No sandbox with that id.
+    SandboxNotFound,
+    /// No template with that name.
+    TemplateNotFound,
+    /// The request is malformed (also the guest's "invalid argument").
+    InvalidRequest,
+    /// The sandbox is not in a state that allows this.
+    InvalidState,
+    /// Missing or wrong API key.
+    Unauthorized,
+    /// The upload is larger than allowed.
+    PayloadTooLarge,
+    /// The host has no room for another sandbox.
+    CapacityExhausted,
+    /// A command ran past its timeout.
+    ExecTimeout,
+    /// Guest: no such file or directory.
+    FileNotFound,
+    /// Guest: the path exists already.
+    AlreadyExists,
+    /// Guest: permission denied.
+    PermissionDenied,
+    /// Guest: a path component is not a directory.
+    NotADirectory,
+    /// Guest: the path is a directory.
+    IsADirectory,
+    /// Guest: the directory is not empty.
+    DirectoryNotEmpty,
+    /// Guest: no such user.
+    UserNotFound,
+    /// Guest: the program could not be started.
+    SpawnFailed,
+    /// Guest: no such process.
+    ProcessNotFound,
+    /// Guest: no space left on the device.
+    NoSpace,
+    /// Guest: read-only file system.
+    ReadOnly,
+    /// Guest: nothing listens on that port.
+    PortNotOpen,
+    /// Guest: another I/O error.
+    GuestIoError,
+    /// The guest agent did not answer or its connection broke.
+    GuestUnreachable,
+    /// The VM failed to boot or died.
+    VmError,
+    /// This host, driver or guest cannot do that.
+    Unsupported,
+    /// A conflicting operation is in progress or the resource exists.
+    Conflict,
+    /// No background shell session with that id.
+    SessionNotFound,
+    /// No command with that id in the session.
+    CommandNotFound,
+    /// The session's shell has exited.
+    SessionEnded,
+    /// The command has already finished.
+    CommandFinished,
+    /// No code context with that id.
+    CodeContextNotFound,
+    /// No API key with that id.
+    ApiKeyNotFound,
+    /// Storage failed.
+    StoreError,
+    /// A bug or a host problem.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, once.
+    pub const ALL: [ErrorCode; 33] = [
+        ErrorCode::SandboxNotFound,
+        ErrorCode::TemplateNotFound,
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidState,
+        ErrorCode::Unauthorized,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::CapacityExhausted,
+        ErrorCode::ExecTimeout,
+        ErrorCode::FileNotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::PermissionDenied,
+        ErrorCode::NotADirectory,
+        ErrorCode::IsADirectory,
+        ErrorCode::DirectoryNotEmpty,
+        ErrorCode::UserNotFound,
+        ErrorCode::SpawnFailed,
+        ErrorCode::ProcessNotFound,
+        ErrorCode::NoSpace,
+        ErrorCode::ReadOnly,
+        ErrorCode::PortNotOpen,
+        ErrorCode::GuestIoError,
+        ErrorCode::GuestUnreachable,
+        ErrorCode::VmError,
+        ErrorCode::Unsupported,
+        ErrorCode::Conflict,
+        ErrorCode::SessionNotFound,
+        ErrorCode::CommandNotFound,
+        ErrorCode::SessionEnded,
+        ErrorCode::CommandFinished,
+        ErrorCode::CodeContextNotFound,
+        ErrorCode::ApiKeyNotFound,
+        ErrorCode::StoreError,
+        ErrorCode::Internal,
+    ];
+
+    /// The stable wire name (`sandbox_not_found`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::SandboxNotFound => "sandbox_not_found",
+            ErrorCode::TemplateNotFound => "template_not_found",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::CapacityExhausted => "capacity_exhausted",
+            ErrorCode::ExecTimeout => "exec_timeout",
+            ErrorCode::FileNotFound => "file_not_found",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::NotADirectory => "not_a_directory",
+            ErrorCode::IsADirectory => "is_a_directory",
+            ErrorCode::DirectoryNotEmpty => "directory_not_empty",
+            ErrorCode::UserNotFound => "user_not_found",
+            ErrorCode::SpawnFailed => "spawn_failed",
+            ErrorCode::ProcessNotFound => "process_not_found",
+            ErrorCode::NoSpace => "no_space",
+            ErrorCode::ReadOnly => "read_only",
+            ErrorCode::PortNotOpen => "port_not_open",
+            ErrorCode::GuestIoError => "guest_io_error",
+            ErrorCode::GuestUnreachable => "guest_unreachable",
+            ErrorCode::VmError => "vm_error",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::SessionNotFound => "session_not_found",
+            ErrorCode::CommandNotFound => "command_not_found",
+            ErrorCode::SessionEnded => "session_ended",
+            ErrorCode::CommandFinished => "command_finished",
+            ErrorCode::CodeContextNotFound => "code_context_not_found",
+            ErrorCode::ApiKeyNotFound => "api_key_not_found",
+            ErrorCode::StoreError => "store_error",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// HTTP status for the native API (compat front ends map codes to their own statuses).
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::SandboxNotFound
+            | ErrorCode::TemplateNotFound
+            | ErrorCode::SessionNotFound
+            | ErrorCode::CommandNotFound
+            | ErrorCode::CodeContextNotFound
+            | ErrorCode::ApiKeyNotFound
+            | ErrorCode::FileNotFound
+            | ErrorCode::ProcessNotFound => 404,
+            ErrorCode::SessionEnded | ErrorCode::CommandFinished => 410,
+            ErrorCode::InvalidRequest
+            | ErrorCode::NotADirectory
+            | ErrorCode::IsADirectory
+            | ErrorCode::UserNotFound
+            | ErrorCode::SpawnFailed => 400,
+            ErrorCode::InvalidState
+            | ErrorCode::Conflict
+            | ErrorCode::AlreadyExists
+            | ErrorCode::DirectoryNotEmpty => 409,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::PermissionDenied | ErrorCode::ReadOnly => 403,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::CapacityExhausted => 503,
+            ErrorCode::ExecTimeout => 408,
+            ErrorCode::NoSpace => 507,
+            ErrorCode::PortNotOpen | ErrorCode::GuestUnreachable | ErrorCode::VmError => 502,
+            ErrorCode::Unsupported => 501,
+            ErrorCode::GuestIoError | ErrorCode::StoreError | ErrorCode::Internal => 500,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<GuestErrorCode> for ErrorCode {
+    fn from(code: GuestErrorCode) -> Self {
+        match code {
+            GuestErrorCode::NotFound => ErrorCode::FileNotFound,
+            GuestErrorCode::AlreadyExists => ErrorCode::AlreadyExists,
+            GuestErrorCode::PermissionDenied => ErrorCode::PermissionDenied,
+            GuestErrorCode::NotADirectory => ErrorCode::NotADirectory,
+            GuestErrorCode::IsADirectory => ErrorCode::IsADirectory,
+            GuestErrorCode::DirectoryNotEmpty => ErrorCode::DirectoryNotEmpty,
+            GuestErrorCode::InvalidArgument => ErrorCode::InvalidRequest,
+            GuestErrorCode::UserNotFound => ErrorCode::UserNotFound,
+            GuestErrorCode::SpawnFailed => ErrorCode::SpawnFailed,
+            GuestErrorCode::NoSuchProcess => ErrorCode::ProcessNotFound,
+            GuestErrorCode::NoSpace => ErrorCode::NoSpace,
+            GuestErrorCode::ReadOnly => ErrorCode::ReadOnly,
+            GuestErrorCode::Unsupported => ErrorCode::Unsupported,
+            GuestErrorCode::ConnectionRefused => ErrorCode::PortNotOpen,
+            GuestErrorCode::Io => ErrorCode::GuestIoError,
+        }
+    }
+}
+
 /// Everything that can go wrong in a command.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,8 +259,13 @@ pub enum Error {
     #[error("command timed out after {0} ms")]
     ExecTimeout(u64),
     /// The guest reported a failure (file not found, permission denied, ...).
-    #[error(transparent)]
-    Guest(GuestError),
+    #[error("{message}")]
+    Guest {
+        /// What failed, as one of the guest codes ([`ErrorCode::FileNotFound`], ...).
+        code: ErrorCode,
+        /// The guest's message.
+        message: String,
+    },
     /// The guest agent did not answer or its connection broke.
     #[error("guest agent unreachable: {0}")]
     GuestUnreachable(String),
@@ -88,90 +305,60 @@ pub enum Error {
 }
 
 impl Error {
-    /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    /// The machine-readable code.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::SandboxNotFound(_) => "sandbox_not_found",
-            Error::TemplateNotFound(_) => "template_not_found",
-            Error::InvalidRequest(_) => "invalid_request",
-            Error::InvalidState { .. } => "invalid_state",
-            Error::Unauthorized => "unauthorized",
-            Error::PayloadTooLarge { .. } => "payload_too_large",
-            Error::CapacityExhausted(_) => "capacity_exhausted",
-            Error::ExecTimeout(_) => "exec_timeout",
-            Error::Guest(g) => guest_code(g.code),
-            Error::GuestUnreachable(_) => "guest_unreachable",
-            Error::Vm(_) => "vm_error",
-            Error::Unsupported(_) => "unsupported",
-            Error::Conflict(_) => "conflict",
-            Error::SessionNotFound(_) => "session_not_found",
-            Error::CommandNotFound(_) => "command_not_found",
-            Error::SessionEnded(_) => "session_ended",
-            Error::CommandFinished(_) => "command_finished",
-            Error::CodeContextNotFound(_) => "code_context_not_found",
-            Error::ApiKeyNotFound(_) => "api_key_not_found",
-            Error::Store(_) => "store_error",
-            Error::Internal(_) => "internal",
+            Error::SandboxNotFound(_) => ErrorCode::SandboxNotFound,
+            Error::TemplateNotFound(_) => ErrorCode::TemplateNotFound,
+            Error::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Error::InvalidState { .. } => ErrorCode::InvalidState,
+            Error::Unauthorized => ErrorCode::Unauthorized,
+            Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::CapacityExhausted(_) => ErrorCode::CapacityExhausted,
+            Error::ExecTimeout(_) => ErrorCode::ExecTimeout,
+            Error::Guest { code, .. } => *code,
+            Error::GuestUnreachable(_) => ErrorCode::GuestUnreachable,
+            Error::Vm(_) => ErrorCode::VmError,
+            Error::Unsupported(_) => ErrorCode::Unsupported,
+            Error::Conflict(_) => ErrorCode::Conflict,
+            Error::SessionNotFound(_) => ErrorCode::SessionNotFound,
+            Error::CommandNotFound(_) => ErrorCode::CommandNotFound,
+            Error::SessionEnded(_) => ErrorCode::SessionEnded,
+            Error::CommandFinished(_) => ErrorCode::CommandFinished,
+            Error::CodeContextNotFound(_) => ErrorCode::CodeContextNotFound,
+            Error::ApiKeyNotFound(_) => ErrorCode::ApiKeyNotFound,
+            Error::Store(_) => ErrorCode::StoreError,
+            Error::Internal(_) => ErrorCode::Internal,
         }
     }
 
     /// HTTP status for the native API (compat front ends map codes to their own statuses).
     pub fn http_status(&self) -> u16 {
-        match self {
-            Error::SandboxNotFound(_)
-            | Error::TemplateNotFound(_)
-            | Error::SessionNotFound(_)
-            | Error::CommandNotFound(_)
-            | Error::CodeContextNotFound(_)
-            | Error::ApiKeyNotFound(_) => 404,
-            Error::SessionEnded(_) | Error::CommandFinished(_) => 410,
-            Error::InvalidRequest(_) => 400,
-            Error::InvalidState { .. } | Error::Conflict(_) => 409,
-            Error::Unauthorized => 401,
-            Error::PayloadTooLarge { .. } => 413,
-            Error::CapacityExhausted(_) => 503,
-            Error::ExecTimeout(_) => 408,
-            Error::Guest(g) => match g.code {
-                GuestErrorCode::NotFound | GuestErrorCode::NoSuchProcess => 404,
-                GuestErrorCode::PermissionDenied | GuestErrorCode::ReadOnly => 403,
-                GuestErrorCode::AlreadyExists | GuestErrorCode::DirectoryNotEmpty => 409,
-                GuestErrorCode::NoSpace => 507,
-                GuestErrorCode::ConnectionRefused => 502,
-                GuestErrorCode::Io => 500,
-                GuestErrorCode::Unsupported => 501,
-                _ => 400,
-            },
-            Error::GuestUnreachable(_) | Error::Vm(_) => 502,
-            Error::Unsupported(_) => 501,
-            Error::Store(_) | Error::Internal(_) => 500,
+        self.code().http_status()
+    }
+
+    /// A failure the guest would report with `code`.
+    pub fn guest(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error::Guest {
+            code,
+            message: message.into(),
         }
     }
 }
 
-fn guest_code(code: GuestErrorCode) -> &'static str {
-    match code {
-        GuestErrorCode::NotFound => "file_not_found",
-        GuestErrorCode::AlreadyExists => "already_exists",
-        GuestErrorCode::PermissionDenied => "permission_denied",
-        GuestErrorCode::NotADirectory => "not_a_directory",
-        GuestErrorCode::IsADirectory => "is_a_directory",
-        GuestErrorCode::DirectoryNotEmpty => "directory_not_empty",
-        GuestErrorCode::InvalidArgument => "invalid_request",
-        GuestErrorCode::UserNotFound => "user_not_found",
-        GuestErrorCode::SpawnFailed => "spawn_failed",
-        GuestErrorCode::NoSuchProcess => "process_not_found",
-        GuestErrorCode::NoSpace => "no_space",
-        GuestErrorCode::ReadOnly => "read_only",
-        GuestErrorCode::Unsupported => "unsupported",
-        GuestErrorCode::ConnectionRefused => "port_not_open",
-        GuestErrorCode::Io => "guest_io_error",
+impl From<GuestError> for Error {
+    fn from(g: GuestError) -> Self {
+        Error::Guest {
+            code: g.code.into(),
+            message: g.message,
+        }
     }
 }
 
 impl From<HostError> for Error {
     fn from(e: HostError) -> Self {
         match e {
-            HostError::Guest(g) => Error::Guest(g),
+            HostError::Guest(g) => g.into(),
             HostError::Transport(m) => Error::GuestUnreachable(m.to_string()),
             HostError::GuestUnreachable(m) => Error::GuestUnreachable(m),
             HostError::ProtocolMismatch { .. } => Error::GuestUnreachable(e.to_string()),
@@ -218,45 +405,105 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn every_variant_has_a_code_and_status() {
+        let s = || "x".to_string();
         let cases = [
-            (Error::SandboxNotFound("x".into()), "sandbox_not_found", 404),
-            (Error::InvalidRequest("x".into()), "invalid_request", 400),
+            (Error::SandboxNotFound(s()), "sandbox_not_found", 404),
+            (Error::TemplateNotFound(s()), "template_not_found", 404),
+            (Error::InvalidRequest(s()), "invalid_request", 400),
+            (
+                Error::InvalidState {
+                    id: s(),
+                    state: s(),
+                    action: s(),
+                    needed: s(),
+                },
+                "invalid_state",
+                409,
+            ),
             (Error::Unauthorized, "unauthorized", 401),
             (
                 Error::PayloadTooLarge { limit: 1 },
                 "payload_too_large",
                 413,
             ),
+            (Error::CapacityExhausted(s()), "capacity_exhausted", 503),
             (Error::ExecTimeout(5), "exec_timeout", 408),
-            (Error::SessionNotFound("s".into()), "session_not_found", 404),
-            (Error::SessionEnded("s".into()), "session_ended", 410),
-            (Error::ApiKeyNotFound("k".into()), "api_key_not_found", 404),
             (
-                Error::CodeContextNotFound("c".into()),
-                "code_context_not_found",
-                404,
-            ),
-            (
-                Error::Guest(GuestError::new(GuestErrorCode::NotFound, "x")),
+                Error::guest(ErrorCode::FileNotFound, "x"),
                 "file_not_found",
                 404,
             ),
+            (Error::GuestUnreachable(s()), "guest_unreachable", 502),
+            (Error::Vm(s()), "vm_error", 502),
+            (Error::Unsupported(s()), "unsupported", 501),
+            (Error::Conflict(s()), "conflict", 409),
+            (Error::SessionNotFound(s()), "session_not_found", 404),
+            (Error::CommandNotFound(s()), "command_not_found", 404),
+            (Error::SessionEnded(s()), "session_ended", 410),
+            (Error::CommandFinished(s()), "command_finished", 410),
             (
-                Error::Guest(GuestError::new(GuestErrorCode::PermissionDenied, "x")),
-                "permission_denied",
-                403,
+                Error::CodeContextNotFound(s()),
+                "code_context_not_found",
+                404,
             ),
-            (
-                Error::GuestUnreachable("x".into()),
-                "guest_unreachable",
-                502,
-            ),
+            (Error::ApiKeyNotFound(s()), "api_key_not_found", 404),
+            (Error::Store(s()), "store_error", 500),
+            (Error::Internal(s()), "internal", 500),
         ];
-        for (e, code, status) in cases {
-            assert_eq!((e.code(), e.http_status()), (code, status), "{e}");
+        for (e, code, status) in &cases {
+            assert_eq!(
+                (e.code().as_str(), e.http_status()),
+                (*code, *status),
+                "{e}"
+            );
         }
+        // One case per variant: the codes above are all different variants' codes.
+        let seen: HashSet<&str> = cases.iter().map(|(_, c, _)| *c).collect();
+        assert_eq!(seen.len(), cases.len());
+    }
+
+    #[test]
+    fn every_code_has_a_unique_name_and_an_error_status() {
+        let names: HashSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for code in ErrorCode::ALL {
+            assert!((400..600).contains(&code.http_status()), "{code}");
+        }
+    }
+
+    #[test]
+    fn every_guest_code_maps_to_an_engine_code() {
+        use GuestErrorCode as G;
+        let all = [
+            G::NotFound,
+            G::AlreadyExists,
+            G::PermissionDenied,
+            G::NotADirectory,
+            G::IsADirectory,
+            G::DirectoryNotEmpty,
+            G::InvalidArgument,
+            G::UserNotFound,
+            G::SpawnFailed,
+            G::NoSuchProcess,
+            G::NoSpace,
+            G::ReadOnly,
+            G::Unsupported,
+            G::ConnectionRefused,
+            G::Io,
+        ];
+        for g in all {
+            let e = Error::from(GuestError::new(g, "m"));
+            assert_eq!(e.to_string(), "m");
+            assert!(ErrorCode::ALL.contains(&e.code()));
+        }
+        let e = Error::from(GuestError::new(G::PermissionDenied, "no"));
+        assert_eq!(
+            (e.code(), e.http_status()),
+            (ErrorCode::PermissionDenied, 403)
+        );
     }
 }

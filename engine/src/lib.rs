@@ -6,25 +6,37 @@
 //! - [`commands`]: the commands themselves (`impl Engine` methods with typed inputs and outputs).
 //! - [`model`]: sandboxes, states and the command shapes (also the REST/MCP wire shapes).
 //! - [`error`]: every failure with its stable machine code and HTTP status.
-//! - [`store`]: the state store (SQLite embedded; PostgreSQL for multi-host).
+//! - [`store`]: the state store (SQLite, embedded; a PostgreSQL store for multi-host is planned,
+//!   not yet written).
 //! - [`lifecycle`], [`reconciler`]: background loops for expiry and for VMs that die.
 //! - [`auth`]: API keys.
+//! - [`process`]: a guest process as front ends see it (stream, stdin, exit status, PTY size).
+//! - [`secrets`]: signing keys kept in the data directory.
+//! - [`env`]: the default user and home, and the rule for environment variable names.
 
 pub mod auth;
 mod code;
 pub mod commands;
 pub mod config;
 mod engine;
+pub mod env;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;
 pub mod model;
+pub mod process;
 pub mod reconciler;
+pub mod secrets;
+mod sessions;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod text;
 
 pub use commands::exec::StreamOptions;
+pub use commands::files::CreateAs;
+pub use commands::run::{HOST_GRACE, Retain, Run, RunEvent, RunOutput};
 pub use config::EngineConfig;
 pub use engine::Engine;
-pub use error::{Error, Result};
-pub use platinum_hostagent::guest::{ExecEvent, ExecStream, FileDownload};
+pub use error::{Error, ErrorCode, Result};
+pub use process::{ExecEvent, ExecStream, ExitStatus, FileDownload, PtySize, SIGKILL, StdinWriter};

@@ -183,6 +183,7 @@ mod tests {
             vcpus: 1,
             memory_mib: 512,
             env: Default::default(),
+            attributes: Default::default(),
             metadata: Default::default(),
             created_at: t,
             expires_at: None,

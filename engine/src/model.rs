@@ -210,8 +210,13 @@ pub struct Sandbox {
     pub memory_mib: u32,
     /// Environment variables every command gets.
     pub env: BTreeMap<String, String>,
-    /// Free-form labels.
+    /// Free-form labels. Keys under the reserved `platinum.` prefix are refused.
     pub metadata: BTreeMap<String, String>,
+    /// State a front end keeps about the sandbox (Daytona's public flag and preview-signing
+    /// generation, E2B's public traffic flag): never part of the metadata a user sets or sees,
+    /// changed only through [`crate::Engine::update_attributes`].
+    #[serde(skip)]
+    pub attributes: BTreeMap<String, String>,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -254,9 +259,14 @@ pub struct CreateSandbox {
     /// Environment variables for every command.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Free-form labels (string to string).
+    /// Free-form labels (string to string; keys under the reserved `platinum.` prefix are
+    /// refused).
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Front-end state to store with the new sandbox ([`Sandbox::attributes`]); set by front
+    /// ends in code, never from a request body.
+    #[serde(skip)]
+    pub attributes: BTreeMap<String, String>,
     /// Seconds until the sandbox expires (default 300; 0 = never).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
@@ -283,6 +293,45 @@ pub enum CommandLine {
     Shell(String),
     /// An argv vector, run directly.
     Argv(Vec<String>),
+}
+
+/// Filter and page for listing sandboxes. Results are newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only these states (empty = all but `deleted`).
+    pub states: Vec<SandboxState>,
+    /// Every pair must match the sandbox's metadata.
+    pub metadata: Vec<(String, String)>,
+    /// Only sandboxes whose name starts with this (ASCII case-insensitive).
+    pub name_prefix: Option<String>,
+    /// Page size.
+    pub limit: u32,
+    /// Continue after this cursor (from [`Page::next_cursor`]).
+    pub cursor: Option<String>,
+}
+
+/// One page of sandboxes.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The sandboxes.
+    pub items: Vec<Sandbox>,
+    /// Cursor for the next page, if there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// The host this engine runs sandboxes on, as `platinum up` and the benchmarks print it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostInfo {
+    /// VMM driver (`qemu`, `cloud-hypervisor`).
+    pub vmm: String,
+    /// Accelerator (`kvm`, `tcg`).
+    pub accel: String,
+    /// Why this VMM and accelerator were chosen.
+    pub reason: String,
+    /// Default guest transport.
+    pub transport: String,
+    /// Sandbox networking: `None` when available, else why not.
+    pub network_unavailable: Option<String>,
 }
 
 /// Parameters of `exec`.

@@ -106,6 +106,7 @@ impl Reaper {
                         code: Some(code),
                         signal: None,
                         timed_out: false,
+                        elapsed_us: None,
                     },
                 ),
                 Ok(WaitStatus::Signaled(pid, sig, _core)) => (
@@ -114,6 +115,7 @@ impl Reaper {
                         code: None,
                         signal: Some(sig as i32),
                         timed_out: false,
+                        elapsed_us: None,
                     },
                 ),
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,

@@ -137,7 +137,9 @@ impl Session {
             Request::WriteFile(req) => files::write_file(agent, &defaults, req, rx).await,
             Request::ListDir { at, depth } => files::list_dir(agent, &defaults, at, depth).await,
             Request::Stat(at) => files::stat(agent, &defaults, at).await,
-            Request::MakeDir { at, mode } => files::make_dir(agent, &defaults, at, mode).await,
+            Request::MakeDir { at, mode, owner } => {
+                files::make_dir(agent, &defaults, at, mode, owner).await
+            }
             Request::Remove { at, recursive } => {
                 files::remove(agent, &defaults, at, recursive).await
             }

@@ -4,7 +4,8 @@
 //! preference:
 //! 1. **Reflink** (`FICLONE`): an instant, space-sharing raw clone, when the base and the
 //!    destination are on one filesystem that supports it (XFS with `reflink=1`, btrfs).
-//! 2. The fallback the caller picked with [`Fallback`]:
+//! 2. The fallback the caller picked with [`Fallback`] (also taken directly, without trying a
+//!    reflink, when [`DiskOptions::force_fallback`] is set):
 //!    - [`Fallback::Qcow2Overlay`]: `qemu-img create -f qcow2 -F raw -b <base> <dest>`; instant,
 //!      but the base must stay in place and unchanged for the disk's whole life;
 //!    - [`Fallback::SparseCopy`]: a full, independent raw copy that skips zero blocks.
@@ -68,6 +69,10 @@ pub struct DiskOptions {
     pub fallback: Fallback,
     /// `qemu-img` binary (looked up on `PATH` when `None`).
     pub qemu_img: Option<PathBuf>,
+    /// Skip the reflink attempt and always make the disk with [`DiskOptions::fallback`]
+    /// (default `false`: reflink first). Makes the method independent of what the
+    /// destination's filesystem supports, e.g. for tests of each fallback.
+    pub force_fallback: bool,
 }
 
 /// Makes a writable disk at `dest` (which must not exist) from the raw image `base`, and
@@ -91,10 +96,14 @@ pub async fn create_disk(
             dest.display()
         )));
     }
-    let (src, dst) = (base.to_path_buf(), dest.to_path_buf());
-    let reflinked = tokio::task::spawn_blocking(move || reflink(&src, &dst))
-        .await
-        .map_err(|e| Error::io("reflink task", std::io::Error::other(e)))??;
+    let reflinked = if options.force_fallback {
+        false
+    } else {
+        let (src, dst) = (base.to_path_buf(), dest.to_path_buf());
+        tokio::task::spawn_blocking(move || reflink(&src, &dst))
+            .await
+            .map_err(|e| Error::io("reflink task", std::io::Error::other(e)))??
+    };
     let (format, method) = if reflinked {
         (DiskFormat::Raw, CloneMethod::Reflink)
     } else {
@@ -277,24 +286,49 @@ mod tests {
         }
     }
 
+    /// Options that skip the reflink attempt and use `fallback`.
+    fn forced(fallback: Fallback) -> DiskOptions {
+        DiskOptions {
+            fallback,
+            force_fallback: true,
+            ..DiskOptions::default()
+        }
+    }
+
     #[tokio::test]
-    async fn sparse_copy_fallback_keeps_data_and_holes() {
+    async fn reflink_is_tried_first_and_shares_the_data() {
         let dir = tempfile::tempdir().expect("tempdir");
-        if reflink_works_in(dir.path()) {
-            eprintln!("skipping: the temp dir supports reflink, so the fallback is not taken");
+        if !reflink_works_in(dir.path()) {
+            eprintln!(
+                "skipping: the temp dir {} cannot reflink (tests/disk.rs covers reflink on XFS)",
+                dir.path().display()
+            );
             return;
         }
         let base = base_image(dir.path());
         let dest = dir.path().join("disk.raw");
-        let options = DiskOptions {
-            fallback: Fallback::SparseCopy,
-            qemu_img: None,
-        };
-        let disk = create_disk("rootfs", &base, &dest, &options)
+        let disk = create_disk("rootfs", &base, &dest, &DiskOptions::default())
+            .await
+            .expect("create");
+        assert_eq!(disk.method, CloneMethod::Reflink);
+        assert_eq!(disk.spec.format, DiskFormat::Raw);
+        assert_eq!(
+            std::fs::read(&base).expect("base"),
+            std::fs::read(&dest).expect("dest")
+        );
+    }
+
+    #[tokio::test]
+    async fn sparse_copy_fallback_keeps_data_and_holes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = base_image(dir.path());
+        let dest = dir.path().join("disk.raw");
+        let disk = create_disk("rootfs", &base, &dest, &forced(Fallback::SparseCopy))
             .await
             .expect("create");
         assert_eq!(disk.method, CloneMethod::SparseCopy);
         assert_eq!(disk.spec.format, DiskFormat::Raw);
+        assert_eq!(disk.spec.path, dest);
         assert_eq!(
             std::fs::read(&base).expect("base"),
             std::fs::read(&dest).expect("dest")
@@ -306,36 +340,53 @@ mod tests {
             "copy is not sparse: {} blocks",
             meta.blocks()
         );
+        // An independent copy: writing to it leaves the base alone.
+        OpenOptions::new()
+            .write(true)
+            .open(&dest)
+            .expect("open copy")
+            .write_all(b"changed")
+            .expect("write");
+        assert_eq!(std::fs::read(&base).expect("base")[..7], [0xAB; 7]);
     }
 
     #[tokio::test]
-    async fn qcow2_fallback_makes_an_overlay() {
+    async fn qcow2_fallback_makes_an_overlay_with_the_base_data() {
+        let qemu_img = crate::process::find_in_path("qemu-img")
+            .expect("qemu-img is needed for the qcow2 overlay (apt-get install qemu-utils)");
         let dir = tempfile::tempdir().expect("tempdir");
-        if reflink_works_in(dir.path()) {
-            eprintln!("skipping: the temp dir supports reflink, so the fallback is not taken");
-            return;
-        }
-        if crate::process::find_in_path("qemu-img").is_none() {
-            eprintln!("skipping: qemu-img not installed (apt-get install qemu-utils)");
-            return;
-        }
         let base = base_image(dir.path());
         let dest = dir.path().join("disk.qcow2");
-        let disk = create_disk("rootfs", &base, &dest, &DiskOptions::default())
+        let disk = create_disk("rootfs", &base, &dest, &forced(Fallback::Qcow2Overlay))
             .await
             .expect("create");
         assert_eq!(disk.method, CloneMethod::Qcow2Overlay);
         assert_eq!(disk.spec.format, DiskFormat::Qcow2);
-        let info = std::process::Command::new("qemu-img")
+        assert_eq!(disk.spec.path, dest);
+        let info = std::process::Command::new(&qemu_img)
             .args(["info", "--output=json"])
             .arg(&dest)
             .output()
             .expect("qemu-img info");
+        assert!(info.status.success(), "qemu-img info failed");
         let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
         assert_eq!(info["format"], "qcow2");
         assert_eq!(info["backing-filename"], base.display().to_string());
         assert_eq!(info["backing-filename-format"], "raw");
         assert_eq!(info["virtual-size"], 4 << 20);
+        // What a guest reads through the overlay is the base's data.
+        let flat = dir.path().join("flat.raw");
+        let convert = std::process::Command::new(&qemu_img)
+            .args(["convert", "-f", "qcow2", "-O", "raw"])
+            .arg(&dest)
+            .arg(&flat)
+            .status()
+            .expect("qemu-img convert");
+        assert!(convert.success(), "qemu-img convert failed");
+        assert_eq!(
+            std::fs::read(&base).expect("base"),
+            std::fs::read(&flat).expect("flattened overlay")
+        );
     }
 
     #[tokio::test]

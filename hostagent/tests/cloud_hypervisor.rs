@@ -1,19 +1,25 @@
 //! The full Cloud Hypervisor driver with a real `cloud-hypervisor` (v53+), the real guest image
 //! and the real guest agent, on a host whose KVM boots a stock guest.
 //!
-//! Runs only with `PLATINUM_TEST_CH=1` on such a host, because CH cannot boot a guest on the
-//! development and CI machines (their `/dev/kvm` is a nested PVM):
+//! `#[ignore]`d, because CH cannot boot a guest on the development and CI machines (their
+//! `/dev/kvm` is a nested PVM). Run it on a KVM host with `--ignored`; there a missing
+//! prerequisite fails the test with a message naming it (it never passes without running):
 //!
 //! ```sh
 //! guest/build-static.sh                       # the static guest agent the image packs
-//! PLATINUM_TEST_CH=1 cargo test -p platinum-hostagent --test cloud_hypervisor -- --nocapture
+//! cargo test -p platinum-hostagent --test cloud_hypervisor -- --ignored --nocapture
 //! ```
 //!
+//! Needs: `cloud-hypervisor` v53+ (`PATH` or `$PLATINUM_CLOUD_HYPERVISOR`), a `/dev/kvm` that
+//! boots a stock kernel, the static guest agent (`guest/build-static.sh` or
+//! `$PLATINUM_GUEST_AGENT`), `virtiofsd` (`PATH`, `/usr/libexec` or `~/.cargo/bin`), and the base
+//! guest image in the image cache (built on first use, which needs root and network).
+//!
 //! One test, one parent VM, many assertions (boots cost seconds): boot and exec over the hybrid
-//! vsock; pause/resume; hot-add of a disk (seen by the guest) and, when `virtiofsd` is
-//! installed, of a virtio-fs share (mounted by the guest); snapshot; restore as a clone with its
-//! own directory and disk copies, proving the clone has the parent's RAM but not what the
-//! parent did afterwards; shutdown of both. Timings are printed.
+//! vsock; pause/resume; hot-add of a disk (seen by the guest) and of a virtio-fs share (mounted by
+//! the guest); snapshot; restore into a new identity with its own directory and disk copies,
+//! proving the restored VM has the parent's RAM but not what the parent did afterwards; shutdown
+//! of both. Timings are printed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,42 +39,66 @@ use platinum_hostagent::vmm::{
 };
 use platinum_protocol::{ExecSpec, Hello, PROTOCOL_VERSION};
 
-/// Environment variable that enables this test.
-const ENABLE_ENV: &str = "PLATINUM_TEST_CH";
 /// Generous: a first boot reads a 53 MB kernel and loads modules.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Whether to run; prints why not.
-fn enabled() -> bool {
-    if std::env::var(ENABLE_ENV).as_deref() != Ok("1") {
-        eprintln!(
-            "skipping: set {ENABLE_ENV}=1 on a KVM host with cloud-hypervisor v53+ to run the full Cloud Hypervisor driver test"
-        );
-        return false;
-    }
+/// What the test runs with, once every prerequisite is found.
+struct Prerequisites {
+    vmm: CloudHypervisorVmm,
+    agent: PathBuf,
+    virtiofsd: PathBuf,
+}
+
+/// Finds every prerequisite; panics naming all that are missing (the test was asked to run).
+fn prerequisites() -> Prerequisites {
+    let mut missing = Vec::new();
+    let vmm = CloudHypervisorVmm::new(CloudHypervisorConfig::default())
+        .map_err(|e| missing.push(format!("cloud-hypervisor v53+: {e}")))
+        .ok();
     match accel::detect() {
-        Ok(choice) if choice.accel == Accel::Kvm => true,
-        Ok(choice) => {
-            eprintln!(
-                "skipping: {ENABLE_ENV}=1 but KVM cannot boot a stock guest here: {}",
-                choice.reason
-            );
-            false
-        }
-        Err(e) => panic!("accelerator detection failed: {e}"),
+        Ok(choice) if choice.accel == Accel::Kvm => {}
+        Ok(choice) => missing.push(format!(
+            "a /dev/kvm that boots a stock kernel: {}",
+            choice.reason
+        )),
+        Err(e) => missing.push(format!("a /dev/kvm that boots a stock kernel: {e}")),
+    }
+    let agent = agent_binary();
+    if agent.is_none() {
+        missing.push(
+            "the static guest agent: run guest/build-static.sh or set PLATINUM_GUEST_AGENT"
+                .to_string(),
+        );
+    }
+    let virtiofsd = virtiofsd();
+    if virtiofsd.is_none() {
+        missing.push(
+            "virtiofsd (not on PATH, in /usr/libexec or ~/.cargo/bin; cargo install virtiofsd)"
+                .to_string(),
+        );
+    }
+    match (vmm, agent, virtiofsd) {
+        (Some(vmm), Some(agent), Some(virtiofsd)) if missing.is_empty() => Prerequisites {
+            vmm,
+            agent,
+            virtiofsd,
+        },
+        _ => panic!(
+            "the Cloud Hypervisor end-to-end test cannot run here; missing:\n  - {}",
+            missing.join("\n  - ")
+        ),
     }
 }
 
 /// The static guest agent: `$PLATINUM_GUEST_AGENT`, else where `guest/build-static.sh` puts it.
-fn agent_binary() -> PathBuf {
+fn agent_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PLATINUM_GUEST_AGENT") {
-        return PathBuf::from(path);
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
     }
     let exe = std::env::current_exe().expect("test executable");
     exe.ancestors()
         .map(|dir| dir.join("x86_64-unknown-linux-gnu/release/platinum-guest"))
         .find(|candidate| candidate.is_file())
-        .expect("the static guest agent: run guest/build-static.sh or set PLATINUM_GUEST_AGENT")
 }
 
 fn virtiofsd() -> Option<PathBuf> {
@@ -171,17 +201,18 @@ fn sparse_file(path: &Path, size: u64) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs cloud-hypervisor v53+, a /dev/kvm that boots a stock kernel, the static guest agent, virtiofsd and the base image; run with --ignored on a KVM host"]
 async fn cloud_hypervisor_end_to_end() {
-    if !enabled() {
-        return;
-    }
-    let vmm = CloudHypervisorVmm::new(CloudHypervisorConfig::default())
-        .expect("cloud-hypervisor v53+ on PATH or in $PLATINUM_CLOUD_HYPERVISOR");
+    let Prerequisites {
+        vmm,
+        agent: agent_binary,
+        virtiofsd: fsd,
+    } = prerequisites();
     eprintln!("using {} ({})", vmm.binary().display(), vmm.version().text);
     let image = ImageCache::new(ImageCache::default_root())
         .ensure_image(
             &template("base").expect("base template"),
-            &agent_binary(),
+            &agent_binary,
             &Progress::hidden(),
         )
         .await
@@ -263,33 +294,27 @@ async fn cloud_hypervisor_end_to_end() {
         ((64u64 << 20) / 512).to_string()
     );
 
-    // Hot-add a virtio-fs share when virtiofsd is installed.
+    // Hot-add a virtio-fs share.
     let share_dir = work.path().join("share");
     std::fs::create_dir(&share_dir).expect("share dir");
     std::fs::write(share_dir.join("hello.txt"), "from the host\n").expect("share file");
     let mut daemons = Vec::new();
     let mut fs_sockets = BTreeMap::new();
-    let fsd = virtiofsd();
-    if let Some(program) = &fsd {
-        let socket = dir1.join("virtiofsd.sock");
-        daemons
-            .push(start_virtiofsd(program, &share_dir, &socket, &dir1.join("virtiofsd.log")).await);
-        vm1.add_fs(&FsSpec {
-            id: "fs0".to_string(),
-            tag: "share".to_string(),
-            socket,
-        })
-        .await
-        .expect("add-fs");
-        let text = sh(
-            &parent,
-            "mkdir -p /mnt/share && mount -t virtiofs share /mnt/share && cat /mnt/share/hello.txt",
-        )
-        .await;
-        assert_eq!(text, "from the host");
-    } else {
-        eprintln!("virtiofsd not installed: the add-fs step is skipped (cargo install virtiofsd)");
-    }
+    let socket = dir1.join("virtiofsd.sock");
+    daemons.push(start_virtiofsd(&fsd, &share_dir, &socket, &dir1.join("virtiofsd.log")).await);
+    vm1.add_fs(&FsSpec {
+        id: "fs0".to_string(),
+        tag: "share".to_string(),
+        socket,
+    })
+    .await
+    .expect("add-fs");
+    let text = sh(
+        &parent,
+        "mkdir -p /mnt/share && mount -t virtiofs share /mnt/share && cat /mnt/share/hello.txt",
+    )
+    .await;
+    assert_eq!(text, "from the host");
 
     // Snapshot: RAM holds a marker; disks are copied while paused.
     sh(&parent, "echo before-snapshot > /dev/shm/marker").await;
@@ -315,12 +340,9 @@ async fn cloud_hypervisor_end_to_end() {
     sh(&parent, "echo after-snapshot > /dev/shm/marker").await;
 
     // Restore the clone next to its running parent.
-    if let Some(program) = &fsd {
-        let socket = dir2.join("virtiofsd.sock");
-        daemons
-            .push(start_virtiofsd(program, &share_dir, &socket, &dir2.join("virtiofsd.log")).await);
-        fs_sockets.insert("fs0".to_string(), socket);
-    }
+    let socket = dir2.join("virtiofsd.sock");
+    daemons.push(start_virtiofsd(&fsd, &share_dir, &socket, &dir2.join("virtiofsd.log")).await);
+    fs_sockets.insert("fs0".to_string(), socket);
     let restored = Instant::now();
     let vm2 = vmm
         .restore_vm_with(
@@ -338,12 +360,10 @@ async fn cloud_hypervisor_end_to_end() {
     assert_eq!(sh(&clone, "cat /dev/shm/marker").await, "before-snapshot");
     assert_eq!(sh(&parent, "cat /dev/shm/marker").await, "after-snapshot");
     assert!(sh(&clone, "ls /sys/block").await.contains("vdb"));
-    if fsd.is_some() {
-        assert_eq!(
-            sh(&clone, "cat /mnt/share/hello.txt").await,
-            "from the host"
-        );
-    }
+    assert_eq!(
+        sh(&clone, "cat /mnt/share/hello.txt").await,
+        "from the host"
+    );
 
     // Shut both down: the agent powers the guest off, CH exits.
     for (vm, client) in [(&vm1, parent), (&vm2, clone)] {

@@ -389,8 +389,8 @@ struct Setup {
     fake: Fake,
 }
 
-/// A work directory with images and the fake binary; `None` (the test is skipped) without the
-/// CH OpenAPI document.
+/// A work directory with images and the fake binary; `None` (the test is skipped; under `CI` it
+/// fails instead) without the CH OpenAPI document.
 fn setup() -> Option<Setup> {
     let schema = schema()?;
     let work = tempfile::tempdir().expect("tempdir");

@@ -11,7 +11,7 @@ use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{KillGuard, vm_tests_possible};
+use common::{KillGuard, require_vm_prerequisites};
 use platinum_hostagent::console::{self, CONSOLE_LOG_CAP};
 use platinum_hostagent::image::Kernel;
 use platinum_hostagent::vmm::qemu::{QemuConfig, QemuVmm};
@@ -95,9 +95,7 @@ fn head(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_flood_stays_under_the_cap_and_the_vm_still_answers() {
-    if !vm_tests_possible() {
-        panic!("this test needs qemu-system-x86_64 and busybox-static");
-    }
+    require_vm_prerequisites();
     let kernel = common::kernel().await;
     let work = tempfile::tempdir().expect("tempdir");
     let initramfs = flood_initramfs(&kernel, work.path());

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    KillGuard, READY_MARKER, last_tick, spec, test_initramfs, vm_tests_possible, wait_console,
-    wait_gone,
+    KillGuard, READY_MARKER, last_tick, require_vm_prerequisites, spec, test_initramfs,
+    wait_console, wait_gone,
 };
 use platinum_hostagent::Error;
 use platinum_hostagent::disk::{DiskOptions, Fallback, create_disk};
@@ -54,20 +54,18 @@ struct Bench {
 }
 
 impl Bench {
-    /// `None` (the test is skipped) where QEMU or busybox is missing.
-    async fn new() -> Option<Bench> {
-        if !vm_tests_possible() {
-            return None;
-        }
+    /// Panics where QEMU or busybox is missing.
+    async fn new() -> Bench {
+        require_vm_prerequisites();
         let kernel = common::kernel().await;
         let work = tempfile::tempdir().expect("tempdir");
         let initramfs = test_initramfs(&kernel, work.path());
-        Some(Bench {
+        Bench {
             kernel,
             work,
             initramfs,
             vmm: vmm(),
-        })
+        }
     }
 
     /// Creates the directory `name` in the work directory.
@@ -123,9 +121,7 @@ async fn current_tick(console: &Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_vm_lifecycle() {
-    let Some(b) = Bench::new().await else {
-        return;
-    };
+    let b = Bench::new().await;
     let (work, vmm) = (&b.work, &b.vmm);
     let mut guard = KillGuard::default();
 
@@ -138,7 +134,7 @@ async fn serial_vm_lifecycle() {
     let dir1 = b.dir("vm1");
     let options = DiskOptions {
         fallback: Fallback::SparseCopy,
-        qemu_img: None,
+        ..DiskOptions::default()
     };
     let disk1 = create_disk("data", &base, &dir1.join("data.raw"), &options)
         .await
@@ -321,9 +317,7 @@ async fn serial_vm_lifecycle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vsock_vm_lifecycle() {
-    let Some(b) = Bench::new().await else {
-        return;
-    };
+    let b = Bench::new().await;
     let mut guard = KillGuard::default();
     let dir = b.dir("vm");
     let spec = b.spec("sbxv", &dir, TransportKind::Vsock);
@@ -396,9 +390,7 @@ async fn vsock_vm_lifecycle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_failures_leave_nothing_running() {
-    let Some(b) = Bench::new().await else {
-        return;
-    };
+    let b = Bench::new().await;
     let (work, vmm) = (&b.work, &b.vmm);
 
     // A kernel that does not exist is caught before QEMU starts.

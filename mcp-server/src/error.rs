@@ -58,7 +58,7 @@ impl ToolError {
 
 impl From<platinum_engine::Error> for ToolError {
     fn from(e: platinum_engine::Error) -> Self {
-        let code = e.code();
+        let code = e.code().as_str();
         if e.http_status() >= 500 {
             tracing::warn!(code, error = %e, "tool failed");
         } else {

@@ -13,7 +13,7 @@
 
 use base64::Engine as _;
 use platinum_engine::Engine;
-use platinum_engine::store::ListQuery;
+use platinum_engine::model::ListQuery;
 use rmcp::ErrorData;
 use rmcp::model::{
     ListResourcesResult, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,

@@ -1,21 +1,21 @@
 //! `run_command`: a command in a sandbox, with its output streamed to the client while it runs.
 //!
-//! The command starts with [`Engine::exec_stream`]. When the client asked for progress (a
-//! `progressToken` in the request), it gets one notification when the process starts (message
-//! `started pid N`, progress 0) and one per output chunk (message: the text; progress: output
-//! bytes so far, so it only grows). Cancelling the request (`notifications/cancelled`) kills the
-//! process group in the guest. The guest enforces `timeout_ms` (the result says `timed_out`);
-//! the host gives up a little later should the guest not answer.
+//! The command runs on the engine's one run path ([`Engine::run`]), keeping the last
+//! [`OUTPUT_TAIL_BYTES`] of each stream. When the client asked for progress (a `progressToken`
+//! in the request), it gets one notification when the process starts (message `started pid N`,
+//! progress 0) and one per output chunk (message: the text; progress: output bytes so far, so it
+//! only grows). Cancelling the request (`notifications/cancelled`) kills the process group in the
+//! guest, as does a client that goes away (the run is dropped). The guest enforces `timeout_ms`
+//! (the result says `timed_out`); the engine gives up a little later should the guest not answer.
 
 use platinum_engine::model::{ExecRequest, ExecResult};
-use platinum_engine::{Engine, ExecEvent, StreamOptions};
+use platinum_engine::{Engine, Retain, RunEvent};
 use rmcp::RoleServer;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use rmcp::service::RequestContext;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
 
 use crate::error::{ToolError, ToolResult};
 
@@ -25,9 +25,6 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 pub const OUTPUT_TAIL_BYTES: usize = 32 * 1024;
 /// Longest progress message (longer chunks are cut; the result has the output).
 const PROGRESS_MESSAGE_BYTES: usize = 8 * 1024;
-/// How long past `timeout_ms` the host waits for the guest to report the kill.
-const HOST_GRACE: Duration = Duration::from_secs(10);
-const SIGKILL: i32 = 9;
 
 /// Arguments of `run_command`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -56,48 +53,6 @@ pub struct RunCommandArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub stdin: Option<String>,
-}
-
-/// The last `limit` bytes of a stream, and whether anything was dropped.
-struct Tail {
-    buf: VecDeque<u8>,
-    limit: usize,
-    dropped: bool,
-}
-
-impl Tail {
-    fn new(limit: usize) -> Self {
-        Tail {
-            buf: VecDeque::new(),
-            limit,
-            dropped: false,
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend(bytes);
-        if self.buf.len() > self.limit {
-            let excess = self.buf.len() - self.limit;
-            self.buf.drain(..excess);
-            self.dropped = true;
-        }
-    }
-
-    fn text(&self) -> String {
-        let (a, b) = self.buf.as_slices();
-        let bytes = [a, b].concat();
-        // A cut at the front can split a UTF-8 sequence; skip its continuation bytes.
-        let start = if self.dropped {
-            bytes
-                .iter()
-                .take(3)
-                .take_while(|b| (**b & 0xC0) == 0x80)
-                .count()
-        } else {
-            0
-        };
-        String::from_utf8_lossy(&bytes[start..]).into_owned()
-    }
 }
 
 /// Sends progress to the client, if it asked for it: `progress` counts output bytes so far, so
@@ -169,94 +124,25 @@ pub async fn run_command(
         return Ok(engine.exec(&id, request).await?);
     }
 
-    let started = Instant::now();
-    let mut stream = engine
-        .exec_stream(&id, request, StreamOptions::default())
-        .await?;
-    let pid = stream.pid();
+    let mut run = engine
+        .run(&id, request)
+        .await?
+        .retain(Retain::Tail, OUTPUT_TAIL_BYTES);
+    let pid = run.pid();
     tracing::debug!(sandbox = %id, pid, "command started");
     let mut progress = Progress::new(ctx);
     progress.note(format!("started pid {pid}")).await;
-
-    let deadline =
-        timeout_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms) + HOST_GRACE);
-    let (mut stdout, mut stderr) = (Tail::new(OUTPUT_TAIL_BYTES), Tail::new(OUTPUT_TAIL_BYTES));
-    let mut lost = false;
-    let exit = loop {
+    loop {
         let event = tokio::select! {
-            event = stream.next() => event,
+            event = run.next() => event?,
             _ = ctx.ct.cancelled() => {
-                kill(engine, &id, pid).await;
+                run.kill().await;
                 return Err(ToolError::new("cancelled", format!("cancelled; pid {pid} was killed")));
             }
-            _ = sleep_until(deadline) => {
-                kill(engine, &id, pid).await;
-                return Err(platinum_engine::Error::ExecTimeout(timeout_ms.unwrap_or(0)).into());
-            }
         };
-        match event.map_err(platinum_engine::Error::from)? {
-            Some(ExecEvent::Stdout(b)) if !b.is_empty() => {
-                stdout.push(&b);
-                progress.output(&b).await;
-            }
-            Some(ExecEvent::Stderr(b)) if !b.is_empty() => {
-                stderr.push(&b);
-                progress.output(&b).await;
-            }
-            Some(ExecEvent::Stdout(_) | ExecEvent::Stderr(_)) => {}
-            Some(ExecEvent::Lost(_)) => lost = true,
-            Some(ExecEvent::Exited(status)) => break status,
-            None => {
-                return Err(ToolError::new(
-                    "guest_unreachable",
-                    "the command's output stream ended without an exit status",
-                ));
-            }
+        match event {
+            RunEvent::Stdout(b) | RunEvent::Stderr(b) => progress.output(&b).await,
+            RunEvent::Exited(out) => return Ok(out.into()),
         }
-    };
-    Ok(ExecResult {
-        pid,
-        exit_code: Some(exit.shell_code()),
-        signal: exit.signal,
-        timed_out: exit.timed_out,
-        stdout: stdout.text(),
-        stderr: stderr.text(),
-        truncated: lost || stdout.dropped || stderr.dropped,
-        duration_ms: started.elapsed().as_millis() as u64,
-    })
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Kills the command's process group; failures are logged (the sandbox may be gone already).
-async fn kill(engine: &Engine, id: &str, pid: u32) {
-    match engine.signal_process(id, pid, SIGKILL).await {
-        Ok(()) => tracing::info!(sandbox = %id, pid, "command killed"),
-        Err(e) => tracing::warn!(sandbox = %id, pid, error = %e, "could not kill the command"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tail_keeps_the_end_and_never_splits_a_character() {
-        let mut t = Tail::new(5);
-        t.push(b"hello ");
-        assert!(t.dropped);
-        assert_eq!(t.text(), "ello ");
-        let mut t = Tail::new(5);
-        t.push(b"hi");
-        assert_eq!((t.text().as_str(), t.dropped), ("hi", false));
-        // "w\u{f6}rld!" ends in 7 bytes; the last 5 start inside the 2-byte "\u{f6}".
-        t.push("w\u{f6}rld!".as_bytes());
-        assert!(t.dropped);
-        assert_eq!(t.text(), "rld!");
     }
 }

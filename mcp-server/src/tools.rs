@@ -7,8 +7,9 @@
 //! `path`).
 
 use bytes::Bytes;
+use platinum_engine::CreateAs;
+use platinum_engine::model::ListQuery;
 use platinum_engine::model::{CreateSandbox, FileInfo, Sandbox, SandboxState};
-use platinum_engine::store::ListQuery;
 use rmcp::handler::server::common::FromContextPart;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::CallToolResult;
@@ -491,7 +492,7 @@ impl PlatinumMcp {
         let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]);
         let info = self
             .engine
-            .write_file(&a.sandbox_id, &a.path, None, None, Some(len), body)
+            .write_file(&a.sandbox_id, &a.path, CreateAs::default(), Some(len), body)
             .await?;
         Ok(Json(info))
     }
@@ -503,7 +504,9 @@ impl PlatinumMcp {
         args: Parameters<ListFilesArgs>,
     ) -> Result<Json<Listing>, ToolError> {
         let a = args.get()?;
-        let path = a.path.unwrap_or_else(|| "/home/user".into());
+        let path = a
+            .path
+            .unwrap_or_else(|| platinum_engine::env::DEFAULT_HOME.into());
         let entries = self
             .engine
             .list_dir(&a.sandbox_id, &path, a.depth.unwrap_or(1), None)

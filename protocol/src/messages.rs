@@ -102,6 +102,10 @@ pub enum Request {
         /// Permission bits; default 0o755.
         #[serde(default)]
         mode: Option<u32>,
+        /// Hand the directory and every parent this request creates to this user (owner, and
+        /// group: the group of the same name, else the user's primary group). Needs a root caller.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
     },
     /// Remove a file, or a directory tree.
     Remove {
@@ -362,6 +366,10 @@ pub struct WriteFile {
     /// Create missing parent directories (owned by the user).
     #[serde(default = "yes")]
     pub create_parents: bool,
+    /// Hand the file and every parent directory this request creates to this user (as
+    /// [`Request::MakeDir`]'s `owner`). Needs a root caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 fn yes() -> bool {
@@ -431,6 +439,11 @@ pub struct ExitStatus {
     /// The request's timeout fired and the agent killed it.
     #[serde(default)]
     pub timed_out: bool,
+    /// Microseconds from the agent starting to spawn the process until it had collected its
+    /// exit status, timed in the guest: for `/bin/true`, the guest's own cost of a command
+    /// (fork, exec, exit, reap), which benchmarks set apart from the transport's and the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_us: Option<u64>,
 }
 
 impl ExitStatus {
@@ -725,6 +738,7 @@ mod tests {
             code: None,
             signal: Some(i32::MAX),
             timed_out: false,
+            elapsed_us: None,
         };
         assert_eq!(built.shell_code(), -1);
     }
@@ -740,7 +754,8 @@ mod tests {
             ExitStatus {
                 code: None,
                 signal: Some(9),
-                timed_out: false
+                timed_out: false,
+                elapsed_us: None,
             }
             .shell_code(),
             137

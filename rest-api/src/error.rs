@@ -37,9 +37,9 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
-            tracing::error!(code = self.0.code(), error = %self.0, "request failed");
+            tracing::error!(code = %self.0.code(), error = %self.0, "request failed");
         } else {
-            tracing::debug!(code = self.0.code(), error = %self.0, "request refused");
+            tracing::debug!(code = %self.0.code(), error = %self.0, "request refused");
         }
         let body = ErrorBody {
             code: self.0.code().to_string(),

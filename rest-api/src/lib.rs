@@ -9,7 +9,6 @@
 pub mod auth;
 pub mod error;
 pub mod ndjson;
-pub mod proxy;
 pub mod routes;
 
 use axum::Json;

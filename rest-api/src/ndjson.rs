@@ -3,12 +3,11 @@
 //! Dropping the response (client disconnects) only detaches from the process; it keeps running
 //! and can be re-attached through `/v1/sandboxes/{id}/processes/{pid}/output`.
 
-use axum::body::Body;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use platinum_engine::text::Utf8Stream;
 use platinum_engine::{ExecEvent, ExecStream};
+use platinum_frontend_http::ndjson::line;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -62,12 +61,6 @@ struct State {
     done: bool,
 }
 
-fn line(ev: &ExecStreamEvent) -> Bytes {
-    let mut v = serde_json::to_vec(ev).unwrap_or_default();
-    v.push(b'\n');
-    Bytes::from(v)
-}
-
 /// Streams a process's events as an NDJSON response.
 pub fn response(stream: ExecStream) -> Response {
     let state = State {
@@ -86,7 +79,7 @@ pub fn response(stream: ExecStream) -> Response {
             let ev = ExecStreamEvent::Started {
                 pid: st.stream.pid(),
             };
-            return Some((Ok::<_, std::convert::Infallible>(line(&ev)), st));
+            return Some((Ok::<_, std::io::Error>(line(&ev)), st));
         }
         loop {
             let ev = match st.stream.next().await {
@@ -120,9 +113,8 @@ pub fn response(stream: ExecStream) -> Response {
                 Ok(None) => return None,
                 Err(e) => {
                     st.done = true;
-                    let e = platinum_engine::Error::from(e);
                     ExecStreamEvent::Error {
-                        code: e.code().into(),
+                        code: e.code().as_str().into(),
                         message: e.to_string(),
                     }
                 }
@@ -135,9 +127,5 @@ pub fn response(stream: ExecStream) -> Response {
             return Some((Ok(line(&ev)), st));
         }
     });
-    (
-        [(CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(body),
-    )
-        .into_response()
+    platinum_frontend_http::ndjson::response(body)
 }

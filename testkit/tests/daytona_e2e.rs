@@ -611,7 +611,7 @@ async fn lifecycle_rules_stop_archive_and_delete_idle_sandboxes() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let events = engine.sandbox_events(&id).await.unwrap_err();
-    assert_eq!(events.code(), "sandbox_not_found");
+    assert_eq!(events.code(), platinum_engine::ErrorCode::SandboxNotFound);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

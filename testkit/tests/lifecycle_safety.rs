@@ -149,3 +149,58 @@ async fn admission_is_one_check_without_races_for_create_and_start() {
     t.delete(second["id"].as_str().unwrap()).await.unwrap();
     t.delete(&first).await.unwrap();
 }
+
+/// Whether the guest agent still runs a process whose command line contains `needle`.
+async fn guest_runs(t: &TestServer, id: &str, needle: &str) -> bool {
+    let path = format!("/v1/sandboxes/{id}/processes");
+    let list = t.expect(t.req(Method::GET, &path), 200).await.unwrap();
+    let processes = list.as_array().expect("a list of processes");
+    processes
+        .iter()
+        .any(|p| p["running"] == true && p["command"].as_str().is_some_and(|c| c.contains(needle)))
+}
+
+/// Every front end's "run this to completion" goes through the engine's one run path, which
+/// kills the command when its caller goes away: a REST `exec` and a Daytona `process/execute`
+/// whose client disconnects leave no process behind in the guest. (MCP's cancel is checked by
+/// `evals/mcp/conformance.py` in `mcp_e2e`; E2B's envd keeps a process whose stream is dropped,
+/// as its SDK's `disconnect()` promises.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_caller_that_goes_away_leaves_no_process_in_the_guest() {
+    let t = TestServer::start().await.unwrap();
+    let id = t.create(json!({})).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rest = t
+        .req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+        .json(&json!({"command": "sleep 3001", "timeout_ms": 0}));
+    let daytona = t
+        .req(Method::POST, &format!("/toolbox/{id}/process/execute"))
+        .json(&json!({"command": "sleep 3002"}));
+    for (front_end, req, needle) in [
+        ("REST exec", rest, "sleep 3001"),
+        ("Daytona process/execute", daytona, "sleep 3002"),
+    ] {
+        let call = tokio::spawn(req.timeout(Duration::from_secs(60)).send());
+        // Wait until the command runs, then drop the client's request.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !guest_runs(&t, &id, needle).await {
+            assert!(
+                Instant::now() < deadline,
+                "{front_end}: the command never started"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        call.abort();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while guest_runs(&t, &id, needle).await {
+            assert!(
+                Instant::now() < deadline,
+                "{front_end}: the command outlived its caller by 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    t.delete(&id).await.unwrap();
+}

@@ -9,7 +9,7 @@
 //!   (for good: the revocation is kept by the engine across restarts).
 //!
 //! The proxy forwards HTTP and WebSocket to the port through the guest agent
-//! (`Engine::connect_port`, via the shared `platinum_rest::proxy::forward`), so it works whether
+//! (`Engine::connect_port`, via the shared `platinum_frontend_http::relay::forward`), so it works whether
 //! or not the sandbox has a network. Credentials used to reach the proxy (the token header and
 //! query parameter, the API key, Platinum cookies) are removed by that relay before the request
 //! goes to the sandbox, and responses get its sandboxing CSP; the service sees
@@ -142,7 +142,7 @@ fn target(req: &Request) -> String {
 
 async fn forward(ctx: &Ctx, id: &str, port: u16, req: Request) -> DResult<Response<Body>> {
     let target = target(&req);
-    platinum_rest::proxy::forward(&ctx.engine, id, port, &target, req)
+    platinum_frontend_http::relay::forward(&ctx.engine, id, port, &target, req)
         .await
         .map_err(DaytonaError::from)
 }

@@ -21,8 +21,8 @@ use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use platinum_engine::Engine;
+use platinum_engine::model::ListQuery;
 use platinum_engine::model::{CreateSandbox, LifecycleRules, Sandbox, SandboxState, TimeoutAction};
-use platinum_engine::store::ListQuery;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -34,10 +34,9 @@ use crate::error::{DJson, DPath, DResult, DaytonaError};
 
 /// Label the SDKs use to pick a sandbox's `code_run` language.
 pub const LANGUAGE_LABEL: &str = "code-toolbox-language";
-/// Metadata keys this front end keeps for itself.
-pub const META_PREFIX: &str = "platinum.daytona/";
-const META_PUBLIC: &str = "platinum.daytona/public";
-const META_SIGNING_GEN: &str = "platinum.daytona/signing-key-generation";
+/// Attributes this front end keeps about a sandbox ([`Sandbox::attributes`], never labels).
+const ATTR_PUBLIC: &str = "platinum.daytona/public";
+const ATTR_SIGNING_GEN: &str = "platinum.daytona/signing-key-generation";
 
 /// Daytona defaults and limits, minutes.
 const DEFAULT_AUTO_STOP_MIN: i64 = 15;
@@ -46,7 +45,7 @@ const MAX_AUTO_ARCHIVE_MIN: i64 = 30 * 24 * 60;
 /// Largest interval accepted, minutes (ten years; keeps seconds far from overflow).
 const MAX_INTERVAL_MIN: i64 = 10 * 365 * 24 * 60;
 /// The OS user commands run as.
-pub const SANDBOX_USER: &str = "user";
+pub use platinum_engine::env::DEFAULT_USER as SANDBOX_USER;
 
 /// The base URL a client reached this server at: the configured public URL, else
 /// `http://<Host>` (or the forwarded host and scheme a reverse proxy set).
@@ -88,24 +87,20 @@ pub fn toolbox_url(base: &str) -> String {
 
 /// Whether previews of the sandbox need no token.
 pub fn is_public(s: &Sandbox) -> bool {
-    s.metadata.get(META_PUBLIC).is_some_and(|v| v == "true")
+    s.attributes.get(ATTR_PUBLIC).is_some_and(|v| v == "true")
 }
 
 /// Which signing key the sandbox's file URLs use (bumped by rotation).
 pub fn signing_generation(s: &Sandbox) -> u64 {
-    s.metadata
-        .get(META_SIGNING_GEN)
+    s.attributes
+        .get(ATTR_SIGNING_GEN)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 
 /// The user-visible labels.
 fn labels_of(s: &Sandbox) -> BTreeMap<String, String> {
-    s.metadata
-        .iter()
-        .filter(|(k, _)| !k.starts_with(META_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    s.metadata.clone()
 }
 
 /// Daytona's name for a state.
@@ -460,16 +455,12 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<CreateSandbox> {
         }
     }
     let mut labels = req.labels.unwrap_or_default();
-    if labels.keys().any(|k| k.starts_with(META_PREFIX)) {
-        return Err(DaytonaError::bad_request(format!(
-            "labels starting with {META_PREFIX:?} are reserved"
-        )));
-    }
     labels
         .entry(LANGUAGE_LABEL.to_string())
         .or_insert_with(|| "python".into());
+    let mut attributes = BTreeMap::new();
     if req.public == Some(true) {
-        labels.insert(META_PUBLIC.into(), "true".into());
+        attributes.insert(ATTR_PUBLIC.into(), "true".into());
     }
     let lifecycle = LifecycleRules {
         stop_after_idle_secs: stop_rule(req.auto_stop_interval.unwrap_or(DEFAULT_AUTO_STOP_MIN))?,
@@ -489,6 +480,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<CreateSandbox> {
         memory_mib,
         env: req.env.unwrap_or_default(),
         metadata: labels,
+        attributes,
         timeout_secs: Some(timeout_secs),
         on_timeout: Some(TimeoutAction::Kill),
         name: req.name,
@@ -739,19 +731,8 @@ pub async fn set_labels(
     DPath(id): DPath<String>,
     DJson(req): DJson<LabelsRequest>,
 ) -> DResult<Json<Value>> {
-    if req.labels.keys().any(|k| k.starts_with(META_PREFIX)) {
-        return Err(DaytonaError::bad_request(format!(
-            "labels starting with {META_PREFIX:?} are reserved"
-        )));
-    }
     let s = ctx.engine.find_sandbox(&id).await?;
-    let mut metadata: BTreeMap<String, String> = s
-        .metadata
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(META_PREFIX))
-        .collect();
-    metadata.extend(req.labels);
-    let s = ctx.engine.set_metadata(&s.id, metadata).await?;
+    let s = ctx.engine.set_metadata(&s.id, req.labels).await?;
     Ok(Json(serde_json::json!({ "labels": labels_of(&s) })))
 }
 
@@ -840,13 +821,16 @@ pub async fn set_public(
     DPath((id, public)): DPath<(String, bool)>,
 ) -> DResult<Json<SandboxDto>> {
     let s = ctx.engine.find_sandbox(&id).await?;
-    let mut metadata = s.metadata.clone();
-    if public {
-        metadata.insert(META_PUBLIC.into(), "true".into());
-    } else {
-        metadata.remove(META_PUBLIC);
-    }
-    let s = ctx.engine.set_metadata(&s.id, metadata).await?;
+    let s = ctx
+        .engine
+        .update_attributes(&s.id, |a| {
+            if public {
+                a.insert(ATTR_PUBLIC.into(), "true".into());
+            } else {
+                a.remove(ATTR_PUBLIC);
+            }
+        })
+        .await?;
     Ok(Json(dto(&ctx, &base, &s)))
 }
 
@@ -885,11 +869,20 @@ pub async fn rotate_signing_key(
     DPath(id): DPath<String>,
 ) -> DResult<Json<String>> {
     let s = ctx.engine.find_sandbox(&id).await?;
-    let generation = signing_generation(&s) + 1;
-    let mut metadata = s.metadata.clone();
-    metadata.insert(META_SIGNING_GEN.into(), generation.to_string());
-    let s = ctx.engine.set_metadata(&s.id, metadata).await?;
-    Ok(Json(ctx.tokens.signing_key(&s.id, generation)))
+    // Read and bump under the sandbox lock: two rotations, or a rotation and a labels update,
+    // never roll the generation back (which would make revoked URLs valid again).
+    let s = ctx
+        .engine
+        .update_attributes(&s.id, |a| {
+            let next = a
+                .get(ATTR_SIGNING_GEN)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            a.insert(ATTR_SIGNING_GEN.into(), next.to_string());
+        })
+        .await?;
+    Ok(Json(ctx.tokens.signing_key(&s.id, signing_generation(&s))))
 }
 
 /// `GET /sandbox/{id}/build-logs-url`: sandboxes here are never built.

@@ -23,6 +23,7 @@ use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use platinum_engine::CreateAs;
 use platinum_engine::model::FileInfo;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,14 +33,6 @@ use time::format_description::well_known::Rfc3339;
 use crate::Ctx;
 use crate::auth::ToolboxSandbox;
 use crate::error::{DJson, DQuery, DResult, DaytonaError};
-use crate::run::{Cmd, Finished, run};
-
-/// Largest file `replace` reads into memory.
-const MAX_REPLACE_BYTES: usize = 64 << 20;
-/// Most matches `find` returns.
-const MAX_FIND_MATCHES: usize = 10_000;
-/// Longest matched line `find` returns (longer ones are cut).
-const MAX_FIND_LINE: usize = 4096;
 
 /// A Daytona `FileInfo`.
 pub fn file_info(f: &FileInfo) -> Value {
@@ -177,7 +170,9 @@ pub async fn create_folder(
         .filter(|m| !m.is_empty())
         .map(parse_mode)
         .transpose()?;
-    ctx.engine.make_dir(&s.id, &q.path, None).await?;
+    ctx.engine
+        .make_dir(&s.id, &q.path, CreateAs::default())
+        .await?;
     if let Some(mode) = mode {
         ctx.engine.chmod(&s.id, &q.path, mode, None).await?;
     }
@@ -239,81 +234,14 @@ pub async fn set_permissions(
     Ok(StatusCode::OK)
 }
 
-/// A path made safe to pass to `grep`/`find` as an operand (never read as an option).
-fn operand(path: &str) -> String {
-    if path.starts_with('-') {
-        format!("./{path}")
-    } else {
-        path.to_string()
-    }
-}
-
-/// Runs `argv` (a search under `path`) once `path` is known to exist, so a missing one is a 404
-/// rather than an empty result.
-async fn run_under(
-    ctx: &Ctx,
-    id: &str,
-    path: &str,
-    argv: impl IntoIterator<Item = String>,
-) -> DResult<Finished> {
-    ctx.engine.stat(id, path, None).await?;
-    Ok(run(&ctx.engine, id, Cmd::new(argv)).await?)
-}
-
-/// Parses `grep -Z -n -H` output: `file NUL line : content LF`.
-fn parse_grep(out: &[u8]) -> Vec<Value> {
-    let mut matches = Vec::new();
-    let mut rest = out;
-    while !rest.is_empty() && matches.len() < MAX_FIND_MATCHES {
-        let Some(nul) = rest.iter().position(|b| *b == 0) else {
-            break;
-        };
-        let file = String::from_utf8_lossy(&rest[..nul]).into_owned();
-        rest = &rest[nul + 1..];
-        let Some(colon) = rest.iter().position(|b| *b == b':') else {
-            break;
-        };
-        let line: i64 = String::from_utf8_lossy(&rest[..colon]).parse().unwrap_or(0);
-        rest = &rest[colon + 1..];
-        let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
-        let mut content = String::from_utf8_lossy(&rest[..end]).into_owned();
-        if content.len() > MAX_FIND_LINE {
-            let mut cut = MAX_FIND_LINE;
-            while !content.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            content.truncate(cut);
-        }
-        rest = rest.get(end + 1..).unwrap_or_default();
-        matches.push(json!({ "file": file, "line": line, "content": content }));
-    }
-    matches
-}
-
 /// `GET /files/find?path&pattern`: lines matching `pattern` (grep regex) under `path`.
 pub async fn find(
     State(ctx): State<Ctx>,
     Extension(ToolboxSandbox(s)): Extension<ToolboxSandbox>,
     DQuery(q): DQuery<PatternQuery>,
 ) -> DResult<Json<Value>> {
-    let argv = [
-        "grep".to_string(),
-        "-rnIHZs".into(),
-        "--color=never".into(),
-        "-e".into(),
-        q.pattern.clone(),
-        "--".into(),
-        operand(&q.path),
-    ];
-    let out = run_under(&ctx, &s.id, &q.path, argv).await?;
-    // 0: matches, 1: none, 2: some files were unreadable (what was readable still counts).
-    if out.exit_code > 2 {
-        return Err(DaytonaError::bad_request(format!(
-            "search failed: {}",
-            out.stderr_text().trim()
-        )));
-    }
-    Ok(Json(Value::Array(parse_grep(&out.stdout))))
+    let matches = ctx.engine.find_in_files(&s.id, &q.path, &q.pattern).await?;
+    Ok(Json(serde_json::to_value(matches).unwrap_or_default()))
 }
 
 /// `GET /files/search?path&pattern`: paths under `path` whose name matches the glob `pattern`.
@@ -322,72 +250,8 @@ pub async fn search(
     Extension(ToolboxSandbox(s)): Extension<ToolboxSandbox>,
     DQuery(q): DQuery<PatternQuery>,
 ) -> DResult<Json<Value>> {
-    let argv = [
-        "find".to_string(),
-        operand(&q.path),
-        "-name".into(),
-        q.pattern.clone(),
-        "-print0".into(),
-    ];
-    let out = run_under(&ctx, &s.id, &q.path, argv).await?;
-    let files: Vec<String> = out
-        .stdout
-        .split(|b| *b == 0)
-        .filter(|p| !p.is_empty())
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .collect();
+    let files = ctx.engine.find_files(&s.id, &q.path, &q.pattern).await?;
     Ok(Json(json!({ "files": files })))
-}
-
-/// Replaces every occurrence of `from` in `data`.
-fn replace_bytes(data: &[u8], from: &[u8], to: &[u8]) -> (Vec<u8>, usize) {
-    let mut out = Vec::with_capacity(data.len());
-    let mut count = 0;
-    let mut i = 0;
-    while i < data.len() {
-        if data[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-            count += 1;
-        } else {
-            out.push(data[i]);
-            i += 1;
-        }
-    }
-    (out, count)
-}
-
-async fn read_all(ctx: &Ctx, id: &str, path: &str, cap: usize) -> DResult<Vec<u8>> {
-    let mut dl = ctx.engine.read_file(id, path, None).await?;
-    if dl.entry.size as usize > cap {
-        return Err(DaytonaError::bad_request(format!(
-            "{path} is larger than {cap} bytes"
-        )));
-    }
-    let mut data = Vec::with_capacity(dl.entry.size as usize);
-    while let Some(chunk) = dl.chunk().await.map_err(platinum_engine::Error::from)? {
-        if data.len() + chunk.len() > cap {
-            return Err(DaytonaError::bad_request(format!(
-                "{path} is larger than {cap} bytes"
-            )));
-        }
-        data.extend_from_slice(&chunk);
-    }
-    Ok(data)
-}
-
-async fn replace_one(ctx: &Ctx, id: &str, path: &str, from: &str, to: &str) -> DResult<()> {
-    let data = read_all(ctx, id, path, MAX_REPLACE_BYTES).await?;
-    let (new, count) = replace_bytes(&data, from.as_bytes(), to.as_bytes());
-    if count == 0 {
-        return Ok(());
-    }
-    let body =
-        futures::stream::once(async move { Ok::<_, std::convert::Infallible>(Bytes::from(new)) });
-    ctx.engine
-        .write_file(id, path, None, None, None, body)
-        .await?;
-    Ok(())
 }
 
 /// `POST /files/replace`: literal replacement in each file; one result per file.
@@ -401,9 +265,15 @@ pub async fn replace(
     }
     let mut results = Vec::with_capacity(req.files.len());
     for file in &req.files {
-        match replace_one(&ctx, &s.id, file, &req.pattern, &req.new_value).await {
-            Ok(()) => results.push(json!({ "file": file, "success": true })),
-            Err(e) => results.push(json!({ "file": file, "success": false, "error": e.message })),
+        match ctx
+            .engine
+            .replace_in_file(&s.id, file, &req.pattern, &req.new_value)
+            .await
+        {
+            Ok(_) => results.push(json!({ "file": file, "success": true })),
+            Err(e) => results.push(
+                json!({ "file": file, "success": false, "error": DaytonaError::from(e).message }),
+            ),
         }
     }
     Ok(Json(Value::Array(results)))
@@ -469,7 +339,7 @@ pub async fn bulk_upload(
                 };
                 match ctx
                     .engine
-                    .write_file(&s.id, &path, None, None, None, field)
+                    .write_file(&s.id, &path, CreateAs::default(), None, field)
                     .await
                 {
                     Ok(info) => done.push(json!({ "path": path, "bytes": info.size })),
@@ -664,7 +534,7 @@ pub async fn upload_v2(
             .to_string();
         let info = ctx
             .engine
-            .write_file(&s.id, &q.path, None, None, None, field)
+            .write_file(&s.id, &q.path, CreateAs::default(), None, field)
             .await?;
         return Ok(Json(
             json!({ "name": info.name, "path": info.path, "type": mime }),
@@ -676,22 +546,6 @@ pub async fn upload_v2(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn grep_output_parses_even_with_colons_and_newlines_in_names() {
-        let out = b"a:b.txt\x003:hello: world\nsub/x\ny.py\x0010:x = 1\n";
-        let m = parse_grep(out);
-        assert_eq!(m.len(), 2);
-        assert_eq!(
-            m[0],
-            json!({"file": "a:b.txt", "line": 3, "content": "hello: world"})
-        );
-        assert_eq!(
-            m[1],
-            json!({"file": "sub/x\ny.py", "line": 10, "content": "x = 1"})
-        );
-        assert!(parse_grep(b"").is_empty());
-    }
 
     #[test]
     fn upload_parts_are_recognised() {
@@ -713,16 +567,6 @@ mod tests {
         );
         let d = disposition("file", "dir/ü.txt");
         assert!(d.ends_with("filename*=utf-8''dir%2F%C3%BC.txt"), "{d}");
-    }
-
-    #[test]
-    fn replace_is_literal() {
-        assert_eq!(
-            replace_bytes(b"a.b a.b", b"a.b", b"X"),
-            (b"X X".to_vec(), 2)
-        );
-        assert_eq!(replace_bytes(b"aaa", b"aa", b"b"), (b"ba".to_vec(), 1));
-        assert_eq!(replace_bytes(b"xyz", b"q", b"r"), (b"xyz".to_vec(), 0));
     }
 
     #[test]

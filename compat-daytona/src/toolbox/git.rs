@@ -3,12 +3,24 @@
 //!
 //! Commands are argv vectors: repository paths, branch names, messages, URLs and file lists are
 //! single arguments, placed after `--` where git takes options, so nothing a caller sends is
-//! parsed by a shell or read as an option. Credentials never appear in argv or on disk: they are
-//! handed to git through the environment and a fixed inline credential helper. Prompts are
-//! disabled, so a missing credential fails at once instead of hanging. Failures are classified
-//! from git's message into Daytona's git error codes (`GIT_AUTH_FAILED`, `GIT_REPO_NOT_FOUND`,
-//! `GIT_BRANCH_NOT_FOUND`, `GIT_BRANCH_EXISTS`, `GIT_PUSH_REJECTED`, `GIT_DIRTY_WORKTREE`,
-//! `GIT_MERGE_CONFLICT`, `GIT_TRANSPORT_FAILED`, `GIT_REMOTE_REJECTED`), else 400.
+//! parsed by a shell or read as an option.
+//!
+//! Credentials: the `username`/`password` of a clone, pull or push are never in argv and Platinum
+//! writes them nowhere. They go into that one git run's environment (`PLATINUM_GIT_USERNAME`,
+//! username `git` when only a password is given; `PLATINUM_GIT_PASSWORD`, empty when only a
+//! username is given), read by a fixed inline helper (`-c credential.helper=…`, answering `get`
+//! only). Git asks configured helpers before that inline one, and after a successful
+//! authentication offers the credential to every helper to store. So once
+//! `POST /git/credentials` has configured git's `store` helper for the sandbox user, a stored
+//! credential for the same host wins over the request's, and a request's credential that works
+//! is saved in plain text in `~/.git-credentials` too. `POST /git/credentials` itself stores its
+//! credential there (see [`credentials`]). Prompts are disabled (`GIT_TERMINAL_PROMPT=0`), so a
+//! missing credential fails at once instead of hanging.
+//!
+//! Failures are classified from git's message into Daytona's git error codes
+//! (`GIT_AUTH_FAILED`, `GIT_REPO_NOT_FOUND`, `GIT_BRANCH_NOT_FOUND`, `GIT_BRANCH_EXISTS`,
+//! `GIT_PUSH_REJECTED`, `GIT_DIRTY_WORKTREE`, `GIT_MERGE_CONFLICT`, `GIT_TRANSPORT_FAILED`,
+//! `GIT_REMOTE_REJECTED`), else 400.
 
 use axum::Json;
 use axum::extract::{Extension, State};
@@ -20,9 +32,11 @@ use std::collections::BTreeMap;
 use crate::Ctx;
 use crate::auth::ToolboxSandbox;
 use crate::error::{DJson, DQuery, DResult, DaytonaError};
-use crate::run::{Cmd, Finished, run};
+use crate::run::{Cmd, run};
+use platinum_engine::RunOutput;
 
-/// Reads credentials from the environment for `git credential fill` (no caller input in it).
+/// Answers git's `get` with `PLATINUM_GIT_USERNAME`/`PLATINUM_GIT_PASSWORD` from the environment
+/// (no caller input in its text); ignores `store` and `erase`.
 const CREDENTIAL_HELPER: &str = "credential.helper=!f() { test \"$1\" = get && \
      printf 'username=%s\\npassword=%s\\n' \"$PLATINUM_GIT_USERNAME\" \"$PLATINUM_GIT_PASSWORD\"; }; f";
 
@@ -147,7 +161,9 @@ impl Git {
         self
     }
 
-    /// Uses these credentials for this run only (the helper goes before the subcommand).
+    /// Passes these credentials to this run through its environment and [`CREDENTIAL_HELPER`]
+    /// (which goes before the subcommand); nothing when both are `None`. Helpers configured in
+    /// the sandbox (e.g. `store`) are asked first and may also store them (see the module doc).
     fn credentials(mut self, username: Option<String>, password: Option<String>) -> Self {
         if username.is_none() && password.is_none() {
             return self;
@@ -174,7 +190,7 @@ impl Git {
     }
 
     /// Runs; a non-zero exit is a classified error.
-    async fn run(self, ctx: &Ctx, id: &str) -> DResult<Finished> {
+    async fn run(self, ctx: &Ctx, id: &str) -> DResult<RunOutput> {
         let cmd = Cmd {
             argv: self.args,
             env: self.env,
@@ -183,7 +199,7 @@ impl Git {
             stdin: self.stdin,
         };
         let out = run(&ctx.engine, id, cmd).await?;
-        if out.exit_code != 0 {
+        if out.exit_code() != 0 {
             return Err(git_error(&out.stderr_text()));
         }
         Ok(out)
@@ -370,7 +386,7 @@ pub async fn list_branches(
         ]),
     )
     .await?;
-    let current = (current.exit_code == 0).then(|| current.stdout_text().trim().to_string());
+    let current = (current.exit_code() == 0).then(|| current.stdout_text().trim().to_string());
     Ok(Json(json!({ "branches": branches, "current": current })))
 }
 
@@ -551,7 +567,7 @@ pub async fn history(
         .envs([("LC_ALL".to_string(), "C".to_string())].into()),
     )
     .await?;
-    if out.exit_code != 0 {
+    if out.exit_code() != 0 {
         let err = out.stderr_text();
         // A repository without commits has no history rather than an error.
         if err.contains("does not have any commits") {
@@ -795,7 +811,7 @@ pub async fn get_config(
         },
     )
     .await?;
-    match out.exit_code {
+    match out.exit_code() {
         0 => Ok(Json(
             json!({ "value": out.stdout_text().trim_end_matches('\n') }),
         )),
@@ -869,8 +885,10 @@ pub struct CredentialsRequest {
     protocol: Option<String>,
 }
 
-/// `POST /git/credentials`: stores credentials for the sandbox user (git's `store` helper, in
-/// `~/.git-credentials`, mode 0600), so later clones, pulls and pushes use them.
+/// `POST /git/credentials`: sets `credential.helper store` in the sandbox user's global git config
+/// and approves the credential (protocol default `https`, host default `github.com`), so git
+/// writes it in plain text to `~/.git-credentials` (mode 0600). Later clones, pulls and pushes to
+/// that host use it, ahead of any credentials given with the request (see the module doc).
 pub async fn credentials(
     State(ctx): State<Ctx>,
     Extension(ToolboxSandbox(s)): Extension<ToolboxSandbox>,

@@ -14,7 +14,7 @@ use crate::run::{Cmd, run};
 
 async fn dir_of(ctx: &Ctx, id: &str, argv: &[&str]) -> DResult<Json<Value>> {
     let out = run(&ctx.engine, id, Cmd::new(argv.iter().copied())).await?;
-    if out.exit_code != 0 {
+    if out.exit_code() != 0 {
         return Err(DaytonaError::internal(format!(
             "could not read the directory: {}",
             out.stderr_text().trim()
@@ -67,41 +67,14 @@ pub async fn metrics(
     })))
 }
 
-/// Local ports in `LISTEN` state from `/proc/net/tcp{,6}` text.
-pub fn listening_ports(proc_net: &str) -> Vec<u16> {
-    let mut ports: Vec<u16> = proc_net
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // sl local_address rem_address st ...; 0A = LISTEN.
-            if f.len() < 4 || f[3] != "0A" {
-                return None;
-            }
-            let port = f[1].rsplit(':').next()?;
-            u16::from_str_radix(port, 16).ok()
-        })
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
-async fn ports_of(ctx: &Ctx, id: &str) -> DResult<Vec<u16>> {
-    let out = run(
-        &ctx.engine,
-        id,
-        Cmd::new(["cat", "/proc/net/tcp", "/proc/net/tcp6"]),
-    )
-    .await?;
-    Ok(listening_ports(&out.stdout_text()))
-}
-
 /// `GET /port` → `{ports}`.
 pub async fn ports(
     State(ctx): State<Ctx>,
     Extension(ToolboxSandbox(s)): Extension<ToolboxSandbox>,
 ) -> DResult<Json<Value>> {
-    Ok(Json(json!({ "ports": ports_of(&ctx, &s.id).await? })))
+    Ok(Json(
+        json!({ "ports": ctx.engine.listening_ports(&s.id).await? }),
+    ))
 }
 
 /// `GET /port/{port}/in-use` → `{isInUse}`.
@@ -110,7 +83,7 @@ pub async fn port_in_use(
     Extension(ToolboxSandbox(s)): Extension<ToolboxSandbox>,
     DPath((_, port)): DPath<(String, u16)>,
 ) -> DResult<Json<Value>> {
-    let in_use = ports_of(&ctx, &s.id).await?.contains(&port);
+    let in_use = ctx.engine.listening_ports(&s.id).await?.contains(&port);
     Ok(Json(json!({ "isInUse": in_use })))
 }
 
@@ -125,19 +98,4 @@ pub async fn unsupported(req: Request) -> DaytonaError {
         _ => "this toolbox feature",
     };
     DaytonaError::unsupported(format!("{what} is not supported by Platinum"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listening_ports_come_from_proc_net_tcp() {
-        let text = "  sl  local_address rem_address   st tx_queue rx_queue\n\
-             0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n\
-             1: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n\
-             2: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000\n\
-             0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 0\n";
-        assert_eq!(listening_ports(text), [3000, 8080]);
-    }
 }

@@ -26,7 +26,6 @@ use time::format_description::well_known::Rfc3339;
 use crate::Ctx;
 use crate::auth::ToolboxSandbox;
 use crate::error::{DJson, DPath, DResult, DaytonaError};
-use crate::toolbox::process::check_env;
 use crate::toolbox::sessions::{offered_protocols, upgrade, wants_websocket};
 
 /// Close code the SDKs read as "the run timed out".
@@ -153,8 +152,8 @@ async fn serve(mut socket: WebSocket, ctx: Ctx, sandbox: String) {
         }
     };
     let env = frame.envs.unwrap_or_default();
-    if let Err(e) = check_env(&env) {
-        close(&mut socket, 1007, &e.message).await;
+    if let Err(e) = platinum_engine::env::check_env(&env) {
+        close(&mut socket, 1007, &e.to_string()).await;
         return;
     }
     let run = RunCode {
@@ -182,7 +181,7 @@ async fn serve(mut socket: WebSocket, ctx: Ctx, sandbox: String) {
             let out = match run.next().await {
                 Ok(Some(ev)) => Out::Event(ev),
                 Ok(None) => Out::Done,
-                Err(e) if e.code() == "exec_timeout" => Out::Timeout,
+                Err(e) if e.code() == platinum_engine::ErrorCode::ExecTimeout => Out::Timeout,
                 Err(e) => Out::Failed(e.into()),
             };
             let last = !matches!(out, Out::Event(_));

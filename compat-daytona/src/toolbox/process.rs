@@ -21,7 +21,8 @@ use std::time::Duration;
 use crate::Ctx;
 use crate::auth::ToolboxSandbox;
 use crate::error::{DJson, DResult, DaytonaError};
-use crate::run::{Cmd, Finished, run};
+use crate::run::{Cmd, run};
+use platinum_engine::RunOutput;
 
 /// `ExecuteRequest`.
 #[derive(Debug, Deserialize)]
@@ -51,23 +52,6 @@ pub struct CodeRunRequest {
     timeout: Option<i64>,
 }
 
-/// Env names the daemon accepts: `^[A-Za-z_][A-Za-z0-9_]*$`.
-pub fn check_env(envs: &BTreeMap<String, String>) -> DResult<()> {
-    for k in envs.keys() {
-        let mut chars = k.chars();
-        let ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok {
-            return Err(DaytonaError::bad_request(format!(
-                "invalid environment variable name {k:?}"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// `timeout` seconds: positive = a limit, 0 or absent = none.
 pub fn timeout_of(secs: Option<i64>) -> DResult<Option<Duration>> {
     match secs {
@@ -80,14 +64,14 @@ pub fn timeout_of(secs: Option<i64>) -> DResult<Option<Duration>> {
 /// Runs `cmd` and renders `{exitCode, result}` the way Daytona's daemon does.
 async fn run_merged(ctx: &Ctx, id: &str, cmd: Cmd) -> DResult<Json<Value>> {
     let limit = cmd.timeout;
-    let finished: Finished = match run(&ctx.engine, id, cmd).await {
+    let finished: RunOutput = match run(&ctx.engine, id, cmd).await {
         Ok(f) => f,
-        Err(e) if e.code() == "spawn_failed" => {
+        Err(e) if e.code() == platinum_engine::ErrorCode::SpawnFailed => {
             return Ok(Json(json!({ "exitCode": -1, "result": e.to_string() })));
         }
         Err(e) => return Err(e.into()),
     };
-    if finished.timed_out {
+    if finished.exit.timed_out {
         return Err(DaytonaError::new(
             StatusCode::REQUEST_TIMEOUT,
             "PROCESS_EXECUTION_TIMEOUT",
@@ -101,7 +85,7 @@ async fn run_merged(ctx: &Ctx, id: &str, cmd: Cmd) -> DResult<Json<Value>> {
     // Normally empty (stderr is joined to stdout); kept in case the program reopened it.
     result.push_str(&finished.stderr_text());
     Ok(Json(
-        json!({ "exitCode": finished.exit_code, "result": result }),
+        json!({ "exitCode": finished.exit_code(), "result": result }),
     ))
 }
 
@@ -115,7 +99,7 @@ pub async fn execute(
         return Err(DaytonaError::bad_request("command is empty"));
     }
     let envs = req.envs.unwrap_or_default();
-    check_env(&envs)?;
+    platinum_engine::env::check_env(&envs)?;
     let cmd = Cmd::new([
         "/bin/bash",
         "-l",
@@ -169,7 +153,7 @@ pub async fn code_run(
     DJson(req): DJson<CodeRunRequest>,
 ) -> DResult<Json<Value>> {
     let envs = req.envs.unwrap_or_default();
-    check_env(&envs)?;
+    platinum_engine::env::check_env(&envs)?;
     let language = req
         .language
         .or_else(|| s.metadata.get(crate::api::sandbox::LANGUAGE_LABEL).cloned())
@@ -188,17 +172,6 @@ pub async fn code_run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_names_follow_the_daemon_rule() {
-        let ok: BTreeMap<String, String> =
-            [("A_1".into(), "x".into()), ("_b".into(), "".into())].into();
-        assert!(check_env(&ok).is_ok());
-        for bad in ["1A", "A-B", "", "A=B", "é"] {
-            let env: BTreeMap<String, String> = [(bad.to_string(), "x".to_string())].into();
-            assert!(check_env(&env).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn code_is_an_argument_never_part_of_the_script() {

@@ -21,9 +21,9 @@ use axum::extract::{Extension, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use platinum_engine::PtySize;
 use platinum_engine::model::{CommandLine, ExecRequest, Sandbox};
 use platinum_engine::{ExecEvent, ExecStream, StreamOptions};
-use platinum_protocol::PtySize;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -34,7 +34,6 @@ use time::format_description::well_known::Rfc3339;
 use crate::Ctx;
 use crate::auth::{ToolboxSandbox, query_param};
 use crate::error::{DJson, DPath, DResult, DaytonaError};
-use crate::toolbox::process::check_env;
 use crate::toolbox::sessions::{offered_protocols, upgrade, wants_websocket};
 
 /// The subprotocol asking for exit notifications.
@@ -148,7 +147,7 @@ async fn start(
     lazy_start: bool,
 ) -> DResult<ExecStream> {
     check_id(id)?;
-    check_env(&envs)?;
+    platinum_engine::env::check_env(&envs)?;
     if let Ok(existing) = ctx.ptys.get(s, id)
         && running_pids(ctx, &s.id).await?.contains(&existing.pid)
     {

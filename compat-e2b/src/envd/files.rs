@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
-use crate::envd::{acting_user, hand_over, missing_parents, needs_handover, token};
+use crate::envd::{acting_user, create_as, token};
 use crate::error::HttpError;
 use crate::routing::SandboxId;
 use crate::{Ctx, auth};
@@ -365,20 +365,10 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: std::fmt::Display,
 {
-    let handover = needs_handover(user, dest);
-    let mut created = if handover {
-        missing_parents(ctx, id, dest).await?
-    } else {
-        Vec::new()
-    };
     let written = ctx
         .engine
-        .write_file(id, dest, acting_user(user, dest), None, declared, body)
+        .write_file(id, dest, create_as(user, dest), declared, body)
         .await?;
-    if handover {
-        created.insert(0, written.path.clone());
-        hand_over(ctx, id, user, &created).await?;
-    }
     tracing::debug!(sandbox = %id, path = %written.path, size = written.size, "upload");
     Ok(written)
 }

@@ -15,10 +15,9 @@ use axum::body::Body;
 use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use platinum_engine::Error;
+use platinum_engine::ErrorCode;
 use platinum_engine::commands::watch::{DirWatch, FsEvent, FsOp};
 use platinum_engine::model::FileInfo;
-use platinum_protocol::GuestErrorCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -28,9 +27,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::Ctx;
 use crate::connect::{self, flexible_u32};
 use crate::envd::process::{server_stream, unary};
-use crate::envd::{
-    acting_user, authorize, hand_over, missing_parents, needs_handover, stream_broken,
-};
+use crate::envd::{acting_user, authorize, create_as, stream_broken};
 use crate::error::{ConnectCode, ConnectError};
 use crate::routing::SandboxId;
 
@@ -204,25 +201,15 @@ async fn make_dir(
     r: PathRequest,
 ) -> Result<Value, ConnectError> {
     need_path(&r.path)?;
-    let handover = needs_handover(user, &r.path);
-    let mut created = if handover {
-        missing_parents(ctx, id, &r.path).await?
-    } else {
-        Vec::new()
-    };
     let (entry, made) = ctx
         .engine
-        .make_dir(id, &r.path, acting_user(user, &r.path))
+        .make_dir(id, &r.path, create_as(user, &r.path))
         .await?;
     if !made {
         return Err(ConnectError::new(
             ConnectCode::AlreadyExists,
             format!("directory {} already exists", entry.path),
         ));
-    }
-    if handover {
-        created.insert(0, entry.path.clone());
-        hand_over(ctx, id, user, &created).await?;
     }
     entry_of(ctx, id, user, &entry.path).await
 }
@@ -278,7 +265,7 @@ async fn remove(
     {
         Ok(()) => Ok(json!({})),
         // envd removes with RemoveAll, which succeeds for a path that is not there.
-        Err(Error::Guest(g)) if g.code == GuestErrorCode::NotFound => Ok(json!({})),
+        Err(e) if e.code() == ErrorCode::FileNotFound => Ok(json!({})),
         Err(e) => Err(e.into()),
     }
 }

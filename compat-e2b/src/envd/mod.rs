@@ -23,8 +23,7 @@ use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use platinum_engine::Error;
-use platinum_protocol::GuestErrorCode;
+use platinum_engine::{CreateAs, Error};
 use serde::Serialize;
 use serde_json::json;
 
@@ -33,7 +32,7 @@ use crate::routing::SandboxId;
 use crate::{Ctx, auth};
 
 /// The user requests act as when they name none (E2B's default user).
-pub const DEFAULT_USER: &str = "user";
+pub use platinum_engine::env::DEFAULT_USER;
 /// The user file operations on absolute paths run as.
 const ROOT: &str = "root";
 
@@ -97,57 +96,17 @@ pub fn acting_user(user: &Option<String>, path: &str) -> Option<String> {
     }
 }
 
-/// Whether files made for `user` must be handed over to it after root created them.
-fn needs_handover(user: &Option<String>, path: &str) -> bool {
-    path.starts_with('/') && user.as_deref() != Some(ROOT)
-}
-
-/// The directories that `path`'s creation will add: its missing ancestors, outermost last.
-pub async fn missing_parents(ctx: &Ctx, id: &str, path: &str) -> Result<Vec<String>, Error> {
-    let mut missing = Vec::new();
-    let mut dir = std::path::Path::new(path).parent();
-    while let Some(d) = dir.filter(|d| d.as_os_str().len() > 1) {
-        let text = d.to_string_lossy().into_owned();
-        match ctx.engine.stat(id, &text, Some(ROOT.into())).await {
-            Ok(_) => break,
-            Err(Error::Guest(g)) if g.code == GuestErrorCode::NotFound => missing.push(text),
-            Err(e) => return Err(e),
-        }
-        dir = d.parent();
+/// How a write or a `make_dir` of `path` for `user` runs, as envd does it: an absolute path as
+/// root, with what is created (and every parent created for it) handed to the user in the same
+/// request; a relative one as the user.
+pub fn create_as(user: &Option<String>, path: &str) -> CreateAs {
+    let owner = (path.starts_with('/') && user.as_deref() != Some(ROOT))
+        .then(|| user.clone().unwrap_or_else(|| DEFAULT_USER.into()));
+    CreateAs {
+        user: acting_user(user, path),
+        mode: None,
+        owner,
     }
-    Ok(missing)
-}
-
-/// Hands what root created for `user` over to it (owner and the user's own group), as envd's
-/// `chown` after an upload or mkdir does.
-pub async fn hand_over(
-    ctx: &Ctx,
-    id: &str,
-    user: &Option<String>,
-    paths: &[String],
-) -> Result<(), Error> {
-    let owner = user.clone().unwrap_or_else(|| DEFAULT_USER.into());
-    for path in paths {
-        let with_group = ctx
-            .engine
-            .chown(
-                id,
-                path,
-                Some(owner.clone()),
-                Some(owner.clone()),
-                Some(ROOT.into()),
-            )
-            .await;
-        match with_group {
-            Err(Error::Guest(g)) if g.code == GuestErrorCode::UserNotFound => {
-                ctx.engine
-                    .chown(id, path, Some(owner.clone()), None, Some(ROOT.into()))
-                    .await?
-            }
-            other => other?,
-        }
-    }
-    Ok(())
 }
 
 /// A plain-HTTP route that needs the access token (401 without it): `answer`'s JSON, or its
@@ -251,9 +210,11 @@ mod tests {
         assert_eq!(acting_user(&user, "/etc/x").as_deref(), Some("root"));
         assert_eq!(acting_user(&user, "notes.txt").as_deref(), Some("user"));
         assert_eq!(acting_user(&None, "~/x"), None);
-        assert!(needs_handover(&user, "/opt/x"));
-        assert!(needs_handover(&None, "/opt/x"));
-        assert!(!needs_handover(&Some("root".into()), "/opt/x"));
-        assert!(!needs_handover(&user, "x"));
+        let owner = |u: &Option<String>, p: &str| create_as(u, p).owner;
+        assert_eq!(owner(&user, "/opt/x").as_deref(), Some("user"));
+        assert_eq!(owner(&None, "/opt/x").as_deref(), Some("user"));
+        assert_eq!(owner(&Some("root".into()), "/opt/x"), None);
+        assert_eq!(owner(&user, "x"), None);
+        assert_eq!(create_as(&user, "/opt/x").user.as_deref(), Some("root"));
     }
 }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use platinum_engine::commands::code::CODE_KERNEL_TAG_PREFIX;
 use platinum_engine::model::{CommandLine, ExecRequest};
 use platinum_engine::{ExecEvent, ExecStream, StreamOptions};
-use platinum_protocol::{ExitStatus, PtySize};
+use platinum_engine::{ExitStatus, PtySize};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -407,7 +407,7 @@ fn follow(
                         "process stream ended without an exit",
                     ));
                 }
-                Err(e) => break Some(stream_broken(&ctx, &id, e.into()).await),
+                Err(e) => break Some(stream_broken(&ctx, &id, e).await),
             };
             if send(&sink, json!({ "data": data })).await.is_err() {
                 return;
@@ -581,6 +581,7 @@ mod tests {
             code,
             signal,
             timed_out: false,
+            guest_elapsed: None,
         };
         assert_eq!(
             end_event(&exit(Some(0), None)),

@@ -19,8 +19,8 @@
 //! and the next cell re-attaches to it by pid. Contexts are found again after a server restart
 //! from the tags of the guest's running processes; they belong to one boot of the VM.
 
+use crate::process::{ExecEvent, ExecStream, StdinWriter};
 use bytes::BytesMut;
-use platinum_hostagent::guest::{ExecEvent, ExecStream, StdinWriter};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -497,7 +497,7 @@ pub(crate) fn spawn_pump(mut stream: ExecStream, lines: Lines, shared: Arc<Share
                         Error::Internal("the kernel stream ended".into()),
                     );
                 }
-                Err(e) => break (Liveness::Detached, Error::from(e)),
+                Err(e) => break (Liveness::Detached, e),
             }
         };
         tracing::debug!(kernel = %label, ?liveness, error = %error, "kernel pump ended");

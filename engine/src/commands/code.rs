@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::code::{self, Contexts, Feed, Kernel, Liveness, Proc};
 use crate::commands::exec::{StreamOptions, check_guest_path};
+use crate::commands::files::CreateAs;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{ExecRequest, Sandbox};
@@ -33,7 +34,7 @@ pub use crate::code::TAG_PREFIX as CODE_KERNEL_TAG_PREFIX;
 /// Where kernels are uploaded in the guest.
 const DRIVER_DIR: &str = "/usr/local/lib/platinum";
 /// Working directory of contexts that name none.
-pub const DEFAULT_CODE_CWD: &str = "/home/user";
+pub const DEFAULT_CODE_CWD: &str = crate::env::DEFAULT_HOME;
 /// How long a kernel may take to start (a cold Python start under TCG takes seconds).
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Most contexts one sandbox may have.
@@ -276,15 +277,12 @@ impl Engine {
         let body = futures::stream::once(async move {
             Ok::<_, std::convert::Infallible>(Bytes::from_static(script.as_bytes()))
         });
-        self.write_file(
-            id,
-            &path,
-            Some("root".into()),
-            Some(0o644),
-            Some(script.len() as u64),
-            body,
-        )
-        .await?;
+        let how = CreateAs {
+            mode: Some(0o644),
+            ..CreateAs::user(Some("root".into()))
+        };
+        self.write_file(id, &path, how, Some(script.len() as u64), body)
+            .await?;
         let command = match info.language {
             CodeLanguage::Python => vec!["python3".to_string(), path],
             CodeLanguage::JavaScript => vec![
@@ -495,7 +493,7 @@ impl Engine {
             .ok_or_else(|| Error::Internal("the kernel has no input".into()))?;
         if let Err(e) = stdin.write(&line).await {
             proc.shared.abandon();
-            return Err(e.into());
+            return Err(e);
         }
         tracing::debug!(sandbox = %id, context = %kernel.info.id, cell = %cell, "cell sent");
         Ok(CodeRun {
@@ -511,6 +509,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     #[test]
     fn languages_parse_with_aliases() {
@@ -525,7 +524,7 @@ mod tests {
         );
         assert_eq!(
             CodeLanguage::parse(Some("cobol")).unwrap_err().code(),
-            "invalid_request"
+            ErrorCode::InvalidRequest
         );
     }
 

@@ -1,19 +1,16 @@
-//! Running commands in a sandbox: buffered and streaming exec, background processes, signals, stdin.
+//! Running commands in a sandbox: buffered exec (over [`Engine::run`]), streaming exec,
+//! background processes, signals, stdin.
 
 use bytes::Bytes;
-use platinum_hostagent::guest::{ExecStream, GuestClient};
-use platinum_protocol::{Command, ExecSpec, PtySize};
+use platinum_hostagent::guest::GuestClient;
+use platinum_protocol::{Command, ExecSpec};
 use std::time::{Duration, Instant};
 
 use crate::commands::sandbox::require;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{CommandLine, ExecRequest, ExecResult, ProcessInfo, Sandbox, SandboxState};
-
-/// Extra time the host waits past a command's own timeout before giving up on the guest.
-const HOST_GRACE: Duration = Duration::from_secs(10);
-
-const SIGKILL: i32 = 9;
+use crate::process::{ExecStream, PtySize};
 
 /// Options for starting a streaming process (PTY and stdin), beyond [`ExecRequest`].
 #[derive(Debug, Clone, Default)]
@@ -28,7 +25,7 @@ pub struct StreamOptions {
 
 impl Engine {
     /// The guest session of a sandbox that is running.
-    pub async fn running_guest(&self, id: &str) -> Result<(Sandbox, GuestClient)> {
+    pub(crate) async fn running_guest(&self, id: &str) -> Result<(Sandbox, GuestClient)> {
         let s = self.load(id).await?;
         require(&s, "this operation", &[SandboxState::Running])?;
         self.touch(&s).await;
@@ -40,7 +37,7 @@ impl Engine {
         &self,
         req: &ExecRequest,
         default_timeout: Option<Duration>,
-        opts: StreamOptions,
+        opts: Option<StreamOptions>,
     ) -> Result<ExecSpec> {
         let command = match &req.command {
             CommandLine::Shell(s) if s.trim().is_empty() => {
@@ -52,15 +49,7 @@ impl Engine {
             CommandLine::Shell(s) => Command::Shell(s.clone()),
             CommandLine::Argv(a) => Command::Argv(a.clone()),
         };
-        if req
-            .env
-            .keys()
-            .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
-        {
-            return Err(Error::InvalidRequest(
-                "invalid environment variable name".into(),
-            ));
-        }
+        crate::env::check_env(&req.env)?;
         if let Some(cwd) = &req.cwd {
             check_guest_path(cwd)?;
         }
@@ -69,6 +58,7 @@ impl Engine {
             Some(ms) => Some(ms),
             None => default_timeout.map(|d| d.as_millis() as u64),
         };
+        let opts = opts.unwrap_or_default();
         Ok(ExecSpec {
             command,
             env: req.env.clone(),
@@ -76,67 +66,43 @@ impl Engine {
             user: req.user.clone(),
             stdin: opts.stdin || req.stdin.is_some(),
             timeout_ms,
-            pty: opts.pty,
+            pty: opts.pty.map(Into::into),
             tag: opts.tag,
         })
     }
 
-    /// Runs a command and returns its output once it ends (or, with `background`, its pid at once).
-    pub async fn exec(&self, id: &str, req: ExecRequest) -> Result<ExecResult> {
+    /// Starts a process and returns its stream and the timeout the guest enforces; `req.stdin`
+    /// is the caller's to feed ([`feed_stdin`]).
+    pub(crate) async fn start_process(
+        &self,
+        id: &str,
+        req: &ExecRequest,
+        default_timeout: Option<Duration>,
+        opts: Option<StreamOptions>,
+    ) -> Result<(ExecStream, Option<u64>)> {
+        let spec = self.exec_spec(req, default_timeout, opts)?;
         let (_, guest) = self.running_guest(id).await?;
-        let default_timeout = if req.background {
-            None
-        } else {
-            Some(self.config.default_exec_timeout)
-        };
-        let spec = self.exec_spec(&req, default_timeout, StreamOptions::default())?;
         let timeout_ms = spec.timeout_ms;
+        Ok((ExecStream::new(guest.exec(spec).await?), timeout_ms))
+    }
+
+    /// Runs a command and returns its output once it ends (or, with `background`, its pid at
+    /// once). A foreground command is killed when the caller stops waiting ([`Engine::run`]).
+    pub async fn exec(&self, id: &str, req: ExecRequest) -> Result<ExecResult> {
+        if !req.background {
+            return Ok(self.run(id, req).await?.finish().await?.into());
+        }
         let started = Instant::now();
-        let stream = guest.exec(spec).await?;
-        if let Some(input) = &req.stdin {
-            let stdin = stream.stdin();
-            stdin.write(input.as_bytes()).await?;
-            stdin.close()?;
-        }
-        let pid = stream.pid();
-        if req.background {
-            return Ok(ExecResult {
-                pid,
-                exit_code: None,
-                signal: None,
-                timed_out: false,
-                stdout: String::new(),
-                stderr: String::new(),
-                truncated: false,
-                duration_ms: started.elapsed().as_millis() as u64,
-            });
-        }
-        let collect = stream.collect(self.config.exec_output_limit);
-        let out = match timeout_ms {
-            Some(ms) => {
-                match tokio::time::timeout(Duration::from_millis(ms) + HOST_GRACE, collect).await {
-                    Ok(r) => r?,
-                    Err(_) => {
-                        // The guest should have killed it; make sure, then report.
-                        let _ = guest.signal(pid, SIGKILL).await;
-                        return Err(Error::ExecTimeout(ms));
-                    }
-                }
-            }
-            None => collect.await?,
-        };
-        let limit = self.config.exec_output_limit;
-        let mut truncated = out.truncated;
-        let stdout = lossy_capped(&out.stdout, limit, &mut truncated);
-        let stderr = lossy_capped(&out.stderr, limit, &mut truncated);
+        let (stream, _) = self.start_process(id, &req, None, None).await?;
+        feed_stdin(&stream, &req).await?;
         Ok(ExecResult {
-            pid,
-            exit_code: Some(out.exit.shell_code()),
-            signal: out.exit.signal,
-            timed_out: out.exit.timed_out,
-            stdout,
-            stderr,
-            truncated,
+            pid: stream.pid(),
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
             duration_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -149,21 +115,15 @@ impl Engine {
         req: ExecRequest,
         opts: StreamOptions,
     ) -> Result<ExecStream> {
-        let (_, guest) = self.running_guest(id).await?;
-        let spec = self.exec_spec(&req, None, opts)?;
-        let stream = guest.exec(spec).await?;
-        if let Some(input) = &req.stdin {
-            let stdin = stream.stdin();
-            stdin.write(input.as_bytes()).await?;
-            stdin.close()?;
-        }
+        let (stream, _) = self.start_process(id, &req, None, Some(opts)).await?;
+        feed_stdin(&stream, &req).await?;
         Ok(stream)
     }
 
     /// Re-attaches to a process, optionally replaying the output it buffered.
     pub async fn attach(&self, id: &str, pid: u32, replay: bool) -> Result<ExecStream> {
         let (_, guest) = self.running_guest(id).await?;
-        Ok(guest.attach(pid, replay).await?)
+        Ok(ExecStream::new(guest.attach(pid, replay).await?))
     }
 
     /// Processes started in the sandbox (running and recently ended).
@@ -206,7 +166,7 @@ impl Engine {
             ));
         }
         let (_, guest) = self.running_guest(id).await?;
-        Ok(guest.resize_pty(pid, size).await?)
+        Ok(guest.resize_pty(pid, size.into()).await?)
     }
 
     /// Opens a TCP connection to `port` inside the sandbox (through the guest agent; no network
@@ -233,21 +193,14 @@ impl Engine {
     }
 }
 
-/// Guest output as text within the output budget: each of stdout and stderr keeps its first
-/// `limit` bytes (`exec_output_limit`), and since lossy decoding turns every invalid byte into
-/// a 3-byte U+FFFD, the text is cut again at the last character boundary within `limit`;
-/// `truncated` is set when anything was cut.
-fn lossy_capped(bytes: &[u8], limit: usize, truncated: &mut bool) -> String {
-    let mut text = String::from_utf8_lossy(bytes).into_owned();
-    if text.len() > limit {
-        let mut end = limit;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        *truncated = true;
+/// Writes `req.stdin`, if any, to the process and closes its stdin.
+pub(crate) async fn feed_stdin(stream: &ExecStream, req: &ExecRequest) -> Result<()> {
+    if let Some(input) = &req.stdin {
+        let stdin = stream.stdin();
+        stdin.write(input.as_bytes()).await?;
+        stdin.close()?;
     }
-    text
+    Ok(())
 }
 
 /// Rejects guest paths that cannot be valid (empty, NUL bytes, absurdly long).
@@ -264,23 +217,4 @@ pub(crate) fn check_guest_path(path: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lossy_output_stays_within_the_byte_budget() {
-        let mut truncated = false;
-        assert_eq!(lossy_capped(b"hello", 10, &mut truncated), "hello");
-        assert!(!truncated);
-        // 10 invalid bytes would decode to 30 bytes of U+FFFD.
-        let text = lossy_capped(&[0xff; 10], 10, &mut truncated);
-        assert_eq!(text, "\u{fffd}".repeat(3));
-        assert!(text.len() <= 10 && truncated);
-        let mut truncated = false;
-        assert_eq!(lossy_capped("héllo".as_bytes(), 2, &mut truncated), "h");
-        assert!(truncated);
-    }
 }

@@ -2,9 +2,9 @@
 //! Contents stream both ways; uploads are capped at `max_upload_bytes` and an upload that fails
 //! half-way leaves the destination untouched.
 
+use crate::process::FileDownload;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use platinum_hostagent::guest::FileDownload;
 use platinum_protocol::{PathRequest, WriteFile};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +25,37 @@ fn at(path: &str, user: Option<String>) -> Result<PathRequest> {
 /// Depth limit for recursive listings.
 const MAX_LIST_DEPTH: u32 = 32;
 
+/// Who a file write or a `make_dir` acts as, and who gets what it creates.
+#[derive(Debug, Clone, Default)]
+pub struct CreateAs {
+    /// The user it runs as: relative paths resolve in its home and its permissions apply
+    /// (default: the sandbox's default user).
+    pub user: Option<String>,
+    /// Permission bits of what is created (default 0o644 for files, 0o755 for directories).
+    pub mode: Option<u32>,
+    /// Hand the file or directory, and every parent directory created for it, to this user (its
+    /// owner, and its group) in the same guest request: what E2B's envd does for files root
+    /// creates on a user's behalf. Needs `user` to be root.
+    pub owner: Option<String>,
+}
+
+impl CreateAs {
+    /// As `user`, with everything else defaulted.
+    pub fn user(user: Option<String>) -> Self {
+        CreateAs {
+            user,
+            ..CreateAs::default()
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.mode.is_some_and(|m| m > 0o7777) {
+            return Err(Error::InvalidRequest("mode must be at most 0o7777".into()));
+        }
+        Ok(())
+    }
+}
+
 impl Engine {
     /// Opens a file for streaming download.
     pub async fn read_file(
@@ -35,17 +66,43 @@ impl Engine {
     ) -> Result<FileDownload> {
         let req = at(path, user)?;
         let (_, guest) = self.running_guest(id).await?;
-        Ok(guest.read_file(req).await?)
+        Ok(FileDownload::new(guest.read_file(req).await?))
     }
 
-    /// Writes a file from a byte stream. `declared_len` (e.g. Content-Length) is checked against
-    /// the upload limit before any byte moves; the stream itself is counted too.
-    pub async fn write_file<S, E>(
+    /// Reads a whole file of at most `limit` bytes (`payload_too_large` when it is larger,
+    /// before more than `limit` bytes were read).
+    pub async fn read_to_vec(
         &self,
         id: &str,
         path: &str,
         user: Option<String>,
-        mode: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<u8>> {
+        let too_large = || Error::PayloadTooLarge {
+            limit: limit as u64,
+        };
+        let mut dl = self.read_file(id, path, user).await?;
+        if dl.entry.size > limit as u64 {
+            return Err(too_large());
+        }
+        let mut data = Vec::with_capacity(dl.entry.size as usize);
+        while let Some(chunk) = dl.chunk().await? {
+            if data.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok(data)
+    }
+
+    /// Writes a file from a byte stream, creating missing parent directories. `declared_len`
+    /// (e.g. Content-Length) is checked against the upload limit before any byte moves; the
+    /// stream itself is counted too.
+    pub async fn write_file<S, E>(
+        &self,
+        id: &str,
+        path: &str,
+        how: CreateAs,
         declared_len: Option<u64>,
         body: S,
     ) -> Result<FileInfo>
@@ -57,14 +114,13 @@ impl Engine {
         if declared_len.is_some_and(|n| n > limit) {
             return Err(Error::PayloadTooLarge { limit });
         }
-        if mode.is_some_and(|m| m > 0o7777) {
-            return Err(Error::InvalidRequest("mode must be at most 0o7777".into()));
-        }
+        how.check()?;
         let req = WriteFile {
-            at: at(path, user)?,
-            mode,
+            at: at(path, how.user)?,
+            mode: how.mode,
             append: false,
             create_parents: true,
+            owner: how.owner,
         };
         let (_, guest) = self.running_guest(id).await?;
         let too_large = Arc::new(AtomicBool::new(false));
@@ -120,15 +176,11 @@ impl Engine {
     }
 
     /// `mkdir -p`; returns the directory and whether it was created.
-    pub async fn make_dir(
-        &self,
-        id: &str,
-        path: &str,
-        user: Option<String>,
-    ) -> Result<(FileInfo, bool)> {
-        let req = at(path, user)?;
+    pub async fn make_dir(&self, id: &str, path: &str, how: CreateAs) -> Result<(FileInfo, bool)> {
+        how.check()?;
+        let req = at(path, how.user)?;
         let (_, guest) = self.running_guest(id).await?;
-        let r = guest.make_dir(req, None).await?;
+        let r = guest.make_dir(req, how.mode, how.owner).await?;
         Ok((r.entry.into(), r.created))
     }
 

@@ -214,83 +214,10 @@ fn is_e2b_form(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use crate::store::Store;
-    use crate::store::sqlite::SqliteStore;
-    use async_trait::async_trait;
-    use platinum_hostagent::guest::GuestClient;
-    use platinum_hostagent::host::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
-    use platinum_hostagent::vmm::{Accel, TransportKind, VmmKind};
+    use crate::testing::{NoVms, engine};
     use std::sync::Arc;
-
-    /// A host that runs no VMs: key management never needs one.
-    struct NoVms;
-
-    fn no_vms<T>() -> platinum_hostagent::Result<T> {
-        Err(platinum_hostagent::Error::Unsupported(
-            "this test host runs no VMs".into(),
-        ))
-    }
-
-    #[async_trait]
-    impl HostAgent for NoVms {
-        fn info(&self) -> HostInfo {
-            HostInfo {
-                id: "test".into(),
-                vmm: VmmKind::Qemu,
-                accel: Accel::Tcg,
-                reason: "test".into(),
-                transport: TransportKind::VirtioSerial,
-                network_unavailable: Some("test".into()),
-            }
-        }
-        async fn prepare_template(&self, _: &str) -> platinum_hostagent::Result<()> {
-            no_vms()
-        }
-        fn templates(&self) -> Vec<String> {
-            Vec::new()
-        }
-        async fn create(&self, _: CreateVm) -> platinum_hostagent::Result<VmStatus> {
-            no_vms()
-        }
-        async fn start(&self, _: &str) -> platinum_hostagent::Result<VmStatus> {
-            no_vms()
-        }
-        async fn stop(&self, _: &str) -> platinum_hostagent::Result<()> {
-            no_vms()
-        }
-        async fn pause(&self, _: &str) -> platinum_hostagent::Result<()> {
-            no_vms()
-        }
-        async fn resume(&self, _: &str) -> platinum_hostagent::Result<()> {
-            no_vms()
-        }
-        async fn destroy(&self, _: &str) -> platinum_hostagent::Result<()> {
-            Ok(())
-        }
-        async fn guest(&self, _: &str) -> platinum_hostagent::Result<GuestClient> {
-            no_vms()
-        }
-        async fn console_tail(&self, _: &str, _: usize) -> platinum_hostagent::Result<String> {
-            no_vms()
-        }
-        async fn running(&self) -> Vec<String> {
-            Vec::new()
-        }
-        fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HostEvent> {
-            tokio::sync::broadcast::channel(1).1
-        }
-        fn disk_free_bytes(&self) -> Option<u64> {
-            None
-        }
-    }
-
-    async fn engine() -> (Arc<Engine>, Arc<SqliteStore>) {
-        let store = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let engine = Engine::new(Default::default(), store.clone(), Arc::new(NoVms))
-            .await
-            .unwrap();
-        (engine, store)
-    }
 
     fn named(name: &str) -> CreateApiKey {
         CreateApiKey {
@@ -356,7 +283,7 @@ mod tests {
             .rotate_api_key(&a.info.id)
             .await
             .expect_err("a revoked key cannot be rotated");
-        assert_eq!(err.code(), "conflict");
+        assert_eq!(err.code(), ErrorCode::Conflict);
 
         // Rotate: same name and format, a new secret, the old one refused.
         let rotated = engine.rotate_api_key(&e.info.id).await.unwrap();
@@ -380,7 +307,10 @@ mod tests {
             engine.revoke_api_key("nope").await.unwrap_err(),
             engine.rotate_api_key("nope").await.unwrap_err(),
         ] {
-            assert_eq!((err.code(), err.http_status()), ("api_key_not_found", 404));
+            assert_eq!(
+                (err.code(), err.http_status()),
+                (ErrorCode::ApiKeyNotFound, 404)
+            );
         }
     }
 
@@ -389,7 +319,7 @@ mod tests {
         let (engine, store) = engine().await;
         for name in ["", " x", "x ", "a\nb", &"n".repeat(65), auth::ENV_KEY_NAME] {
             let err = engine.create_api_key(named(name)).await.unwrap_err();
-            assert_eq!(err.code(), "invalid_request", "{name:?}");
+            assert_eq!(err.code(), ErrorCode::InvalidRequest, "{name:?}");
         }
         let own = |key: &str, format| CreateApiKey {
             name: "own".into(),
@@ -401,7 +331,7 @@ mod tests {
                 .create_api_key(own(weak, KeyFormat::Platinum))
                 .await
                 .unwrap_err();
-            assert_eq!(err.code(), "invalid_request");
+            assert_eq!(err.code(), ErrorCode::InvalidRequest);
             assert!(err.to_string().contains("too weak"), "{err}");
         }
         let strong = "3f2b9c0e8d7a41e6b5c4d3e2f1a09b8c";
@@ -409,7 +339,7 @@ mod tests {
             .create_api_key(own(strong, KeyFormat::E2b))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "invalid_request");
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
         assert!(store.api_keys().await.unwrap().is_empty());
 
         let made = engine
@@ -422,7 +352,7 @@ mod tests {
             .create_api_key(own(strong, KeyFormat::Platinum))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "conflict");
+        assert_eq!(err.code(), ErrorCode::Conflict);
         let e2b_own = format!("e2b_{strong}");
         let made = engine
             .create_api_key(own(&e2b_own, KeyFormat::E2b))

@@ -3,7 +3,9 @@
 //!
 //! - [`sandbox`]: create, get, list, kill, pause, resume, stop, start, timeout, metrics, console.
 //! - [`exec`]: run commands (buffered and streaming), background processes, signals, stdin.
+//! - [`run`]: a command run to completion (output budget, grace period, killed when abandoned).
 //! - [`files`]: read and write (streamed), list, stat, mkdir, remove, move, chmod, chown.
+//! - [`search`]: lines matching a regex, files matching a glob, replace in files, listening ports.
 //! - [`sessions`]: named background shells; commands run in them with their own exit codes and logs.
 //! - [`settings`]: names, labels, lifecycle rules, archive, activity, templates.
 //! - [`tokens`]: revoked tokens (kept by hash until they expire; survive restarts).
@@ -15,7 +17,9 @@ pub mod code;
 pub mod exec;
 pub mod files;
 pub mod keys;
+pub mod run;
 pub mod sandbox;
+pub mod search;
 pub mod sessions;
 pub mod settings;
 pub mod tokens;

@@ -8,12 +8,14 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::{check_template_name, new_sandbox_id};
 use crate::model::{CreateSandbox, RuntimeInfo, Sandbox, SandboxMetrics, SandboxState};
-use crate::store::{ListQuery, Page};
+use crate::model::{ListQuery, Page};
 
 /// Longest env var or metadata value accepted.
 const MAX_VALUE_LEN: usize = 32 * 1024;
 /// Most env vars or metadata pairs accepted.
 const MAX_PAIRS: usize = 256;
+/// Metadata keys under this prefix are Platinum's own and refused in what users set.
+pub const RESERVED_METADATA_PREFIX: &str = "platinum.";
 
 fn runtime_info(v: &VmStatus) -> RuntimeInfo {
     RuntimeInfo {
@@ -31,18 +33,41 @@ fn runtime_info(v: &VmStatus) -> RuntimeInfo {
 }
 
 /// The serde name of a unit enum variant (`VmmKind::Qemu` -> `"qemu"`).
-fn wire_name<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn wire_name<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
 }
 
+/// What a map of string pairs holds, for [`check_pairs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pairs {
+    /// Environment variables: names follow [`crate::env::check_env_name`].
+    Env,
+    /// User metadata: no key under [`RESERVED_METADATA_PREFIX`].
+    Metadata,
+    /// Front-end attributes (set in code).
+    Attributes,
+}
+
+impl Pairs {
+    fn what(self) -> &'static str {
+        match self {
+            Pairs::Env => "env",
+            Pairs::Metadata => "metadata",
+            Pairs::Attributes => "attribute",
+        }
+    }
+}
+
+/// Bounds a map of string pairs: how many, key and value sizes, no NUL bytes, and the key rule
+/// of its kind.
 pub(crate) fn check_pairs(
-    what: &str,
+    kind: Pairs,
     pairs: &std::collections::BTreeMap<String, String>,
-    env_names: bool,
 ) -> Result<()> {
+    let what = kind.what();
     if pairs.len() > MAX_PAIRS {
         return Err(Error::InvalidRequest(format!(
             "at most {MAX_PAIRS} {what} entries"
@@ -57,9 +82,11 @@ pub(crate) fn check_pairs(
         {
             return Err(Error::InvalidRequest(format!("invalid {what} entry {k:?}")));
         }
-        if env_names && (k.contains('=') || k.starts_with(|c: char| c.is_ascii_digit())) {
+        if kind == Pairs::Env {
+            crate::env::check_env_name(k)?;
+        } else if kind == Pairs::Metadata && k.starts_with(RESERVED_METADATA_PREFIX) {
             return Err(Error::InvalidRequest(format!(
-                "invalid environment variable name {k:?}"
+                "{what} key {k:?} is reserved (the prefix {RESERVED_METADATA_PREFIX:?} is Platinum's own)"
             )));
         }
     }
@@ -100,8 +127,9 @@ impl Engine {
                 cfg.max_timeout.as_secs()
             )));
         }
-        check_pairs("env", &req.env, true)?;
-        check_pairs("metadata", &req.metadata, false)?;
+        check_pairs(Pairs::Env, &req.env)?;
+        check_pairs(Pairs::Metadata, &req.metadata)?;
+        check_pairs(Pairs::Attributes, &req.attributes)?;
         if let Some(name) = &req.name {
             crate::commands::settings::check_sandbox_name(name)?;
             if self.store.get_sandbox_by_name(name).await?.is_some() {
@@ -121,6 +149,7 @@ impl Engine {
             memory_mib,
             env: req.env,
             metadata: req.metadata,
+            attributes: req.attributes,
             created_at: now,
             expires_at: timeout.map(|t| now + t),
             on_timeout: req.on_timeout.unwrap_or_default(),

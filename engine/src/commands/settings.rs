@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::commands::sandbox::{check_pairs, require};
+use crate::commands::sandbox::{Pairs, check_pairs, require};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::check_sandbox_id;
@@ -67,10 +67,25 @@ impl Engine {
         id: &str,
         metadata: BTreeMap<String, String>,
     ) -> Result<Sandbox> {
-        check_pairs("metadata", &metadata, false)?;
+        check_pairs(Pairs::Metadata, &metadata)?;
         let _g = self.lock(id).await;
         let mut s = self.load(id).await?;
         s.metadata = metadata;
+        self.store.update_sandbox(&s).await?;
+        Ok(s)
+    }
+
+    /// Changes a sandbox's front-end attributes ([`Sandbox::attributes`]) with `change`, under
+    /// the sandbox lock: concurrent changes (and concurrent metadata updates) never undo each
+    /// other. Returns the sandbox as stored.
+    pub async fn update_attributes<F>(&self, id: &str, change: F) -> Result<Sandbox>
+    where
+        F: FnOnce(&mut BTreeMap<String, String>),
+    {
+        let _g = self.lock(id).await;
+        let mut s = self.load(id).await?;
+        change(&mut s.attributes);
+        check_pairs(Pairs::Attributes, &s.attributes)?;
         self.store.update_sandbox(&s).await?;
         Ok(s)
     }
@@ -137,5 +152,92 @@ mod tests {
         for bad in ["", "a b", "x/y", "ü", &"n".repeat(256), "a\0"] {
             assert!(check_sandbox_name(bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod attribute_tests {
+    use crate::error::ErrorCode;
+    use crate::model::{Sandbox, SandboxState};
+    use crate::store::Store;
+    use crate::testing::engine;
+    use std::collections::BTreeMap;
+    use time::OffsetDateTime;
+
+    fn sandbox(id: &str) -> Sandbox {
+        let now = OffsetDateTime::now_utc();
+        Sandbox {
+            id: id.into(),
+            name: None,
+            template: "base".into(),
+            state: SandboxState::Stopped,
+            vcpus: 1,
+            memory_mib: 512,
+            env: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            attributes: BTreeMap::new(),
+            created_at: now,
+            expires_at: None,
+            on_timeout: Default::default(),
+            lifecycle: Default::default(),
+            last_activity_at: now,
+            error: None,
+            runtime: None,
+        }
+    }
+
+    fn generation(s: &Sandbox) -> u64 {
+        s.attributes
+            .get("platinum.test/generation")
+            .map_or(0, |v| v.parse().unwrap())
+    }
+
+    /// Daytona's signing-key rotation racing a labels update: before attributes were kept apart
+    /// from metadata and changed under the sandbox lock, a labels update that read the sandbox
+    /// before a rotation and wrote after it rolled the generation back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_rotations_and_label_updates_never_roll_back() {
+        let (engine, store) = engine().await;
+        let id = "a0000000000000000001";
+        store.insert_sandbox(&sandbox(id)).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let e = engine.clone();
+            tasks.push(tokio::spawn(async move {
+                e.update_attributes(id, |a| {
+                    let next = a
+                        .get("platinum.test/generation")
+                        .map_or(0, |v| v.parse::<u64>().unwrap())
+                        + 1;
+                    a.insert("platinum.test/generation".into(), next.to_string());
+                })
+                .await
+                .unwrap();
+            }));
+            let e = engine.clone();
+            tasks.push(tokio::spawn(async move {
+                let labels = BTreeMap::from([("round".to_string(), i.to_string())]);
+                e.set_metadata(id, labels).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let s = engine.get_sandbox(id).await.unwrap();
+        assert_eq!(generation(&s), 50);
+        assert!(s.metadata.contains_key("round"));
+        assert!(!s.metadata.keys().any(|k| k.starts_with("platinum.")));
+    }
+
+    #[tokio::test]
+    async fn reserved_metadata_keys_are_refused() {
+        let (engine, store) = engine().await;
+        let id = "a0000000000000000002";
+        store.insert_sandbox(&sandbox(id)).await.unwrap();
+        let labels = BTreeMap::from([("platinum.daytona/public".to_string(), "true".to_string())]);
+        let err = engine.set_metadata(id, labels).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
+        let s = engine.get_sandbox(id).await.unwrap();
+        assert!(s.metadata.is_empty() && s.attributes.is_empty());
     }
 }

@@ -131,6 +131,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use crate::store::sqlite::SqliteStore;
 
     #[tokio::test]
@@ -161,7 +162,7 @@ mod tests {
         r.entries().insert(token_hash("b"), now + 20);
         // Full of live entries: a new one is refused with a typed error.
         let full = r.admit(&token_hash("c"), now + 30, now, 2).unwrap_err();
-        assert_eq!(full.code(), "capacity_exhausted");
+        assert_eq!(full.code(), ErrorCode::CapacityExhausted);
         // Known ones are not new entries: nothing to do, or a later expiry to record.
         assert!(!r.admit(&token_hash("a"), now + 5, now, 2).unwrap());
         assert!(r.admit(&token_hash("a"), now + 50, now, 2).unwrap());

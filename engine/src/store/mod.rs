@@ -1,39 +1,16 @@
 //! The state store: the single source of truth for sandboxes, API keys and the audit trail.
 //!
-//! [`Store`] is what the engine needs; [`sqlite::SqliteStore`] is the embedded default. A
-//! PostgreSQL implementation for multi-host deployments implements the same trait; keep SQL that is
-//! specific to one database inside its implementation.
+//! [`Store`] is what the engine needs; [`sqlite::SqliteStore`] (embedded) is the only
+//! implementation today. A PostgreSQL implementation for multi-host deployments is planned, not yet
+//! written; it would implement the same trait, so keep SQL that is specific to one database inside
+//! its implementation.
 
 pub mod sqlite;
 
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::model::{Sandbox, SandboxState};
-
-/// Filter and page for listing sandboxes. Results are newest first.
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    /// Only these states (empty = all but `deleted`).
-    pub states: Vec<SandboxState>,
-    /// Every pair must match the sandbox's metadata.
-    pub metadata: Vec<(String, String)>,
-    /// Only sandboxes whose name starts with this (ASCII case-insensitive).
-    pub name_prefix: Option<String>,
-    /// Page size.
-    pub limit: u32,
-    /// Continue after this cursor (from [`Page::next_cursor`]).
-    pub cursor: Option<String>,
-}
-
-/// One page of sandboxes.
-#[derive(Debug, Clone)]
-pub struct Page {
-    /// The sandboxes.
-    pub items: Vec<Sandbox>,
-    /// Cursor for the next page, if there is one.
-    pub next_cursor: Option<String>,
-}
+use crate::model::{ListQuery, Page, Sandbox, SandboxState};
 
 /// A stored API key (only its hash).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -114,6 +114,7 @@ fn row_to_sandbox(row: &sqlx::sqlite::SqliteRow) -> Result<Sandbox> {
         memory_mib: row.try_get::<i64, _>("memory_mib")? as u32,
         env: parse_json(&row.try_get::<String, _>("env")?, "env")?,
         metadata: parse_json(&row.try_get::<String, _>("metadata")?, "metadata")?,
+        attributes: parse_json(&row.try_get::<String, _>("attributes")?, "attributes")?,
         created_at: from_ms(row.try_get("created_at")?),
         expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(from_ms),
         on_timeout: match on_timeout.as_str() {
@@ -153,13 +154,14 @@ fn decode_cursor(c: &str) -> Result<(i64, String)> {
 
 /// The sandbox columns written on insert and update, in the order [`bind_row`] binds them
 /// (`id` and `created_at` are set once, on insert).
-const ROW_COLUMNS: [&str; 16] = [
+const ROW_COLUMNS: [&str; 17] = [
     "template",
     "state",
     "vcpus",
     "memory_mib",
     "env",
     "metadata",
+    "attributes",
     "updated_at",
     "expires_at",
     "on_timeout",
@@ -196,6 +198,7 @@ fn bind_row<'q>(q: SqliteQuery<'q>, s: &'q Sandbox) -> Result<SqliteQuery<'q>> {
         .bind(s.memory_mib as i64)
         .bind(json(&s.env)?)
         .bind(json(&s.metadata)?)
+        .bind(json(&s.attributes)?)
         .bind(ms(OffsetDateTime::now_utc()))
         .bind(s.expires_at.map(ms))
         .bind(on_timeout_str(s.on_timeout))
@@ -485,6 +488,7 @@ mod tests {
             vcpus: 2,
             memory_mib: 512,
             env: BTreeMap::from([("A".into(), "1".into())]),
+            attributes: BTreeMap::from([("platinum.test/flag".into(), "1".into())]),
             metadata: meta
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

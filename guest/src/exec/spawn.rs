@@ -48,6 +48,8 @@ pub struct Launched {
     pub outputs: Vec<(u8, OwnedFd)>,
     /// The PTY master, for resizing.
     pub pty: Option<OwnedFd>,
+    /// When the spawn began (for the exit status's `elapsed_us`).
+    pub started: std::time::Instant,
 }
 
 impl Launch {
@@ -130,6 +132,7 @@ impl Launch {
     /// Forks and execs. Blocking: call it from a blocking thread. Fails with `spawn_failed`, carrying
     /// the OS error, when the program cannot be started.
     pub fn start(self, reaper: &Reaper) -> Result<Launched, GuestError> {
+        let started = std::time::Instant::now();
         let failed = |e: std::io::Error| {
             GuestError::new(
                 GuestErrorCode::SpawnFailed,
@@ -199,6 +202,7 @@ impl Launch {
                     master.try_clone().map_err(failed)?,
                 )],
                 pty: Some(master),
+                started,
             },
             None => {
                 let mut outputs = Vec::with_capacity(2);
@@ -214,6 +218,7 @@ impl Launch {
                     stdin: child.stdin.take().map(OwnedFd::from),
                     outputs,
                     pty: None,
+                    started,
                 }
             }
         };

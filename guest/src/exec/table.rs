@@ -171,6 +171,7 @@ const UNKNOWN_EXIT: ExitStatus = ExitStatus {
     code: None,
     signal: None,
     timed_out: false,
+    elapsed_us: None,
 };
 
 #[derive(Default)]
@@ -214,6 +215,7 @@ impl ProcessTable {
             stdin,
             outputs,
             pty,
+            started,
         } = launched;
         let io_err =
             |e: std::io::Error| GuestError::from_io(&e, format!("set up the stdio of {pid}"));
@@ -239,7 +241,7 @@ impl ProcessTable {
         });
         self.lock().by_pid.insert(pid, process.clone());
         tokio::spawn(pump(output, readers));
-        tokio::spawn(self.clone().wait(process.clone(), exit, timeout));
+        tokio::spawn(self.clone().wait(process.clone(), exit, timeout, started));
         Ok((process, reader))
     }
 
@@ -290,6 +292,7 @@ impl ProcessTable {
         process: Arc<Process>,
         mut exit: tokio::sync::oneshot::Receiver<ExitStatus>,
         timeout: Option<Duration>,
+        started: std::time::Instant,
     ) {
         let mut timed_out = false;
         let status = match timeout {
@@ -306,8 +309,10 @@ impl ProcessTable {
                 }
             },
         };
+        let elapsed_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
         let status = ExitStatus {
             timed_out,
+            elapsed_us,
             ..status.unwrap_or(UNKNOWN_EXIT)
         };
         debug!(pid = process.pid, ?status, "process exited");

@@ -15,10 +15,12 @@ pub mod watch;
 
 mod creds;
 mod entry;
+mod handover;
 
 use crate::agent::Agent;
 use crate::session::{HandlerError, SessionDefaults, reply_value};
 use crate::users::{Credentials, UserDb};
+use handover::{Handover, missing_from};
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 use platinum_protocol::{
     GuestError, GuestErrorCode, GuestEvent, GuestMessage, Inbound, MAX_DATA_CHUNK, MakeDirReply,
@@ -137,10 +139,16 @@ pub async fn write_file(
     let db = caller.db.clone();
     let dest = caller.path(&req.at.path)?;
     let as_root = creds.is_root();
+    let handover = Handover::of(&db, req.owner.as_deref())?;
     let target = caller
         .run(move |_| open_for_write(&dest, &req, as_root))
         .await?;
-    let WriteTarget { file, temp, dest } = target;
+    let WriteTarget {
+        file,
+        temp,
+        dest,
+        created_parents,
+    } = target;
     let mut file = tokio::fs::File::from_std(file);
     loop {
         match rx.recv().await? {
@@ -166,6 +174,10 @@ pub async fn write_file(
         if let Some(temp) = temp {
             temp.persist(&dest)?;
         }
+        if let Some(handover) = handover {
+            handover.apply(std::slice::from_ref(&dest))?;
+            handover.apply(&created_parents)?;
+        }
         describe_path(&dest, &db)
     })
     .await?;
@@ -178,6 +190,8 @@ struct WriteTarget {
     /// The temporary file being written, for an atomic replace; `None` when appending.
     temp: Option<TempFile>,
     dest: PathBuf,
+    /// The parent directories this write created, innermost first.
+    created_parents: Vec<PathBuf>,
 }
 
 /// A temporary file that is deleted unless it is persisted.
@@ -225,7 +239,9 @@ fn open_for_write(dest: &Path, req: &WriteFile, as_root: bool) -> Result<WriteTa
             format!("{} is a directory", dest.display()),
         ));
     };
+    let mut created_parents = Vec::new();
     if req.create_parents {
+        created_parents = missing_from(parent);
         fs::create_dir_all(parent).map_err(io_error("create", parent))?;
     }
     if req.append {
@@ -239,6 +255,7 @@ fn open_for_write(dest: &Path, req: &WriteFile, as_root: bool) -> Result<WriteTa
             file,
             temp: None,
             dest,
+            created_parents,
         });
     }
     let temp_path = parent.join(format!(
@@ -274,6 +291,7 @@ fn open_for_write(dest: &Path, req: &WriteFile, as_root: bool) -> Result<WriteTa
         file,
         temp: Some(temp),
         dest,
+        created_parents,
     })
 }
 
@@ -372,11 +390,14 @@ pub async fn make_dir(
     defaults: &SessionDefaults,
     at: PathRequest,
     mode: Option<u32>,
+    owner: Option<String>,
 ) -> Result<Value, HandlerError> {
     let caller = Caller::new(agent, defaults, at.user.as_deref())?;
     let path = caller.path(&at.path)?;
+    let handover = Handover::of(&caller.db, owner.as_deref())?;
     let reply = caller
         .run(move |db| {
+            let missing = missing_from(&path);
             let created = match fs::metadata(&path) {
                 Ok(md) if md.is_dir() => false,
                 Ok(_) => {
@@ -399,6 +420,9 @@ pub async fn make_dir(
                 }
                 Err(e) => return Err(io_error("stat", &path)(e)),
             };
+            if let Some(handover) = handover.filter(|_| created) {
+                handover.apply(&missing)?;
+            }
             Ok(MakeDirReply {
                 entry: describe_path(&path, db)?,
                 created,

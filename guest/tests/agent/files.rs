@@ -31,6 +31,7 @@ fn write_req(at: PathRequest) -> WriteFile {
         mode: None,
         append: false,
         create_parents: true,
+        owner: None,
     }
 }
 
@@ -319,6 +320,7 @@ async fn make_dir_is_mkdir_p() {
         &Request::MakeDir {
             at: at(&dir),
             mode: Some(0o700),
+            owner: None,
         },
     )
     .await;
@@ -332,6 +334,7 @@ async fn make_dir_is_mkdir_p() {
         &Request::MakeDir {
             at: at(&dir),
             mode: None,
+            owner: None,
         },
     )
     .await;
@@ -343,7 +346,8 @@ async fn make_dir_is_mkdir_p() {
             &mux,
             &Request::MakeDir {
                 at: at(&file),
-                mode: None
+                mode: None,
+                owner: None,
             }
         )
         .await
@@ -356,7 +360,8 @@ async fn make_dir_is_mkdir_p() {
             &mux,
             &Request::MakeDir {
                 at: at(&under_file),
-                mode: None
+                mode: None,
+                owner: None,
             }
         )
         .await
@@ -599,4 +604,71 @@ async fn missing_files_directories_and_relative_paths() {
     .expect("read");
     assert_eq!((info.path, data), (entry.path, b"hi".to_vec()));
     let _: serde_json::Value = ok(&mux, &Request::Sync).await;
+}
+
+/// E2B's envd semantics in one request each: root creates a directory or a file on the user's
+/// behalf and hands it, and every parent it had to create, to that user; parents that existed
+/// keep their owner.
+#[tokio::test]
+async fn root_hands_what_it_creates_to_the_owner() {
+    let agent = TestAgent::start();
+    let mux = agent.connect().await;
+    let as_root = |path: &Path| PathRequest {
+        path: path.to_str().unwrap().into(),
+        user: Some("root".into()),
+    };
+    let owner_of = |path: &Path| {
+        let md = std::fs::symlink_metadata(path).expect("stat");
+        (md.uid(), md.gid())
+    };
+    let base = agent.home.join("made-by-root");
+    std::fs::create_dir(&base).expect("mkdir");
+    let before = owner_of(&base);
+
+    let made: MakeDirReply = ok(
+        &mux,
+        &Request::MakeDir {
+            at: as_root(&base.join("a/b")),
+            mode: None,
+            owner: Some("user".into()),
+        },
+    )
+    .await;
+    assert!(made.created);
+    assert_eq!(owner_of(&base.join("a")), (USER_ID, USER_ID));
+    assert_eq!(owner_of(&base.join("a/b")), (USER_ID, USER_ID));
+    assert_eq!(
+        owner_of(&base),
+        before,
+        "an existing parent keeps its owner"
+    );
+
+    let req = WriteFile {
+        owner: Some("user".into()),
+        ..write_req(as_root(&base.join("c/d/f.txt")))
+    };
+    let written = write(&mux, req, b"x").await.expect("write");
+    assert_eq!(written.owner, "user");
+    assert_eq!(owner_of(&base.join("c")), (USER_ID, USER_ID));
+    assert_eq!(owner_of(&base.join("c/d")), (USER_ID, USER_ID));
+
+    // Without an owner, root keeps what it creates.
+    let plain = write(&mux, write_req(as_root(&base.join("e/f.txt"))), b"x")
+        .await
+        .expect("write");
+    assert_eq!(plain.owner, "root");
+    assert_eq!(owner_of(&base.join("e")), (0, 0));
+
+    // An owner that does not exist is refused before anything is created.
+    let err = fails(
+        &mux,
+        &Request::MakeDir {
+            at: as_root(&base.join("g")),
+            mode: None,
+            owner: Some("nobody-at-all".into()),
+        },
+    )
+    .await;
+    assert_eq!(err.code, GuestErrorCode::UserNotFound);
+    assert!(!base.join("g").exists());
 }

@@ -164,6 +164,7 @@ async fn the_agents_own_writes_look_like_plain_writes() {
         mode: None,
         append: false,
         create_parents: true,
+        owner: None,
     };
     let (wtx, mut wrx) = mux.open_json(&Request::WriteFile(req)).unwrap().split();
     wtx.send_data(platinum_protocol::channel::STDIN, b"data")

@@ -222,9 +222,14 @@ impl GuestClient {
         self.call_timed(&Request::Stat(at)).await
     }
 
-    /// `mkdir -p`.
-    pub async fn make_dir(&self, at: PathRequest, mode: Option<u32>) -> Result<MakeDirReply> {
-        self.call_timed(&Request::MakeDir { at, mode }).await
+    /// `mkdir -p`; with `owner`, the directory and the parents it creates are handed to them.
+    pub async fn make_dir(
+        &self,
+        at: PathRequest,
+        mode: Option<u32>,
+        owner: Option<String>,
+    ) -> Result<MakeDirReply> {
+        self.call_timed(&Request::MakeDir { at, mode, owner }).await
     }
 
     /// Removes a path.

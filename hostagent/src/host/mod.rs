@@ -1,8 +1,9 @@
 //! The host agent's face to the engine: the [`HostAgent`] trait.
 //!
 //! The engine asks a host for VMs by sandbox id and never learns which VMM runs them. On a single
-//! host the implementation is in-process ([`local::LocalHost`]); in multi-host mode a remote
-//! implementation forwards the same calls to a host agent on another machine.
+//! host the implementation is in-process ([`local::LocalHost`]), and that is the only
+//! implementation today. Multi-host mode, where a remote implementation would forward the same
+//! calls to a host agent on another machine, is planned, not yet written.
 
 pub mod local;
 

@@ -2,8 +2,8 @@
 //!
 //! The document is reference data from the shared specs (`../shared/specs/data/` next to the
 //! repository; `PLATINUM_CH_OPENAPI` overrides the path) and is read at test time, never copied
-//! into the repository. [`ChSchema::load`] returns `None`, after printing why, where it is absent,
-//! and every test using it then skips.
+//! into the repository. Where it is absent, [`ChSchema::load`] panics when `CI` is set (CI must
+//! run these tests); elsewhere it prints why and returns `None`, and every test using it skips.
 //!
 //! The OpenAPI 3.0 components become JSON Schema (draft 2020-12) with two tightenings, so the
 //! oracle catches what CH itself would silently accept:
@@ -25,6 +25,15 @@ pub const SCHEMA_ENV: &str = "PLATINUM_CH_OPENAPI";
 /// The document, relative to this crate's manifest directory.
 const DEFAULT_PATH: &str = "../../shared/specs/data/cloud-hypervisor-v53.openapi.yaml";
 
+/// Reports missing shared spec data: a panic when `CI` is set (non-empty), where the data must be
+/// present; otherwise a "skipping" message, after which the caller returns.
+pub fn spec_data_missing(what: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("CI is set but {what}");
+    }
+    eprintln!("skipping: {what}");
+}
+
 /// One operation (`PUT /vm.boot`) as the document describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
@@ -45,7 +54,8 @@ pub struct ChSchema {
 }
 
 impl ChSchema {
-    /// Loads the document, or prints why the calling test skips and returns `None`.
+    /// Loads the document; where it is missing, panics under CI and otherwise prints why the
+    /// calling test skips and returns `None`.
     pub fn load() -> Option<ChSchema> {
         let path = std::env::var_os(SCHEMA_ENV)
             .map(PathBuf::from)
@@ -53,11 +63,11 @@ impl ChSchema {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) => {
-                eprintln!(
-                    "skipping: the Cloud Hypervisor v53 OpenAPI document {} is not readable ({e}); \
+                spec_data_missing(&format!(
+                    "the Cloud Hypervisor v53 OpenAPI document {} is not readable ({e}); \
                      it lives in the shared specs next to the repository (set {SCHEMA_ENV} to point elsewhere)",
                     path.display()
-                );
+                ));
                 return None;
             }
         };

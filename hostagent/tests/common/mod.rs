@@ -34,19 +34,24 @@ const TEST_MODULES: &[&str] = &[
 /// Static busybox from Debian's `busybox-static`.
 const BUSYBOX: &str = "/bin/busybox";
 
-/// Whether QEMU and busybox-static are installed; prints why not.
-pub fn vm_tests_possible() -> bool {
+/// Panics, naming what is missing, unless QEMU and busybox-static are installed (CI installs
+/// both; a VM test that cannot boot a VM must not pass).
+pub fn require_vm_prerequisites() {
+    let mut missing = Vec::new();
     if platinum_hostagent::process::find_in_path("qemu-system-x86_64").is_none() {
-        eprintln!(
-            "skipping: qemu-system-x86_64 not installed (apt-get install -t bookworm-backports qemu-system-x86)"
+        missing.push(
+            "qemu-system-x86_64 (apt-get install -t bookworm-backports qemu-system-x86)"
+                .to_string(),
         );
-        return false;
     }
     if !Path::new(BUSYBOX).is_file() {
-        eprintln!("skipping: {BUSYBOX} missing (apt-get install busybox-static)");
-        return false;
+        missing.push(format!("{BUSYBOX} (apt-get install busybox-static)"));
     }
-    true
+    assert!(
+        missing.is_empty(),
+        "this VM test cannot run here; missing: {}",
+        missing.join(", ")
+    );
 }
 
 /// The guest kernel from the shared image cache (downloaded and extracted on first use).

@@ -88,9 +88,9 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> Result<()> {
             return Ok(());
         }
     };
-    let info = server.engine.host().info();
+    let info = server.engine.host_info();
     println!("Platinum is serving on {}", server.url());
-    println!("  VMM: {:?} ({:?}) - {}", info.vmm, info.accel, info.reason);
+    println!("  VMM: {} ({}) - {}", info.vmm, info.accel, info.reason);
     println!("  data: {}", data_dir.display());
     if server.key_generated {
         println!(

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use platinum_engine::model::FileInfo;
-use platinum_engine::{Engine, Error};
+use platinum_engine::{CreateAs, Engine, Error};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
@@ -202,7 +202,16 @@ pub async fn upload(
         .and_then(|v| v.parse().ok());
     let mut stream = body.into_data_stream();
     match engine
-        .write_file(&p.id, &q.path, q.user, mode, declared, stream.by_ref())
+        .write_file(
+            &p.id,
+            &q.path,
+            CreateAs {
+                mode,
+                ..CreateAs::user(q.user)
+            },
+            declared,
+            stream.by_ref(),
+        )
         .await
     {
         Ok(info) => Ok(Json(info)),
@@ -285,7 +294,9 @@ pub async fn mkdir(
     Path(p): Path<SandboxPath>,
     ApiJson(req): ApiJson<MakeDirRequest>,
 ) -> ApiResult<Json<MakeDirResult>> {
-    let (entry, created) = engine.make_dir(&p.id, &req.path, req.user).await?;
+    let (entry, created) = engine
+        .make_dir(&p.id, &req.path, CreateAs::user(req.user))
+        .await?;
     Ok(Json(MakeDirResult { entry, created }))
 }
 

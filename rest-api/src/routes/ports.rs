@@ -76,7 +76,7 @@ pub async fn proxy(
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
     let target = format!("/{}{query}", p.path);
-    Ok(crate::proxy::forward(&engine, &p.id, p.port, &target, req).await?)
+    Ok(platinum_frontend_http::relay::forward(&engine, &p.id, p.port, &target, req).await?)
 }
 
 /// Forward a request to the root (`/`) of a port inside the sandbox.

@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use platinum_engine::model::ListQuery;
 use platinum_engine::model::{CreateSandbox, Sandbox, SandboxMetrics, SandboxState};
-use platinum_engine::store::ListQuery;
 use platinum_engine::{Engine, Error};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

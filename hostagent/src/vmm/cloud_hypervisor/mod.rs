@@ -17,7 +17,7 @@
 //! [`crate::transport::hybrid_vsock`] client. What is verified where: request bodies and the
 //! API client against CH v53's OpenAPI schema in CI (`tests/cloud_hypervisor_contract.rs`,
 //! `tests/cloud_hypervisor_api.rs`); the whole driver against a real CH only on KVM hosts
-//! (`PLATINUM_TEST_CH=1`, `tests/cloud_hypervisor.rs`).
+//! (`tests/cloud_hypervisor.rs`, an ignored test: run it with `--ignored`).
 
 pub mod api;
 pub mod config;

@@ -1,0 +1,82 @@
+//! Test support for engine unit tests: a host agent that runs no VMs, and an engine over it with
+//! an in-memory store.
+
+use async_trait::async_trait;
+use platinum_hostagent::guest::GuestClient;
+use platinum_hostagent::host::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
+use platinum_hostagent::vmm::{Accel, TransportKind, VmmKind};
+use std::sync::Arc;
+
+use crate::engine::Engine;
+use crate::store::sqlite::SqliteStore;
+
+/// An engine over [`NoVms`] and an in-memory store (returned too, to seed rows directly).
+pub(crate) async fn engine() -> (Arc<Engine>, Arc<SqliteStore>) {
+    let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let engine = Engine::new(Default::default(), store.clone(), Arc::new(NoVms))
+        .await
+        .unwrap();
+    (engine, store)
+}
+
+/// A host that runs no VMs, for commands that never need one.
+pub(crate) struct NoVms;
+
+fn no_vms<T>() -> platinum_hostagent::Result<T> {
+    Err(platinum_hostagent::Error::Unsupported(
+        "this test host runs no VMs".into(),
+    ))
+}
+
+#[async_trait]
+impl HostAgent for NoVms {
+    fn info(&self) -> HostInfo {
+        HostInfo {
+            id: "test".into(),
+            vmm: VmmKind::Qemu,
+            accel: Accel::Tcg,
+            reason: "test".into(),
+            transport: TransportKind::VirtioSerial,
+            network_unavailable: Some("test".into()),
+        }
+    }
+    async fn prepare_template(&self, _: &str) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
+    fn templates(&self) -> Vec<String> {
+        Vec::new()
+    }
+    async fn create(&self, _: CreateVm) -> platinum_hostagent::Result<VmStatus> {
+        no_vms()
+    }
+    async fn start(&self, _: &str) -> platinum_hostagent::Result<VmStatus> {
+        no_vms()
+    }
+    async fn stop(&self, _: &str) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
+    async fn pause(&self, _: &str) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
+    async fn resume(&self, _: &str) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
+    async fn destroy(&self, _: &str) -> platinum_hostagent::Result<()> {
+        Ok(())
+    }
+    async fn guest(&self, _: &str) -> platinum_hostagent::Result<GuestClient> {
+        no_vms()
+    }
+    async fn console_tail(&self, _: &str, _: usize) -> platinum_hostagent::Result<String> {
+        no_vms()
+    }
+    async fn running(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HostEvent> {
+        tokio::sync::broadcast::channel(1).1
+    }
+    fn disk_free_bytes(&self) -> Option<u64> {
+        None
+    }
+}
