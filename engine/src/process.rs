@@ -166,13 +166,7 @@ impl FileDownload {
 
     /// The contents as a `Stream` (for HTTP bodies); it ends after the first error.
     pub fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes>> + Send + 'static {
-        futures::stream::unfold(Some(self), |dl| async move {
-            let mut dl = dl?;
-            match dl.chunk().await {
-                Ok(Some(b)) => Some((Ok(b), Some(dl))),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), None)),
-            }
-        })
+        use futures::TryStreamExt;
+        self.inner.into_stream().map_err(Into::into)
     }
 }
