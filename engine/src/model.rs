@@ -319,6 +319,15 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// How far a sandbox's wall clock is from the host's ([`crate::Engine::clock_skew`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ClockSkew {
+    /// Guest time minus host time, milliseconds (negative: the guest is behind).
+    pub guest_ahead: f64,
+    /// The measurement's uncertainty (half its round trip), milliseconds.
+    pub within: f64,
+}
+
 /// The host this engine runs sandboxes on, as `platinum up` and the benchmarks print it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostInfo {

@@ -40,6 +40,9 @@ pub struct ExitStatus {
     /// From the guest agent starting the spawn to its collecting the exit status, timed in the
     /// guest (`None` from an agent that does not report it).
     pub guest_elapsed: Option<std::time::Duration>,
+    /// From the guest agent taking up the request to its sending this status, timed in the
+    /// guest (includes `guest_elapsed`; `None` but for the stream that started the process).
+    pub guest_handled: Option<std::time::Duration>,
 }
 
 impl ExitStatus {
@@ -56,6 +59,7 @@ impl From<platinum_protocol::ExitStatus> for ExitStatus {
             signal: s.signal,
             timed_out: s.timed_out,
             guest_elapsed: s.elapsed_us.map(std::time::Duration::from_micros),
+            guest_handled: s.handled_us.map(std::time::Duration::from_micros),
         }
     }
 }
@@ -66,9 +70,8 @@ impl From<ExitStatus> for platinum_protocol::ExitStatus {
             code: s.code,
             signal: s.signal,
             timed_out: s.timed_out,
-            elapsed_us: s
-                .guest_elapsed
-                .map(|d| d.as_micros().try_into().unwrap_or(u64::MAX)),
+            elapsed_us: s.guest_elapsed.map(micros),
+            handled_us: s.guest_handled.map(micros),
         }
     }
 }
@@ -95,6 +98,11 @@ impl From<host::ExecEvent> for ExecEvent {
             host::ExecEvent::Exited(s) => ExecEvent::Exited(s.into()),
         }
     }
+}
+
+/// Whole microseconds in `d`, saturating.
+fn micros(d: std::time::Duration) -> u64 {
+    d.as_micros().try_into().unwrap_or(u64::MAX)
 }
 
 /// Live output of one process, plus its stdin. Dropping it detaches: the process keeps running

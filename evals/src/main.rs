@@ -6,16 +6,17 @@
 //! | measurement | baseline |
 //! |---|---|
 //! | cold spawn: `POST /v1/sandboxes` until the first exec returns | VMM start until the guest agent answers (`boot_ms`) |
-//! | exec round trip of `true` over REST | the same exec through the engine in-process, and the raw transport echo |
-//! | file upload / download over REST, MB/s | `dd` of the same size inside the guest |
+//! | exec round trip of `true` over REST | the same exec through the engine in-process, the raw transport echo, and the guest's spawn+reap of `true` timed in the guest; what is left (Platinum's own) is split into the guest agent's part (timed in the guest) and the host's |
+//! | guest clock skew, right after create and while running | the measurement's own uncertainty |
+//! | file upload / download over REST, MB/s | the same bytes through a process's stdin / stdout (the transport and the agent's stdio path), and `dd` of the same size inside the guest (its disk) |
 //!
 //! Nothing here asserts a threshold: speed goals are tracked by reading these numbers.
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use platinum::server::{Server, ServerConfig};
-use platinum_engine::EngineConfig;
 use platinum_engine::model::ExecRequest;
+use platinum_engine::{EngineConfig, ExecEvent, StreamOptions};
 use serde::Serialize;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -62,6 +63,51 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Runs `argv` with `input` on its stdin (1 MiB writes) and returns how many bytes it printed:
+/// the agent's stdio path, which moves the same bytes as a file transfer without the guest's
+/// disk, the file request's handling or HTTP.
+async fn pipe_through(
+    engine: &platinum_engine::Engine,
+    id: &str,
+    argv: &[&str],
+    input: &[u8],
+) -> Result<usize> {
+    let options = StreamOptions {
+        stdin: true,
+        ..StreamOptions::default()
+    };
+    let mut stream = engine
+        .exec_stream(
+            id,
+            ExecRequest::argv(argv.iter().map(|a| a.to_string()).collect()),
+            options,
+        )
+        .await?;
+    let stdin = stream.stdin();
+    let feed = async {
+        for chunk in input.chunks(1 << 20) {
+            stdin.write(chunk).await?;
+        }
+        stdin.close()
+    };
+    let drain = async {
+        let mut printed = 0;
+        while let Some(event) = stream.next().await? {
+            match event {
+                ExecEvent::Stdout(b) => printed += b.len(),
+                ExecEvent::Exited(status) => {
+                    anyhow::ensure!(status.code == Some(0), "{argv:?} ended with {status:?}");
+                }
+                _ => {}
+            }
+        }
+        Ok::<_, anyhow::Error>(printed)
+    };
+    let (fed, printed) = tokio::join!(feed, drain);
+    fed?;
+    printed
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -86,17 +132,18 @@ async fn main() -> Result<()> {
 
     // Cold spawn.
     let (mut spawn, mut boot) = (Vec::new(), Vec::new());
+    let (mut skew, mut skew_within) = (Vec::new(), Vec::new());
     for _ in 0..args.iterations {
         let t = Instant::now();
-        let s: serde_json::Value = http
+        let created = http
             .post(format!("{url}/v1/sandboxes"))
             .bearer_auth(&key)
             .json(&json!({}))
             .send()
-            .await?
-            .error_for_status()?
-            .json()
             .await?;
+        let status = created.status();
+        let s: serde_json::Value = created.json().await?;
+        anyhow::ensure!(status.is_success(), "create failed with {status}: {s}");
         let id = s["id"]
             .as_str()
             .context("create returned no id")?
@@ -109,6 +156,9 @@ async fn main() -> Result<()> {
             .error_for_status()?;
         spawn.push(ms(t.elapsed()));
         boot.push(s["runtime"]["boot_ms"].as_f64().unwrap_or(0.0));
+        let fresh = engine.clock_skew(&id).await?;
+        skew.push(fresh.guest_ahead.abs());
+        skew_within.push(fresh.within);
         engine.kill_sandbox(&id).await?;
     }
     stats.push(stat(
@@ -122,8 +172,14 @@ async fn main() -> Result<()> {
     let s = engine.create_sandbox(Default::default()).await?;
     let id = s.id.clone();
     let (mut rest, mut inproc, mut echo) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut spawn_in_guest, mut own) = (Vec::new(), Vec::new());
-    for _ in 0..args.round_trips {
+    let (mut spawn_in_guest, mut agent_own, mut host_own, mut own) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for n in 0..args.round_trips {
+        if n % 10 == 0 {
+            let running = engine.clock_skew(&id).await?;
+            skew.push(running.guest_ahead.abs());
+            skew_within.push(running.within);
+        }
         let t = Instant::now();
         http.post(format!("{url}/v1/sandboxes/{id}/exec"))
             .bearer_auth(&key)
@@ -140,15 +196,17 @@ async fn main() -> Result<()> {
             .finish()
             .await?;
         inproc.push(ms(t.elapsed()));
-        let guest = ms(out
-            .exit
-            .guest_elapsed
-            .context("the guest agent did not time the process")?);
+        let untimed = || anyhow::anyhow!("the guest agent did not time the process");
+        let guest = ms(out.exit.guest_elapsed.ok_or_else(untimed)?);
+        let handled = ms(out.exit.guest_handled.ok_or_else(untimed)?);
         spawn_in_guest.push(guest);
         let round_trip = ms(engine.ping_guest(&id, "x".repeat(64)).await?);
         echo.push(round_trip);
-        // What is left of the REST figure once the transport and the guest's own work are taken
-        // out: HTTP, auth, the engine and the host side of the agent protocol.
+        // The agent's work on the request besides the process itself: resolving the user,
+        // stdio, forwarding the output and the exit.
+        agent_own.push(handled - guest);
+        // HTTP, auth, the engine and the host side of the agent protocol.
+        host_own.push(over_rest - round_trip - handled);
         own.push(over_rest - round_trip - guest);
     }
     stats.push(stat("exec `true` round trip over REST", "ms", rest));
@@ -164,6 +222,12 @@ async fn main() -> Result<()> {
         spawn_in_guest,
     ));
     stats.push(stat("  Platinum's own (REST - echo - guest)", "ms", own));
+    stats.push(stat(
+        "    of which the guest agent's (in guest)",
+        "ms",
+        agent_own,
+    ));
+    stats.push(stat("    of which the host's", "ms", host_own));
 
     // File throughput.
     let size = args.file_mib << 20;
@@ -171,6 +235,7 @@ async fn main() -> Result<()> {
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1])
         .collect();
     let (mut up, mut down, mut guest_dd) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut to_stdin, mut from_stdout) = (Vec::new(), Vec::new());
     for _ in 0..args.iterations.max(3) {
         let t = Instant::now();
         http.put(format!("{url}/v1/sandboxes/{id}/files"))
@@ -202,13 +267,51 @@ async fn main() -> Result<()> {
             .await?;
         let micros: f64 = r.stdout.trim().parse().context("dd timing")?;
         guest_dd.push(args.file_mib as f64 / (micros / 1e6));
+
+        let t = Instant::now();
+        let sent = pipe_through(&engine, &id, &["sh", "-c", "exec cat >/dev/null"], &data).await?;
+        anyhow::ensure!(sent == 0, "`cat >/dev/null` printed {sent} bytes");
+        to_stdin.push(args.file_mib as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let got = pipe_through(
+            &engine,
+            &id,
+            &["head", "-c", &size.to_string(), "/dev/zero"],
+            &[],
+        )
+        .await?;
+        anyhow::ensure!(got == size, "`head` printed {got} bytes, expected {size}");
+        from_stdout.push(args.file_mib as f64 / t.elapsed().as_secs_f64());
     }
     stats.push(stat("file upload over REST (atomic, fsync)", "MB/s", up));
-    stats.push(stat("file download over REST", "MB/s", down));
+    stats.push(stat(
+        "  baseline: same bytes to a process's stdin",
+        "MB/s",
+        to_stdin,
+    ));
     stats.push(stat(
         "  baseline: dd + fsync inside the guest",
         "MB/s",
         guest_dd,
+    ));
+    stats.push(stat("file download over REST", "MB/s", down));
+    stats.push(stat(
+        "  baseline: same bytes from a process's stdout",
+        "MB/s",
+        from_stdout,
+    ));
+    let last = engine.clock_skew(&id).await?;
+    skew.push(last.guest_ahead.abs());
+    skew_within.push(last.within);
+    stats.push(stat(
+        "guest clock skew |guest - host| (fresh, running)",
+        "ms",
+        skew,
+    ));
+    stats.push(stat(
+        "  baseline: its uncertainty (half a round trip)",
+        "ms",
+        skew_within,
     ));
     engine.kill_sandbox(&id).await?;
 

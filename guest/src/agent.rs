@@ -3,7 +3,7 @@
 
 use crate::exec::ProcessTable;
 use crate::metrics::CpuTracker;
-use crate::users::UserDb;
+use crate::users::{UserDb, UserDbCache};
 use platinum_protocol::{GuestError, GuestErrorCode};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +56,7 @@ pub struct Agent {
     started: Instant,
     processes: Arc<ProcessTable>,
     cpu: CpuTracker,
+    users: UserDbCache,
 }
 
 impl Agent {
@@ -67,6 +68,7 @@ impl Agent {
             started: Instant::now(),
             processes: ProcessTable::new(ring),
             cpu: CpuTracker::default(),
+            users: UserDbCache::default(),
             config,
         })
     }
@@ -97,12 +99,14 @@ impl Agent {
     }
 
     /// The user and group databases as they are now.
-    pub fn users(&self) -> Result<UserDb, GuestError> {
-        UserDb::load(&self.config.passwd, &self.config.group).map_err(|e| {
-            GuestError::new(
-                GuestErrorCode::Io,
-                format!("cannot read the user database: {e}"),
-            )
-        })
+    pub fn users(&self) -> Result<Arc<UserDb>, GuestError> {
+        self.users
+            .get(&self.config.passwd, &self.config.group)
+            .map_err(|e| {
+                GuestError::new(
+                    GuestErrorCode::Io,
+                    format!("cannot read the user database: {e}"),
+                )
+            })
     }
 }

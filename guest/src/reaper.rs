@@ -107,6 +107,7 @@ impl Reaper {
                         signal: None,
                         timed_out: false,
                         elapsed_us: None,
+                        handled_us: None,
                     },
                 ),
                 Ok(WaitStatus::Signaled(pid, sig, _core)) => (
@@ -116,6 +117,7 @@ impl Reaper {
                         signal: Some(sig as i32),
                         timed_out: false,
                         elapsed_us: None,
+                        handled_us: None,
                     },
                 ),
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,

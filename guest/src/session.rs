@@ -7,7 +7,7 @@
 //! stops the agent.
 //!
 //! `ok` values: `hello` [`platinum_protocol::HelloReply`], `ping` [`platinum_protocol::PingReply`],
-//! `health` [`platinum_protocol::HealthReply`], `metrics` [`platinum_protocol::MetricsReply`],
+//! `health` [`platinum_protocol::HealthReply`], `read_clock` [`platinum_protocol::ClockReply`], `metrics` [`platinum_protocol::MetricsReply`],
 //! `exec`/`attach` [`platinum_protocol::ExitStatus`], `list_processes` a list of
 //! [`platinum_protocol::ProcessInfo`], `list_dir` a list of [`platinum_protocol::FileEntry`],
 //! `stat`/`write_file`/`rename`/`chmod`/`chown` a [`platinum_protocol::FileEntry`], `make_dir`
@@ -124,6 +124,7 @@ impl Session {
                 system::set_clock(agent, unix_ns)?;
                 Ok(Value::Null)
             }
+            Request::ReadClock => reply_value(system::read_clock()),
             Request::Health => reply_value(system::health(agent)),
             Request::Metrics => reply_value(metrics::collect(agent.cpu_tracker())?),
             Request::Exec(spec) => exec::exec(agent, &defaults, spec, tx, rx).await,

@@ -1,4 +1,4 @@
-//! The machine-wide requests: `hello`, `set_clock`, `health` and `shutdown`.
+//! The machine-wide requests: `hello`, `set_clock`, `read_clock`, `health` and `shutdown`.
 //!
 //! Only PID 1 owns the machine: in [`Mode::Serve`] (development and tests, usually on someone's
 //! host) `hello` leaves the clock alone, and `set_clock` and `shutdown` answer `unsupported`.
@@ -8,7 +8,7 @@ use crate::init::power;
 use nix::sys::time::TimeSpec;
 use nix::time::{ClockId, clock_settime};
 use platinum_protocol::{
-    GuestError, GuestErrorCode, HealthReply, Hello, HelloReply, PROTOCOL_VERSION,
+    ClockReply, GuestError, GuestErrorCode, HealthReply, Hello, HelloReply, PROTOCOL_VERSION,
 };
 use std::time::Duration;
 use tracing::{info, warn};
@@ -45,6 +45,14 @@ pub fn set_clock(agent: &Agent, unix_ns: i64) -> Result<(), GuestError> {
         Mode::Init => set_realtime(unix_ns),
         Mode::Serve => Err(not_pid1("set_clock")),
     }
+}
+
+/// `read_clock`.
+pub fn read_clock() -> ClockReply {
+    let unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().try_into().unwrap_or(i64::MAX));
+    ClockReply { unix_ns }
 }
 
 /// `health`.

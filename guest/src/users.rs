@@ -1,11 +1,14 @@
 //! Users and groups, read straight from `/etc/passwd` and `/etc/group`.
 //!
 //! The agent is a statically linked glibc binary, and glibc's NSS lookups (`getpwnam` and friends)
-//! try to load shared libraries at run time, so they must not be used. The files are parsed here and
-//! read afresh for every request: processes in the sandbox may add users at any time.
+//! try to load shared libraries at run time, so they must not be used. The files are parsed here.
+//! Processes in the sandbox may add users at any time, so [`UserDbCache`] checks both files'
+//! metadata on every request and parses them again whenever either has changed.
 
 use platinum_protocol::{GuestError, GuestErrorCode};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The user requests run as when neither the request nor the session names one, if it exists.
 pub const PREFERRED_DEFAULT_USER: &str = "user";
@@ -194,6 +197,60 @@ impl UserDb {
 }
 
 /// The colon-separated fields of each meaningful line (no blanks, comments or NIS `+`/`-` entries).
+/// Which version of a file was read: any write, rename or replacement changes one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// The stamp of `path`, `None` when it does not exist.
+    fn of(path: &Path) -> std::io::Result<Option<Self>> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(FileStamp {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ctime: (m.ctime(), m.ctime_nsec()),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The stamps of the passwd and group files (`None`: missing).
+type Stamps = [Option<FileStamp>; 2];
+
+/// The user database as last parsed, with the stamps of the files it was parsed from.
+#[derive(Default)]
+pub struct UserDbCache {
+    last: Mutex<Option<(Stamps, Arc<UserDb>)>>,
+}
+
+impl UserDbCache {
+    /// The database as the two files are now: the cached parse while neither file has changed
+    /// (two `stat`s), else a fresh one.
+    pub fn get(&self, passwd: &Path, group: &Path) -> std::io::Result<Arc<UserDb>> {
+        let stamps = [FileStamp::of(passwd)?, FileStamp::of(group)?];
+        if let Some((seen, db)) = &*self.last.lock().expect("user db cache")
+            && *seen == stamps
+        {
+            return Ok(db.clone());
+        }
+        let db = Arc::new(UserDb::load(passwd, group)?);
+        // A write racing the read leaves a stamp that no longer matches: the next call
+        // parses again.
+        *self.last.lock().expect("user db cache") = Some((stamps, db.clone()));
+        Ok(db)
+    }
+}
+
 fn records(text: &str) -> impl Iterator<Item = Vec<&str>> {
     text.lines()
         .map(str::trim_end)
@@ -254,6 +311,33 @@ bad:x:
                 groups: vec![1000, 5, 27]
             }
         );
+    }
+
+    #[test]
+    fn the_cache_parses_again_once_either_file_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (passwd, group) = (dir.path().join("passwd"), dir.path().join("group"));
+        std::fs::write(&passwd, PASSWD).expect("passwd");
+        let cache = UserDbCache::default();
+        let first = cache.get(&passwd, &group).expect("load");
+        assert!(first.user("alice").is_none());
+        assert!(Arc::ptr_eq(
+            &first,
+            &cache.get(&passwd, &group).expect("load")
+        ));
+
+        std::fs::write(
+            &passwd,
+            format!("{PASSWD}alice:x:1001:1001::/home/alice:/bin/sh\n"),
+        )
+        .expect("add a user");
+        let second = cache.get(&passwd, &group).expect("load");
+        assert_eq!(second.user("alice").map(|u| u.uid), Some(1001));
+
+        std::fs::write(&group, GROUP).expect("group");
+        let third = cache.get(&passwd, &group).expect("load");
+        assert!(!Arc::ptr_eq(&second, &third), "a new group file is read");
+        assert_eq!(third.group_id("sudo"), Some(27));
     }
 
     #[test]

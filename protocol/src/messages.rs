@@ -36,6 +36,8 @@ pub enum Request {
         /// Host time, nanoseconds since the Unix epoch.
         unix_ns: i64,
     },
+    /// Read the guest's wall clock, for the host to compare with its own ([`ClockReply`]).
+    ReadClock,
     /// Agent version and process count.
     Health,
     /// CPU, memory and disk usage.
@@ -183,6 +185,7 @@ impl Request {
             Request::Hello(_) => "hello",
             Request::Ping { .. } => "ping",
             Request::SetClock { .. } => "set_clock",
+            Request::ReadClock => "read_clock",
             Request::Health => "health",
             Request::Metrics => "metrics",
             Request::Exec(_) => "exec",
@@ -246,6 +249,13 @@ pub struct HelloReply {
 pub struct PingReply {
     /// The payload, echoed.
     pub payload: String,
+}
+
+/// Answer to `read_clock`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClockReply {
+    /// The guest's `CLOCK_REALTIME`, nanoseconds since the Unix epoch.
+    pub unix_ns: i64,
 }
 
 /// Answer to `health`.
@@ -444,6 +454,12 @@ pub struct ExitStatus {
     /// (fork, exec, exit, reap), which benchmarks set apart from the transport's and the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_us: Option<u64>,
+    /// Microseconds from the agent taking up the `exec` request until it sent this status, timed
+    /// in the guest (includes `elapsed_us`): what is left of it is the agent's own work on a
+    /// command (resolving the user, setting up stdio, forwarding output and exit). Only on the
+    /// status of an `exec` stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_us: Option<u64>,
 }
 
 impl ExitStatus {
@@ -739,6 +755,7 @@ mod tests {
             signal: Some(i32::MAX),
             timed_out: false,
             elapsed_us: None,
+            handled_us: None,
         };
         assert_eq!(built.shell_code(), -1);
     }
@@ -756,6 +773,7 @@ mod tests {
                 signal: Some(9),
                 timed_out: false,
                 elapsed_us: None,
+                handled_us: None,
             }
             .shell_code(),
             137

@@ -8,7 +8,7 @@ use platinum_testkit::{TestServer, poll_until_ok, processes_mentioning, sandbox_
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Reads an NDJSON stream until `exit`; returns (stdout, stderr, exit event, first event).
 async fn read_ndjson(resp: reqwest::Response) -> (String, String, Value, Value) {
@@ -348,6 +348,29 @@ async fn sandbox_lifecycle_exec_files_processes_and_cleanup() {
         .unwrap();
     t.action(&id, "resume").await.unwrap();
     assert_eq!(t.exec(&id, "echo back").await.unwrap()["stdout"], "back\n");
+
+    // The guest clock is the host's, after resume and after code in the sandbox moved it: the
+    // next health check (every 10 s) sets it back.
+    let engine = &t.server().engine;
+    let resumed = engine.clock_skew(&id).await.unwrap();
+    assert!(resumed.guest_ahead.abs() < 100.0, "{resumed:?}");
+    t.exec_with(
+        &id,
+        json!({"command": "date -s @$(( $(date +%s) - 5 ))", "user": "root"}),
+    )
+    .await
+    .unwrap();
+    let moved = engine.clock_skew(&id).await.unwrap();
+    assert!(moved.guest_ahead < -4000.0, "{moved:?}");
+    let corrected_by = Instant::now() + Duration::from_secs(30);
+    loop {
+        let skew = engine.clock_skew(&id).await.unwrap();
+        if skew.guest_ahead.abs() < 100.0 {
+            break;
+        }
+        assert!(Instant::now() < corrected_by, "never corrected: {skew:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // A service inside the sandbox, reached through the port proxy (relayed by the guest agent).
     t.write_file(&id, "site/index.html", "<h1>hi from the sandbox</h1>")

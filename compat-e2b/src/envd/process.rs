@@ -582,6 +582,7 @@ mod tests {
             signal,
             timed_out: false,
             guest_elapsed: None,
+            guest_handled: None,
         };
         assert_eq!(
             end_event(&exit(Some(0), None)),

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use crate::commands::sandbox::require;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{CommandLine, ExecRequest, ExecResult, ProcessInfo, Sandbox, SandboxState};
+use crate::model::{
+    ClockSkew, CommandLine, ExecRequest, ExecResult, ProcessInfo, Sandbox, SandboxState,
+};
 use crate::process::{ExecStream, PtySize};
 
 /// Options for starting a streaming process (PTY and stdin), beyond [`ExecRequest`].
@@ -190,6 +192,17 @@ impl Engine {
             ));
         }
         Ok(t.elapsed())
+    }
+
+    /// How far the sandbox's wall clock is from the host's, measured now (the host agent keeps
+    /// it within [`platinum_hostagent::guest::CLOCK_TOLERANCE`] on every health check).
+    pub async fn clock_skew(&self, id: &str) -> Result<ClockSkew> {
+        let (_, guest) = self.running_guest(id).await?;
+        let offset = guest.clock_offset().await?;
+        Ok(ClockSkew {
+            guest_ahead: offset.guest_ahead_ns as f64 / 1e6,
+            within: offset.round_trip.as_secs_f64() * 1e3 / 2.0,
+        })
     }
 }
 

@@ -370,6 +370,7 @@ mod tests {
                 signal: None,
                 timed_out: false,
                 guest_elapsed: None,
+                guest_handled: None,
             },
             stdout: Bytes::copy_from_slice(stdout),
             stderr: Bytes::new(),

@@ -26,7 +26,7 @@ use platinum_protocol::{
 };
 use serde_json::Value;
 use spawn::Launch;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use table::Process;
 use tracing::debug;
 
@@ -42,6 +42,7 @@ pub async fn exec(
     tx: &StreamSender,
     rx: StreamReceiver,
 ) -> Result<Value, HandlerError> {
+    let taken_up = Instant::now();
     let users = agent.users()?;
     let user = users.resolve(spec.user.as_deref(), defaults.user.as_deref())?;
     let launch = Launch::new(&spec, &user, users.credentials(&user), &defaults.env)?;
@@ -73,7 +74,7 @@ pub async fn exec(
     tx.send_json(&GuestMessage::Event(GuestEvent::Started {
         pid: process.pid(),
     }))?;
-    follow(&process, reader, tx, rx).await
+    follow(&process, reader, tx, rx, Some(taken_up)).await
 }
 
 /// `attach`: follows a process started earlier, optionally replaying its buffered output.
@@ -94,7 +95,7 @@ pub async fn attach(
     if lost > 0 {
         tx.send_json(&GuestMessage::Event(GuestEvent::Lost { bytes: lost }))?;
     }
-    follow(&process, reader, tx, rx).await
+    follow(&process, reader, tx, rx, None).await
 }
 
 /// `signal`.
@@ -147,19 +148,24 @@ pub fn list_processes(agent: &Agent) -> Result<Value, HandlerError> {
 }
 
 /// Streams a process's output and exit to the host while feeding its stdin from the host. Returns
-/// the exit status, or the stream error that detached it.
+/// the exit status, or the stream error that detached it. `taken_up` is when the `exec` that
+/// started the process was taken up (for the status's `handled_us`).
 async fn follow(
     process: &Process,
     mut reader: RingReader,
     tx: &StreamSender,
     mut rx: StreamReceiver,
+    taken_up: Option<Instant>,
 ) -> Result<Value, HandlerError> {
     let output = async {
         forward_output(process, &mut reader, tx).await?;
         drop(reader);
         tx.send_eof(channel::STDOUT)?;
         tx.send_eof(channel::STDERR)?;
-        let status = process.wait_exit().await;
+        let status = ExitStatus {
+            handled_us: taken_up.map(|t| t.elapsed().as_micros().try_into().unwrap_or(u64::MAX)),
+            ..process.wait_exit().await
+        };
         tx.send_json(&GuestMessage::Event(GuestEvent::Exited(status)))?;
         reply_value::<ExitStatus>(status)
     };

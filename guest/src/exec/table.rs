@@ -172,6 +172,7 @@ const UNKNOWN_EXIT: ExitStatus = ExitStatus {
     signal: None,
     timed_out: false,
     elapsed_us: None,
+    handled_us: None,
 };
 
 #[derive(Default)]

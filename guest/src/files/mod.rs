@@ -43,7 +43,7 @@ const MAX_SYMLINK_HOPS: usize = 40;
 
 /// Who a file request runs as.
 struct Caller {
-    db: UserDb,
+    db: std::sync::Arc<UserDb>,
     home: PathBuf,
     creds: Credentials,
 }

@@ -3,7 +3,8 @@
 use crate::common::{TestAgent, call, fails, ok, outcome, ping, root_shell, run, shell};
 use bytes::Bytes;
 use platinum_protocol::{
-    GuestErrorCode, HealthReply, Hello, HelloReply, MetricsReply, PROTOCOL_VERSION, Request,
+    ClockReply, GuestErrorCode, HealthReply, Hello, HelloReply, MetricsReply, PROTOCOL_VERSION,
+    Request,
 };
 use std::collections::BTreeMap;
 
@@ -44,6 +45,17 @@ async fn hello_ping_health_and_metrics() {
     let health: HealthReply = ok(&mux, &Request::Health).await;
     assert_eq!(health.agent_version, env!("CARGO_PKG_VERSION"));
     assert_eq!(health.running_processes, 0);
+
+    // `read_clock` answers the agent's wall clock (here the test host's own).
+    let unix_ns = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos() as i64
+    };
+    let before = unix_ns(std::time::SystemTime::now());
+    let clock: ClockReply = ok(&mux, &Request::ReadClock).await;
+    let after = unix_ns(std::time::SystemTime::now());
+    assert!((before..=after).contains(&clock.unix_ns), "{clock:?}");
 
     let metrics: MetricsReply = ok(&mux, &Request::Metrics).await;
     assert!(metrics.cpu_count >= 1);

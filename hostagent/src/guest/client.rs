@@ -152,15 +152,6 @@ impl GuestClient {
         .await
     }
 
-    /// Sets the guest clock to the host's current time.
-    pub async fn sync_clock(&self) -> Result<()> {
-        self.call_timed::<serde_json::Value>(&Request::SetClock {
-            unix_ns: unix_now_ns(),
-        })
-        .await
-        .map(drop)
-    }
-
     /// Agent health.
     pub async fn health(&self) -> Result<platinum_protocol::HealthReply> {
         self.call_timed(&Request::Health).await

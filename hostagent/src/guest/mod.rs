@@ -6,6 +6,7 @@
 //! buffered whole on the host unless a caller asks for it ([`ExecStream::collect`]).
 
 mod client;
+mod clock;
 mod exec;
 mod files;
 mod ports;
@@ -14,6 +15,7 @@ mod tests;
 mod watch;
 
 pub use client::{DEFAULT_CALL_TIMEOUT, GuestClient, unix_now_ns};
+pub use clock::{CLOCK_TOLERANCE, ClockOffset};
 pub use exec::{ExecEvent, ExecOutput, ExecStream, StdinWriter};
 pub use files::FileDownload;
 pub use watch::WatchStream;

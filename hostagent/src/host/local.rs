@@ -40,7 +40,7 @@ use crate::image::{
 };
 use crate::net::{Lease, Network};
 use crate::transport;
-use crate::vmm::{Accel, NetSpec, TransportKind, Vm, VmSpec, Vmm};
+use crate::vmm::{NetSpec, TransportKind, Vm, VmSpec, Vmm};
 
 /// Settings of the local host agent.
 #[derive(Debug, Clone)]
@@ -130,8 +130,6 @@ pub struct LocalHost {
     images: Mutex<HashMap<String, GuestImage>>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     events: broadcast::Sender<HostEvent>,
-    /// Extra kernel parameters this host's guests need (e.g. the TSC frequency under TCG).
-    extra_cmdline: String,
 }
 
 impl LocalHost {
@@ -152,10 +150,6 @@ impl LocalHost {
                 network.adopt(&id, lease);
             }
         }
-        let extra_cmdline = match vmm.accel() {
-            Accel::Tcg => tcg_cmdline(),
-            Accel::Kvm => String::new(),
-        };
         let info = HostInfo {
             id: nix::unistd::gethostname()
                 .ok()
@@ -177,7 +171,6 @@ impl LocalHost {
             images: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             events,
-            extra_cmdline,
         }))
     }
 
@@ -360,6 +353,9 @@ impl LocalHost {
         })
     }
 
+    /// Checks the guest every `health_interval` (a `read_clock` round trip, which also corrects
+    /// its clock: [`GuestClient::keep_clock`]) and gives up on the VM after `health_failures`
+    /// failures in a row.
     fn watch_health(&self, slot: &Arc<Slot>) -> JoinHandle<()> {
         let weak = Arc::downgrade(slot);
         let host = self.me.clone();
@@ -377,7 +373,8 @@ impl LocalHost {
                     continue;
                 }
                 let result = match slot_guest(&slot, Duration::from_secs(5)).await {
-                    Ok(g) => tokio::time::timeout(interval, g.ping("health"))
+                    // The check's round trip also keeps the guest clock on the host's.
+                    Ok(g) => tokio::time::timeout(interval, g.keep_clock())
                         .await
                         .map_err(|_| Error::Timeout {
                             what: "health ping".into(),
@@ -560,21 +557,6 @@ async fn slot_guest(slot: &Slot, timeout: Duration) -> Result<GuestClient> {
     Ok(g)
 }
 
-/// Under TCG the kernel's TSC calibration against the PIT can fail when the host is busy and hang
-/// the boot; telling it the frequency skips the calibration.
-fn tcg_cmdline() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let mhz = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|v| v.trim().parse::<f64>().ok());
-    match mhz {
-        Some(mhz) if mhz > 0.0 => format!("tsc_early_khz={}", (mhz * 1000.0) as u64),
-        _ => String::new(),
-    }
-}
-
 /// Kills VMM and helper processes left behind by an earlier run of this server (one that died
 /// without stopping them): every process whose command line names a sandbox directory.
 fn kill_leftovers(sandboxes: &Path) {
@@ -646,14 +628,11 @@ impl HostAgent for LocalHost {
             &self.config.disk,
         )
         .await?;
-        let cmdline = [
+        let cmdline = format!(
+            "{} platinum.hostname={}",
             kernel_cmdline(self.config.console),
-            format!("platinum.hostname={}", req.id),
-            self.extra_cmdline.clone(),
-        ]
-        .join(" ")
-        .trim()
-        .to_string();
+            req.id
+        );
         let transport = req.transport.unwrap_or(self.config.transport);
         let spec = VmSpec {
             id: req.id.clone(),
@@ -740,7 +719,7 @@ impl HostAgent for LocalHost {
         slot.paused.store(false, Ordering::SeqCst);
         // The guest clock stood still while paused.
         let g = slot_guest(&slot, Duration::from_secs(10)).await?;
-        g.sync_clock().await
+        g.keep_clock().await.map(drop)
     }
 
     async fn destroy(&self, id: &str) -> Result<()> {
@@ -792,16 +771,5 @@ impl HostAgent for LocalHost {
                 .blocks_available()
                 .saturating_mul(stats.fragment_size()),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tcg_cmdline_names_the_tsc_frequency() {
-        let c = tcg_cmdline();
-        assert!(c.is_empty() || c.starts_with("tsc_early_khz="), "{c}");
     }
 }

@@ -55,8 +55,15 @@ pub fn run_unprivileged(args: &mut Vec<String>, id: u32) {
 /// Builds QEMU's arguments (without the program name). `paths` must come from validating
 /// `spec`, which also guarantees every path is UTF-8 without commas. `incoming` adds
 /// `-incoming defer` for a restore; a boot gets `-S` (the driver `cont`s once the console
-/// reader is connected).
-pub fn build(spec: &VmSpec, paths: &VmPaths, accel: Accel, incoming: bool) -> Vec<String> {
+/// reader is connected). `tcg_clock` is appended to the kernel command line under TCG
+/// ([`super::tsc::tcg_clock_args`]).
+pub fn build(
+    spec: &VmSpec,
+    paths: &VmPaths,
+    accel: Accel,
+    tcg_clock: Option<&str>,
+    incoming: bool,
+) -> Vec<String> {
     let mut args: Vec<String> = Vec::with_capacity(64);
     let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
     let p = |path: &std::path::Path| path.display().to_string();
@@ -80,13 +87,17 @@ pub fn build(spec: &VmSpec, paths: &VmPaths, accel: Accel, incoming: bool) -> Ve
     // Defence in depth: QEMU's own seccomp filter. A compromised device model cannot exec,
     // raise privileges, change scheduling/resource limits or use obsolete syscalls.
     push(&["-sandbox", SECCOMP]);
+    let append = match (accel, tcg_clock) {
+        (Accel::Tcg, Some(clock)) => format!("{} {clock}", spec.cmdline),
+        _ => spec.cmdline.clone(),
+    };
     push(&[
         "-kernel",
         &p(&spec.kernel),
         "-initrd",
         &p(&spec.initramfs),
         "-append",
-        &spec.cmdline,
+        &append,
     ]);
 
     for disk in &spec.disks {
@@ -206,7 +217,7 @@ mod tests {
 
     fn args(spec: &VmSpec, accel: Accel, incoming: bool) -> Vec<String> {
         let paths = validate(spec).expect("valid spec");
-        build(spec, &paths, accel, incoming)
+        build(spec, &paths, accel, None, incoming)
     }
 
     /// The value following `flag`, for every occurrence.
@@ -285,6 +296,20 @@ mod tests {
         let a = args(&spec(), Accel::Kvm, false);
         assert_eq!(values(&a, "-accel"), ["kvm"]);
         assert_eq!(values(&a, "-cpu"), ["host"]);
+    }
+
+    #[test]
+    fn only_a_tcg_guest_is_told_the_tsc_frequency() {
+        let s = spec();
+        let paths = validate(&s).expect("valid spec");
+        let clock = Some("tsc_early_khz=2000000 tsc=reliable");
+        let tcg = build(&s, &paths, Accel::Tcg, clock, false);
+        assert_eq!(
+            values(&tcg, "-append"),
+            ["console=ttyS0 quiet tsc_early_khz=2000000 tsc=reliable"]
+        );
+        let kvm = build(&s, &paths, Accel::Kvm, clock, false);
+        assert_eq!(values(&kvm, "-append"), ["console=ttyS0 quiet"]);
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub struct QemuVmm {
     qemu: PathBuf,
     vhost_device_vsock: Option<PathBuf>,
     accel: AccelChoice,
+    /// Kernel arguments that give TCG guests a real clock ([`super::tsc`]).
+    tcg_clock: Option<&'static str>,
     config: QemuConfig,
 }
 
@@ -118,11 +120,16 @@ impl QemuVmm {
             Some(choice) => choice.clone(),
             None => accel::detect()?,
         };
-        info!(qemu = %qemu.display(), accel = ?accel.accel, reason = %accel.reason, "QEMU driver ready");
+        let tcg_clock = match accel.accel {
+            Accel::Tcg => super::tsc::tcg_clock_args(),
+            Accel::Kvm => None,
+        };
+        info!(qemu = %qemu.display(), accel = ?accel.accel, reason = %accel.reason, ?tcg_clock, "QEMU driver ready");
         Ok(QemuVmm {
             qemu,
             vhost_device_vsock,
             accel,
+            tcg_clock,
             config,
         })
     }
@@ -252,7 +259,7 @@ impl QemuVmm {
             }
         };
 
-        let mut args = cmdline::build(spec, &paths, self.accel.accel, incoming);
+        let mut args = cmdline::build(spec, &paths, self.accel.accel, self.tcg_clock, incoming);
         if self.config.unprivileged && !incoming && nix::unistd::geteuid().is_root() {
             cmdline::run_unprivileged(&mut args, cmdline::unprivileged_id(&spec.id));
         }

@@ -9,12 +9,14 @@
 //! - [`snapshot`]: save/restore through migration to a file (the `vm.json` manifest is shared:
 //!   [`crate::vmm::manifest`]).
 //! - [`vsock_daemon`]: the per-VM vhost-device-vsock for the vsock transport.
+//! - [`tsc`]: the host TSC frequency that gives a TCG guest a real clock instead of jiffies.
 
 pub mod cmdline;
 pub mod driver;
 pub mod paths;
 pub mod qmp;
 pub mod snapshot;
+pub mod tsc;
 pub mod vm;
 pub mod vsock_daemon;
 
