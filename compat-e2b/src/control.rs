@@ -8,7 +8,7 @@
 //! | `DELETE /sandboxes/{id}` (204) | `kill_sandbox` |
 //! | `POST /sandboxes/{id}/timeout` (204) | `set_timeout` |
 //! | `POST /sandboxes/{id}/pause` (204, 409), `/resume` (201, 409) | `pause_sandbox` (`stop_sandbox` for `memory: false`), `resume_sandbox` |
-//! | `GET /sandboxes/{id}/metrics` | `sandbox_metrics` (one sample: now) |
+//! | `GET /sandboxes/{id}/metrics` | `metrics_history` (samples every 5 s, the last hour) |
 //!
 //! States: creating, starting and running are E2B's `running`; paused, stopping, stopped and
 //! archived are `paused` (`connect` brings them back); failed and deleted sandboxes do not
@@ -536,24 +536,52 @@ async fn resume(
     Ok((StatusCode::CREATED, Json(sandbox_json(&ctx, &s))).into_response())
 }
 
-async fn metrics(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let s = load(&ctx, &id).await?;
-    if s.state != SandboxState::Running {
-        return Ok(Json(json!([])));
+/// `GET /sandboxes/{id}/metrics?start=&end=` (Unix seconds, both optional): the samples the
+/// engine kept in that range ([`platinum_engine::Engine::metrics_history`]), oldest first.
+async fn metrics(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    load(&ctx, &id).await?;
+    let (mut start, mut end) = (None, None);
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        let bound = match key.as_ref() {
+            "start" => &mut start,
+            "end" => &mut end,
+            _ => continue,
+        };
+        let at = value
+            .parse::<i64>()
+            .ok()
+            .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{key} must be a Unix time in seconds, not {value:?}"
+                ))
+            })?;
+        *bound = Some(at);
     }
-    let m = ctx.engine.sandbox_metrics(&id).await?;
-    let now = OffsetDateTime::now_utc();
-    Ok(Json(json!([{
-        "timestamp": rfc3339(now),
-        "timestampUnix": now.unix_timestamp(),
-        "cpuCount": m.cpu_count,
-        "cpuUsedPct": m.cpu_used_pct,
-        "memUsed": m.mem_used,
-        "memTotal": m.mem_total,
-        "memCache": m.mem_cache,
-        "diskUsed": m.disk_used,
-        "diskTotal": m.disk_total,
-    }])))
+    let samples = ctx.engine.metrics_history(&id, start, end).await?;
+    Ok(Json(Value::Array(
+        samples
+            .iter()
+            .map(|s| {
+                let m = &s.metrics;
+                json!({
+                    "timestamp": rfc3339(s.at),
+                    "timestampUnix": s.at.unix_timestamp(),
+                    "cpuCount": m.cpu_count,
+                    "cpuUsedPct": m.cpu_used_pct,
+                    "memUsed": m.mem_used,
+                    "memTotal": m.mem_total,
+                    "memCache": m.mem_cache,
+                    "diskUsed": m.disk_used,
+                    "diskTotal": m.disk_total,
+                })
+            })
+            .collect(),
+    )))
 }
 
 /// A list query after parsing.

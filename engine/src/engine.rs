@@ -49,6 +49,8 @@ pub struct Engine {
     pub(crate) admission: tokio::sync::Mutex<()>,
     /// Revoked tokens (`commands::tokens`), loaded from the store.
     pub(crate) revoked_tokens: crate::commands::tokens::RevokedTokens,
+    /// Recent metrics samples per sandbox (`metrics_history`).
+    pub(crate) metrics: crate::metrics_history::MetricsHistory,
 }
 
 impl Engine {
@@ -75,14 +77,16 @@ impl Engine {
             tasks: TaskTracker::new(),
             admission: tokio::sync::Mutex::new(()),
             revoked_tokens,
+            metrics: Default::default(),
         }))
     }
 
-    /// Reconciles the store with the host, then starts the lifecycle and event loops.
+    /// Reconciles the store with the host, then starts the lifecycle, event and metrics loops.
     pub async fn start(self: &Arc<Self>) -> Result<()> {
         crate::reconciler::reconcile_at_start(self).await?;
         crate::reconciler::spawn_event_loop(self.clone());
         crate::lifecycle::spawn(self.clone());
+        crate::metrics_history::spawn(self.clone());
         Ok(())
     }
 

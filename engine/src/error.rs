@@ -256,7 +256,7 @@ pub enum Error {
     #[error("capacity exhausted: {0}")]
     CapacityExhausted(String),
     /// A command ran past its timeout.
-    #[error("command timed out after {0} ms")]
+    #[error("command exceeded its timeout of {0} ms")]
     ExecTimeout(u64),
     /// The guest reported a failure (file not found, permission denied, ...).
     #[error("{message}")]

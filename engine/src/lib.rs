@@ -8,7 +8,8 @@
 //! - [`error`]: every failure with its stable machine code and HTTP status.
 //! - [`store`]: the state store (SQLite, embedded; a PostgreSQL store for multi-host is planned,
 //!   not yet written).
-//! - [`lifecycle`], [`reconciler`]: background loops for expiry and for VMs that die.
+//! - [`lifecycle`], [`reconciler`]: background loops for expiry and for VMs that die; a third
+//!   samples every running sandbox's metrics into a bounded history.
 //! - [`auth`]: API keys.
 //! - [`process`]: a guest process as front ends see it (stream, stdin, exit status, PTY size).
 //! - [`secrets`]: signing keys kept in the data directory.
@@ -23,6 +24,7 @@ pub mod env;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;
+mod metrics_history;
 pub mod model;
 pub mod process;
 pub mod reconciler;

@@ -440,23 +440,43 @@ pub struct FileInfo {
     #[schema(value_type = String, format = DateTime)]
     #[schemars(with = "String")]
     pub modified_at: OffsetDateTime,
-    /// Target, for symlinks.
+    /// Target, for symlinks, as the link holds it (possibly relative).
     pub symlink_target: Option<String>,
+    /// For symlinks: the entry the link finally leads to; absent when it dangles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<ResolvedLink>,
+}
+
+/// The entry a symlink finally leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct ResolvedLink {
+    /// Absolute path, free of symlinks.
+    pub path: String,
+    /// `file`, `dir` or `other`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its permission bits.
+    pub mode: u32,
+}
+
+/// The wire name of a file kind.
+fn kind_name(kind: platinum_protocol::FileKind) -> String {
+    use platinum_protocol::FileKind;
+    match kind {
+        FileKind::File => "file",
+        FileKind::Dir => "dir",
+        FileKind::Symlink => "symlink",
+        FileKind::Other => "other",
+    }
+    .into()
 }
 
 impl From<platinum_protocol::FileEntry> for FileInfo {
     fn from(e: platinum_protocol::FileEntry) -> Self {
-        use platinum_protocol::FileKind;
         FileInfo {
             name: e.name,
             path: e.path,
-            kind: match e.kind {
-                FileKind::File => "file",
-                FileKind::Dir => "dir",
-                FileKind::Symlink => "symlink",
-                FileKind::Other => "other",
-            }
-            .into(),
+            kind: kind_name(e.kind),
             size: e.size,
             mode: e.mode,
             permissions: e.permissions,
@@ -465,6 +485,11 @@ impl From<platinum_protocol::FileEntry> for FileInfo {
             modified_at: OffsetDateTime::from_unix_timestamp_nanos(e.modified_unix_ns as i128)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             symlink_target: e.symlink_target,
+            resolved: e.resolved.map(|r| ResolvedLink {
+                path: r.path,
+                kind: kind_name(r.kind),
+                mode: r.mode,
+            }),
         }
     }
 }
@@ -539,6 +564,15 @@ pub struct SandboxMetrics {
     pub disk_total: u64,
     /// Root disk used, bytes.
     pub disk_used: u64,
+}
+
+/// One metrics sample of a sandbox ([`crate::Engine::metrics_history`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSample {
+    /// When it was taken.
+    pub at: OffsetDateTime,
+    /// The values.
+    pub metrics: SandboxMetrics,
 }
 
 impl From<platinum_protocol::MetricsReply> for SandboxMetrics {

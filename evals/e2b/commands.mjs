@@ -69,6 +69,7 @@ try {
     const started = Date.now()
     const e = await rejects(SandboxError, () => h.wait(), 'wait on a killed sandbox')
     check(Date.now() - started < 30_000, `prompt: ${e.message}`)
+    check(e instanceof TimeoutError && /killed/.test(e.message), `the SDK says the sandbox was killed: ${e.message}`)
     check(!(await sbx.isRunning()), 'gone')
   })
 } finally {

@@ -91,7 +91,8 @@ try:
         h = sbx.commands.run("echo started; sleep 120", background=True)
         threading.Timer(2, lambda: Sandbox.kill(sbx.sandbox_id)).start()
         started = time.monotonic()
-        raises(SandboxNotRunningException, h.wait, "wait on a killed sandbox")
+        e = raises(SandboxNotRunningException, h.wait, "wait on a killed sandbox")
+        check(isinstance(e, TimeoutException) and "was killed" in str(e), f"the SDK says the sandbox was killed: {e}")
         check(time.monotonic() - started < 30, "the stream ended promptly")
         check(not sbx.is_running(), "gone")
 finally:

@@ -33,6 +33,10 @@ try {
     check((await sbx.files.exists('/home/user/tree/a.txt')) && !(await sbx.files.exists('/home/user/nope')), 'exists')
     const meta = await sbx.files.getInfo('/home/user/tree/sub/b.txt')
     check(meta.size === 2 && meta.owner === 'user' && meta.type === FileType.FILE, JSON.stringify(meta))
+    // As envd: a link reports what it finally leads to, with an absolute target.
+    await sbx.commands.run('ln -s ../../etc/hostname /home/user/link')
+    const link = await sbx.files.getInfo('/home/user/link')
+    check(link.type === FileType.FILE && link.symlinkTarget === '/etc/hostname', JSON.stringify(link))
   })
 
   await step('makeDir, rename, remove', async () => {

@@ -52,9 +52,13 @@ try:
         check(sbx.files.exists("/home/user/tree/a.txt") and not sbx.files.exists("/home/user/nope"), "exists")
         meta = sbx.files.get_info("/home/user/tree/sub/b.txt")
         check(meta.size == 2 and meta.owner == "user" and meta.permissions == "-rw-r--r--", f"{meta}")
-        sbx.commands.run("ln -s /etc/hostname /home/user/link")
+        # As envd: a link carries what it finally leads to (absolute target, the target's mode;
+        # envd's `type` is the target's, and this SDK shows `is_symlink` links as SYMLINK).
+        sbx.commands.run("ln -s ../../etc/hostname /home/user/link && ln -s tree /home/user/dirlink")
         link = sbx.files.get_info("/home/user/link")
-        check(link.type == FileType.SYMLINK and link.symlink_target == "/etc/hostname", f"{link}")
+        check(link.type == FileType.SYMLINK and link.symlink_target == "/etc/hostname" and link.mode == 0o644, f"{link}")
+        dirlink = sbx.files.get_info("/home/user/dirlink")
+        check(dirlink.symlink_target == "/home/user/tree" and dirlink.mode == 0o755, f"{dirlink}")
 
     with step("make_dir, rename, remove"):
         check(sbx.files.make_dir("/home/user/made/deep") is True, "created")

@@ -46,6 +46,10 @@ try {
     check((await a.getInfo()).endAt > before, 'endAt moved')
     const metrics = await a.getMetrics()
     check(metrics.length >= 1 && metrics[0].memTotal > 0 && metrics[0].cpuCount >= 1, JSON.stringify(metrics))
+    // A history (a sample every 5 s), answered for the range asked.
+    await waitUntil(async () => (await a.getMetrics()).length >= 2, 'a second metrics sample')
+    const future = await a.getMetrics({ start: new Date(Date.now() + 3_600_000) })
+    check(future.length === 0, JSON.stringify(future))
   })
 
   await step('pause, list as paused, resume by connect', async () => {

@@ -3,6 +3,7 @@ list (metadata and state filters, paging), connect, set_timeout, metrics, pause 
 connect, kill, expiry, and the errors for a bad key, an unknown template and a bad timeout."""
 
 import time
+from datetime import datetime, timedelta, timezone
 
 from common import check, raises, step, tag, wait_until
 from e2b import (
@@ -69,6 +70,15 @@ try:
         check(len(metrics) >= 1, "one sample")
         m = metrics[-1]
         check(m.cpu_count >= 1 and m.mem_total > m.mem_used > 0 and m.disk_total > 0, f"{m}")
+        # A history (a sample every 5 s), answered for the range asked.
+        wait_until(lambda: len(a.get_metrics()) >= 2, "a second metrics sample", timeout=30)
+        history = a.get_metrics()
+        stamps = [x.timestamp for x in history]
+        check(stamps == sorted(stamps), f"samples come oldest first: {stamps}")
+        end = history[0].timestamp.replace(microsecond=0) + timedelta(seconds=1)
+        upto = a.get_metrics(end=end)
+        check(1 <= len(upto) < len(history) and all(x.timestamp <= end for x in upto), f"end bounds the range: {upto} of {history}")
+        check(a.get_metrics(start=datetime.now(timezone.utc) + timedelta(hours=1)) == [], "nothing after now")
 
     with step("pause, list as paused, resume by connect"):
         b.files.write("/home/user/state.txt", "kept")

@@ -558,6 +558,21 @@ pub struct FileEntry {
     /// Target, for symlinks.
     #[serde(default)]
     pub symlink_target: Option<String>,
+    /// For symlinks: where the link finally leads, every link on the way resolved; `None` when
+    /// it dangles, loops or leads somewhere the caller may not look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<ResolvedLink>,
+}
+
+/// The entry a symlink finally leads to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResolvedLink {
+    /// Absolute path, free of symlinks.
+    pub path: String,
+    /// Its kind (never [`FileKind::Symlink`]).
+    pub kind: FileKind,
+    /// Its permission bits.
+    pub mode: u32,
 }
 
 /// Answer to `make_dir`.

@@ -76,7 +76,7 @@ async fn run_merged(ctx: &Ctx, id: &str, cmd: Cmd) -> DResult<Json<Value>> {
             StatusCode::REQUEST_TIMEOUT,
             "PROCESS_EXECUTION_TIMEOUT",
             format!(
-                "command timed out after {}s",
+                "command exceeded its timeout of {}s",
                 limit.map_or(0, |d| d.as_secs())
             ),
         ));

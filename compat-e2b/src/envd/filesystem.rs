@@ -36,19 +36,28 @@ const MAX_BUFFERED_EVENTS: usize = 10_000;
 /// Polled watchers one sandbox may have.
 const MAX_WATCHERS: usize = 64;
 
-/// envd's `EntryInfo` of an engine entry.
+/// envd's `EntryInfo` of an engine entry. As envd does, a symlink reports what it finally leads
+/// to: that entry's type and permission bits, and its absolute path as `symlinkTarget` (a
+/// dangling link: no type, mode 0, and its own path).
 pub fn entry_json(f: &FileInfo) -> Value {
-    let kind = match f.kind.as_str() {
+    let file_type = |kind: &str| match kind {
         "dir" => "FILE_TYPE_DIRECTORY",
+        "file" => "FILE_TYPE_FILE",
         "symlink" => "FILE_TYPE_SYMLINK",
-        _ => "FILE_TYPE_FILE",
+        _ => "FILE_TYPE_UNSPECIFIED",
+    };
+    let (kind, mode, target) = match (f.kind.as_str(), &f.resolved) {
+        ("symlink", Some(r)) => (file_type(&r.kind), r.mode, Some(r.path.as_str())),
+        ("symlink", None) => ("FILE_TYPE_UNSPECIFIED", 0, Some(f.path.as_str())),
+        ("other", _) => ("FILE_TYPE_FILE", f.mode, None),
+        (kind, _) => (file_type(kind), f.mode, None),
     };
     let mut v = json!({
         "name": f.name,
         "type": kind,
         "path": f.path,
         "size": f.size.to_string(),
-        "mode": f.mode,
+        "mode": mode,
         "permissions": f.permissions,
         "owner": f.owner,
         "group": f.group,
@@ -56,7 +65,7 @@ pub fn entry_json(f: &FileInfo) -> Value {
         "isSymlink": f.kind == "symlink",
         "metadata": {},
     });
-    if let Some(target) = &f.symlink_target {
+    if let Some(target) = target {
         v["symlinkTarget"] = json!(target);
     }
     v
@@ -476,6 +485,7 @@ async fn remove_watcher(ctx: &Ctx, id: &str, req: WatcherRequest) -> Result<Valu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use platinum_engine::model::ResolvedLink;
 
     #[test]
     fn entries_render_as_envd_entry_info() {
@@ -489,14 +499,27 @@ mod tests {
             owner: "user".into(),
             group: "user".into(),
             modified_at: time::OffsetDateTime::UNIX_EPOCH,
-            symlink_target: Some("/etc".into()),
+            symlink_target: Some("../../etc".into()),
+            resolved: Some(ResolvedLink {
+                path: "/etc".into(),
+                kind: "dir".into(),
+                mode: 0o755,
+            }),
         };
         let v = entry_json(&f);
-        assert_eq!(v["type"], "FILE_TYPE_SYMLINK");
+        assert_eq!(v["type"], "FILE_TYPE_DIRECTORY");
+        assert_eq!(v["mode"], 0o755);
         assert_eq!(v["size"], "12");
         assert_eq!(v["isSymlink"], true);
         assert_eq!(v["symlinkTarget"], "/etc");
         assert_eq!(v["modifiedTime"], "1970-01-01T00:00:00Z");
+        let dangling = FileInfo {
+            resolved: None,
+            ..f.clone()
+        };
+        let v = entry_json(&dangling);
+        assert_eq!(v["type"], "FILE_TYPE_UNSPECIFIED");
+        assert_eq!(v["symlinkTarget"], "/home/user/l");
         assert_eq!(event_type(FsOp::Rename), "EVENT_TYPE_RENAME");
     }
 

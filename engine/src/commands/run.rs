@@ -248,21 +248,11 @@ impl Run {
 
     async fn kill_now(&mut self) {
         self.over = true;
-        let pid = self.pid();
-        match self
-            .engine
-            .signal_process(&self.sandbox, pid, SIGKILL)
-            .await
-        {
-            Ok(()) => tracing::info!(sandbox = %self.sandbox, pid, "command killed"),
-            Err(e) => {
-                tracing::warn!(sandbox = %self.sandbox, pid, error = %e, "could not kill the command")
-            }
-        }
+        kill_command(&self.engine, &self.sandbox, self.pid()).await;
     }
 
     fn output(&mut self, exit: ExitStatus) -> RunOutput {
-        let (retain, limit) = (self.stdout.retain, self.stdout.limit);
+        let (retain, limit) = (self.stdout.retain(), self.stdout.limit);
         let (stdout, cut_out) = self.stdout.take();
         let (stderr, cut_err) = self.stderr.take();
         RunOutput {
@@ -288,48 +278,65 @@ impl Drop for Run {
         };
         let (engine, sandbox, pid) = (self.engine.clone(), self.sandbox.clone(), self.pid());
         tracing::debug!(sandbox = %sandbox, pid, "caller went away: killing its command");
-        rt.spawn(async move {
-            if let Err(e) = engine.signal_process(&sandbox, pid, SIGKILL).await {
-                tracing::debug!(sandbox = %sandbox, pid, error = %e, "killing an abandoned command");
-            }
-        });
+        rt.spawn(async move { kill_command(&engine, &sandbox, pid).await });
+    }
+}
+
+/// Kills a run's process group; a failure is logged (the sandbox may be gone already).
+async fn kill_command(engine: &Engine, sandbox: &str, pid: u32) {
+    match engine.signal_process(sandbox, pid, SIGKILL).await {
+        Ok(()) => tracing::info!(sandbox, pid, "command killed"),
+        Err(e) => tracing::warn!(sandbox, pid, error = %e, "could not kill the command"),
     }
 }
 
 /// One stream's output within a byte budget, kept from one end.
 struct Kept {
-    retain: Retain,
     limit: usize,
-    head: BytesMut,
-    tail: VecDeque<u8>,
+    kept: KeptBytes,
     cut: bool,
+}
+
+/// The bytes a [`Kept`] holds: the first ones, or the last ones.
+enum KeptBytes {
+    Head(BytesMut),
+    Tail(VecDeque<u8>),
 }
 
 impl Kept {
     fn new(retain: Retain, limit: usize) -> Self {
+        let kept = match retain {
+            Retain::Head => KeptBytes::Head(BytesMut::new()),
+            Retain::Tail => KeptBytes::Tail(VecDeque::new()),
+        };
         Kept {
-            retain,
             limit,
-            head: BytesMut::new(),
-            tail: VecDeque::new(),
+            kept,
             cut: false,
         }
     }
 
+    fn retain(&self) -> Retain {
+        match self.kept {
+            KeptBytes::Head(_) => Retain::Head,
+            KeptBytes::Tail(_) => Retain::Tail,
+        }
+    }
+
     fn push(&mut self, bytes: &[u8]) {
-        match self.retain {
-            Retain::Head => {
-                let room = self.limit.saturating_sub(self.head.len());
-                self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        match &mut self.kept {
+            KeptBytes::Head(head) => {
+                let room = self.limit.saturating_sub(head.len());
+                head.extend_from_slice(&bytes[..bytes.len().min(room)]);
                 self.cut |= bytes.len() > room;
             }
-            Retain::Tail => {
+            KeptBytes::Tail(tail) => {
                 let skip = bytes.len().saturating_sub(self.limit);
                 self.cut |= skip > 0;
-                self.tail.extend(&bytes[skip..]);
-                if self.tail.len() > self.limit {
-                    let excess = self.tail.len() - self.limit;
-                    self.tail.drain(..excess);
+                tail.extend(&bytes[skip..]);
+                if tail.len() > self.limit {
+                    let excess = tail.len() - self.limit;
+                    tail.drain(..excess);
                     self.cut = true;
                 }
             }
@@ -339,10 +346,10 @@ impl Kept {
     /// The kept bytes and whether anything was cut. A tail cut at the front can split a UTF-8
     /// sequence: its leading continuation bytes are dropped.
     fn take(&mut self) -> (Bytes, bool) {
-        match self.retain {
-            Retain::Head => (std::mem::take(&mut self.head).freeze(), self.cut),
-            Retain::Tail => {
-                let bytes: Vec<u8> = std::mem::take(&mut self.tail).into();
+        match &mut self.kept {
+            KeptBytes::Head(head) => (std::mem::take(head).freeze(), self.cut),
+            KeptBytes::Tail(tail) => {
+                let bytes: Vec<u8> = std::mem::take(tail).into();
                 let skip = if self.cut {
                     bytes
                         .iter()
@@ -406,7 +413,7 @@ mod tests {
         // A chunk far larger than the budget never grows the buffer past it.
         let mut k = Kept::new(Retain::Tail, 4);
         k.push(&[b'a'; 1 << 20]);
-        assert_eq!(k.tail.len(), 4);
+        assert!(matches!(&k.kept, KeptBytes::Tail(tail) if tail.len() == 4));
     }
 
     #[test]

@@ -14,7 +14,8 @@ await run('typescript quickstart', async () => {
     check(r.exitCode === 3 && r.result === 'hello\nerr\n', 'executeCommand', r)
     r = await s.process.executeCommand('pwd; echo $V', '/tmp', { V: 'v' })
     check(r.result === '/tmp\nv\n', 'cwd and env', r)
-    await expectError(() => s.process.executeCommand('sleep 30', undefined, undefined, 2), sdk.DaytonaTimeoutError, 'timeout')
+    const late = await expectError(() => s.process.executeCommand('sleep 30', undefined, undefined, 2), sdk.DaytonaTimeoutError, 'timeout')
+    check(/timeout/i.test(late.message), "the timeout's message says timeout", late.message)
     check((await s.getUserHomeDir()) === '/home/user' && (await s.getWorkDir()) === '/home/user', 'directories')
     check((await d.get(name)).id === s.id && (await d.get(s.id)).name === name, 'get by name and id')
   } finally {

@@ -2,7 +2,7 @@
 
 use crate::files::paths;
 use crate::users::UserDb;
-use platinum_protocol::{FileEntry, FileKind};
+use platinum_protocol::{FileEntry, FileKind, ResolvedLink};
 use std::fs::{FileType, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -11,9 +11,12 @@ use std::path::Path;
 /// except where the caller deliberately followed it (a file being read).
 pub fn describe(path: &Path, md: &Metadata, db: &UserDb) -> FileEntry {
     let kind = kind_of(md.file_type());
-    let symlink_target = match kind {
-        FileKind::Symlink => std::fs::read_link(path).ok().map(|t| paths::display(&t)),
-        _ => None,
+    let (symlink_target, resolved) = match kind {
+        FileKind::Symlink => (
+            std::fs::read_link(path).ok().map(|t| paths::display(&t)),
+            resolve_link(path),
+        ),
+        _ => (None, None),
     };
     let name = path.file_name().map_or_else(
         || paths::display(path),
@@ -37,7 +40,20 @@ pub fn describe(path: &Path, md: &Metadata, db: &UserDb) -> FileEntry {
             .saturating_mul(1_000_000_000)
             .saturating_add(md.mtime_nsec()),
         symlink_target,
+        resolved,
     }
+}
+
+/// Where the symlink `path` finally leads (runs as the caller, so a target the caller may not
+/// reach resolves to nothing).
+fn resolve_link(path: &Path) -> Option<ResolvedLink> {
+    let target = std::fs::canonicalize(path).ok()?;
+    let md = std::fs::metadata(&target).ok()?;
+    Some(ResolvedLink {
+        path: paths::display(&target),
+        kind: kind_of(md.file_type()),
+        mode: md.mode() & 0o7777,
+    })
 }
 
 fn kind_of(t: FileType) -> FileKind {

@@ -295,6 +295,19 @@ async fn stat_describes_symlinks_without_following_them() {
     assert_eq!(entry.symlink_target.as_deref(), Some("target.txt"));
     assert_eq!(entry.name, "link");
     assert!(entry.permissions.starts_with('l'));
+    // Where it leads: absolute, free of links, with the target's kind and bits.
+    let resolved = entry.resolved.expect("a resolved target");
+    let real = std::fs::canonicalize(&target).expect("canonical");
+    assert_eq!(resolved.path, real.to_str().expect("utf-8"));
+    assert_eq!(
+        (resolved.kind, resolved.mode & 0o777),
+        (FileKind::File, 0o644)
+    );
+    // A link whose target is gone resolves to nothing.
+    let dangling = agent.home.join("dangling");
+    std::os::unix::fs::symlink("gone.txt", &dangling).expect("symlink");
+    let entry: FileEntry = ok(&mux, &Request::Stat(at(&dangling))).await;
+    assert_eq!((entry.kind, entry.resolved), (FileKind::Symlink, None));
     let file: FileEntry = ok(&mux, &Request::Stat(at(&target))).await;
     assert_eq!(
         (

@@ -45,7 +45,9 @@ pub struct GuestClient {
 }
 
 impl GuestClient {
-    /// Starts a session on a connected byte stream: magic handshake, then `hello`.
+    /// Starts a session on a connected byte stream: magic handshake, then `hello`, whose clock
+    /// (`unix_ns`) is stamped here, once the agent has answered the handshake (a guest that is
+    /// still booting can take seconds to).
     pub async fn start<S>(stream: S, hello: Hello, timeout: Duration) -> Result<Self>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
@@ -65,6 +67,10 @@ impl GuestClient {
                 boot_id: String::new(),
                 kernel: String::new(),
             },
+        };
+        let hello = Hello {
+            unix_ns: unix_now_ns(),
+            ..hello
         };
         let reply: HelloReply = tokio::time::timeout(timeout, client.call(&Request::Hello(hello)))
             .await

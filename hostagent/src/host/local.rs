@@ -34,7 +34,6 @@ use crate::console;
 use crate::disk::{CloneMethod, DiskOptions, create_disk};
 use crate::error::{Error, IoContext, Result};
 use crate::guest::GuestClient;
-use crate::guest::unix_now_ns;
 use crate::image::{
     ConsoleLog, GuestImage, ImageCache, Progress, builtin_templates, kernel_cmdline, template,
 };
@@ -518,7 +517,13 @@ async fn connect_agent(
                 return Err(Error::VmmExited(format!("VM ended during boot (code {:?}, signal {:?})", exit.code, exit.signal)));
             }
             r = attempt => match r {
-                Ok(g) => return Ok(g),
+                Ok(g) => {
+                    // `hello` set the clock, behind by its one-way trip: measure and correct.
+                    if let Err(e) = g.keep_clock().await {
+                        tracing::warn!(error = %e, "cannot set the guest clock");
+                    }
+                    return Ok(g);
+                }
                 Err(e @ Error::ProtocolMismatch { .. }) => return Err(e),
                 Err(e) => last = e.to_string(),
             }
@@ -530,7 +535,8 @@ async fn connect_agent(
 fn hello(env: &BTreeMap<String, String>) -> platinum_protocol::Hello {
     platinum_protocol::Hello {
         protocol: platinum_protocol::PROTOCOL_VERSION,
-        unix_ns: unix_now_ns(),
+        // Stamped by `GuestClient::start` when it is sent.
+        unix_ns: 0,
         env: env.clone(),
         default_user: Some("user".into()),
     }
