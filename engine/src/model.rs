@@ -442,20 +442,20 @@ pub struct FileInfo {
     pub modified_at: OffsetDateTime,
     /// Target, for symlinks, as the link holds it (possibly relative).
     pub symlink_target: Option<String>,
-    /// For symlinks: the entry the link finally leads to; absent when it dangles.
+    /// Symlinks: where the link leads (absent if dangling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<ResolvedLink>,
 }
 
-/// The entry a symlink finally leads to.
+/// The entry a symlink finally leads to: its absolute, link-free path, type and mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct ResolvedLink {
-    /// Absolute path, free of symlinks.
+    /// Absolute, link-free path.
     pub path: String,
     /// `file`, `dir` or `other`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Its permission bits.
+    /// Permission bits.
     pub mode: u32,
 }
 

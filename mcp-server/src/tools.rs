@@ -619,10 +619,11 @@ mod tests {
             "keep the tool set small: {}",
             tools.len()
         );
-        // Clients send the list to the model in every conversation: keep it lean.
+        // Clients send the list to the model in every conversation: keep it lean (25 000 since
+        // the file tools' output says where a symlink leads; it was 24 000).
         let size = serde_json::to_string(&tools).map_or(usize::MAX, |s| s.len());
         eprintln!("tools/list: {size} bytes");
-        assert!(size < 24_000, "tools/list is {size} bytes");
+        assert!(size < 25_000, "tools/list is {size} bytes");
         for t in &tools {
             let d = t.description.as_deref().unwrap_or("");
             assert!(
