@@ -83,24 +83,46 @@ pub fn file_signature(
     )
 }
 
-/// Checks a file URL's signature and expiration; the error says what is wrong.
-pub fn check_file_signature(
-    path: &str,
-    operation: &str,
-    user: Option<&str>,
-    token: &str,
-    signature: &str,
-    expiration: Option<i64>,
-    now_unix: i64,
-) -> Result<(), String> {
-    if expiration.is_some_and(|exp| exp < now_unix) {
-        return Err("the signature has expired".into());
+/// What a signed file URL claims: a path, an operation (`read` or `write`), a user, and
+/// the signature with its expiration.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedUrl<'a> {
+    /// The file.
+    pub path: &'a str,
+    /// `read` (download) or `write` (upload).
+    pub operation: &'a str,
+    /// The user it acts as (`None`: the default user, signed as "").
+    pub user: Option<&'a str>,
+    /// `v1_...`.
+    pub signature: &'a str,
+    /// Unix seconds after which it is refused.
+    pub expiration: Option<i64>,
+}
+
+impl SignedUrl<'_> {
+    /// Whether `token` made the signature (whether or not it has expired).
+    pub fn signed_with(&self, token: &str) -> bool {
+        let expected = file_signature(
+            self.path,
+            self.operation,
+            self.user.unwrap_or(""),
+            token,
+            self.expiration,
+        );
+        same(expected.as_bytes(), self.signature.as_bytes())
     }
-    let expected = file_signature(path, operation, user.unwrap_or(""), token, expiration);
-    if same(expected.as_bytes(), signature.as_bytes()) {
-        Ok(())
-    } else {
-        Err("invalid signature".into())
+
+    /// Checks the signature against `token` and the expiration against `now_unix`; the error
+    /// says what is wrong.
+    pub fn check(&self, token: &str, now_unix: i64) -> Result<(), String> {
+        if self.expiration.is_some_and(|exp| exp < now_unix) {
+            return Err("the signature has expired".into());
+        }
+        if self.signed_with(token) {
+            Ok(())
+        } else {
+            Err("invalid signature".into())
+        }
     }
 }
 
@@ -195,18 +217,29 @@ mod tests {
         // Computed with the Python SDK's e2b.sandbox.signature.get_signature.
         let sig = file_signature("/home/user/a.txt", "read", "", "tok", None);
         assert_eq!(sig, "v1_Zkbb3914oLJLvMBzCAHQhm2ydBLxbSx2eQUR/kLdvIY");
+        let url = |path, operation, user, signature, expiration| SignedUrl {
+            path,
+            operation,
+            user,
+            signature,
+            expiration,
+        };
         assert!(
-            check_file_signature("/home/user/a.txt", "read", None, "tok", &sig, None, 0).is_ok()
+            url("/home/user/a.txt", "read", None, &sig, None)
+                .check("tok", 0)
+                .is_ok()
         );
         assert!(
-            check_file_signature("/home/user/a.txt", "write", None, "tok", &sig, None, 0).is_err()
+            url("/home/user/a.txt", "write", None, &sig, None)
+                .check("tok", 0)
+                .is_err()
         );
         let timed = file_signature("/x", "write", "user", "tok", Some(100));
-        assert!(
-            check_file_signature("/x", "write", Some("user"), "tok", &timed, Some(100), 50).is_ok()
-        );
+        let timed = url("/x", "write", Some("user"), &timed, Some(100));
+        assert!(timed.check("tok", 50).is_ok());
+        assert!(!timed.signed_with("other"));
         assert_eq!(
-            check_file_signature("/x", "write", Some("user"), "tok", &timed, Some(100), 101),
+            timed.check("tok", 101),
             Err("the signature has expired".into())
         );
     }

@@ -37,9 +37,10 @@ use std::sync::Arc;
 
 /// The envd version reported to the SDKs; the SDKs switch features on by it
 /// (`e2b/envd/versions.py`). 0.5.7 and below are all implemented: stdin control (0.3.0), no
-/// default-user header (0.4.0), `CloseStdin` (0.5.2), octet-stream and gzip uploads (0.5.7).
-/// 0.6.2 (file metadata as extended attributes) is not, so that is where it stops.
-pub const ENVD_VERSION: &str = "0.6.1";
+/// default-user header (0.4.0), `CloseStdin` (0.5.2), octet-stream and gzip uploads (0.5.7),
+/// file metadata as `user.e2b.*` extended attributes (0.6.2), the entry in watch events (0.6.3)
+/// and `allow_network_mounts` on watches (0.6.4).
+pub const ENVD_VERSION: &str = "0.6.4";
 
 /// envd's port inside a sandbox.
 pub const ENVD_PORT: u16 = 49983;

@@ -3,8 +3,11 @@
 //! A request is for a sandbox's port when it carries `E2b-Sandbox-Id` (then `E2b-Sandbox-Port`
 //! is required too), or, failing that, when its Host's first label reads `{port}-{sandboxId}`
 //! (extra `-parts` after the id are ignored, as in E2B's legacy `49983-<id>-<client>.<domain>`;
-//! hosts that are IP literals or `localhost` never route this way). Everything else falls
-//! through to the rest of the server, so `/health` without the headers stays the server's own.
+//! hosts that are IP literals or `localhost` never route this way), or, failing both, when it is
+//! a signed envd `/files` URL: the SDKs build `download_url()`/`upload_url()` on `E2B_SANDBOX_URL`
+//! without the sandbox id, and the running sandbox whose access token made the signature is the
+//! one it is for ([`crate::envd::files::signer`]). Everything else falls through to the rest of
+//! the server, so `/health` without the headers stays the server's own.
 //!
 //! The sandbox must be running, else the answer is E2B's proxy 502 "The sandbox was not found"
 //! (paused, stopped and failed sandboxes included: the SDK then reports it as gone). Port 49983
@@ -104,7 +107,20 @@ pub fn host_target(host: &str) -> Option<Target> {
 /// Middleware in front of the whole server: routes sandbox traffic, passes the rest on.
 pub async fn dispatch(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     match target(req.headers(), req.uri().host()) {
-        Ok(None) => next.run(req).await,
+        Ok(None) => {
+            // Owned copies: the request body is not `Sync`, so no borrow of it crosses an await.
+            let (method, uri) = (req.method().clone(), req.uri().clone());
+            match crate::envd::files::signer(&ctx, &method, &uri).await {
+                Some(sandbox) => {
+                    let t = Target {
+                        sandbox,
+                        port: ENVD_PORT,
+                    };
+                    serve(ctx, t, req).await
+                }
+                None => next.run(req).await,
+            }
+        }
         Ok(Some(t)) => serve(ctx, t, req).await,
         Err(e) => e.into_response(),
     }

@@ -41,6 +41,8 @@ pub struct Engine {
     pub(crate) sessions: crate::sessions::Sessions,
     /// Code-context kernels (`commands::code`).
     pub(crate) code: crate::code::Kernels,
+    /// Language servers (`commands::lsp`).
+    pub(crate) lsp: crate::lsp::LanguageServers,
     pub(crate) shutdown: CancellationToken,
     /// Lifecycle work handed to its own task (create, start): waited for at shutdown.
     tasks: TaskTracker,
@@ -73,6 +75,7 @@ impl Engine {
             seen: Mutex::new(HashMap::new()),
             sessions: Default::default(),
             code: Default::default(),
+            lsp: Default::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             admission: tokio::sync::Mutex::new(()),
@@ -177,6 +180,7 @@ impl Engine {
         self.activity.lock().expect("engine activity").remove(id);
         self.seen.lock().expect("engine activity").remove(id);
         self.code.forget(id);
+        self.lsp.forget(id);
     }
 
     /// When a sandbox was last used: the store's record or, if newer, activity not written yet.

@@ -14,6 +14,8 @@
 //! - [`process`]: a guest process as front ends see it (stream, stdin, exit status, PTY size).
 //! - [`secrets`]: signing keys kept in the data directory.
 //! - [`env`]: the default user and home, and the rule for environment variable names.
+//! - [`lsp`]: language servers running in sandboxes (the types; the commands are
+//!   [`commands::lsp`]).
 
 pub mod auth;
 mod code;
@@ -24,6 +26,7 @@ pub mod env;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;
+pub mod lsp;
 mod metrics_history;
 pub mod model;
 pub mod process;

@@ -445,6 +445,9 @@ pub struct FileInfo {
     /// Symlinks: where the link leads (absent if dangling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<ResolvedLink>,
+    /// User metadata (xattrs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// The entry a symlink finally leads to: its absolute, link-free path, type and mode.
@@ -490,6 +493,7 @@ impl From<platinum_protocol::FileEntry> for FileInfo {
                 kind: kind_name(r.kind),
                 mode: r.mode,
             }),
+            metadata: e.metadata,
         }
     }
 }

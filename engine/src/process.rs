@@ -178,3 +178,9 @@ impl FileDownload {
         self.inner.into_stream().map_err(Into::into)
     }
 }
+
+/// Whether a process tag marks one of Platinum's own processes in a sandbox (a code-context
+/// kernel or a language server), which front ends leave out of the user's process lists.
+pub fn is_internal_tag(tag: &str) -> bool {
+    tag.starts_with(crate::code::TAG_PREFIX) || tag.starts_with(crate::lsp::TAG_PREFIX)
+}

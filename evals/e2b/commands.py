@@ -20,12 +20,13 @@ try:
     with step("foreground run with callbacks"):
         out, err = [], []
         r = sbx.commands.run(
-            "echo one; echo two >&2; python3 -c 'print(1+1)'",
+            "echo one; echo two >&2; python -c 'print(1+1)'",
             on_stdout=out.append,
             on_stderr=err.append,
         )
         check(r.exit_code == 0 and r.stdout == "one\n2\n" and r.stderr == "two\n", f"{r}")
         check("".join(out) == r.stdout and "".join(err) == r.stderr, "callbacks saw the output")
+        # (`python` is Python 3, as in E2B's images.)
 
     with step("non-zero exit raises CommandExitException"):
         e = raises(CommandExitException, lambda: sbx.commands.run("echo partial; echo bad >&2; exit 3"), "exit 3")

@@ -1,6 +1,7 @@
 // Files through the JS SDK: write and read (text, bytes, stream), multi-file write, list with
-// depth, exists, getInfo, makeDir, rename, remove, watchDir (streamed), paths that climb out of
-// the home, an oversized upload and a missing file.
+// depth, exists, getInfo, makeDir, rename, remove, file metadata (envd 0.6.2), signed download and
+// upload URLs (routed by their signature), watchDir (streamed, recursive, with entries), paths
+// that climb out of the home, an oversized upload and a missing file.
 
 import { FileNotFoundError, FileType, FilesystemEventType, Sandbox, SandboxError } from 'e2b'
 import { check, rejects, sleep, step, uploadLimit } from './common.mjs'
@@ -48,6 +49,34 @@ try {
     check(!(await sbx.files.exists('/home/user/tree')), 'removed')
   })
 
+  await step('file metadata: set by writes, listed, kept by rename, cleared by overwrite', async () => {
+    const w = await sbx.files.write('/home/user/meta.txt', 'v1', { metadata: { Owner: 'ada' } })
+    check(JSON.stringify(w.metadata) === '{"owner":"ada"}', JSON.stringify(w))
+    const info = await sbx.files.getInfo('/home/user/meta.txt')
+    check(info.metadata?.owner === 'ada', JSON.stringify(info))
+    const listed = (await sbx.files.list('/home/user')).find((e) => e.name === 'meta.txt')
+    check(listed.metadata?.owner === 'ada', JSON.stringify(listed))
+    const moved = await sbx.files.rename('/home/user/meta.txt', '/home/user/meta2.txt')
+    check(moved.metadata?.owner === 'ada', JSON.stringify(moved))
+    await sbx.files.write('/home/user/meta2.txt', 'v2')
+    check((await sbx.files.getInfo('/home/user/meta2.txt')).metadata === undefined, 'an overwrite clears it')
+  })
+
+  await step('signed downloadUrl / uploadUrl, routed by their signature', async () => {
+    const url = await sbx.downloadUrl('/home/user/notes/hello.txt', { useSignatureExpiration: 60 })
+    check(url.includes('signature=') && !url.includes(sbx.sandboxId), url)
+    const got = await fetch(url)
+    check(got.status === 200 && (await got.text()) === 'héllo\n', `download ${got.status}`)
+    const up = await fetch(await sbx.uploadUrl('/home/user/via-url.txt'), {
+      method: 'POST', headers: { 'Content-Type': 'application/octet-stream' }, body: 'via url',
+    })
+    check(up.status === 200 && (await sbx.files.read('/home/user/via-url.txt')) === 'via url', `upload ${up.status}`)
+    const expired = await sbx.downloadUrl('/home/user/notes/hello.txt', { useSignatureExpiration: 1 })
+    await sleep(2500)
+    const refused = await fetch(expired)
+    check(refused.status === 401, `an expired URL is refused: ${refused.status}`)
+  })
+
   await step('paths outside the home', async () => {
     const info = await sbx.files.write('../../../tmp/escape.txt', 'inside')
     check(info.path === '/tmp/escape.txt', info.path)
@@ -82,6 +111,18 @@ try {
     await handle.stop()
     check(has('new.txt', FilesystemEventType.CREATE) && has('new.txt', FilesystemEventType.WRITE), JSON.stringify(events))
     check(has('d', FilesystemEventType.CREATE) && has('d/inner.txt', FilesystemEventType.CREATE), JSON.stringify(events))
+  })
+
+  await step('watchDir with entries and network mounts allowed (envd 0.6.3, 0.6.4)', async () => {
+    await sbx.files.makeDir('/home/user/entries')
+    const events = []
+    const handle = await sbx.files.watchDir('/home/user/entries', (e) => events.push(e), { includeEntry: true, allowNetworkMounts: true })
+    await sbx.files.write('/home/user/entries/e.txt', '12345')
+    const until = Date.now() + 15_000
+    while (!events.some((e) => e.name === 'e.txt' && e.type === FilesystemEventType.WRITE) && Date.now() < until) await sleep(200)
+    await handle.stop()
+    const entry = events.filter((e) => e.name === 'e.txt' && e.entry).at(-1)?.entry
+    check(entry && entry.path === '/home/user/entries/e.txt' && entry.type === FileType.FILE && entry.size === 5, JSON.stringify(events))
   })
 } finally {
   await Sandbox.kill(sbx.sandboxId)

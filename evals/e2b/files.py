@@ -1,11 +1,14 @@
 """Files through the Python SDK: write and read (text, bytes, stream, file-like, gzip),
-write_files, list with depth, exists, get_info, make_dir, rename, remove, watch_dir (polled, and
-streamed through AsyncSandbox), paths that climb out of the home, an oversized upload, a missing
-file and an unknown user."""
+write_files, list with depth, exists, get_info, make_dir, rename, remove, file metadata (envd
+0.6.2), signed download/upload URLs (routed by their signature under E2B_SANDBOX_URL), watch_dir
+(polled, with entries and network mounts allowed, and streamed through AsyncSandbox), paths that
+climb out of the home, an oversized upload, a missing file and an unknown user."""
 
 import asyncio
 import io
 import time
+import urllib.error
+import urllib.request
 
 from common import check, raises, step, upload_limit
 from e2b import (
@@ -69,6 +72,48 @@ try:
         check(not sbx.files.exists("/home/user/tree"), "tree removed")
         sbx.files.remove("/home/user/tree")  # removing what is not there is fine, as in envd
 
+    with step("file metadata: set by writes, listed, kept by rename, cleared by overwrite"):
+        w = sbx.files.write("/home/user/meta.txt", "v1", metadata={"Owner": "ada", "stage": "draft"})
+        check(w.metadata == {"owner": "ada", "stage": "draft"}, f"keys in lower case: {w}")
+        streamed = sbx.files.write_files(
+            [WriteEntry(path="/home/user/meta-stream.bin", data=io.BytesIO(b"x"))], metadata={"kind": "blob"})
+        check(streamed[0].metadata == {"kind": "blob"}, f"octet-stream upload: {streamed}")
+        # Set from inside the sandbox, as an extended attribute: the SDK sees it too.
+        sbx.commands.run("python3 -c \"import os; os.setxattr('meta.txt', 'user.e2b.by-hand', b'yes')\"")
+        info = sbx.files.get_info("/home/user/meta.txt")
+        check(info.metadata == {"owner": "ada", "stage": "draft", "by-hand": "yes"}, f"{info}")
+        listed = {e.name: e.metadata for e in sbx.files.list("/home/user")}
+        check(listed["meta.txt"] == info.metadata and listed["notes"] is None, f"{listed}")
+        moved = sbx.files.rename("/home/user/meta.txt", "/home/user/meta2.txt")
+        check(moved.metadata == info.metadata, f"rename keeps it: {moved}")
+        sbx.files.write("/home/user/meta2.txt", "v2")
+        check(sbx.files.get_info("/home/user/meta2.txt").metadata is None, "an overwrite clears it")
+
+    with step("signed download_url / upload_url, routed by their signature"):
+        def fetch(url, data=None):
+            req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+            if data is not None:
+                req.add_header("Content-Type", "application/octet-stream")
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+
+        url = sbx.download_url("/home/user/notes/hello.txt")
+        check("signature=" in url and sbx.sandbox_id not in url, f"the URL names no sandbox: {url}")
+        check(fetch(url) == (200, "héllo\n".encode()), "signed download")
+        status, _ = fetch(sbx.download_url("/home/user/notes/hello.txt", use_signature_expiration=60))
+        check(status == 200, f"download with an expiration: {status}")
+        status, _ = fetch(sbx.upload_url("/home/user/uploaded.txt", use_signature_expiration=60), b"via url")
+        check(status == 200 and sbx.files.read("/home/user/uploaded.txt") == "via url", f"signed upload: {status}")
+        expired = sbx.download_url("/home/user/notes/hello.txt", use_signature_expiration=1)
+        time.sleep(2.5)
+        status, body = fetch(expired)
+        check(status == 401 and b"expired" in body, f"an expired URL is refused: {status} {body!r}")
+        status, _ = fetch(url.replace("hello.txt", "other.txt"))
+        check(status == 404, f"a signature for another path names no sandbox: {status}")
+
     with step("absolute paths outside the home belong to the user"):
         info = sbx.files.write("/opt/app/config.json", "{}")
         owners = sbx.commands.run("stat -c %U /opt/app /opt/app/config.json").stdout.split()
@@ -113,6 +158,21 @@ try:
                          ("d", FilesystemEventType.CREATE), ("d/inner.txt", FilesystemEventType.CREATE)]:
             check(expected in seen, f"{expected} in {seen}")
         check(not any(".platinum-" in name for name, _ in seen), f"temporary files leaked: {seen}")
+
+    with step("watch_dir with entries and network mounts allowed (envd 0.6.3, 0.6.4)"):
+        sbx.files.make_dir("/home/user/entries")
+        w = sbx.files.watch_dir("/home/user/entries", include_entry=True, allow_network_mounts=True)
+        sbx.files.write("/home/user/entries/e.txt", "12345")
+        events = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any(e.name == "e.txt" and e.type == FilesystemEventType.WRITE for e in events):
+            events.extend(w.get_new_events())
+            time.sleep(0.3)
+        w.stop()
+        with_entry = [e for e in events if e.name == "e.txt" and e.entry is not None]
+        check(with_entry, f"events carry entries: {events}")
+        entry = with_entry[-1].entry
+        check((entry.name, entry.path, entry.type, entry.size) == ("e.txt", "/home/user/entries/e.txt", FileType.FILE, 5), f"{entry}")
 
     with step("watch_dir (streamed, async SDK)"):
         async def streamed():

@@ -41,7 +41,7 @@ try:
         check(info.template_id == "base", f"template {info.template_id}")
         check(info.cpu_count >= 1 and info.memory_mb >= 128, "resources")
         check(info.end_at > info.started_at, "end after start")
-        check(info.envd_version == "0.6.1", f"envd version {info.envd_version}")
+        check(info.envd_version == "0.6.4", f"envd version {info.envd_version}")
         check(b.get_info().lifecycle["on_timeout"].value == "pause", "autoPause reported")
 
     with step("sandbox env vars reach commands"):

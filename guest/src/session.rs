@@ -155,8 +155,21 @@ impl Session {
                 files::chown(agent, &defaults, at, owner, group).await
             }
             Request::ConnectPort { port } => ports::connect_port(port, tx, rx).await,
-            Request::Watch { at, recursive } => {
-                files::watch::watch(agent, &defaults, at, recursive, tx, rx).await
+            Request::Watch {
+                at,
+                recursive,
+                allow_network_mounts,
+            } => {
+                files::watch::watch(
+                    agent,
+                    &defaults,
+                    at,
+                    recursive,
+                    allow_network_mounts,
+                    tx,
+                    rx,
+                )
+                .await
             }
             Request::Sync => files::sync().await,
             Request::Shutdown { reboot } => {

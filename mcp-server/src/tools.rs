@@ -619,11 +619,11 @@ mod tests {
             "keep the tool set small: {}",
             tools.len()
         );
-        // Clients send the list to the model in every conversation: keep it lean (25 000 since
-        // the file tools' output says where a symlink leads; it was 24 000).
+        // Clients send the list to the model in every conversation: keep it lean (24 000, then
+        // 25 000 when file entries said where a symlink leads, 26 000 with their metadata).
         let size = serde_json::to_string(&tools).map_or(usize::MAX, |s| s.len());
         eprintln!("tools/list: {size} bytes");
-        assert!(size < 25_000, "tools/list is {size} bytes");
+        assert!(size < 26_000, "tools/list is {size} bytes");
         for t in &tools {
             let d = t.description.as_deref().unwrap_or("");
             assert!(

@@ -167,6 +167,10 @@ pub enum Request {
         /// Watch every directory below it too, including ones created later.
         #[serde(default)]
         recursive: bool,
+        /// Allow a directory on a network or FUSE filesystem (NFS, SMB/CIFS, FUSE, virtio-fs),
+        /// where inotify may miss changes; refused (`invalid_argument`) otherwise.
+        #[serde(default)]
+        allow_network_mounts: bool,
     },
     /// Flush all filesystems (snapshot quiesce).
     Sync,
@@ -380,6 +384,10 @@ pub struct WriteFile {
     /// [`Request::MakeDir`]'s `owner`). Needs a root caller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// User metadata to store on the file (see [`FileEntry::metadata`]); a replaced file's
+    /// earlier metadata is gone, an appended-to file's is kept and these keys are set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -562,7 +570,14 @@ pub struct FileEntry {
     /// it dangles, loops or leads somewhere the caller may not look.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<ResolvedLink>,
+    /// User metadata: the file's `user.e2b.<key>` extended attributes (the names E2B's envd
+    /// uses, so metadata set either way reads the same), keys in lower case.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
+
+/// The extended-attribute prefix under which a file's user metadata is stored in the guest.
+pub const FILE_METADATA_XATTR_PREFIX: &str = "user.e2b.";
 
 /// The entry a symlink finally leads to.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -95,7 +95,7 @@ async fn e2b_wire_details() {
     );
     assert_eq!(
         (s["envdVersion"].as_str(), s["templateID"].as_str()),
-        (Some("0.6.1"), Some("base"))
+        (Some("0.6.4"), Some("base"))
     );
     assert!(s["clientID"].is_string() && token.len() >= 32, "{s}");
     // Not created with allowPublicTraffic: its service ports need this token.
@@ -303,6 +303,34 @@ async fn e2b_wire_details() {
             .status(),
         401,
         "no credentials"
+    );
+    // Without routing headers or host (`E2B_SANDBOX_URL`): the signature names the sandbox.
+    let unrouted = |query: String| t.anon(Method::GET, &format!("/files?{query}"));
+    let signed = unrouted(format!(
+        "path=/tmp/signed.txt&signature={}",
+        urlencode(&sig)
+    ))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(signed.status(), 200, "routed by its signature");
+    assert_eq!(signed.text().await.unwrap(), "signed content");
+    let old = unrouted(format!(
+        "path=/tmp/signed.txt&signature={}&signature_expiration={past}",
+        urlencode(&expired)
+    ))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(old.status(), 401, "routed, then refused as expired");
+    let forged = unrouted("path=/tmp/signed.txt&signature=v1_bogus".into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        404,
+        "no sandbox signed it: not sandbox traffic"
     );
     let envs = t
         .expect(

@@ -1,5 +1,5 @@
 //! Small toolbox endpoints: directories, version, metrics, listening ports, and clear refusals
-//! for the daemon features Platinum does not have (LSP, computer use, live env changes).
+//! for the daemon features Platinum does not have (computer use, live env changes).
 
 use axum::Json;
 use axum::extract::{Extension, Request, State};
@@ -92,7 +92,6 @@ pub async fn unsupported(req: Request) -> DaytonaError {
     let path = req.uri().path();
     let feature = path.split('/').nth(3).unwrap_or_default();
     let what = match feature {
-        "lsp" => "language servers (LSP)",
         "computeruse" => "computer use (desktop, mouse, keyboard, screenshots)",
         "env" | "init" => "changing the sandbox environment after create",
         _ => "this toolbox feature",

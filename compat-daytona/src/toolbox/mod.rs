@@ -1,5 +1,6 @@
 //! The Daytona toolbox (the in-sandbox daemon's API) under `/toolbox/{sandboxId}`, implemented
-//! host-side on engine commands: nothing extra runs in the guest.
+//! host-side on engine commands: nothing of the daemon runs in the guest (code kernels and
+//! language servers are ordinary guest processes the engine starts).
 //!
 //! - [`process`]: `process/execute`, `process/code-run`.
 //! - [`sessions`]: `process/session/...` (background shells, logs, follow over WebSocket).
@@ -8,12 +9,14 @@
 //!   permissions, find, search, replace, signed download and upload).
 //! - [`git`]: the `git/...` routes.
 //! - [`interpreter`]: `process/interpreter/...` (stateful code contexts, run over WebSocket).
+//! - [`lsp`]: `lsp/...` (language servers run in the sandbox, reached through the guest agent).
 //! - [`info`]: home and work directories, version, metrics, ports, and refusals.
 
 pub mod files;
 pub mod git;
 pub mod info;
 pub mod interpreter;
+pub mod lsp;
 pub mod process;
 pub mod pty;
 pub mod sessions;
@@ -136,7 +139,13 @@ pub fn routes() -> Router<Ctx> {
         .route(&t("/port/{port}/in-use"), get(info::port_in_use))
         .route(&t("/env"), post(info::unsupported))
         .route(&t("/init"), post(info::unsupported))
-        .route(&t("/lsp/{*rest}"), any(info::unsupported))
+        .route(&t("/lsp/start"), post(lsp::start))
+        .route(&t("/lsp/stop"), post(lsp::stop))
+        .route(&t("/lsp/did-open"), post(lsp::did_open))
+        .route(&t("/lsp/did-close"), post(lsp::did_close))
+        .route(&t("/lsp/document-symbols"), get(lsp::document_symbols))
+        .route(&t("/lsp/workspacesymbols"), get(lsp::workspace_symbols))
+        .route(&t("/lsp/completions"), post(lsp::completions))
         .route(&t("/computeruse/{*rest}"), any(info::unsupported))
         .route(&t("/{*rest}"), any(route_not_found))
         .route("/toolbox/{sandboxId}", any(route_not_found))

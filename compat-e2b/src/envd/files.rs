@@ -16,15 +16,15 @@
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flate2::write::{GzDecoder, GzEncoder};
 use futures::{Stream, StreamExt, TryStreamExt};
-use platinum_engine::Error;
-use platinum_engine::model::FileInfo;
+use platinum_engine::model::{FileInfo, ListQuery, SandboxState};
+use platinum_engine::{CreateAs, Error};
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 
 use crate::envd::{acting_user, create_as, token};
@@ -43,9 +43,26 @@ struct FileQuery {
     expiration: Option<i64>,
 }
 
+impl FileQuery {
+    /// The URL's signature claim for `operation`, if it carries a signature.
+    fn signed<'a>(&'a self, operation: &'a str) -> Option<auth::SignedUrl<'a>> {
+        Some(auth::SignedUrl {
+            path: self.path.as_deref().unwrap_or_default(),
+            operation,
+            user: self.username.as_deref(),
+            signature: self.signature.as_deref()?,
+            expiration: self.expiration,
+        })
+    }
+}
+
 fn query(req: &Request) -> HttpResult<FileQuery> {
+    query_of(req.uri())
+}
+
+fn query_of(uri: &Uri) -> HttpResult<FileQuery> {
     let mut q = FileQuery::default();
-    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()) {
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
         let v = v.into_owned();
         match k.as_ref() {
             "path" => q.path = Some(v),
@@ -61,6 +78,53 @@ fn query(req: &Request) -> HttpResult<FileQuery> {
         }
     }
     Ok(q)
+}
+
+/// The operation a `/files` request performs, as signatures name it.
+fn operation(method: &Method) -> Option<&'static str> {
+    match *method {
+        Method::GET => Some("read"),
+        Method::POST => Some("write"),
+        _ => None,
+    }
+}
+
+/// Sandboxes looked at per page while finding a URL's signer.
+const SIGNER_PAGE: u32 = 500;
+
+/// The running sandbox whose access token signed a `/files` URL that carries no routing: the SDKs
+/// build `download_url()`/`upload_url()` on `E2B_SANDBOX_URL` with neither the sandbox id nor a
+/// per-sandbox host in it, so the signature, which only that sandbox's token can produce, is what
+/// names it. `None` when the request is not such a URL or no running sandbox signed it. Costs one
+/// HMAC and one SHA-256 per running sandbox.
+pub async fn signer(ctx: &Ctx, method: &Method, uri: &Uri) -> Option<String> {
+    if uri.path() != "/files" {
+        return None;
+    }
+    let operation = operation(method)?;
+    let q = query_of(uri).ok()?;
+    let url = q.signed(operation)?;
+    let mut cursor = None;
+    loop {
+        let page = ctx
+            .engine
+            .list_sandboxes(ListQuery {
+                states: vec![SandboxState::Running],
+                limit: SIGNER_PAGE,
+                cursor,
+                ..ListQuery::default()
+            })
+            .await
+            .ok()?;
+        if let Some(s) = page
+            .items
+            .iter()
+            .find(|s| url.signed_with(&token(ctx, &s.id)))
+        {
+            return Some(s.id.clone());
+        }
+        cursor = Some(page.next_cursor?);
+    }
 }
 
 /// Checks access to `/files` for `operation` and returns the user the request acts for.
@@ -79,23 +143,14 @@ fn authorize(
     if auth::has_token(headers, &token) {
         return Ok(user);
     }
-    let Some(signature) = &q.signature else {
+    let Some(url) = q.signed(operation) else {
         return Err(HttpError::new(
             401,
             "missing X-Access-Token header or signature",
         ));
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    auth::check_file_signature(
-        q.path.as_deref().unwrap_or_default(),
-        operation,
-        q.username.as_deref(),
-        &token,
-        signature,
-        q.expiration,
-        now,
-    )
-    .map_err(|m| HttpError::new(401, m))?;
+    url.check(&token, now).map_err(|m| HttpError::new(401, m))?;
     Ok(user)
 }
 
@@ -258,7 +313,14 @@ pub async fn upload(State(ctx): State<Ctx>, req: Request) -> Response {
         Ok(written) => {
             let body: Vec<Value> = written
                 .iter()
-                .map(|f| json!({ "path": clean_path(&f.path), "name": f.name, "type": "file" }))
+                .map(|f| {
+                    let mut v =
+                        json!({ "path": clean_path(&f.path), "name": f.name, "type": "file" });
+                    if !f.metadata.is_empty() {
+                        v["metadata"] = json!(f.metadata);
+                    }
+                    v
+                })
                 .collect();
             (StatusCode::OK, axum::Json(body)).into_response()
         }
@@ -270,6 +332,7 @@ async fn try_upload(ctx: Ctx, req: Request) -> HttpResult<Vec<FileInfo>> {
     let id = sandbox(&req)?;
     let q = query(&req)?;
     let user = authorize(&ctx, &id, req.headers(), &q, "write")?;
+    let metadata = upload_metadata(req.headers())?;
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -309,7 +372,7 @@ async fn try_upload(ctx: Ctx, req: Request) -> HttpResult<Vec<FileInfo>> {
                     format!("two parts are written to {dest}"),
                 ));
             }
-            written.push(write_one(&ctx, &id, &user, &dest, None, field).await?);
+            written.push(write_one(&ctx, &id, &user, &metadata, &dest, None, field).await?);
         }
         if written.is_empty() {
             return Err(HttpError::new(400, "the body has no file part"));
@@ -333,8 +396,21 @@ async fn try_upload(ctx: Ctx, req: Request) -> HttpResult<Vec<FileInfo>> {
             .and_then(|v| v.parse::<u64>().ok());
         let body = req.into_body().into_data_stream();
         let file = match gzip.as_deref() {
-            None | Some("identity") => write_one(&ctx, &id, &user, &dest, declared, body).await?,
-            Some("gzip") => write_one(&ctx, &id, &user, &dest, None, gunzip_stream(body)).await?,
+            None | Some("identity") => {
+                write_one(&ctx, &id, &user, &metadata, &dest, declared, body).await?
+            }
+            Some("gzip") => {
+                write_one(
+                    &ctx,
+                    &id,
+                    &user,
+                    &metadata,
+                    &dest,
+                    None,
+                    gunzip_stream(body),
+                )
+                .await?
+            }
             Some(other) => {
                 return Err(HttpError::new(
                     400,
@@ -351,12 +427,35 @@ async fn try_upload(ctx: Ctx, req: Request) -> HttpResult<Vec<FileInfo>> {
     }
 }
 
+/// The file metadata an upload carries: one `X-Metadata-<key>` header per key (envd 0.6.2; keys
+/// arrive in lower case, as HTTP header names do), applied to every file of the upload.
+fn upload_metadata(headers: &HeaderMap) -> HttpResult<BTreeMap<String, String>> {
+    let mut metadata = BTreeMap::new();
+    for (name, value) in headers {
+        let Some(key) = name.as_str().strip_prefix(METADATA_HEADER_PREFIX) else {
+            continue;
+        };
+        let value = value.to_str().map_err(|_| {
+            HttpError::new(
+                400,
+                format!("metadata value for {key:?} is not printable ASCII"),
+            )
+        })?;
+        metadata.insert(key.to_string(), value.to_string());
+    }
+    Ok(metadata)
+}
+
+/// Header names of upload metadata, as `http` spells them (lower case).
+const METADATA_HEADER_PREFIX: &str = "x-metadata-";
+
 /// Writes one file; root writes absolute paths and hands the result (and the parents it made) to
 /// the user.
 async fn write_one<S, E>(
     ctx: &Ctx,
     id: &str,
     user: &Option<String>,
+    metadata: &BTreeMap<String, String>,
     dest: &str,
     declared: Option<u64>,
     body: S,
@@ -365,10 +464,11 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: std::fmt::Display,
 {
-    let written = ctx
-        .engine
-        .write_file(id, dest, create_as(user, dest), declared, body)
-        .await?;
+    let how = CreateAs {
+        metadata: metadata.clone(),
+        ..create_as(user, dest)
+    };
+    let written = ctx.engine.write_file(id, dest, how, declared, body).await?;
     tracing::debug!(sandbox = %id, path = %written.path, size = written.size, "upload");
     Ok(written)
 }

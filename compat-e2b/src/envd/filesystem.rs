@@ -16,7 +16,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use platinum_engine::ErrorCode;
-use platinum_engine::commands::watch::{DirWatch, FsEvent, FsOp};
+use platinum_engine::commands::watch::{DirWatch, FsEvent, FsOp, WatchOptions};
 use platinum_engine::model::FileInfo;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -63,7 +63,7 @@ pub fn entry_json(f: &FileInfo) -> Value {
         "group": f.group,
         "modifiedTime": f.modified_at.format(&Rfc3339).unwrap_or_default(),
         "isSymlink": f.kind == "symlink",
-        "metadata": {},
+        "metadata": f.metadata,
     });
     if let Some(target) = target {
         v["symlinkTarget"] = json!(target);
@@ -103,6 +103,8 @@ struct WatchRequest {
     recursive: bool,
     #[serde(alias = "include_entry")]
     include_entry: bool,
+    #[serde(alias = "allow_network_mounts")]
+    allow_network_mounts: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -307,7 +309,15 @@ async fn start_watch(
     need_path(&req.path)?;
     Ok(ctx
         .engine
-        .watch_dir(id, &req.path, req.recursive, acting_user(user, &req.path))
+        .watch_dir(
+            id,
+            &req.path,
+            WatchOptions {
+                recursive: req.recursive,
+                allow_network_mounts: req.allow_network_mounts,
+            },
+            acting_user(user, &req.path),
+        )
         .await?)
 }
 
@@ -505,8 +515,10 @@ mod tests {
                 kind: "dir".into(),
                 mode: 0o755,
             }),
+            metadata: [("owner".to_string(), "ada".to_string())].into(),
         };
         let v = entry_json(&f);
+        assert_eq!(v["metadata"]["owner"], "ada");
         assert_eq!(v["type"], "FILE_TYPE_DIRECTORY");
         assert_eq!(v["mode"], 0o755);
         assert_eq!(v["size"], "12");
@@ -531,7 +543,10 @@ mod tests {
         assert_eq!(r.watcher_id, "w2");
         let r: WatchRequest =
             serde_json::from_str(r#"{"path":"/x","recursive":true,"includeEntry":true}"#).unwrap();
-        assert!(r.recursive && r.include_entry);
+        assert!(r.recursive && r.include_entry && !r.allow_network_mounts);
+        let r: WatchRequest =
+            serde_json::from_str(r#"{"path":"/x","allowNetworkMounts":true}"#).unwrap();
+        assert!(r.allow_network_mounts);
         let r: PathRequest = serde_json::from_str(r#"{"path":"/x","depth":0}"#).unwrap();
         assert_eq!(r.depth, Some(0));
     }

@@ -106,6 +106,7 @@ pub fn create_as(user: &Option<String>, path: &str) -> CreateAs {
         user: acting_user(user, path),
         mode: None,
         owner,
+        metadata: Default::default(),
     }
 }
 

@@ -14,8 +14,8 @@ use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use platinum_engine::commands::code::CODE_KERNEL_TAG_PREFIX;
 use platinum_engine::model::{CommandLine, ExecRequest};
+use platinum_engine::process::is_internal_tag;
 use platinum_engine::{ExecEvent, ExecStream, StreamOptions};
 use platinum_engine::{ExitStatus, PtySize};
 use serde::Deserialize;
@@ -469,11 +469,7 @@ async fn list(ctx: &Ctx, id: &str) -> Result<Value, ConnectError> {
         .await?
         .into_iter()
         .filter(|p| p.running)
-        .filter(|p| {
-            !p.tag
-                .as_deref()
-                .is_some_and(|t| t.starts_with(CODE_KERNEL_TAG_PREFIX))
-        })
+        .filter(|p| !p.tag.as_deref().is_some_and(is_internal_tag))
         .collect();
     ctx.processes
         .retain(id, &running.iter().map(|p| p.pid).collect::<Vec<_>>());

@@ -29,8 +29,6 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{ExecRequest, Sandbox};
 
-pub use crate::code::TAG_PREFIX as CODE_KERNEL_TAG_PREFIX;
-
 /// Where kernels are uploaded in the guest.
 const DRIVER_DIR: &str = "/usr/local/lib/platinum";
 /// Working directory of contexts that name none.

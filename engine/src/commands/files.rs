@@ -6,6 +6,7 @@ use crate::process::FileDownload;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use platinum_protocol::{PathRequest, WriteFile};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,6 +38,49 @@ pub struct CreateAs {
     /// owner, and its group) in the same guest request: what E2B's envd does for files root
     /// creates on a user's behalf. Needs `user` to be root.
     pub owner: Option<String>,
+    /// User metadata to store on a written file (see [`FileInfo::metadata`]): keys are HTTP
+    /// token characters (stored in lower case), values printable ASCII. A replaced file's old
+    /// metadata goes with it. Ignored by `make_dir`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Metadata keys one file may be given.
+pub const MAX_METADATA_KEYS: usize = 64;
+/// Bytes of one metadata key (the guest stores it as `user.e2b.<key>`, at most 255 bytes).
+pub const MAX_METADATA_KEY_BYTES: usize = 200;
+/// Bytes of one metadata value.
+pub const MAX_METADATA_VALUE_BYTES: usize = 4096;
+
+/// Checks user metadata for a file (see [`CreateAs::metadata`]).
+fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
+    let bad = |m: String| Err(Error::InvalidRequest(m));
+    if metadata.len() > MAX_METADATA_KEYS {
+        return bad(format!("at most {MAX_METADATA_KEYS} metadata keys"));
+    }
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    let mut lower = std::collections::HashSet::new();
+    for (key, value) in metadata {
+        if key.is_empty() || key.len() > MAX_METADATA_KEY_BYTES || !key.chars().all(token) {
+            return bad(format!(
+                "metadata key {key:?} must be 1 to {MAX_METADATA_KEY_BYTES} HTTP token characters \
+                 (letters, digits and !#$%&'*+-.^_`|~)"
+            ));
+        }
+        if !lower.insert(key.to_ascii_lowercase()) {
+            return bad(format!(
+                "metadata key {key:?} is given twice (keys ignore case)"
+            ));
+        }
+        if value.len() > MAX_METADATA_VALUE_BYTES
+            || !value.chars().all(|c| (' '..='~').contains(&c))
+        {
+            return bad(format!(
+                "metadata value for {key:?} must be at most {MAX_METADATA_VALUE_BYTES} printable \
+                 ASCII characters"
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl CreateAs {
@@ -52,7 +96,7 @@ impl CreateAs {
         if self.mode.is_some_and(|m| m > 0o7777) {
             return Err(Error::InvalidRequest("mode must be at most 0o7777".into()));
         }
-        Ok(())
+        check_metadata(&self.metadata)
     }
 }
 
@@ -121,6 +165,7 @@ impl Engine {
             append: false,
             create_parents: true,
             owner: how.owner,
+            metadata: how.metadata,
         };
         let (_, guest) = self.running_guest(id).await?;
         let too_large = Arc::new(AtomicBool::new(false));
@@ -242,5 +287,39 @@ impl Engine {
         let req = at(path, user)?;
         let (_, guest) = self.running_guest(id).await?;
         Ok(guest.chown(req, owner, group).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(pairs: &[(&str, &str)]) -> Result<()> {
+        check_metadata(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn metadata_is_checked_as_envd_checks_its_headers() {
+        assert!(check(&[("owner", "ada"), ("Stage", "draft 2"), ("a.b-c_d", "")]).is_ok());
+        for bad in [
+            check(&[("", "x")]),
+            check(&[("has space", "x")]),
+            check(&[("k", "line\nbreak")]),
+            check(&[("k", "caf\u{e9}")]),
+            check(&[("Key", "1"), ("key", "2")]),
+            check(&[(&"k".repeat(MAX_METADATA_KEY_BYTES + 1), "x")]),
+            check(&[("k", &"v".repeat(MAX_METADATA_VALUE_BYTES + 1))]),
+        ] {
+            assert!(matches!(bad, Err(Error::InvalidRequest(_))), "{bad:?}");
+        }
+        let many: BTreeMap<String, String> = (0..=MAX_METADATA_KEYS)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
+        assert!(check_metadata(&many).is_err());
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`sandbox`]: create, get, list, kill, pause, resume, stop, start, timeout, metrics, console.
 //! - [`exec`]: run commands (buffered and streaming), background processes, signals, stdin.
+//! - [`guest`]: probes of the guest agent (transport round trip, clock skew).
 //! - [`run`]: a command run to completion (output budget, grace period, killed when abandoned).
 //! - [`files`]: read and write (streamed), list, stat, mkdir, remove, move, chmod, chown.
 //! - [`search`]: lines matching a regex, files matching a glob, replace in files, listening ports.
@@ -12,11 +13,14 @@
 //! - [`watch`]: directory watching (changes streamed as they happen).
 //! - [`code`]: stateful Python and JavaScript code contexts (the E2B code interpreter's `run_code`).
 //! - [`keys`]: API keys: list, create, revoke, rotate.
+//! - [`lsp`]: language servers: start, stop, open and close documents, symbols, completions.
 
 pub mod code;
 pub mod exec;
 pub mod files;
+pub mod guest;
 pub mod keys;
+pub mod lsp;
 pub mod run;
 pub mod sandbox;
 pub mod search;

@@ -15,6 +15,16 @@ use crate::error::Result;
 
 pub use platinum_protocol::{FsEvent, FsOp};
 
+/// What a watch covers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WatchOptions {
+    /// Every directory below it too, including ones created later.
+    pub recursive: bool,
+    /// Allow a directory on a network or FUSE filesystem (NFS, SMB/CIFS, 9p, FUSE, virtio-fs),
+    /// where changes made elsewhere can go unseen; refused with `invalid_request` otherwise.
+    pub allow_network_mounts: bool,
+}
+
 /// A live watch. Dropping it stops watching.
 pub struct DirWatch {
     inner: WatchStream,
@@ -28,14 +38,14 @@ impl DirWatch {
 }
 
 impl Engine {
-    /// Watches `path` (absolute, or relative to the user's home) for changes; with `recursive`,
-    /// every directory below it too. Fails with `file_not_found`, `not_a_directory` or
-    /// `permission_denied` (the user must be able to read the directory).
+    /// Watches `path` (absolute, or relative to the user's home) for changes, as `options` say.
+    /// Fails with `file_not_found`, `not_a_directory`, `permission_denied` (the user must be able
+    /// to read the directory) or `invalid_request` (a network mount not allowed).
     pub async fn watch_dir(
         &self,
         id: &str,
         path: &str,
-        recursive: bool,
+        options: WatchOptions,
         user: Option<String>,
     ) -> Result<DirWatch> {
         check_guest_path(path)?;
@@ -44,9 +54,11 @@ impl Engine {
             path: path.to_string(),
             user,
         };
-        tracing::debug!(sandbox = %id, path, recursive, "watching a directory");
+        tracing::debug!(sandbox = %id, path, ?options, "watching a directory");
         Ok(DirWatch {
-            inner: guest.watch(at, recursive).await?,
+            inner: guest
+                .watch(at, options.recursive, options.allow_network_mounts)
+                .await?,
         })
     }
 }

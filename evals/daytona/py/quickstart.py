@@ -24,6 +24,8 @@ def sync_flow():
         check((r.exit_code, r.result) == (4, "['a', 'b c']\n"), "code_run argv + exit", (r.exit_code, r.result))
         r = s.process.exec("echo hello; echo err 1>&2; exit 3")
         check((r.exit_code, r.result) == (3, "hello\nerr\n"), "exec merges stderr, keeps exit code", (r.exit_code, r.result))
+        r = s.process.exec("python -c 'import sys; print(sys.version_info[0])'")
+        check((r.exit_code, r.result) == (0, "3\n"), "`python` is Python 3", (r.exit_code, r.result))
         r = s.process.exec("pwd; echo $GREETING", cwd="/tmp", env={"GREETING": "hi"})
         check(r.result == "/tmp\nhi\n", "exec cwd + env", r.result)
         r = s.process.exec("echo 'unbalanced")

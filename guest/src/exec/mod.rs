@@ -147,6 +147,11 @@ pub fn list_processes(agent: &Agent) -> Result<Value, HandlerError> {
     reply_value(agent.processes().list())
 }
 
+/// Microseconds since `t` (saturating), as exit statuses report durations.
+pub(crate) fn micros_since(t: Instant) -> u64 {
+    t.elapsed().as_micros().try_into().unwrap_or(u64::MAX)
+}
+
 /// Streams a process's output and exit to the host while feeding its stdin from the host. Returns
 /// the exit status, or the stream error that detached it. `taken_up` is when the `exec` that
 /// started the process was taken up (for the status's `handled_us`).
@@ -163,7 +168,7 @@ async fn follow(
         tx.send_eof(channel::STDOUT)?;
         tx.send_eof(channel::STDERR)?;
         let status = ExitStatus {
-            handled_us: taken_up.map(|t| t.elapsed().as_micros().try_into().unwrap_or(u64::MAX)),
+            handled_us: taken_up.map(micros_since),
             ..process.wait_exit().await
         };
         tx.send_json(&GuestMessage::Event(GuestEvent::Exited(status)))?;

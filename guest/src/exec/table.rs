@@ -310,7 +310,7 @@ impl ProcessTable {
                 }
             },
         };
-        let elapsed_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+        let elapsed_us = Some(super::micros_since(started));
         let status = ExitStatus {
             timed_out,
             elapsed_us,

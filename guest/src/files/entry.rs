@@ -1,6 +1,6 @@
 //! Describing one filesystem entry as the protocol's [`FileEntry`].
 
-use crate::files::paths;
+use crate::files::{metadata, paths};
 use crate::users::UserDb;
 use platinum_protocol::{FileEntry, FileKind, ResolvedLink};
 use std::fs::{FileType, Metadata};
@@ -41,6 +41,10 @@ pub fn describe(path: &Path, md: &Metadata, db: &UserDb) -> FileEntry {
             .saturating_add(md.mtime_nsec()),
         symlink_target,
         resolved,
+        metadata: match kind {
+            FileKind::File | FileKind::Dir => metadata::read(path),
+            FileKind::Symlink | FileKind::Other => Default::default(),
+        },
     }
 }
 

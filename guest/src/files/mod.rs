@@ -16,6 +16,7 @@ pub mod watch;
 mod creds;
 mod entry;
 mod handover;
+mod metadata;
 
 use crate::agent::Agent;
 use crate::session::{HandlerError, SessionDefaults, reply_value};
@@ -251,6 +252,7 @@ fn open_for_write(dest: &Path, req: &WriteFile, as_root: bool) -> Result<WriteTa
             .mode(req.mode.unwrap_or(DEFAULT_FILE_MODE))
             .open(&dest)
             .map_err(io_error("open", &dest))?;
+        metadata::write(&file, &dest, &req.metadata)?;
         return Ok(WriteTarget {
             file,
             temp: None,
@@ -287,6 +289,8 @@ fn open_for_write(dest: &Path, req: &WriteFile, as_root: bool) -> Result<WriteTa
         std::os::unix::fs::fchown(&file, Some(md.uid()), Some(md.gid()))
             .map_err(io_error("chown", &temp.path))?;
     }
+    // A new file: the replaced one's metadata goes with it, the request's is what it has.
+    metadata::write(&file, &temp.path, &req.metadata)?;
     Ok(WriteTarget {
         file,
         temp: Some(temp),

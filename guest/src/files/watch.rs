@@ -6,6 +6,9 @@
 //!    only watch what it may read. With `recursive`, every subdirectory gets one too, including
 //!    the ones created later: a new directory is watched as soon as its `create` arrives, then
 //!    scanned, and what the scan finds is reported as `create`, so nothing made in between is lost.
+//!    A directory on a network or FUSE filesystem (NFS, SMB/CIFS, 9p, FUSE, virtio-fs), where
+//!    inotify misses changes made elsewhere, is refused (`invalid_argument`) unless the request
+//!    has `allow_network_mounts`, as envd does.
 //! 3. `watching` is sent once the watches are in place: a change the host makes after seeing it
 //!    is always reported.
 //! 4. Every change is one `fs_event{name, op}`, `name` relative to the watched directory (`.` for
@@ -27,6 +30,7 @@ use crate::session::{HandlerError, SessionDefaults};
 use crate::users::Credentials;
 use futures::StreamExt;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use nix::sys::statfs::statfs;
 use platinum_protocol::{
     FsEvent, FsOp, GuestError, GuestErrorCode, GuestEvent, GuestMessage, PathRequest,
     StreamReceiver, StreamSender,
@@ -55,6 +59,24 @@ fn mask() -> WatchMask {
         | WatchMask::ONLYDIR
 }
 
+/// `statfs` magic numbers of the filesystems where inotify misses changes made elsewhere.
+const NETWORK_FILESYSTEMS: &[(u64, &str)] = &[
+    (0x6969, "nfs"),
+    (0x517b, "smb"),
+    (0xff53_4d42, "cifs"),
+    (0xfe53_4d42, "smb2"),
+    (0x0102_1997, "9p"),
+    (0x6573_5546, "fuse"),
+];
+
+/// The name of a network or FUSE filesystem, by its `statfs` magic.
+fn network_filesystem(magic: u64) -> Option<&'static str> {
+    NETWORK_FILESYSTEMS
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, name)| *name)
+}
+
 /// Watches added for a tree, and (for a directory that appeared while watching) what it held.
 struct Added {
     watches: Vec<(WatchDescriptor, PathBuf)>,
@@ -67,6 +89,7 @@ pub async fn watch(
     defaults: &SessionDefaults,
     at: PathRequest,
     recursive: bool,
+    allow_network_mounts: bool,
     tx: &StreamSender,
     mut rx: StreamReceiver,
 ) -> Result<Value, HandlerError> {
@@ -77,13 +100,27 @@ pub async fn watch(
     caller
         .run(move |_| {
             let md = fs::metadata(&checked).map_err(io_error("stat", &checked))?;
-            if md.is_dir() {
-                Ok(())
-            } else {
-                Err(GuestError::new(
+            if !md.is_dir() {
+                return Err(GuestError::new(
                     GuestErrorCode::NotADirectory,
                     format!("{} is not a directory", checked.display()),
-                ))
+                ));
+            }
+            if allow_network_mounts {
+                return Ok(());
+            }
+            let fs = statfs(&checked)
+                .map_err(|e| GuestError::from_io(&std::io::Error::from(e), "statfs"))?;
+            match network_filesystem(fs.filesystem_type().0 as u64) {
+                Some(name) => Err(GuestError::new(
+                    GuestErrorCode::InvalidArgument,
+                    format!(
+                        "{} is on a network filesystem ({name}) where changes can go unseen; \
+                         allow network mounts to watch it anyway",
+                        checked.display()
+                    ),
+                )),
+                None => Ok(()),
             }
         })
         .await?;
@@ -303,6 +340,18 @@ mod tests {
         assert_eq!(ops(EventMask::ATTRIB), vec![FsOp::Chmod]);
         assert_eq!(ops(EventMask::DELETE_SELF), vec![FsOp::Remove]);
         assert!(ops(EventMask::IGNORED).is_empty());
+    }
+
+    #[test]
+    fn network_filesystems_are_told_apart_from_local_ones() {
+        assert_eq!(network_filesystem(0x6969), Some("nfs"));
+        assert_eq!(network_filesystem(0x6573_5546), Some("fuse"));
+        let here = statfs(std::env::temp_dir().as_path()).expect("statfs");
+        assert_eq!(
+            network_filesystem(here.filesystem_type().0 as u64),
+            None,
+            "the temporary directory is local"
+        );
     }
 
     #[test]

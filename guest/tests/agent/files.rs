@@ -32,6 +32,7 @@ fn write_req(at: PathRequest) -> WriteFile {
         append: false,
         create_parents: true,
         owner: None,
+        metadata: Default::default(),
     }
 }
 
@@ -472,6 +473,90 @@ async fn rename_refuses_to_overwrite_unless_asked() {
         fails(&mux, &rename("missing", "d", false)).await.code,
         GuestErrorCode::NotFound
     );
+}
+
+#[tokio::test]
+async fn metadata_is_set_by_writes_kept_by_renames_and_cleared_by_overwrites() {
+    let agent = TestAgent::start();
+    let mux = agent.connect().await;
+    let path = agent.home.join("tagged.txt");
+    let tags = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let written = write(
+        &mux,
+        WriteFile {
+            metadata: tags(&[("Owner", "ada"), ("stage", "draft")]),
+            ..write_req(at(&path))
+        },
+        b"v1",
+    )
+    .await
+    .expect("write");
+    // Keys in lower case, stored where envd keeps them.
+    assert_eq!(
+        written.metadata,
+        tags(&[("owner", "ada"), ("stage", "draft")])
+    );
+    assert_eq!(
+        xattr::get(&path, "user.e2b.owner").expect("xattr"),
+        Some(b"ada".to_vec())
+    );
+    // Set from inside the sandbox too; other attributes are not metadata.
+    xattr::set(&path, "user.e2b.by-hand", b"yes").expect("set xattr");
+    xattr::set(&path, "user.unrelated", b"1").expect("set xattr");
+    let seen: FileEntry = ok(&mux, &Request::Stat(at(&path))).await;
+    assert_eq!(
+        seen.metadata,
+        tags(&[("by-hand", "yes"), ("owner", "ada"), ("stage", "draft")])
+    );
+    let listed: Vec<FileEntry> = ok(
+        &mux,
+        &Request::ListDir {
+            at: at(&agent.home),
+            depth: 1,
+        },
+    )
+    .await;
+    let entry = listed
+        .iter()
+        .find(|e| e.name == "tagged.txt")
+        .expect("listed");
+    assert_eq!(entry.metadata, seen.metadata);
+    // A rename keeps it.
+    let moved: FileEntry = ok(
+        &mux,
+        &Request::Rename {
+            from: "tagged.txt".into(),
+            to: "moved.txt".into(),
+            user: None,
+            overwrite: false,
+        },
+    )
+    .await;
+    assert_eq!(moved.metadata, seen.metadata);
+    // Appending keeps it and sets the new keys; replacing drops it.
+    let moved_path = agent.home.join("moved.txt");
+    let appended = write(
+        &mux,
+        WriteFile {
+            append: true,
+            metadata: tags(&[("stage", "final")]),
+            ..write_req(at(&moved_path))
+        },
+        b"+",
+    )
+    .await
+    .expect("append");
+    assert_eq!(appended.metadata["stage"], "final");
+    assert_eq!(appended.metadata["owner"], "ada");
+    let replaced = write(&mux, write_req(at(&moved_path)), b"v2")
+        .await
+        .expect("overwrite");
+    assert!(replaced.metadata.is_empty(), "{:?}", replaced.metadata);
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ fn watch_req(path: &Path, recursive: bool) -> Request {
             user: None,
         },
         recursive,
+        allow_network_mounts: false,
     }
 }
 
@@ -165,6 +166,7 @@ async fn the_agents_own_writes_look_like_plain_writes() {
         append: false,
         create_parents: true,
         owner: None,
+        metadata: Default::default(),
     };
     let (wtx, mut wrx) = mux.open_json(&Request::WriteFile(req)).unwrap().split();
     wtx.send_data(platinum_protocol::channel::STDIN, b"data")

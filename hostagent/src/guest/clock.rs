@@ -31,6 +31,16 @@ impl ClockOffset {
     pub fn magnitude(&self) -> Duration {
         Duration::from_nanos(self.guest_ahead_ns.unsigned_abs())
     }
+
+    /// Half the round trip: the offset's uncertainty, and how long a message takes one way.
+    pub fn half_trip(&self) -> Duration {
+        self.round_trip / 2
+    }
+}
+
+/// `d` in nanoseconds, as a clock offset (saturating).
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 impl GuestClient {
@@ -38,13 +48,13 @@ impl GuestClient {
     pub async fn clock_offset(&self) -> Result<ClockOffset> {
         let (sent_ns, sent) = (unix_now_ns(), Instant::now());
         let reply: ClockReply = self.call_timed(&Request::ReadClock).await?;
-        let round_trip = sent.elapsed();
-        let midpoint_ns =
-            sent_ns.saturating_add(i64::try_from(round_trip.as_nanos() / 2).unwrap_or(i64::MAX));
-        Ok(ClockOffset {
-            guest_ahead_ns: reply.unix_ns.saturating_sub(midpoint_ns),
-            round_trip,
-        })
+        let mut offset = ClockOffset {
+            guest_ahead_ns: 0,
+            round_trip: sent.elapsed(),
+        };
+        let midpoint_ns = sent_ns.saturating_add(nanos(offset.half_trip()));
+        offset.guest_ahead_ns = reply.unix_ns.saturating_sub(midpoint_ns);
+        Ok(offset)
     }
 
     /// Measures the offset and, past [`CLOCK_TOLERANCE`], sets the guest clock. Returns the
@@ -52,9 +62,8 @@ impl GuestClient {
     pub async fn keep_clock(&self) -> Result<ClockOffset> {
         let offset = self.clock_offset().await?;
         if offset.magnitude() > CLOCK_TOLERANCE {
-            let half_trip = i64::try_from(offset.round_trip.as_nanos() / 2).unwrap_or(0);
             self.call_timed::<serde_json::Value>(&Request::SetClock {
-                unix_ns: unix_now_ns().saturating_add(half_trip),
+                unix_ns: unix_now_ns().saturating_add(nanos(offset.half_trip())),
             })
             .await?;
             tracing::debug!(

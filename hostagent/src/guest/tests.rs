@@ -102,7 +102,7 @@ async fn requests_to_a_wedged_guest_fail_at_their_deadline() {
     );
     assert_deadline(
         guest
-            .watch(at("/tmp"), false)
+            .watch(at("/tmp"), false, false)
             .await
             .err()
             .expect("watch fails"),

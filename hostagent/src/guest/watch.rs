@@ -20,10 +20,20 @@ pub struct WatchStream {
 }
 
 impl GuestClient {
-    /// Watches a directory (and, with `recursive`, everything below it).
-    pub async fn watch(&self, at: PathRequest, recursive: bool) -> Result<WatchStream> {
+    /// Watches a directory (and, with `recursive`, everything below it). A directory on a
+    /// network or FUSE filesystem is refused unless `allow_network_mounts`.
+    pub async fn watch(
+        &self,
+        at: PathRequest,
+        recursive: bool,
+        allow_network_mounts: bool,
+    ) -> Result<WatchStream> {
         let (tx, rx, first) = self
-            .open_streaming(&Request::Watch { at, recursive })
+            .open_streaming(&Request::Watch {
+                at,
+                recursive,
+                allow_network_mounts,
+            })
             .await?;
         match first {
             GuestMessage::Event(GuestEvent::Watching) => Ok(WatchStream {

@@ -11,7 +11,10 @@
 //!    Without mmdebstrap, `debootstrap --variant=minbase` does the same job less tidily.
 //! 2. **Customize** inside the new system (`/bin/sh`, as root): create `user` (uid/gid 1000,
 //!    home `/home/user`, shell bash), then run the template's setup commands in order; any
-//!    failing command fails the build.
+//!    failing command fails the build. Setup commands that fetch from package registries (npm,
+//!    pip, curl, git) trust what the host trusts: the host's CA bundle (`$SSL_CERT_FILE`, else
+//!    `/etc/ssl/certs/ca-certificates.crt`, which includes the CA of a TLS-intercepting proxy
+//!    the host uses) is put in the tree for them and deleted before the image is made.
 //! 3. **Finish** from the host: `/etc/hostname`, `/etc/hosts`, a placeholder `/etc/resolv.conf`
 //!    (the guest agent writes the real one at boot), `/etc/sudoers.d/user` (mode 0440,
 //!    passwordless sudo), and a check that the `user` account came out right.
@@ -267,6 +270,11 @@ fn customize_script(
          export DEBIAN_FRONTEND=noninteractive HOME=/root LC_ALL=C.UTF-8\n\
          cd /\n",
     );
+    let ca = HOST_CA_IN_TREE;
+    script.push_str(&format!(
+        "if [ -f {ca} ]; then\n  export SSL_CERT_FILE={ca} NODE_EXTRA_CA_CERTS={ca} \
+         PIP_CERT={ca} REQUESTS_CA_BUNDLE={ca} CURL_CA_BUNDLE={ca} GIT_SSL_CAINFO={ca}\nfi\n"
+    ));
     if bootstrapper == Bootstrapper::Debootstrap {
         let excludes: String = DPKG_PATH_FILTERS.iter().map(|f| format!("{f}\n")).collect();
         script.push_str(&format!(
@@ -291,7 +299,20 @@ fn customize_script(
             n + 1
         ));
     }
+    script.push_str(&format!("rm -f {HOST_CA_IN_TREE}\n"));
     script
+}
+
+/// Where the host's CA bundle is while setup commands run (deleted at the end of the script).
+const HOST_CA_IN_TREE: &str = "/tmp/platinum-host-ca.crt";
+
+/// The host's CA bundle, for setup commands (see the module docs).
+fn host_ca_bundle() -> Option<PathBuf> {
+    std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("/etc/ssl/certs/ca-certificates.crt")])
+        .find(|p| p.is_file())
 }
 
 /// Single-quotes `s` for `sh`.
@@ -317,6 +338,12 @@ async fn mmdebstrap(tree: &Path, packages: &[String], script: &Path, step: &Step
         ])
         .args(DPKG_PATH_FILTERS.iter().map(|f| format!("--dpkgopt={f}")))
         .arg(format!("--include={}", packages.join(",")))
+        .args(host_ca_bundle().map(|ca| {
+            format!(
+                "--customize-hook=upload {} {HOST_CA_IN_TREE}",
+                ca.to_string_lossy()
+            )
+        }))
         .arg(format!(
             "--customize-hook=chroot \"$1\" /bin/sh -eu < {script}"
         ))
@@ -341,6 +368,10 @@ async fn debootstrap(tree: &Path, script: &Path, step: &Step) -> Result<()> {
     );
     let list = tree.join("etc/apt/sources.list");
     std::fs::write(&list, sources).ctx(|| format!("writing {}", list.display()))?;
+    if let Some(ca) = host_ca_bundle() {
+        let inside = tree.join(HOST_CA_IN_TREE.trim_start_matches('/'));
+        std::fs::copy(&ca, &inside).ctx(|| format!("copying {} into the tree", ca.display()))?;
+    }
     // A private mount namespace for /proc, so nothing stays mounted in the tree afterwards.
     let script = File::open(script).ctx(|| format!("opening {}", script.display()))?;
     Tool::new("customize", "unshare")?
@@ -597,6 +628,12 @@ mod tests {
             .unwrap();
         assert!(user < script.find("false && true").unwrap());
         assert!(!script.contains("dist-upgrade"));
+        // The host's CA bundle is trusted by setup commands, and gone before the image is made.
+        let trusted = script
+            .find("export SSL_CERT_FILE=/tmp/platinum-host-ca.crt")
+            .unwrap();
+        assert!(trusted < script.find("false && true").unwrap());
+        assert!(script.ends_with("rm -f /tmp/platinum-host-ca.crt\n"));
         let after_debootstrap = customize_script(&t, &packages, Bootstrapper::Debootstrap);
         assert!(after_debootstrap.contains("apt-get -y -q dist-upgrade"));
         assert!(after_debootstrap.contains("install bash ca-certificates coreutils curl git"));

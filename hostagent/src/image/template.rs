@@ -21,6 +21,11 @@ const MIN_DISK_SIZE_MIB: u64 = 512;
 /// Largest disk a template may ask for, MiB (1 TiB).
 const MAX_DISK_SIZE_MIB: u64 = 1 << 20;
 
+/// typescript-language-server release in the `base` template (4.x: runs on Node.js 18).
+const TS_LANGUAGE_SERVER: &str = "4.4.1";
+/// TypeScript release it drives.
+const TYPESCRIPT: &str = "5.9.3";
+
 /// The packages of the `base` template: a shell, the usual tools, Python and Node.js.
 const BASE_PACKAGES: &[&str] = &[
     "bash",
@@ -32,8 +37,12 @@ const BASE_PACKAGES: &[&str] = &[
     "curl",
     "git",
     "python3",
+    // `python` is Python 3, as in E2B's and Daytona's images.
+    "python-is-python3",
     "python3-pip",
     "python3-venv",
+    // Daytona's `create_lsp_server("python", ...)`: python-lsp-server.
+    "python3-pylsp",
     "nodejs",
     "npm",
     "sudo",
@@ -113,12 +122,25 @@ fn owned(list: &[&str]) -> Vec<String> {
 pub fn builtin_templates() -> Vec<Template> {
     let base = Template {
         name: "base".into(),
-        description: "Debian 12 with bash, Python 3 (pip, venv), Node.js (npm), git and curl; \
-                      user `user` with passwordless sudo"
+        description: "Debian 12 with bash, Python 3 (pip, venv), Node.js (npm), git, curl and \
+                      the Python and TypeScript language servers; user `user` with passwordless \
+                      sudo"
             .into(),
         packages: owned(BASE_PACKAGES),
-        // A smoke test of the toolchains, so a broken mirror state fails the build, not a sandbox.
-        setup: vec!["python3 --version && node --version && git --version >/dev/null".into()],
+        setup: vec![
+            // The TypeScript language server (Daytona's `create_lsp_server("typescript", ...)`),
+            // pinned to the last release that runs on Debian 12's Node.js 18.
+            format!(
+                "npm install --global --no-audit --no-fund --loglevel=error \
+                 typescript-language-server@{TS_LANGUAGE_SERVER} typescript@{TYPESCRIPT} \
+                 && rm -rf /root/.npm"
+            ),
+            // A smoke test of the toolchains, so a broken mirror state fails the build, not a
+            // sandbox.
+            "python3 --version && node --version && git --version >/dev/null \
+             && pylsp --version && typescript-language-server --version >/dev/null"
+                .into(),
+        ],
         disk_size_mib: DEFAULT_DISK_SIZE_MIB,
     };
     let code_interpreter = Template {
