@@ -304,14 +304,15 @@ impl Engine {
         let s = self.sessions.get(&sandbox, session)?;
         {
             let mut st = s.lock();
-            let running = st.running.clone();
             let r = st
                 .record(cid)
                 .ok_or_else(|| Error::CommandNotFound(cid.to_string()))?;
             if r.exit_code.is_some() {
                 return Err(Error::CommandFinished(cid.to_string()));
             }
-            if running.as_deref() != Some(cid) {
+            // Written to the shell is not enough: until its start marker arrives the FIFO may
+            // not exist yet, and a missing FIFO below means the command has ended.
+            if !r.started {
                 return Err(Error::Conflict(format!(
                     "command {cid} has not started yet"
                 )));

@@ -178,6 +178,8 @@ pub(crate) struct Record {
     pub(crate) exit_code: Option<i32>,
     /// It did not finish on its own: its session was deleted or its VM went away.
     pub(crate) aborted: bool,
+    /// The shell printed its start marker: its stdin FIFO exists (it is made before the marker).
+    pub(crate) started: bool,
     ended_on: [bool; 2],
     pub(crate) output: Vec<u8>,
     streams: [Vec<u8>; 2],
@@ -193,6 +195,7 @@ impl Record {
             command,
             exit_code: None,
             aborted: false,
+            started: false,
             ended_on: [false; 2],
             output: Vec::new(),
             streams: [Vec::new(), Vec::new()],
@@ -288,6 +291,66 @@ impl State {
         self.commands.iter_mut().find(|r| r.id == id)
     }
 
+    /// Splits one channel's shell output on the markers: text goes to the command whose start
+    /// marker came last on that channel, a start marks the command started, and the end markers
+    /// on both channels finish it. Returns true when the running command finished.
+    fn feed(
+        &mut self,
+        channel: usize,
+        bytes: &[u8],
+        limit: usize,
+        budget: usize,
+        session: &str,
+    ) -> bool {
+        let mut finished = false;
+        for piece in self.scanners[channel].feed(bytes) {
+            match piece {
+                Piece::Text(t) => {
+                    match self.current[channel]
+                        .clone()
+                        .or_else(|| self.last[channel].clone())
+                    {
+                        Some(cid) => self.append(&cid, channel, &t, limit, budget),
+                        None => {
+                            tracing::debug!(
+                                session,
+                                bytes = t.len(),
+                                "shell output outside any command"
+                            )
+                        }
+                    }
+                }
+                Piece::Start(cid) => {
+                    if let Some(r) = self.record(&cid) {
+                        r.started = true;
+                    }
+                    self.current[channel] = Some(cid.clone());
+                    self.last[channel] = Some(cid);
+                }
+                Piece::End(cid, rc) => {
+                    self.current[channel] = None;
+                    let done = match self.record(&cid) {
+                        Some(r) => {
+                            r.ended_on[channel] = true;
+                            if r.ended_on == [true, true] && r.exit_code.is_none() {
+                                r.exit_code = Some(rc);
+                                true
+                            } else {
+                                false
+                            }
+                        }
+                        None => false,
+                    };
+                    if done && self.running.as_deref() == Some(cid.as_str()) {
+                        self.running = None;
+                        finished = true;
+                    }
+                }
+            }
+        }
+        finished
+    }
+
     /// Appends output to command `cid` and keeps the session within `budget` bytes of logs by
     /// dropping the logs of its oldest finished commands.
     fn append(&mut self, cid: &str, channel: usize, bytes: &[u8], limit: usize, budget: usize) {
@@ -376,49 +439,9 @@ impl Session {
 
     /// Feeds shell output of one channel; returns true when a command finished.
     fn feed(&self, channel: usize, bytes: &[u8]) -> bool {
-        let mut finished = false;
-        {
-            let mut st = self.lock();
-            let pieces = st.scanners[channel].feed(bytes);
-            for piece in pieces {
-                match piece {
-                    Piece::Text(t) => {
-                        let target = st.current[channel]
-                            .clone()
-                            .or_else(|| st.last[channel].clone());
-                        match target {
-                            Some(cid) => st.append(&cid, channel, &t, self.limit, self.budget()),
-                            None => {
-                                tracing::debug!(session = %self.id, bytes = t.len(), "shell output outside any command")
-                            }
-                        }
-                    }
-                    Piece::Start(cid) => {
-                        st.current[channel] = Some(cid.clone());
-                        st.last[channel] = Some(cid);
-                    }
-                    Piece::End(cid, rc) => {
-                        st.current[channel] = None;
-                        let done = match st.record(&cid) {
-                            Some(r) => {
-                                r.ended_on[channel] = true;
-                                if r.ended_on == [true, true] && r.exit_code.is_none() {
-                                    r.exit_code = Some(rc);
-                                    true
-                                } else {
-                                    false
-                                }
-                            }
-                            None => false,
-                        };
-                        if done && st.running.as_deref() == Some(cid.as_str()) {
-                            st.running = None;
-                            finished = true;
-                        }
-                    }
-                }
-            }
-        }
+        let finished = self
+            .lock()
+            .feed(channel, bytes, self.limit, self.budget(), &self.id);
         self.notify();
         finished
     }
@@ -517,6 +540,34 @@ mod tests {
         st.append("c", 1, &[b'e'; 300], limit, 10);
         assert!(st.record("b").unwrap().logs().stdout.is_empty());
         assert_eq!(st.record("c").unwrap().logs().stderr.len(), 100);
+    }
+
+    #[test]
+    fn a_command_is_started_only_once_its_start_marker_arrives() {
+        let mut st = state();
+        st.commands
+            .push_back(Record::new("c1".into(), "read x".into()));
+        st.running = Some("c1".into());
+        // Dispatched (written to the shell) but its marker not seen: not started, so input
+        // is refused as "not started yet" rather than taken for a finished command.
+        assert!(!st.record("c1").unwrap().started);
+        let start = "\u{1e}PTM:n:S:c1\u{1e}";
+        assert!(!st.feed(0, start.as_bytes(), 100, 1000, "s"));
+        assert!(st.record("c1").unwrap().started);
+        assert!(!st.feed(0, b"hi\n\x1ePTM:n:E:c1:0\x1e", 100, 1000, "s"));
+        assert!(st.feed(
+            1,
+            format!("{start}\u{1e}PTM:n:E:c1:0\u{1e}").as_bytes(),
+            100,
+            1000,
+            "s"
+        ));
+        let r = st.record("c1").unwrap();
+        assert_eq!(
+            (r.exit_code, r.logs().stdout),
+            (Some(0), Bytes::from_static(b"hi\n"))
+        );
+        assert!(st.running.is_none());
     }
 
     #[test]
