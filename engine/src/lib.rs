@@ -13,6 +13,7 @@
 //! - [`auth`]: API keys.
 //! - [`process`]: a guest process as front ends see it (stream, stdin, exit status, PTY size).
 //! - [`secrets`]: signing keys kept in the data directory.
+//! - [`snapshots`]: snapshot manifests (file hashes) and the Ed25519 keys that sign them.
 //! - [`env`]: the default user and home, and the rule for environment variable names.
 //! - [`lsp`]: language servers running in sandboxes (the types; the commands are
 //!   [`commands::lsp`]).
@@ -33,6 +34,7 @@ pub mod process;
 pub mod reconciler;
 pub mod secrets;
 mod sessions;
+pub mod snapshots;
 pub mod store;
 #[cfg(test)]
 mod testing;

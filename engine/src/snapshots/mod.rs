@@ -1,0 +1,44 @@
+//! Signed snapshots: the integrity layer every snapshot, pause-to-disk, fork and checkpoint will
+//! stand on (the commands that take and restore them come next).
+//!
+//! - [`manifest`]: what a snapshot holds — its identity, where it was taken (VMM, accelerator,
+//!   CPU) and the size and BLAKE3 hash of every file — and the check of a snapshot directory
+//!   against it.
+//! - [`signing`]: the Ed25519 keys that sign manifests (kept in the data directory, rotated,
+//!   retired) and their public half as a JWKS (RFC 8037).
+//!
+//! A snapshot is restored only after its signature and then every file's size and hash check
+//! out; anything else is a typed [`SnapshotError`] and nothing of the snapshot is touched.
+
+pub mod manifest;
+pub mod signing;
+
+/// Why a snapshot may not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    /// The signature does not verify: the manifest or the signature was altered, or it is
+    /// missing.
+    #[error("snapshot signature invalid: {0}")]
+    SignatureInvalid(String),
+    /// A file is missing, has another size, or another hash than the manifest says.
+    #[error("snapshot corrupt: {0}")]
+    Corrupt(String),
+    /// Signed by a key this server does not know, or one that was retired.
+    #[error("snapshot key unknown: {0}")]
+    KeyUnknown(String),
+    /// Reading or writing the snapshot or the keys failed.
+    #[error("snapshot i/o: {0}")]
+    Io(String),
+}
+
+impl SnapshotError {
+    /// The machine-readable code front ends report.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SnapshotError::SignatureInvalid(_) => "snapshot_signature_invalid",
+            SnapshotError::Corrupt(_) => "snapshot_corrupt",
+            SnapshotError::KeyUnknown(_) => "snapshot_key_unknown",
+            SnapshotError::Io(_) => "snapshot_io",
+        }
+    }
+}
