@@ -8,6 +8,8 @@
 
 use serde_json::{Value, json};
 
+use crate::StreamOptions;
+use crate::commands::run::kill_command;
 use crate::engine::Engine;
 use crate::env::DEFAULT_HOME;
 use crate::error::{Error, Result};
@@ -15,7 +17,6 @@ use crate::lsp::server::LanguageServer;
 use crate::lsp::types::{CompletionContext, CompletionList, LspLanguage, LspPosition, LspSymbol};
 use crate::lsp::{MAX_SERVERS_PER_SANDBOX, ServerKey, TAG_PREFIX, types};
 use crate::model::{CommandLine, ExecRequest};
-use crate::{SIGKILL, StreamOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,7 +89,8 @@ impl Engine {
     /// [`MAX_SERVERS_PER_SANDBOX`].
     pub async fn lsp_start(&self, id: &str, server: &LspServer) -> Result<()> {
         self.running_guest(id).await?;
-        let _one_at_a_time = self.lsp.starting.lock().await;
+        let start_lock = self.lsp.start_lock(id);
+        let _one_at_a_time = start_lock.lock().await;
         if let Some(running) = self.lsp.get(id, &server.key())
             && running.ended().is_none()
         {
@@ -115,7 +117,7 @@ impl Engine {
         let stream = self.exec_stream(id, req, opts).await?;
         let ls = LanguageServer::new(stream);
         if let Err(e) = ls.initialize(initialize_params(&server.project)).await {
-            self.kill_language_server(id, &ls).await;
+            kill_command(self, id, ls.pid).await;
             let why = ls.ended().unwrap_or_else(|| e.to_string());
             return Err(Error::InvalidRequest(format!(
                 "{} did not start: {why}",
@@ -142,7 +144,7 @@ impl Engine {
                 tracing::debug!(sandbox = id, "language server ignored shutdown");
             }
         }
-        self.kill_language_server(id, &ls).await;
+        kill_command(self, id, ls.pid).await;
         Ok(())
     }
 
@@ -243,12 +245,6 @@ impl Engine {
                 "{} stopped ({why}); start it again",
                 server.describe()
             ))),
-        }
-    }
-
-    async fn kill_language_server(&self, id: &str, ls: &LanguageServer) {
-        if let Err(e) = self.signal_process(id, ls.pid, SIGKILL).await {
-            tracing::debug!(sandbox = id, pid = ls.pid, error = %e, "language server already gone");
         }
     }
 }

@@ -282,8 +282,9 @@ impl Drop for Run {
     }
 }
 
-/// Kills a run's process group; a failure is logged (the sandbox may be gone already).
-async fn kill_command(engine: &Engine, sandbox: &str, pid: u32) {
+/// Kills a process group in the guest (a run's, a language server's); a failure is logged (the
+/// sandbox may be gone already).
+pub(crate) async fn kill_command(engine: &Engine, sandbox: &str, pid: u32) {
     match engine.signal_process(sandbox, pid, SIGKILL).await {
         Ok(()) => tracing::info!(sandbox, pid, "command killed"),
         Err(e) => tracing::warn!(sandbox, pid, error = %e, "could not kill the command"),

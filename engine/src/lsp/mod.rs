@@ -30,8 +30,9 @@ pub(crate) type ServerKey = (LspLanguage, String);
 #[derive(Default)]
 pub(crate) struct LanguageServers {
     map: Mutex<HashMap<String, HashMap<ServerKey, Arc<LanguageServer>>>>,
-    /// Serialises starts, so two starts of one server make one process.
-    pub(crate) starting: tokio::sync::Mutex<()>,
+    /// Per sandbox: serialises its starts, so two starts of one server make one process (and a
+    /// server slow to initialize holds up only its own sandbox).
+    starting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl LanguageServers {
@@ -43,6 +44,16 @@ impl LanguageServers {
             .get(sandbox)?
             .get(key)
             .cloned()
+    }
+
+    /// The lock that serialises starts in `sandbox`.
+    pub(crate) fn start_lock(&self, sandbox: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.starting
+            .lock()
+            .expect("lsp registry")
+            .entry(sandbox.to_string())
+            .or_default()
+            .clone()
     }
 
     /// How many servers `sandbox` has that still serve.
@@ -74,5 +85,6 @@ impl LanguageServers {
     /// Forgets a sandbox's servers (it was deleted).
     pub(crate) fn forget(&self, sandbox: &str) {
         self.map.lock().expect("lsp registry").remove(sandbox);
+        self.starting.lock().expect("lsp registry").remove(sandbox);
     }
 }
