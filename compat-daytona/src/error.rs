@@ -85,7 +85,13 @@ impl From<EngineError> for DaytonaError {
         use StatusCode as S;
         use platinum_engine::ErrorCode as C;
         let (status, code) = match e.code() {
-            C::SandboxNotFound | C::TemplateNotFound => (S::NOT_FOUND, "NOT_FOUND"),
+            C::SandboxNotFound | C::TemplateNotFound | C::SnapshotNotFound => {
+                (S::NOT_FOUND, "NOT_FOUND")
+            }
+            C::SnapshotSignatureInvalid | C::SnapshotCorrupt | C::SnapshotKeyUnknown => {
+                (S::UNPROCESSABLE_ENTITY, "SNAPSHOT_INVALID")
+            }
+            C::SnapshotIncompatible => (S::CONFLICT, "SNAPSHOT_INCOMPATIBLE"),
             C::SessionNotFound
             | C::CommandNotFound
             | C::CodeContextNotFound

@@ -121,6 +121,7 @@ fn e2b_state(s: SandboxState) -> Option<&'static str> {
     match s {
         SandboxState::Creating | SandboxState::Starting | SandboxState::Running => Some("running"),
         SandboxState::Paused
+        | SandboxState::Suspended
         | SandboxState::Stopping
         | SandboxState::Stopped
         | SandboxState::Archived => Some("paused"),
@@ -137,6 +138,7 @@ fn engine_states(e2b: &str) -> ApiResult<&'static [SandboxState]> {
         ]),
         "paused" => Ok(&[
             SandboxState::Paused,
+            SandboxState::Suspended,
             SandboxState::Stopping,
             SandboxState::Stopped,
             SandboxState::Archived,

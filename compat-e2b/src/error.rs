@@ -117,6 +117,11 @@ fn api_status(code: ErrorCode) -> u16 {
         | C::CommandFinished
         | C::CodeContextNotFound
         | C::ApiKeyNotFound
+        | C::SnapshotNotFound
+        | C::SnapshotSignatureInvalid
+        | C::SnapshotCorrupt
+        | C::SnapshotKeyUnknown
+        | C::SnapshotIncompatible
         | C::StoreError
         | C::Internal => code.http_status(),
     }
@@ -276,12 +281,18 @@ fn connect_code(code: ErrorCode) -> ConnectCode {
         | E::ApiKeyNotFound
         | E::SessionNotFound
         | E::CommandNotFound
+        | E::SnapshotNotFound
         | E::TemplateNotFound => C::NotFound,
         E::AlreadyExists => C::AlreadyExists,
         E::PermissionDenied | E::ReadOnly => C::PermissionDenied,
-        E::DirectoryNotEmpty | E::Conflict | E::SessionEnded | E::CommandFinished => {
-            C::FailedPrecondition
-        }
+        E::DirectoryNotEmpty
+        | E::Conflict
+        | E::SessionEnded
+        | E::CommandFinished
+        | E::SnapshotIncompatible
+        | E::SnapshotSignatureInvalid
+        | E::SnapshotCorrupt
+        | E::SnapshotKeyUnknown => C::FailedPrecondition,
         E::Unsupported => C::Unimplemented,
         E::GuestIoError | E::StoreError | E::Internal => C::Internal,
     }
@@ -372,6 +383,11 @@ fn http_status(code: ErrorCode) -> u16 {
         | C::CommandFinished
         | C::CodeContextNotFound
         | C::ApiKeyNotFound
+        | C::SnapshotNotFound
+        | C::SnapshotSignatureInvalid
+        | C::SnapshotCorrupt
+        | C::SnapshotKeyUnknown
+        | C::SnapshotIncompatible
         | C::StoreError
         | C::Internal => code.http_status(),
     }

@@ -37,6 +37,9 @@ pub struct EngineConfig {
     pub boot_timeout: Duration,
     /// How often expiry and lifecycle rules are checked.
     pub lifecycle_tick: Duration,
+    /// Where snapshots and their signing keys live (`<data>/snapshots/`,
+    /// `<data>/snapshot-keys.json`); `None` turns snapshots off (`unsupported`).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +60,7 @@ impl Default for EngineConfig {
             default_exec_timeout: Duration::from_secs(60),
             boot_timeout: Duration::from_secs(180),
             lifecycle_tick: Duration::from_secs(1),
+            data_dir: None,
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Engine {
     pub(crate) revoked_tokens: crate::commands::tokens::RevokedTokens,
     /// Recent metrics samples per sandbox (`metrics_history`).
     pub(crate) metrics: crate::metrics_history::MetricsHistory,
+    /// Keys that sign snapshot manifests; `None` when the engine has no data directory.
+    pub(crate) snapshot_keys: Option<Arc<crate::snapshots::signing::SnapshotKeys>>,
 }
 
 impl Engine {
@@ -64,6 +66,14 @@ impl Engine {
     ) -> Result<Arc<Self>> {
         let keys = ApiKeys::load(store.as_ref()).await?;
         let revoked_tokens = crate::commands::tokens::RevokedTokens::load(store.as_ref()).await?;
+        let snapshot_keys = match &config.data_dir {
+            Some(dir) => Some(Arc::new(
+                crate::snapshots::signing::SnapshotKeys::load_or_create(
+                    &dir.join(crate::commands::snapshots::KEYS_FILE),
+                )?,
+            )),
+            None => None,
+        };
         Ok(Arc::new_cyclic(|me| Engine {
             me: me.clone(),
             config,
@@ -81,6 +91,7 @@ impl Engine {
             admission: tokio::sync::Mutex::new(()),
             revoked_tokens,
             metrics: Default::default(),
+            snapshot_keys,
         }))
     }
 
@@ -179,6 +190,13 @@ impl Engine {
         self.locks.lock().expect("engine locks").remove(id);
         self.activity.lock().expect("engine activity").remove(id);
         self.seen.lock().expect("engine activity").remove(id);
+        self.forget_guest_state(id);
+    }
+
+    /// Drops what the engine keeps about processes in a sandbox's guest (code contexts, language
+    /// servers): after a rollback or a restore the guest is another moment's. Sessions follow
+    /// the VM's boot by themselves.
+    pub(crate) fn forget_guest_state(&self, id: &str) {
         self.code.forget(id);
         self.lsp.forget(id);
     }

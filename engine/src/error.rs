@@ -74,6 +74,16 @@ pub enum ErrorCode {
     CodeContextNotFound,
     /// No API key with that id.
     ApiKeyNotFound,
+    /// No snapshot or checkpoint with that id or name.
+    SnapshotNotFound,
+    /// A snapshot's signature does not verify (altered manifest or signature, or none).
+    SnapshotSignatureInvalid,
+    /// A snapshot's file is missing, truncated or altered.
+    SnapshotCorrupt,
+    /// A snapshot was signed by a key this server does not know or has retired.
+    SnapshotKeyUnknown,
+    /// A snapshot was taken where this host cannot restore it (VMM, version, accelerator, CPU).
+    SnapshotIncompatible,
     /// Storage failed.
     StoreError,
     /// A bug or a host problem.
@@ -82,7 +92,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, once.
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 38] = [
         ErrorCode::SandboxNotFound,
         ErrorCode::TemplateNotFound,
         ErrorCode::InvalidRequest,
@@ -114,6 +124,11 @@ impl ErrorCode {
         ErrorCode::CommandFinished,
         ErrorCode::CodeContextNotFound,
         ErrorCode::ApiKeyNotFound,
+        ErrorCode::SnapshotNotFound,
+        ErrorCode::SnapshotSignatureInvalid,
+        ErrorCode::SnapshotCorrupt,
+        ErrorCode::SnapshotKeyUnknown,
+        ErrorCode::SnapshotIncompatible,
         ErrorCode::StoreError,
         ErrorCode::Internal,
     ];
@@ -152,6 +167,11 @@ impl ErrorCode {
             ErrorCode::CommandFinished => "command_finished",
             ErrorCode::CodeContextNotFound => "code_context_not_found",
             ErrorCode::ApiKeyNotFound => "api_key_not_found",
+            ErrorCode::SnapshotNotFound => "snapshot_not_found",
+            ErrorCode::SnapshotSignatureInvalid => "snapshot_signature_invalid",
+            ErrorCode::SnapshotCorrupt => "snapshot_corrupt",
+            ErrorCode::SnapshotKeyUnknown => "snapshot_key_unknown",
+            ErrorCode::SnapshotIncompatible => "snapshot_incompatible",
             ErrorCode::StoreError => "store_error",
             ErrorCode::Internal => "internal",
         }
@@ -166,9 +186,13 @@ impl ErrorCode {
             | ErrorCode::CommandNotFound
             | ErrorCode::CodeContextNotFound
             | ErrorCode::ApiKeyNotFound
+            | ErrorCode::SnapshotNotFound
             | ErrorCode::FileNotFound
             | ErrorCode::ProcessNotFound => 404,
             ErrorCode::SessionEnded | ErrorCode::CommandFinished => 410,
+            ErrorCode::SnapshotSignatureInvalid
+            | ErrorCode::SnapshotCorrupt
+            | ErrorCode::SnapshotKeyUnknown => 422,
             ErrorCode::InvalidRequest
             | ErrorCode::NotADirectory
             | ErrorCode::IsADirectory
@@ -176,6 +200,7 @@ impl ErrorCode {
             | ErrorCode::SpawnFailed => 400,
             ErrorCode::InvalidState
             | ErrorCode::Conflict
+            | ErrorCode::SnapshotIncompatible
             | ErrorCode::AlreadyExists
             | ErrorCode::DirectoryNotEmpty => 409,
             ErrorCode::Unauthorized => 401,
@@ -296,6 +321,15 @@ pub enum Error {
     /// No API key with that id.
     #[error("API key {0} not found")]
     ApiKeyNotFound(String),
+    /// No snapshot or checkpoint with that id or name.
+    #[error("snapshot {0} not found")]
+    SnapshotNotFound(String),
+    /// A snapshot may not be used (signature, hashes, key, compatibility), or storing one failed.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshots::SnapshotError),
+    /// The host's data directory is full.
+    #[error("no space left on the host: {0}")]
+    NoSpace(String),
     /// Storage failed.
     #[error("state store: {0}")]
     Store(String),
@@ -327,6 +361,9 @@ impl Error {
             Error::CommandFinished(_) => ErrorCode::CommandFinished,
             Error::CodeContextNotFound(_) => ErrorCode::CodeContextNotFound,
             Error::ApiKeyNotFound(_) => ErrorCode::ApiKeyNotFound,
+            Error::SnapshotNotFound(_) => ErrorCode::SnapshotNotFound,
+            Error::Snapshot(e) => e.error_code(),
+            Error::NoSpace(_) => ErrorCode::NoSpace,
             Error::Store(_) => ErrorCode::StoreError,
             Error::Internal(_) => ErrorCode::Internal,
         }
@@ -451,6 +488,13 @@ mod tests {
                 404,
             ),
             (Error::ApiKeyNotFound(s()), "api_key_not_found", 404),
+            (Error::SnapshotNotFound(s()), "snapshot_not_found", 404),
+            (
+                Error::Snapshot(crate::snapshots::SnapshotError::Incompatible(s())),
+                "snapshot_incompatible",
+                409,
+            ),
+            (Error::NoSpace(s()), "no_space", 507),
             (Error::Store(s()), "store_error", 500),
             (Error::Internal(s()), "internal", 500),
         ];

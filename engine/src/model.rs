@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 /// Lifecycle state of a sandbox.
 ///
 /// `creating -> running <-> paused`, `running|paused -> stopping -> stopped -> starting -> running`,
+/// `running|paused -> suspended -> starting -> running` (pause to disk and resume),
 /// `stopped -> archived -> starting`, any -> `error` (the VM died or its agent stopped answering),
 /// any -> `deleted`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, JsonSchema)]
@@ -25,6 +26,10 @@ pub enum SandboxState {
     Running,
     /// vCPUs stopped, memory kept; resume is instant.
     Paused,
+    /// Paused to disk: memory, processes and disk are in a signed snapshot and no VM process
+    /// runs (its RAM is free); resume restores it with the same id and address. A sandbox paused
+    /// without its memory is `suspended` too and cold-boots from its disk on resume.
+    Suspended,
     /// Shutting down.
     Stopping,
     /// VM off, disk kept; start boots it again.
@@ -68,6 +73,7 @@ impl SandboxState {
             SandboxState::Starting => "starting",
             SandboxState::Running => "running",
             SandboxState::Paused => "paused",
+            SandboxState::Suspended => "suspended",
             SandboxState::Stopping => "stopping",
             SandboxState::Stopped => "stopped",
             SandboxState::Archived => "archived",
@@ -83,6 +89,7 @@ impl SandboxState {
             "starting" => SandboxState::Starting,
             "running" => SandboxState::Running,
             "paused" => SandboxState::Paused,
+            "suspended" => SandboxState::Suspended,
             "stopping" => SandboxState::Stopping,
             "stopped" => SandboxState::Stopped,
             "archived" => SandboxState::Archived,
@@ -98,8 +105,9 @@ impl SandboxState {
         matches!(
             (self, to),
             (Creating, Running | Error | Deleted)
-                | (Running, Paused | Stopping | Error | Deleted)
-                | (Paused, Running | Stopping | Error | Deleted)
+                | (Running, Paused | Suspended | Stopping | Error | Deleted)
+                | (Paused, Running | Suspended | Stopping | Error | Deleted)
+                | (Suspended, Starting | Stopped | Deleted | Error)
                 | (Stopping, Stopped | Error | Deleted)
                 | (Stopped, Starting | Archived | Deleted | Error)
                 | (Archived, Starting | Deleted | Error)
@@ -283,6 +291,11 @@ pub struct CreateSandbox {
     /// without one; `false` keeps the sandbox off the internet.
     #[serde(default)]
     pub internet: Option<bool>,
+    /// Restore this snapshot (id or name) instead of booting a template: the new sandbox starts
+    /// with the snapshot's memory, processes and disk. Its template, vCPUs, memory and
+    /// environment are the snapshot's (`vcpus`/`memory_mib`, if given, must equal them).
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 /// What to run.
@@ -637,4 +650,158 @@ mod tests {
             assert!(!s.claims_vm(), "{s}");
         }
     }
+}
+
+/// What a snapshot is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotKind {
+    /// Named and kept until deleted, also after its sandbox is deleted (unless asked otherwise);
+    /// restored into new sandboxes.
+    Snapshot,
+    /// Taken of a running sandbox to roll that same sandbox back to; deleted with it.
+    Checkpoint,
+    /// The memory image of a sandbox paused to disk; used up by its resume.
+    Suspend,
+}
+
+impl SnapshotKind {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotKind::Snapshot => "snapshot",
+            SnapshotKind::Checkpoint => "checkpoint",
+            SnapshotKind::Suspend => "suspend",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "snapshot" => SnapshotKind::Snapshot,
+            "checkpoint" => SnapshotKind::Checkpoint,
+            "suspend" => SnapshotKind::Suspend,
+            _ => return None,
+        })
+    }
+}
+
+/// What taking a snapshot cost, in milliseconds.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema,
+)]
+pub struct SnapshotTimings {
+    /// How long the sandbox's vCPUs were stopped (its pause window).
+    pub paused_ms: u64,
+    /// Writing device state and memory.
+    pub state_ms: u64,
+    /// Copying (reflink) or linking the disks.
+    pub disks_ms: u64,
+    /// Hashing every file (BLAKE3) and signing the manifest.
+    pub hash_ms: u64,
+    /// The whole call.
+    pub total_ms: u64,
+}
+
+/// A snapshot: a sandbox's memory, device state and disks at one moment, with a signed manifest
+/// (Ed25519) of every file's BLAKE3 hash, checked before anything is restored from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct Snapshot {
+    /// Id (`snap` or `ckpt` + 20 lowercase alphanumerics).
+    pub id: String,
+    /// Unique name, if it was given one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What it is for.
+    pub kind: SnapshotKind,
+    /// The sandbox it was taken of.
+    pub sandbox_id: String,
+    /// That sandbox's template.
+    pub template: String,
+    /// vCPUs of a sandbox restored from it.
+    pub vcpus: u32,
+    /// Memory of a sandbox restored from it, MiB.
+    pub memory_mib: u32,
+    /// Bytes on disk (memory, device state, disks; disks share unchanged blocks where the
+    /// filesystem allows).
+    pub size_bytes: u64,
+    /// When it was taken.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    #[schemars(with = "String")]
+    pub created_at: OffsetDateTime,
+    /// The VMM that wrote it and the version (`qemu 10.0.2`); it restores only there.
+    pub vmm: String,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// Id of the key that signed its manifest (see `/.well-known/jwks.json`).
+    pub key_id: String,
+    /// What taking it cost.
+    pub timings: SnapshotTimings,
+    /// Environment of the sandbox it was taken of (restored sandboxes get it).
+    #[serde(skip)]
+    pub env: BTreeMap<String, String>,
+    /// Metadata of the sandbox it was taken of.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Parameters of taking a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshot {
+    /// Unique name (1-255 of `A-Z a-z 0-9 . _ -`), to restore it by.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// How to pause.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    /// Absent: stop the vCPUs and keep the VM in memory (instant resume). `true`: pause to
+    /// disk, memory included: the VM process exits and frees its RAM; resume brings back the
+    /// processes where they were. `false`: keep only the disk; resume boots it again.
+    #[serde(default)]
+    pub memory: Option<bool>,
+}
+
+/// Result of a fork.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct ForkResult {
+    /// The copies, running, each with the source's memory and disk at the fork.
+    pub sandboxes: Vec<Sandbox>,
+    /// How long the source's vCPUs were stopped, milliseconds.
+    pub source_paused_ms: u64,
+    /// The whole call, milliseconds.
+    pub total_ms: u64,
+}
+
+/// Parameters of a fork.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkRequest {
+    /// How many copies (1-20; default 1).
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+impl Default for ForkRequest {
+    fn default() -> Self {
+        ForkRequest { count: one() }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Parameters of a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The checkpoint to go back to (one of this sandbox's).
+    pub checkpoint: String,
 }

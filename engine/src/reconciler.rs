@@ -17,6 +17,8 @@ use crate::model::SandboxState;
 
 /// Reconciles once; called by [`Engine::start`].
 pub async fn reconcile_at_start(engine: &Arc<Engine>) -> Result<()> {
+    // A pause to disk that finished writing its image makes a paused sandbox, not a lost one.
+    engine.reconcile_snapshots().await?;
     let running = engine.host.running().await;
     let claimed = engine
         .store

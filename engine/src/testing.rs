@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use platinum_hostagent::guest::GuestClient;
+use platinum_hostagent::host::snapshot::{AfterSave, RestoreVm, SaveReport};
 use platinum_hostagent::host::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
 use platinum_hostagent::vmm::{Accel, TransportKind, VmmKind};
 use std::sync::Arc;
@@ -38,6 +39,9 @@ impl HostAgent for NoVms {
             reason: "test".into(),
             transport: TransportKind::VirtioSerial,
             network_unavailable: Some("test".into()),
+            vmm_version: "10.0.2".into(),
+            cpu_model: "test".into(),
+            cpu_flags: Vec::new(),
         }
     }
     async fn prepare_template(&self, _: &str) -> platinum_hostagent::Result<()> {
@@ -59,6 +63,17 @@ impl HostAgent for NoVms {
         no_vms()
     }
     async fn resume(&self, _: &str) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
+    async fn save(
+        &self,
+        _: &str,
+        _: &std::path::Path,
+        _: AfterSave,
+    ) -> platinum_hostagent::Result<SaveReport> {
+        no_vms()
+    }
+    async fn restore(&self, _: RestoreVm) -> platinum_hostagent::Result<VmStatus> {
         no_vms()
     }
     async fn destroy(&self, _: &str) -> platinum_hostagent::Result<()> {

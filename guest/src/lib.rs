@@ -9,6 +9,7 @@
 mod agent;
 mod exec;
 mod files;
+mod identity;
 pub mod init;
 pub mod logging;
 mod metrics;

@@ -14,7 +14,7 @@
 //! [`platinum_protocol::MakeDirReply`], everything else `null`.
 
 use crate::agent::Agent;
-use crate::{exec, files, metrics, ports, system};
+use crate::{exec, files, identity, metrics, ports, system};
 use bytes::Bytes;
 use platinum_protocol::mux::Incoming;
 use platinum_protocol::{
@@ -172,6 +172,10 @@ impl Session {
                 .await
             }
             Request::Sync => files::sync().await,
+            Request::Reidentify(identity) => {
+                identity::reidentify(agent, &identity)?;
+                Ok(Value::Null)
+            }
             Request::Shutdown { reboot } => {
                 system::shutdown(agent, reboot)?;
                 Ok(Value::Null)

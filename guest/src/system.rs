@@ -100,7 +100,7 @@ fn set_realtime(unix_ns: i64) -> Result<(), GuestError> {
         .map_err(|e| GuestError::from_io(&e.into(), "set the clock"))
 }
 
-fn not_pid1(op: &str) -> GuestError {
+pub(crate) fn not_pid1(op: &str) -> GuestError {
     GuestError::new(
         GuestErrorCode::Unsupported,
         format!("{op} is only available when the agent runs as PID 1"),

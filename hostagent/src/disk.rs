@@ -133,6 +133,21 @@ pub async fn create_disk(
     })
 }
 
+/// Copies the disk image `src` (raw or qcow2: the file as it is) to a new file `dest`: a reflink
+/// where the filesystem allows, else a sparse copy. Returns how it was made.
+pub async fn copy_disk(src: &Path, dest: &Path) -> Result<CloneMethod> {
+    let (src, dest) = (src.to_path_buf(), dest.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        if reflink(&src, &dest)? {
+            return Ok(CloneMethod::Reflink);
+        }
+        sparse_copy(&src, &dest)?;
+        Ok(CloneMethod::SparseCopy)
+    })
+    .await
+    .map_err(|e| Error::io("disk copy task", std::io::Error::other(e)))?
+}
+
 /// Tries a `FICLONE` of `base` into a new file `dest`. `Ok(false)` (with `dest` removed) when the
 /// filesystem cannot reflink between these two paths.
 pub fn reflink(base: &Path, dest: &Path) -> Result<bool> {

@@ -13,6 +13,7 @@
 
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -67,6 +68,9 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     /// File that stdout and stderr are appended to.
     pub log: PathBuf,
+    /// Descriptors the child inherits under their own numbers (the parent keeps them
+    /// close-on-exec: only this child gets them).
+    pub inherit: Vec<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// A child process in its own process group, reaped by a watcher task.
@@ -89,27 +93,42 @@ impl ChildProcess {
         let log_err = log
             .try_clone()
             .ctx(|| format!("duplicating log file {}", spec.log.display()))?;
-        let mut child = tokio::process::Command::new(&spec.program)
+        let mut command = tokio::process::Command::new(&spec.program);
+        command
             .args(spec.args.iter().map(OsStr::new))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
             .process_group(0)
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Error::MissingProgram {
-                        program: spec.program.display().to_string(),
-                        hint: "the configured path does not exist".to_string(),
+            .kill_on_drop(false);
+        if !spec.inherit.is_empty() {
+            let fds: Vec<i32> = spec.inherit.iter().map(|f| f.as_raw_fd()).collect();
+            // SAFETY: runs in the child between fork and exec and only calls fcntl, which is
+            // async-signal-safe; the descriptors are open (the spec holds them).
+            unsafe {
+                command.pre_exec(move || {
+                    for &fd in &fds {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
-                } else {
-                    Error::io(
-                        format!("spawning {} ({})", spec.name, spec.program.display()),
-                        e,
-                    )
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::MissingProgram {
+                    program: spec.program.display().to_string(),
+                    hint: "the configured path does not exist".to_string(),
                 }
-            })?;
+            } else {
+                Error::io(
+                    format!("spawning {} ({})", spec.name, spec.program.display()),
+                    e,
+                )
+            }
+        })?;
         let pid = child.id().ok_or_else(|| {
             Error::VmmStart(format!("{} exited before its pid was read", spec.name))
         })?;
@@ -282,6 +301,7 @@ mod tests {
             program: PathBuf::from("/bin/sh"),
             args: vec!["-c".to_string(), script.to_string()],
             log: dir.join("sh.log"),
+            inherit: Vec::new(),
         }
     }
 
@@ -368,6 +388,7 @@ mod tests {
             program: dir.path().join("does-not-exist"),
             args: vec![],
             log: dir.path().join("nope.log"),
+            inherit: Vec::new(),
         };
         assert!(matches!(
             ChildProcess::spawn(&spec),

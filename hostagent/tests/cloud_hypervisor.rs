@@ -122,6 +122,7 @@ async fn start_virtiofsd(program: &Path, shared: &Path, socket: &Path, log: &Pat
             "--sandbox=none".to_string(),
         ],
         log: log.to_path_buf(),
+        inherit: Vec::new(),
     })
     .expect("spawn virtiofsd");
     let deadline = Instant::now() + Duration::from_secs(10);

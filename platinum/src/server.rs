@@ -159,7 +159,12 @@ impl Server {
                 )
             })?;
 
-        let engine = Engine::new(config.engine.clone(), store.clone(), host).await?;
+        let mut engine_config = config.engine.clone();
+        // Snapshots and their signing keys live in the data directory.
+        engine_config
+            .data_dir
+            .get_or_insert_with(|| config.data_dir.clone());
+        let engine = Engine::new(engine_config, store.clone(), host).await?;
         let key = engine
             .api_keys()
             .initial(store.as_ref(), &config.data_dir, config.api_key.clone())

@@ -180,6 +180,11 @@ pub enum Request {
         #[serde(default)]
         reboot: bool,
     },
+    /// Take on a new identity after a restore into another sandbox (fork, restore of a
+    /// snapshot): hostname, network address and MAC, and fresh randomness, so copies of one
+    /// memory image neither collide on the network nor share their random number generator's
+    /// state.
+    Reidentify(Identity),
 }
 
 impl Request {
@@ -212,6 +217,7 @@ impl Request {
             Request::ConnectPort { .. } => "connect_port",
             Request::Watch { .. } => "watch",
             Request::Shutdown { .. } => "shutdown",
+            Request::Reidentify(_) => "reidentify",
         }
     }
 }
@@ -233,6 +239,39 @@ pub struct Hello {
     /// User that requests without a `user` run as.
     #[serde(default)]
     pub default_user: Option<String>,
+}
+
+/// A sandbox's identity inside its VM (`reidentify`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Identity {
+    /// Hostname (the sandbox id).
+    pub hostname: String,
+    /// The network interface's new settings; `None` when the VM has no network device.
+    #[serde(default)]
+    pub net: Option<NetIdentity>,
+    /// Bytes the guest mixes into its random pool before forcing a reseed (at most
+    /// [`MAX_IDENTITY_ENTROPY`]).
+    #[serde(default)]
+    pub entropy: Vec<u8>,
+}
+
+/// Most entropy bytes one `reidentify` carries.
+pub const MAX_IDENTITY_ENTROPY: usize = 512;
+
+/// Static IPv4 settings of the sandbox's ethernet interface.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NetIdentity {
+    /// MAC address, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Address.
+    pub addr: std::net::Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Default gateway.
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// Name servers.
+    #[serde(default)]
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 /// Answer to `hello`.

@@ -83,6 +83,29 @@ fn json_message(r: &JsonRejection) -> String {
     }
 }
 
+/// A JSON body that may be left out: no body (or an empty one) is `T::default()`.
+pub struct ApiJsonOrDefault<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJsonOrDefault<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| {
+                ApiError(Error::PayloadTooLarge {
+                    limit: JSON_BODY_LIMIT as u64,
+                })
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ApiJsonOrDefault(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(ApiJsonOrDefault)
+            .map_err(|e| ApiError(Error::InvalidRequest(format!("invalid JSON body: {e}"))))
+    }
+}
+
 /// `Query<T>` whose rejections are typed API errors.
 pub struct ApiQuery<T>(pub T);
 

@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use routes::{exec, files, keys, ports, processes, sandboxes};
+use routes::{exec, files, keys, ports, processes, sandboxes, snapshots};
 
 /// Top-level facts of the document; paths come from the handlers.
 #[derive(OpenApi)]
@@ -42,6 +42,7 @@ use routes::{exec, files, keys, ports, processes, sandboxes};
         (name = "processes", description = "Background processes: re-attach, signal, stdin"),
         (name = "files", description = "Files inside a sandbox"),
         (name = "ports", description = "HTTP and WebSocket to services inside a sandbox"),
+        (name = "snapshots", description = "Signed snapshots, restore, fork, checkpoints and rollback"),
         (name = "keys", description = "API keys: list, create (Platinum or E2B form), revoke, rotate"),
         (name = "system", description = "Server health")
     ),
@@ -119,12 +120,22 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
         .routes(routes!(files::move_path))
         .routes(routes!(files::chmod))
         .routes(routes!(files::chown))
+        .routes(routes!(snapshots::create_snapshot))
+        .routes(routes!(snapshots::list_snapshots))
+        .routes(routes!(snapshots::get_snapshot, snapshots::delete_snapshot))
+        .routes(routes!(snapshots::fork_sandbox))
+        .routes(routes!(
+            snapshots::create_checkpoint,
+            snapshots::list_checkpoints
+        ))
+        .routes(routes!(snapshots::rollback))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(keys::rotate_key))
         .split_for_parts();
     let (open, open_doc) = OpenApiRouter::new()
         .routes(routes!(health))
+        .routes(routes!(snapshots::jwks))
         .split_for_parts();
     doc.merge(open_doc);
     // The port proxy takes any method and a path with slashes, which the routes! macro cannot

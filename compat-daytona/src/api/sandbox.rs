@@ -111,7 +111,7 @@ pub fn state_name(s: SandboxState) -> &'static str {
         SandboxState::Running => "started",
         SandboxState::Paused => "paused",
         SandboxState::Stopping => "stopping",
-        SandboxState::Stopped => "stopped",
+        SandboxState::Stopped | SandboxState::Suspended => "stopped",
         SandboxState::Archived => "archived",
         SandboxState::Error => "error",
         SandboxState::Deleted => "destroyed",
@@ -122,7 +122,10 @@ fn desired_state(s: SandboxState) -> &'static str {
     match s {
         SandboxState::Creating | SandboxState::Starting | SandboxState::Running => "started",
         SandboxState::Paused => "paused",
-        SandboxState::Stopping | SandboxState::Stopped | SandboxState::Error => "stopped",
+        SandboxState::Stopping
+        | SandboxState::Stopped
+        | SandboxState::Suspended
+        | SandboxState::Error => "stopped",
         SandboxState::Archived => "archived",
         SandboxState::Deleted => "destroyed",
     }
@@ -404,11 +407,18 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<CreateSandbox> {
         )));
     }
     let templates: Vec<String> = ctx.engine.templates().into_iter().map(|t| t.name).collect();
+    let mut restore = None;
     let template = match (&req.snapshot, &req.build_info) {
         (Some(_), Some(_)) => {
             return Err(DaytonaError::bad_request(
                 "give either a snapshot or an image (buildInfo), not both",
             ));
+        }
+        // A Daytona snapshot is a template; a name that is none is a Platinum snapshot taken
+        // of a sandbox (`sandbox.create_snapshot`), restored with its memory and disk.
+        (Some(snapshot), None) if !templates.contains(snapshot) => {
+            restore = Some(snapshot.clone());
+            None
         }
         (Some(snapshot), None) => Some(snapshot.clone()),
         (None, Some(build)) => {
@@ -488,6 +498,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<CreateSandbox> {
         internet: req
             .network_block_all
             .and_then(|block| block.then_some(false)),
+        snapshot: restore,
     })
 }
 

@@ -14,10 +14,14 @@
 //! - [`code`]: stateful Python and JavaScript code contexts (the E2B code interpreter's `run_code`).
 //! - [`keys`]: API keys: list, create, revoke, rotate.
 //! - [`lsp`]: language servers: start, stop, open and close documents, symbols, completions.
+//! - [`snapshots`]: signed snapshots and checkpoints: take, list, delete, roll back.
+//! - [`suspend`]: pause to disk (with or without memory); resume goes through `start`.
+//! - [`fork`]: copies of a running sandbox, each restored from one save of it.
 
 pub mod code;
 pub mod exec;
 pub mod files;
+pub mod fork;
 pub mod guest;
 pub mod keys;
 pub mod lsp;
@@ -26,5 +30,7 @@ pub mod sandbox;
 pub mod search;
 pub mod sessions;
 pub mod settings;
+pub mod snapshots;
+pub mod suspend;
 pub mod tokens;
 pub mod watch;

@@ -1,5 +1,6 @@
 //! Sandbox lifecycle commands.
 
+use platinum_hostagent::host::snapshot::{RestoreAs, RestoreVm};
 use platinum_hostagent::host::{CreateVm, VmStatus};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -17,7 +18,7 @@ const MAX_PAIRS: usize = 256;
 /// Metadata keys under this prefix are Platinum's own and refused in what users set.
 pub const RESERVED_METADATA_PREFIX: &str = "platinum.";
 
-fn runtime_info(v: &VmStatus) -> RuntimeInfo {
+pub(crate) fn runtime_info(v: &VmStatus) -> RuntimeInfo {
     RuntimeInfo {
         vmm: wire_name(&v.vmm),
         accel: wire_name(&v.accel),
@@ -94,27 +95,65 @@ pub(crate) fn check_pairs(
 }
 
 impl Engine {
-    /// Creates a sandbox and returns once its VM has booted and its agent answers.
-    pub async fn create_sandbox(&self, req: CreateSandbox) -> Result<Sandbox> {
+    /// Creates a sandbox and returns once its VM has booted (or, with `snapshot`, been restored)
+    /// and its agent answers.
+    pub async fn create_sandbox(&self, mut req: CreateSandbox) -> Result<Sandbox> {
         let cfg = &self.config;
-        let template = req.template.unwrap_or_else(|| cfg.default_template.clone());
+        // A snapshot is checked (signature, hashes, compatibility) before anything is created.
+        let from = match req.snapshot.take() {
+            Some(name) => {
+                let snap = self.get_snapshot(&name).await?;
+                let dir = self.open_snapshot(&snap).await?;
+                Some((snap, dir))
+            }
+            None => None,
+        };
+        let template = match &from {
+            Some((snap, _)) => snap.template.clone(),
+            None => req
+                .template
+                .clone()
+                .unwrap_or_else(|| cfg.default_template.clone()),
+        };
         check_template_name(&template)?;
-        if !self.host.templates().contains(&template) {
+        if from.is_none() && !self.host.templates().contains(&template) {
             return Err(Error::TemplateNotFound(template));
         }
-        let vcpus = req.vcpus.unwrap_or(cfg.default_vcpus);
+        let vcpus = req
+            .vcpus
+            .or(from.as_ref().map(|(s, _)| s.vcpus))
+            .unwrap_or(cfg.default_vcpus);
         if vcpus == 0 || vcpus > cfg.max_vcpus {
             return Err(Error::InvalidRequest(format!(
                 "vcpus must be 1..={}",
                 cfg.max_vcpus
             )));
         }
-        let memory_mib = req.memory_mib.unwrap_or(cfg.default_memory_mib);
+        let memory_mib = req
+            .memory_mib
+            .or(from.as_ref().map(|(s, _)| s.memory_mib))
+            .unwrap_or(cfg.default_memory_mib);
         if !(128..=cfg.max_memory_mib).contains(&memory_mib) {
             return Err(Error::InvalidRequest(format!(
                 "memory_mib must be 128..={}",
                 cfg.max_memory_mib
             )));
+        }
+        if let Some((snap, _)) = &from
+            && (snap.vcpus, snap.memory_mib) != (vcpus, memory_mib)
+        {
+            return Err(Error::InvalidRequest(format!(
+                "snapshot {} restores with {} vCPUs and {} MiB of memory (its memory image is that size); \
+                 asked for {vcpus} vCPUs and {memory_mib} MiB",
+                snap.id, snap.vcpus, snap.memory_mib
+            )));
+        }
+        if let Some((snap, _)) = &from {
+            // The restored processes have the snapshot's environment; new ones get it too,
+            // with what the request sets on top.
+            let mut env = snap.env.clone();
+            env.append(&mut req.env);
+            req.env = env;
         }
         let timeout = match req.timeout_secs {
             None => cfg.default_timeout,
@@ -168,14 +207,33 @@ impl Engine {
         self.store
             .append_event(&sandbox.id, "creating", &serde_json::json!({ "template": template, "vcpus": vcpus, "memory_mib": memory_mib }))
             .await?;
-        let vm = CreateVm {
-            id: sandbox.id.clone(),
-            template,
-            vcpus,
-            memory_mib,
-            env: sandbox.env.clone(),
-            transport: None,
-            internet: req.internet,
+        let vm = match from {
+            None => NewVm::Create(CreateVm {
+                id: sandbox.id.clone(),
+                template,
+                vcpus,
+                memory_mib,
+                env: sandbox.env.clone(),
+                transport: None,
+                internet: req.internet,
+            }),
+            Some((snap, dir)) => {
+                self.store
+                    .append_event(
+                        &sandbox.id,
+                        "restoring",
+                        &serde_json::json!({ "snapshot": snap.id }),
+                    )
+                    .await?;
+                NewVm::Restore(RestoreVm {
+                    id: sandbox.id.clone(),
+                    snapshot_dir: dir,
+                    env: sandbox.env.clone(),
+                    restore_as: RestoreAs::New {
+                        internet: req.internet,
+                    },
+                })
+            }
         };
         let engine = self.arc()?;
         self.detached(
@@ -192,14 +250,18 @@ impl Engine {
 
     /// Boots the VM of a sandbox just inserted as `creating` and moves it to `running`, or tears
     /// everything down and records `error`. Runs on its own task ([`Engine::detached`]).
-    async fn boot_new(
+    pub(crate) async fn boot_new(
         &self,
         mut sandbox: Sandbox,
-        vm: CreateVm,
+        vm: NewVm,
         timeout: Option<Duration>,
     ) -> Result<Sandbox> {
         let _guard = self.lock(&sandbox.id).await;
-        match self.boot_bounded(self.host.create(vm)).await {
+        let booted = match vm {
+            NewVm::Create(vm) => self.boot_bounded(self.host.create(vm)).await,
+            NewVm::Restore(vm) => self.boot_bounded(self.host.restore(vm)).await,
+        };
+        match booted {
             Ok(status) => {
                 sandbox.runtime = Some(runtime_info(&status));
                 // Expiry counts from when the sandbox became usable.
@@ -304,12 +366,22 @@ impl Engine {
         self.store.list_sandboxes(&query).await
     }
 
-    /// Deletes a sandbox: VM, disks and directory are removed; the record stays as `deleted`.
+    /// Deletes a sandbox: VM, disks and directory are removed, with its checkpoints; its named
+    /// snapshots stay (see [`Engine::kill_sandbox_with_snapshots`]). The record stays as
+    /// `deleted`.
     pub async fn kill_sandbox(&self, id: &str) -> Result<()> {
+        self.kill_sandbox_with_snapshots(id, false).await
+    }
+
+    /// [`Engine::kill_sandbox`], removing its named snapshots too when `with_snapshots`.
+    pub async fn kill_sandbox_with_snapshots(&self, id: &str, with_snapshots: bool) -> Result<()> {
         self.load(id).await?;
         let guard = self.lock(id).await;
         let mut s = self.load(id).await?;
         self.host.destroy(id).await?;
+        if self.config.data_dir.is_some() {
+            self.discard_snapshots_of(id, with_snapshots).await?;
+        }
         s.error = None;
         self.transition(&mut s, SandboxState::Deleted, serde_json::json!({}))
             .await?;
@@ -329,11 +401,19 @@ impl Engine {
         Ok(s)
     }
 
-    /// Resumes a paused sandbox.
+    /// Resumes a paused sandbox: restarts its vCPUs, or restores it from disk when it was
+    /// paused to disk (`suspended`).
     pub async fn resume_sandbox(&self, id: &str) -> Result<Sandbox> {
+        if self.load(id).await?.state == SandboxState::Suspended {
+            return self.start_sandbox(id).await;
+        }
         let _g = self.lock(id).await;
         let mut s = self.load(id).await?;
-        require(&s, "resume", &[SandboxState::Paused])?;
+        require(
+            &s,
+            "resume",
+            &[SandboxState::Paused, SandboxState::Suspended],
+        )?;
         self.host.resume(id).await?;
         s.last_activity_at = OffsetDateTime::now_utc();
         self.transition(&mut s, SandboxState::Running, serde_json::json!({}))
@@ -372,8 +452,12 @@ impl Engine {
                 SandboxState::Stopped,
                 SandboxState::Archived,
                 SandboxState::Error,
+                SandboxState::Suspended,
             ],
         )?;
+        // Paused to disk with its memory: restore from the checked image (a refused one leaves
+        // the sandbox suspended).
+        let image = self.checked_suspend_image(&s).await?;
         {
             let _admission = self.admission.lock().await;
             self.admit(&s).await?;
@@ -384,17 +468,31 @@ impl Engine {
         self.detached(
             async move {
                 let _guard = guard;
-                match engine.boot_bounded(engine.host.start(&s.id)).await {
+                let booted = match &image {
+                    None => engine.boot_bounded(engine.host.start(&s.id)).await,
+                    Some((_, dir)) => {
+                        let restore = RestoreVm {
+                            id: s.id.clone(),
+                            snapshot_dir: dir.clone(),
+                            env: s.env.clone(),
+                            restore_as: RestoreAs::Same,
+                        };
+                        engine.boot_bounded(engine.host.restore(restore)).await
+                    }
+                };
+                match booted {
                     Ok(status) => {
                         s.runtime = Some(runtime_info(&status));
                         s.error = None;
                         s.last_activity_at = OffsetDateTime::now_utc();
+                        let mut detail = serde_json::json!({ "boot_ms": status.boot_ms });
+                        if let Some((snap, _)) = &image {
+                            detail["restored_from"] = snap.id.clone().into();
+                            // Used up: the sandbox runs on from it.
+                            engine.discard_snapshot(&snap.id).await;
+                        }
                         engine
-                            .transition(
-                                &mut s,
-                                SandboxState::Running,
-                                serde_json::json!({ "boot_ms": status.boot_ms }),
-                            )
+                            .transition(&mut s, SandboxState::Running, detail)
                             .await?;
                         Ok(s)
                     }
@@ -482,6 +580,14 @@ impl Engine {
             })
             .collect())
     }
+}
+
+/// How a new sandbox's VM comes to be.
+pub(crate) enum NewVm {
+    /// Booted from a template.
+    Create(CreateVm),
+    /// Restored from a checked snapshot (a restore or a fork).
+    Restore(RestoreVm),
 }
 
 /// Fails with `invalid_state` unless the sandbox is in one of `allowed`.

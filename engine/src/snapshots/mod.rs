@@ -1,15 +1,19 @@
-//! Signed snapshots: the integrity layer every snapshot, pause-to-disk, fork and checkpoint will
-//! stand on (the commands that take and restore them come next).
+//! Signed snapshots: the integrity layer every snapshot, pause to disk and checkpoint stands on
+//! (the commands that take and restore them are in `commands/snapshots.rs`).
 //!
 //! - [`manifest`]: what a snapshot holds — its identity, where it was taken (VMM, accelerator,
 //!   CPU) and the size and BLAKE3 hash of every file — and the check of a snapshot directory
 //!   against it.
+//! - [`dir`]: a snapshot directory: sealing it (hash, sign) and opening it (every check).
+//! - [`compat`]: whether this host can restore a snapshot (VMM and version, accelerator, CPU).
 //! - [`signing`]: the Ed25519 keys that sign manifests (kept in the data directory, rotated,
 //!   retired) and their public half as a JWKS (RFC 8037).
 //!
 //! A snapshot is restored only after its signature and then every file's size and hash check
 //! out; anything else is a typed [`SnapshotError`] and nothing of the snapshot is touched.
 
+pub mod compat;
+pub mod dir;
 pub mod manifest;
 pub mod signing;
 
@@ -26,6 +30,9 @@ pub enum SnapshotError {
     /// Signed by a key this server does not know, or one that was retired.
     #[error("snapshot key unknown: {0}")]
     KeyUnknown(String),
+    /// Taken where this host cannot restore it; the message says what differs.
+    #[error("snapshot incompatible with this host: {0}")]
+    Incompatible(String),
     /// Reading or writing the snapshot or the keys failed.
     #[error("snapshot i/o: {0}")]
     Io(String),
@@ -38,7 +45,20 @@ impl SnapshotError {
             SnapshotError::SignatureInvalid(_) => "snapshot_signature_invalid",
             SnapshotError::Corrupt(_) => "snapshot_corrupt",
             SnapshotError::KeyUnknown(_) => "snapshot_key_unknown",
+            SnapshotError::Incompatible(_) => "snapshot_incompatible",
             SnapshotError::Io(_) => "snapshot_io",
+        }
+    }
+
+    /// The engine code front ends see (reading or writing a snapshot failing is `internal`).
+    pub fn error_code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
+        match self {
+            SnapshotError::SignatureInvalid(_) => ErrorCode::SnapshotSignatureInvalid,
+            SnapshotError::Corrupt(_) => ErrorCode::SnapshotCorrupt,
+            SnapshotError::KeyUnknown(_) => ErrorCode::SnapshotKeyUnknown,
+            SnapshotError::Incompatible(_) => ErrorCode::SnapshotIncompatible,
+            SnapshotError::Io(_) => ErrorCode::Internal,
         }
     }
 }

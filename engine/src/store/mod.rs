@@ -10,7 +10,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::model::{ListQuery, Page, Sandbox, SandboxState};
+use crate::model::{ListQuery, Page, Sandbox, SandboxState, Snapshot, SnapshotKind};
 
 /// A stored API key (only its hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,4 +79,26 @@ pub trait Store: Send + Sync {
     ) -> Result<bool>;
     /// Records a key's last use (never moves it backwards).
     async fn touch_api_key(&self, id: &str, at: time::OffsetDateTime) -> Result<()>;
+
+    /// Inserts a snapshot; `ready = false` while its directory is being written.
+    async fn insert_snapshot(&self, snapshot: &Snapshot, ready: bool) -> Result<()>;
+
+    /// Marks a snapshot ready, with its final size and timings.
+    async fn finish_snapshot(&self, snapshot: &Snapshot) -> Result<()>;
+
+    /// A ready snapshot by id or, failing that, by name.
+    async fn get_snapshot(&self, id_or_name: &str) -> Result<Option<Snapshot>>;
+
+    /// Ready snapshots, oldest first, optionally of one sandbox and of one kind.
+    async fn list_snapshots(
+        &self,
+        sandbox_id: Option<&str>,
+        kind: Option<SnapshotKind>,
+    ) -> Result<Vec<Snapshot>>;
+
+    /// Snapshots whose directory was never finished (the server died while writing them).
+    async fn unready_snapshots(&self) -> Result<Vec<Snapshot>>;
+
+    /// Removes a snapshot's row.
+    async fn delete_snapshot(&self, id: &str) -> Result<()>;
 }

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::{ApiKeyRecord, ListQuery, Page, Store};
 use crate::error::{Error, Result};
-use crate::model::{LifecycleRules, Sandbox, SandboxState, TimeoutAction};
+use crate::model::{LifecycleRules, Sandbox, SandboxState, Snapshot, SnapshotKind, TimeoutAction};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -134,6 +134,38 @@ fn row_to_sandbox(row: &sqlx::sqlite::SqliteRow) -> Result<Sandbox> {
 }
 
 /// Cursor = base64("<created_at ms>:<id>") of the last item of a page.
+fn row_to_snapshot(row: &sqlx::sqlite::SqliteRow) -> Result<Snapshot> {
+    let kind: String = row.try_get("kind")?;
+    Ok(Snapshot {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        kind: SnapshotKind::parse(&kind)
+            .ok_or_else(|| Error::Store(format!("unknown snapshot kind {kind:?}")))?,
+        sandbox_id: row.try_get("sandbox_id")?,
+        template: row.try_get("template")?,
+        vcpus: row.try_get::<i64, _>("vcpus")? as u32,
+        memory_mib: row.try_get::<i64, _>("memory_mib")? as u32,
+        size_bytes: row.try_get::<i64, _>("size_bytes")?.max(0) as u64,
+        created_at: from_ms(row.try_get("created_at")?),
+        vmm: row.try_get("vmm")?,
+        accel: row.try_get("accel")?,
+        key_id: row.try_get("key_id")?,
+        timings: parse_json(&row.try_get::<String, _>("timings")?, "timings")?,
+        env: parse_json(&row.try_get::<String, _>("env")?, "env")?,
+        metadata: parse_json(&row.try_get::<String, _>("metadata")?, "metadata")?,
+    })
+}
+
+/// A second snapshot with a taken name trips the unique index.
+fn snapshot_name_conflict(e: sqlx::Error, name: Option<&str>) -> Error {
+    match (e.as_database_error(), name) {
+        (Some(db), Some(name)) if db.is_unique_violation() => {
+            Error::Conflict(format!("a snapshot named {name:?} already exists"))
+        }
+        _ => e.into(),
+    }
+}
+
 fn encode_cursor(s: &Sandbox) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
         "{}:{}",
@@ -458,6 +490,98 @@ impl Store for SqliteStore {
         .await?;
         Ok(())
     }
+
+    async fn insert_snapshot(&self, snap: &Snapshot, ready: bool) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO snapshots (id, name, kind, sandbox_id, template, vcpus, memory_mib, size_bytes, \
+             created_at, vmm, accel, key_id, timings, env, metadata, ready) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&snap.id)
+        .bind(&snap.name)
+        .bind(snap.kind.as_str())
+        .bind(&snap.sandbox_id)
+        .bind(&snap.template)
+        .bind(i64::from(snap.vcpus))
+        .bind(i64::from(snap.memory_mib))
+        .bind(snap.size_bytes.min(i64::MAX as u64) as i64)
+        .bind(ms(snap.created_at))
+        .bind(&snap.vmm)
+        .bind(&snap.accel)
+        .bind(&snap.key_id)
+        .bind(json(&snap.timings)?)
+        .bind(json(&snap.env)?)
+        .bind(json(&snap.metadata)?)
+        .bind(ready)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| snapshot_name_conflict(e, snap.name.as_deref()))?;
+        Ok(())
+    }
+
+    async fn finish_snapshot(&self, snap: &Snapshot) -> Result<()> {
+        sqlx::query(
+            "UPDATE snapshots SET size_bytes = ?, timings = ?, key_id = ?, ready = 1 WHERE id = ?",
+        )
+        .bind(snap.size_bytes.min(i64::MAX as u64) as i64)
+        .bind(json(&snap.timings)?)
+        .bind(&snap.key_id)
+        .bind(&snap.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_snapshot(&self, id_or_name: &str) -> Result<Option<Snapshot>> {
+        sqlx::query(
+            "SELECT * FROM snapshots WHERE ready = 1 AND (id = ? OR name = ?) \
+             ORDER BY (id = ?) DESC LIMIT 1",
+        )
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| row_to_snapshot(&r))
+        .transpose()
+    }
+
+    async fn list_snapshots(
+        &self,
+        sandbox_id: Option<&str>,
+        kind: Option<SnapshotKind>,
+    ) -> Result<Vec<Snapshot>> {
+        sqlx::query(
+            "SELECT * FROM snapshots WHERE ready = 1 AND (? IS NULL OR sandbox_id = ?) \
+             AND (? IS NULL OR kind = ?) ORDER BY created_at, id",
+        )
+        .bind(sandbox_id)
+        .bind(sandbox_id)
+        .bind(kind.map(SnapshotKind::as_str))
+        .bind(kind.map(SnapshotKind::as_str))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(row_to_snapshot)
+        .collect()
+    }
+
+    async fn unready_snapshots(&self) -> Result<Vec<Snapshot>> {
+        sqlx::query("SELECT * FROM snapshots WHERE ready = 0")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(row_to_snapshot)
+            .collect()
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM snapshots WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
 
 fn insert_api_key_query(key: &ApiKeyRecord) -> SqliteQuery<'_> {
@@ -501,6 +625,80 @@ mod tests {
             error: None,
             runtime: None,
         }
+    }
+
+    #[tokio::test]
+    async fn snapshots_are_listed_only_once_ready_and_names_are_unique() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let mut snap = Snapshot {
+            id: "snapaaaa".into(),
+            name: Some("golden".into()),
+            kind: SnapshotKind::Snapshot,
+            sandbox_id: "sbx1".into(),
+            template: "base".into(),
+            vcpus: 2,
+            memory_mib: 512,
+            size_bytes: 0,
+            created_at: from_ms(1_000),
+            vmm: "qemu 10.0.2".into(),
+            accel: "tcg".into(),
+            key_id: String::new(),
+            timings: Default::default(),
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            metadata: BTreeMap::new(),
+        };
+        store.insert_snapshot(&snap, false).await.unwrap();
+        assert!(store.get_snapshot("golden").await.unwrap().is_none());
+        assert_eq!(store.unready_snapshots().await.unwrap().len(), 1);
+        snap.size_bytes = 42;
+        snap.key_id = "kid".into();
+        snap.timings.total_ms = 7;
+        store.finish_snapshot(&snap).await.unwrap();
+        assert_eq!(
+            store.get_snapshot("golden").await.unwrap(),
+            Some(snap.clone())
+        );
+        assert_eq!(
+            store.get_snapshot("snapaaaa").await.unwrap(),
+            Some(snap.clone())
+        );
+        assert!(store.unready_snapshots().await.unwrap().is_empty());
+
+        let mut ckpt = snap.clone();
+        ckpt.id = "ckptbbbb".into();
+        ckpt.name = None;
+        ckpt.kind = SnapshotKind::Checkpoint;
+        store.insert_snapshot(&ckpt, true).await.unwrap();
+        let mut dup = snap.clone();
+        dup.id = "snapcccc".into();
+        assert!(matches!(
+            store.insert_snapshot(&dup, true).await,
+            Err(Error::Conflict(_))
+        ));
+        assert_eq!(
+            store
+                .list_snapshots(Some("sbx1"), None)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            store
+                .list_snapshots(None, Some(SnapshotKind::Checkpoint))
+                .await
+                .unwrap(),
+            vec![ckpt]
+        );
+        store.delete_snapshot("snapaaaa").await.unwrap();
+        assert!(
+            store
+                .list_snapshots(Some("other"), None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.list_snapshots(None, None).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

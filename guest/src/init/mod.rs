@@ -16,7 +16,7 @@
 pub mod cmdline;
 mod modules;
 mod mounts;
-mod net;
+pub(crate) mod net;
 pub mod power;
 mod switch_root;
 

@@ -42,7 +42,42 @@ pub fn configure(params: &super::cmdline::NetParams) -> std::io::Result<String> 
         SockFlag::SOCK_CLOEXEC,
         None,
     )?;
+    apply(sock.as_raw_fd(), &name, params)?;
+    Ok(name)
+}
+
+/// Moves the first ethernet interface to another MAC and address (a restored copy of another
+/// sandbox's memory takes on its own identity), then applies `params` as at boot. The old
+/// default route goes with the old address; adding it again is allowed to find it present.
+pub fn reconfigure(mac: [u8; 6], params: &super::cmdline::NetParams) -> std::io::Result<String> {
+    let name = first_ethernet()?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     let fd = sock.as_raw_fd();
+    let mut req = ifreq_for(&name);
+    // SAFETY: `sockaddr` is plain old data; the kernel reads the family and the first six bytes.
+    let mut hw: libc::sockaddr = unsafe { std::mem::zeroed() };
+    hw.sa_family = libc::ARPHRD_ETHER;
+    for (dst, src) in hw.sa_data.iter_mut().zip(mac) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_hwaddr = hw;
+    // SAFETY: SIOCSIFHWADDR reads one `ifreq` that lives for the call (virtio-net allows a live
+    // address change).
+    if unsafe { libc::ioctl(fd, libc::SIOCSIFHWADDR, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    apply(fd, &name, params)?;
+    Ok(name)
+}
+
+/// Address, netmask, up, default route and resolvers of interface `name`.
+fn apply(fd: i32, name: &str, params: &super::cmdline::NetParams) -> std::io::Result<()> {
+    let name = name.to_string();
     let mask = if params.prefix == 0 {
         0
     } else {
@@ -57,7 +92,10 @@ pub fn configure(params: &super::cmdline::NetParams) -> std::io::Result<String> 
     )?;
     set_up(fd, &name)?;
     if let Some(gw) = params.gateway {
-        add_default_route(fd, gw)?;
+        match add_default_route(fd, gw) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            other => other?,
+        }
     }
     if !params.dns.is_empty() {
         let conf: String = params
@@ -67,7 +105,7 @@ pub fn configure(params: &super::cmdline::NetParams) -> std::io::Result<String> 
             .collect();
         std::fs::write("/etc/resolv.conf", conf)?;
     }
-    Ok(name)
+    Ok(())
 }
 
 /// The first interface in `/sys/class/net` that is not loopback (virtio-net is `eth0`).

@@ -279,6 +279,13 @@ impl GuestClient {
             .map(drop)
     }
 
+    /// Gives a restored copy its own identity (hostname, MAC and address, reseeded RNG).
+    pub async fn reidentify(&self, identity: platinum_protocol::Identity) -> Result<()> {
+        self.call_timed::<serde_json::Value>(&Request::Reidentify(identity))
+            .await
+            .map(drop)
+    }
+
     /// Asks the guest to power off. Returns once the agent acknowledged.
     pub async fn shutdown_guest(&self, reboot: bool) -> Result<()> {
         self.call_timed::<serde_json::Value>(&Request::Shutdown { reboot })

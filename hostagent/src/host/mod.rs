@@ -5,16 +5,20 @@
 //! implementation today. Multi-host mode, where a remote implementation would forward the same
 //! calls to a host agent on another machine, is planned, not yet written.
 
+pub mod cpu;
 pub mod local;
+pub mod snapshot;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::Path;
 use tokio::sync::broadcast;
 
 use crate::error::Result;
 use crate::guest::GuestClient;
 use crate::vmm::{Accel, TransportKind, VmExit, VmmKind};
+use snapshot::{AfterSave, RestoreVm, SaveReport};
 
 /// What a host is and how it runs VMs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +35,13 @@ pub struct HostInfo {
     pub transport: TransportKind,
     /// Sandbox networking: `None` when available, else why not.
     pub network_unavailable: Option<String>,
+    /// The VMM's version (`10.0.2`, `53.0.0`): snapshots restore only into the same one.
+    pub vmm_version: String,
+    /// The host CPU's model name (`/proc/cpuinfo`).
+    pub cpu_model: String,
+    /// The host CPU's feature flags, sorted: a KVM snapshot may use any of them, so it restores
+    /// only where all are present.
+    pub cpu_flags: Vec<String>,
 }
 
 /// Parameters of a new VM.
@@ -141,6 +152,15 @@ pub trait HostAgent: Send + Sync {
 
     /// Restarts the vCPUs and re-syncs the guest clock.
     async fn resume(&self, id: &str) -> Result<()>;
+
+    /// Writes the VM's full state (device state, memory, disks, [`snapshot::HOST_FILE`]) into
+    /// `dir`, which exists and is empty, then lets it go on or exit ([`AfterSave`]).
+    async fn save(&self, id: &str, dir: &Path, then: AfterSave) -> Result<SaveReport>;
+
+    /// Boots a VM from a directory [`HostAgent::save`] wrote and waits for its guest agent. The
+    /// caller has checked the directory (signature, hashes, compatibility): the host reads it as
+    /// it is.
+    async fn restore(&self, req: RestoreVm) -> Result<VmStatus>;
 
     /// Removes everything of the VM: processes, sockets, disks, directory. Idempotent.
     async fn destroy(&self, id: &str) -> Result<()>;

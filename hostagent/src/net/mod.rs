@@ -89,6 +89,17 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The guest's side of the lease, for `reidentify`.
+    pub fn identity(&self) -> platinum_protocol::NetIdentity {
+        platinum_protocol::NetIdentity {
+            mac: self.mac.clone(),
+            addr: self.ip,
+            prefix: self.prefix,
+            gateway: Some(self.gateway),
+            dns: self.dns.clone(),
+        }
+    }
+
     /// Kernel command line parameters the guest agent reads.
     pub fn cmdline(&self) -> String {
         let mut s = format!(

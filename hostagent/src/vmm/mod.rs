@@ -235,6 +235,9 @@ pub trait Vmm: Send + Sync {
     /// The accelerator VMs of this driver get on this host.
     fn accel(&self) -> Accel;
 
+    /// The VMM's version (`10.0.2`): a snapshot restores only into the version that wrote it.
+    fn version(&self) -> String;
+
     /// Starts a VM and returns once the VMM reports it running (not once the guest has booted).
     async fn boot(&self, spec: &VmSpec) -> Result<Arc<dyn Vm>>;
 

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod ports;
 pub mod processes;
 pub mod sandboxes;
+pub mod snapshots;
 
 use serde::Deserialize;
 use utoipa::IntoParams;

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use platinum_engine::model::ListQuery;
-use platinum_engine::model::{CreateSandbox, Sandbox, SandboxMetrics, SandboxState};
+use platinum_engine::model::{CreateSandbox, PauseRequest, Sandbox, SandboxMetrics, SandboxState};
 use platinum_engine::{Engine, Error};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::SandboxPath;
-use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiJsonOrDefault, ApiQuery, ApiResult, ErrorBody};
 
 /// A page of sandboxes.
 #[derive(Debug, Serialize, ToSchema)]
@@ -77,14 +77,18 @@ pub struct SandboxEvent {
 /// Create a sandbox.
 ///
 /// Boots a microVM from the template and returns once its guest agent answers. Every field is
-/// optional: `{}` gives the `base` template with 2 vCPUs, 1024 MiB and a 300 s timeout.
+/// optional: `{}` gives the `base` template with 2 vCPUs, 1024 MiB and a 300 s timeout. With
+/// `snapshot`, the sandbox is restored from that snapshot instead (its memory, processes and
+/// disk), after its signature and every file's hash are checked.
 #[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes", operation_id = "createSandbox",
     request_body = CreateSandbox,
     responses(
         (status = 201, description = "Created and running", body = Sandbox),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 404, description = "Unknown template", body = ErrorBody),
+        (status = 404, description = "Unknown template or snapshot", body = ErrorBody),
+        (status = 409, description = "The snapshot was taken where this host cannot restore it (`snapshot_incompatible`)", body = ErrorBody),
+        (status = 422, description = "The snapshot failed its checks (`snapshot_signature_invalid`, `snapshot_corrupt`, `snapshot_key_unknown`)", body = ErrorBody),
         (status = 502, description = "The VM failed to boot", body = ErrorBody),
         (status = 503, description = "No capacity", body = ErrorBody)))]
 pub async fn create_sandbox(
@@ -166,7 +170,7 @@ pub async fn get_sandbox(
 
 /// Delete a sandbox: its VM, disk and directory are removed.
 #[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes", operation_id = "deleteSandbox",
-    params(SandboxPath),
+    params(SandboxPath, DeleteParams),
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
@@ -174,34 +178,60 @@ pub async fn get_sandbox(
 pub async fn delete_sandbox(
     State(engine): State<Arc<Engine>>,
     Path(p): Path<SandboxPath>,
+    ApiQuery(q): ApiQuery<DeleteParams>,
 ) -> ApiResult<StatusCode> {
-    engine.kill_sandbox(&p.id).await?;
+    engine
+        .kill_sandbox_with_snapshots(&p.id, q.delete_snapshots.unwrap_or(false))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Pause a running sandbox (vCPUs stop, memory is kept).
+/// Options of a delete.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteParams {
+    /// Also delete the sandbox's named snapshots (default `false`: they stay restorable). Its
+    /// checkpoints always go with it.
+    pub delete_snapshots: Option<bool>,
+}
+
+/// Pause a sandbox.
+///
+/// Without a body (or `{}`): the vCPUs stop and the VM stays in memory (`paused`; resume is
+/// instant). `{"memory": true}`: pause to disk: memory, processes and disk go into a signed
+/// snapshot and the VM process exits, freeing its RAM (`suspended`); resume restores it with the
+/// same id and address, processes where they were. `{"memory": false}`: only the disk is kept and
+/// resume boots it again.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/pause", tag = "sandboxes", operation_id = "pauseSandbox",
     params(SandboxPath),
+    request_body(content = Option<PauseRequest>, description = "How to pause (optional)"),
     responses(
         (status = 200, description = "Paused", body = Sandbox),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such sandbox", body = ErrorBody),
-        (status = 409, description = "Not running", body = ErrorBody)))]
+        (status = 409, description = "Not running", body = ErrorBody),
+        (status = 507, description = "No space left on the host for the snapshot", body = ErrorBody)))]
 pub async fn pause_sandbox(
     State(engine): State<Arc<Engine>>,
     Path(p): Path<SandboxPath>,
+    ApiJsonOrDefault(req): ApiJsonOrDefault<PauseRequest>,
 ) -> ApiResult<Json<Sandbox>> {
-    Ok(Json(engine.pause_sandbox(&p.id).await?))
+    Ok(Json(match req.memory {
+        None => engine.pause_sandbox(&p.id).await?,
+        Some(memory) => engine.suspend_sandbox(&p.id, memory).await?,
+    }))
 }
 
-/// Resume a paused sandbox.
+/// Resume a paused sandbox (restoring it from disk when it was paused to disk, after its
+/// snapshot's signature and hashes are checked; a refused snapshot leaves it `suspended`).
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/resume", tag = "sandboxes", operation_id = "resumeSandbox",
     params(SandboxPath),
     responses(
         (status = 200, description = "Running again", body = Sandbox),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such sandbox", body = ErrorBody),
-        (status = 409, description = "Not paused", body = ErrorBody)))]
+        (status = 409, description = "Not paused, or its snapshot is incompatible with this host", body = ErrorBody),
+        (status = 422, description = "Its snapshot failed its checks", body = ErrorBody)))]
 pub async fn resume_sandbox(
     State(engine): State<Arc<Engine>>,
     Path(p): Path<SandboxPath>,

@@ -271,6 +271,7 @@ impl CloudHypervisorVmm {
             program: self.binary.clone(),
             args: config::command_line(&paths),
             log: paths.log.clone(),
+            inherit: Vec::new(),
         };
         let process = Arc::new(ChildProcess::spawn(&process)?);
         let api = ApiClient::new(&paths.api, self.config.api_timeout);
@@ -338,6 +339,10 @@ impl Vmm for CloudHypervisorVmm {
 
     fn accel(&self) -> Accel {
         Accel::Kvm
+    }
+
+    fn version(&self) -> String {
+        format!("{}.{}", self.version.major, self.version.minor)
     }
 
     async fn boot(&self, spec: &VmSpec) -> Result<Arc<dyn Vm>> {

@@ -52,6 +52,47 @@ pub fn run_unprivileged(args: &mut Vec<String>, id: u32) {
     args.push(format!("user={id}:{id}"));
 }
 
+/// A disk handed to QEMU as descriptors instead of a path: one open read-write and one
+/// read-only in fd set `set`, so a QEMU that dropped its privileges can still reopen the image
+/// with either access mode (the block layer does when a migration inactivates and reactivates
+/// it) without being able to open any path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskFds {
+    /// The fd set (`/dev/fdset/<set>`).
+    pub set: u32,
+    /// The read-write descriptor (`None` for a read-only disk).
+    pub rw: Option<i32>,
+    /// The read-only descriptor.
+    pub ro: i32,
+}
+
+/// Points each drive of `spec` at its fd set (`file=/dev/fdset/N`) and adds the `-add-fd`
+/// arguments; `fds` is in `spec.disks`' order.
+pub fn use_disk_fds(args: &mut Vec<String>, spec: &VmSpec, fds: &[DiskFds]) {
+    for (disk, fd) in spec.disks.iter().zip(fds) {
+        let from = format!("id={},file={},", disk.id, disk.path.display());
+        // Image locking is off: QEMU's locks live on open file descriptions, and the set's
+        // two descriptions (kept open by the set) would lock each other out when a migration
+        // moves the image from one to the other. Every sandbox has its own disk file, which
+        // only its own QEMU opens.
+        let to = format!(
+            "id={},file=/dev/fdset/{},file.locking=off,",
+            disk.id, fd.set
+        );
+        for a in args.iter_mut() {
+            if a.starts_with(&from) {
+                *a = a.replacen(&from, &to, 1);
+            }
+        }
+        for (desc, raw) in [("rw", fd.rw), ("ro", Some(fd.ro))] {
+            if let Some(raw) = raw {
+                args.push("-add-fd".to_string());
+                args.push(format!("fd={raw},set={},opaque={}-{desc}", fd.set, disk.id));
+            }
+        }
+    }
+}
+
 /// Builds QEMU's arguments (without the program name). `paths` must come from validating
 /// `spec`, which also guarantees every path is UTF-8 without commas. `incoming` adds
 /// `-incoming defer` for a restore; a boot gets `-S` (the driver `cont`s once the console

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::accel::{self, AccelChoice};
 use crate::console;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::process::{ChildProcess, ProcessSpec, find_in_path};
 use crate::vmm::{
     Accel, GuestEndpoint, TransportKind, Vm, VmInfo, VmSpec, Vmm, VmmKind, manifest, spec,
@@ -65,9 +65,8 @@ pub struct QemuConfig {
     /// Bound on saving or loading a snapshot.
     pub snapshot_timeout: Duration,
     /// When this process is root, boot QEMU so that it drops to a uid of its own per sandbox
-    /// ([`cmdline::unprivileged_id`]) before the guest runs. Restores (which read the
-    /// snapshot after the drop) and snapshots (which write it) keep root until snapshot files
-    /// are handed to QEMU as file descriptors.
+    /// ([`cmdline::unprivileged_id`]) before the guest runs. Restored VMs too: snapshots are
+    /// written and read through descriptors the host opens and hands over (`getfd`).
     pub unprivileged: bool,
 }
 
@@ -93,6 +92,8 @@ pub struct QemuVmm {
     accel: AccelChoice,
     /// Kernel arguments that give TCG guests a real clock ([`super::tsc`]).
     tcg_clock: Option<&'static str>,
+    /// `qemu-system-x86_64 --version`'s number (`10.0.2`), or `unknown`.
+    version: String,
     config: QemuConfig,
 }
 
@@ -124,12 +125,14 @@ impl QemuVmm {
             Accel::Tcg => super::tsc::tcg_clock_args(),
             Accel::Kvm => None,
         };
-        info!(qemu = %qemu.display(), accel = ?accel.accel, reason = %accel.reason, ?tcg_clock, "QEMU driver ready");
+        let version = qemu_version(&qemu);
+        info!(qemu = %qemu.display(), %version, accel = ?accel.accel, reason = %accel.reason, ?tcg_clock, "QEMU driver ready");
         Ok(QemuVmm {
             qemu,
             vhost_device_vsock,
             accel,
             tcg_clock,
+            version,
             config,
         })
     }
@@ -260,14 +263,21 @@ impl QemuVmm {
         };
 
         let mut args = cmdline::build(spec, &paths, self.accel.accel, self.tcg_clock, incoming);
-        if self.config.unprivileged && !incoming && nix::unistd::geteuid().is_root() {
+        let mut inherit = Vec::new();
+        if self.config.unprivileged && nix::unistd::geteuid().is_root() {
             cmdline::run_unprivileged(&mut args, cmdline::unprivileged_id(&spec.id));
+            // Disks as descriptors: after the drop QEMU can reopen them (a migration does)
+            // but open no path.
+            let (fds, held) = open_disk_fds(spec)?;
+            cmdline::use_disk_fds(&mut args, spec, &fds);
+            inherit = held;
         }
         let process = ProcessSpec {
             name: "qemu".to_string(),
             program: self.qemu.clone(),
             args,
             log: paths.qemu_log.clone(),
+            inherit,
         };
         let qemu = match ChildProcess::spawn(&process) {
             Ok(child) => Arc::new(child),
@@ -365,6 +375,10 @@ impl Vmm for QemuVmm {
         self.accel.accel
     }
 
+    fn version(&self) -> String {
+        self.version.clone()
+    }
+
     async fn boot(&self, spec: &VmSpec) -> Result<Arc<dyn Vm>> {
         Ok(self.boot_vm(spec).await?)
     }
@@ -445,4 +459,67 @@ mod tests {
             other => panic!("expected MissingProgram, got {other:?}"),
         }
     }
+}
+
+/// The number in `QEMU emulator version 10.0.2 (Debian ...)`, or `unknown`.
+fn qemu_version(qemu: &Path) -> String {
+    std::process::Command::new(qemu)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| parse_qemu_version(&String::from_utf8_lossy(&out.stdout)))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn parse_qemu_version(text: &str) -> Option<String> {
+    let rest = text.lines().next()?.split("version ").nth(1)?;
+    rest.split_whitespace().next().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod version_tests {
+    #[test]
+    fn reads_the_version_number() {
+        assert_eq!(
+            super::parse_qemu_version(
+                "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright"
+            )
+            .as_deref(),
+            Some("10.0.2")
+        );
+        assert_eq!(super::parse_qemu_version("nonsense"), None);
+    }
+}
+
+/// Opens every disk of `spec` read-write (unless read-only) and read-only, for
+/// [`cmdline::use_disk_fds`]; returns the fd sets and the descriptors to keep open until QEMU
+/// has them.
+fn open_disk_fds(spec: &VmSpec) -> Result<(Vec<cmdline::DiskFds>, Vec<Arc<std::os::fd::OwnedFd>>)> {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let mut sets = Vec::new();
+    let mut held = Vec::new();
+    for (i, disk) in spec.disks.iter().enumerate() {
+        let open = |write: bool| -> Result<Arc<OwnedFd>> {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(write)
+                .open(&disk.path)
+                .ctx(|| format!("opening disk {}", disk.path.display()))?;
+            Ok(Arc::new(OwnedFd::from(file)))
+        };
+        let ro = open(false)?;
+        let rw = if disk.readonly {
+            None
+        } else {
+            Some(open(true)?)
+        };
+        sets.push(cmdline::DiskFds {
+            set: i as u32 + 1,
+            rw: rw.as_ref().map(|f| f.as_raw_fd()),
+            ro: ro.as_raw_fd(),
+        });
+        held.push(ro);
+        held.extend(rw);
+    }
+    Ok((sets, held))
 }

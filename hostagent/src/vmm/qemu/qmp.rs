@@ -19,6 +19,7 @@
 //! for all pending commands; its generated crate also adds about 1.5 CPU-minutes to a clean
 //! build. The handful of commands the driver needs fit in this module.
 
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -244,18 +245,44 @@ impl Qmp {
         self.execute("query-migrate", None).await
     }
 
+    /// Hands QEMU a file descriptor named `name` (`getfd`, the descriptor travels as
+    /// `SCM_RIGHTS` with the command), for commands that take `fd:<name>`. A QEMU that dropped
+    /// its privileges can open no new path, but it can use what it is given.
+    pub async fn pass_fd(&self, name: &str, fd: BorrowedFd<'_>) -> Result<()> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request = json!({ "execute": "getfd", "arguments": { "fdname": name }, "id": id });
+        tokio::time::timeout(self.timeout, self.exchange("getfd", id, &request, Some(fd)))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "QMP `getfd`".to_string(),
+                seconds: self.timeout.as_secs(),
+            })?
+            .map(drop)
+    }
+
     async fn round_trip(&self, command: &str, id: u64, request: &Value) -> Result<Value> {
+        self.exchange(command, id, request, None).await
+    }
+
+    async fn exchange(
+        &self,
+        command: &str,
+        id: u64,
+        request: &Value,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<Value> {
         let mut conn = self.conn.lock().await;
         let mut line = request.to_string();
         line.push('\n');
         trace!(%line, "QMP send");
-        conn.writer
-            .write_all(line.as_bytes())
-            .await
-            .map_err(|e| Error::VmmControl {
-                request: command.to_string(),
-                message: format!("writing to QMP: {e}"),
-            })?;
+        let written = match fd {
+            None => conn.writer.write_all(line.as_bytes()).await,
+            Some(fd) => send_with_fd(conn.writer.as_ref(), line.as_bytes(), fd).await,
+        };
+        written.map_err(|e| Error::VmmControl {
+            request: command.to_string(),
+            message: format!("writing to QMP: {e}"),
+        })?;
         loop {
             match read_message(&mut conn.reader, command).await? {
                 Message::Return {
@@ -276,6 +303,41 @@ impl Qmp {
                 Message::Event { name, data } => debug!(event = %name, %data, "QMP event"),
                 other => debug!(?other, "skipping QMP reply that is not ours"),
             }
+        }
+    }
+}
+
+/// Writes `bytes` with `fd` attached (`SCM_RIGHTS`); the whole line goes in one `sendmsg` or
+/// the call fails (a QMP line is far below a socket buffer).
+async fn send_with_fd(
+    stream: &UnixStream,
+    bytes: &[u8],
+    fd: BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fds = [fd.as_raw_fd()];
+    loop {
+        stream.writable().await?;
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            sendmsg::<()>(
+                stream.as_raw_fd(),
+                &[std::io::IoSlice::new(bytes)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(n) if n == bytes.len() => return Ok(()),
+            Ok(n) => {
+                return Err(std::io::Error::other(format!(
+                    "sent {n} of {} bytes with a descriptor",
+                    bytes.len()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
 }

@@ -11,6 +11,8 @@
 //! Disks are not part of the snapshot: the caller copies (reflinks) them while the VM is paused
 //! and points the restore spec at the copies.
 
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,12 +20,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{debug, info};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 
 use super::qmp::{MigrationInfo, Qmp};
 
 /// File holding the migration stream.
 pub const STATE_FILE: &str = "vmstate";
+/// The name QEMU knows the state file's descriptor by (`getfd`, `fd:` URIs).
+const STATE_FD_NAME: &str = "vmstate";
 /// `max-bandwidth` for saving to a file: the 128 MiB/s default would make a 1 GiB save take
 /// seconds for nothing.
 const SAVE_BANDWIDTH: u64 = 100_000_000_000;
@@ -63,7 +67,8 @@ pub fn state_path(dir: &Path) -> PathBuf {
     dir.join(STATE_FILE)
 }
 
-/// Migrates the (paused) VM into `<dir>/vmstate`.
+/// Migrates the (paused) VM into `<dir>/vmstate`. The host creates the file (owner-only) and
+/// hands QEMU its descriptor: a QEMU that runs as its own unprivileged user cannot open paths.
 pub async fn save(qmp: &Qmp, dir: &Path, timeout: Duration) -> Result<MigrationStats> {
     let state = state_path(dir);
     let started = Instant::now();
@@ -72,9 +77,17 @@ pub async fn save(qmp: &Qmp, dir: &Path, timeout: Duration) -> Result<MigrationS
         Some(json!({ "max-bandwidth": SAVE_BANDWIDTH })),
     )
     .await?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&state)
+        .ctx(|| format!("creating {}", state.display()))?;
+    qmp.pass_fd(STATE_FD_NAME, file.as_fd()).await?;
+    drop(file);
     qmp.run(
         "migrate",
-        Some(json!({ "uri": format!("file:{}", state.display()) })),
+        Some(json!({ "uri": format!("fd:{STATE_FD_NAME}") })),
     )
     .await?;
     let info = wait_completed(qmp, "migrate", timeout).await?;
@@ -96,9 +109,12 @@ pub async fn load(qmp: &Qmp, dir: &Path, timeout: Duration) -> Result<MigrationS
         )));
     }
     let started = Instant::now();
+    let file = std::fs::File::open(&state).ctx(|| format!("opening {}", state.display()))?;
+    qmp.pass_fd(STATE_FD_NAME, file.as_fd()).await?;
+    drop(file);
     qmp.run(
         "migrate-incoming",
-        Some(json!({ "uri": format!("file:{}", state.display()) })),
+        Some(json!({ "uri": format!("fd:{STATE_FD_NAME}") })),
     )
     .await?;
     let info = wait_completed(qmp, "migrate-incoming", timeout).await?;

@@ -54,6 +54,7 @@ impl VsockDaemon {
                 ),
             ],
             log: paths.vsock_log.clone(),
+            inherit: Vec::new(),
         };
         let process = ChildProcess::spawn(&spec)?;
         let daemon = VsockDaemon { process };

@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
+mod snapshot;
+
+use super::snapshot::{AfterSave, RestoreVm, SaveReport};
 use super::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
 use crate::console;
 use crate::disk::{CloneMethod, DiskOptions, create_disk};
@@ -79,6 +82,15 @@ impl LocalHostConfig {
             stop_grace: Duration::from_secs(10),
         }
     }
+}
+
+/// Whether a booting VM gets a network device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetPlan {
+    /// As [`CreateVm::internet`] says.
+    Auto(Option<bool>),
+    /// None (a snapshot taken without one must be restored without one).
+    Off,
 }
 
 /// What `sandbox.json` records about a VM.
@@ -149,6 +161,7 @@ impl LocalHost {
                 network.adopt(&id, lease);
             }
         }
+        let (cpu_model, cpu_flags) = super::cpu::describe();
         let info = HostInfo {
             id: nix::unistd::gethostname()
                 .ok()
@@ -159,6 +172,9 @@ impl LocalHost {
             reason,
             transport: config.transport,
             network_unavailable: network.unavailable_reason().map(str::to_owned),
+            vmm_version: vmm.version(),
+            cpu_model,
+            cpu_flags,
         };
         let (events, _) = broadcast::channel(256);
         Ok(Arc::new_cyclic(|me| LocalHost {
@@ -200,6 +216,14 @@ impl LocalHost {
         Ok(self.config.data_dir.join("sandboxes").join(id))
     }
 
+    /// Kernel command line of sandbox `id` without its network parameters.
+    fn base_cmdline(&self, id: &str) -> String {
+        format!(
+            "{} platinum.hostname={id}",
+            kernel_cmdline(self.config.console)
+        )
+    }
+
     fn slot(&self, id: &str) -> Result<Arc<Slot>> {
         self.slots
             .lock()
@@ -230,13 +254,29 @@ impl LocalHost {
         Ok(img)
     }
 
-    /// Boots the VM of `record` and connects to its agent.
-    async fn boot(&self, mut record: VmRecord, internet: Option<bool>) -> Result<VmStatus> {
+    /// Boots the VM of `record` (from its disk, or from a snapshot directory with `from`) and
+    /// connects to its agent.
+    async fn boot(
+        &self,
+        mut record: VmRecord,
+        net: NetPlan,
+        from: Option<&Path>,
+    ) -> Result<VmStatus> {
         let id = record.spec.id.clone();
-        self.plug_network(&mut record, internet).await?;
+        match net {
+            NetPlan::Auto(internet) => self.plug_network(&mut record, internet).await?,
+            NetPlan::Off => {
+                record.spec.net = None;
+                record.spec.cmdline = record.base_cmdline.clone();
+                write_record(&record)?;
+            }
+        }
         let booted = async {
             let started = Instant::now();
-            let vm = self.vmm.boot(&record.spec).await?;
+            let vm = match from {
+                None => self.vmm.boot(&record.spec).await?,
+                Some(dir) => self.vmm.restore(&record.spec, dir).await?,
+            };
             match connect_agent(vm.as_ref(), &record.env, Duration::from_secs(120)).await {
                 Ok(g) => Ok((vm, g, started)),
                 Err(e) => {
@@ -581,6 +621,18 @@ fn write_record(record: &VmRecord) -> Result<()> {
     crate::private_file::write(&path, &json).ctx(|| format!("writing {}", path.display()))
 }
 
+/// Reads `sandbox.json` of sandbox `id` in `dir`.
+fn read_record(dir: &Path, id: &str) -> Result<VmRecord> {
+    let raw = std::fs::read(dir.join("sandbox.json"))
+        .ctx(|| format!("reading {}/sandbox.json", dir.display()))?;
+    let mut record: VmRecord = serde_json::from_slice(&raw)
+        .map_err(|e| Error::Invalid(format!("corrupt sandbox.json of {id}: {e}")))?;
+    if record.base_cmdline.is_empty() {
+        record.base_cmdline = record.spec.cmdline.clone();
+    }
+    Ok(record)
+}
+
 /// The `sandbox.json` records under `sandboxes`, by id (unreadable ones are skipped).
 fn stored_records(sandboxes: &Path) -> Vec<(String, VmRecord)> {
     let Ok(entries) = std::fs::read_dir(sandboxes) else {
@@ -634,11 +686,7 @@ impl HostAgent for LocalHost {
             &self.config.disk,
         )
         .await?;
-        let cmdline = format!(
-            "{} platinum.hostname={}",
-            kernel_cmdline(self.config.console),
-            req.id
-        );
+        let cmdline = self.base_cmdline(&req.id);
         let transport = req.transport.unwrap_or(self.config.transport);
         let spec = VmSpec {
             id: req.id.clone(),
@@ -664,7 +712,7 @@ impl HostAgent for LocalHost {
             base_cmdline,
         };
         write_record(&record)?;
-        self.boot(record, req.internet).await
+        self.boot(record, NetPlan::Auto(req.internet), None).await
     }
 
     async fn start(&self, id: &str) -> Result<VmStatus> {
@@ -675,15 +723,9 @@ impl HostAgent for LocalHost {
                 actual: "running".into(),
             });
         }
-        let raw = std::fs::read(dir.join("sandbox.json"))
-            .ctx(|| format!("reading {}/sandbox.json", dir.display()))?;
-        let mut record: VmRecord = serde_json::from_slice(&raw)
-            .map_err(|e| Error::Invalid(format!("corrupt sandbox.json of {id}: {e}")))?;
-        if record.base_cmdline.is_empty() {
-            record.base_cmdline = record.spec.cmdline.clone();
-        }
+        let record = read_record(&dir, id)?;
         let internet = record.lease.as_ref().map(|l| l.internet);
-        self.boot(record, internet).await
+        self.boot(record, NetPlan::Auto(internet), None).await
     }
 
     async fn stop(&self, id: &str) -> Result<()> {
@@ -726,6 +768,14 @@ impl HostAgent for LocalHost {
         // The guest clock stood still while paused.
         let g = slot_guest(&slot, Duration::from_secs(10)).await?;
         g.keep_clock().await.map(drop)
+    }
+
+    async fn save(&self, id: &str, dir: &Path, then: AfterSave) -> Result<SaveReport> {
+        self.save_vm(id, dir, then).await
+    }
+
+    async fn restore(&self, req: RestoreVm) -> Result<VmStatus> {
+        self.restore_vm(req).await
     }
 
     async fn destroy(&self, id: &str) -> Result<()> {
