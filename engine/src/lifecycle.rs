@@ -48,6 +48,7 @@ async fn sweep(engine: &Arc<Engine>, in_flight: &InFlight) -> crate::error::Resu
         .sandboxes_in_states(&[
             SandboxState::Running,
             SandboxState::Paused,
+            SandboxState::Suspended,
             SandboxState::Stopped,
             SandboxState::Archived,
             SandboxState::Error,
@@ -57,12 +58,8 @@ async fn sweep(engine: &Arc<Engine>, in_flight: &InFlight) -> crate::error::Resu
         .into_iter()
         .filter(|s| s.expires_at.is_some_and(|t| t <= now))
     {
-        // Pausing or stopping is done once; a sandbox that is already down is only ever deleted.
-        let action = match (s.on_timeout, s.state) {
-            (TimeoutAction::Kill, _) => TimeoutAction::Kill,
-            (a, SandboxState::Running) => a,
-            (TimeoutAction::Stop, SandboxState::Paused) => TimeoutAction::Stop,
-            _ => continue,
+        let Some(action) = timeout_action(s.on_timeout, s.state) else {
+            continue;
         };
         if !in_flight
             .lock()
@@ -78,7 +75,8 @@ async fn sweep(engine: &Arc<Engine>, in_flight: &InFlight) -> crate::error::Resu
         tokio::spawn(async move {
             let result = match action {
                 TimeoutAction::Kill => engine.kill_sandbox(&s.id).await,
-                TimeoutAction::Pause => engine.pause_sandbox(&s.id).await.map(drop),
+                // Paused to disk with its memory: the VM's RAM is freed while it waits.
+                TimeoutAction::Pause => engine.suspend_sandbox(&s.id, true).await.map(drop),
                 TimeoutAction::Stop => engine.stop_sandbox(&s.id).await.map(drop),
             };
             if let Err(e) = result {
@@ -88,6 +86,18 @@ async fn sweep(engine: &Arc<Engine>, in_flight: &InFlight) -> crate::error::Resu
         });
     }
     Ok(())
+}
+
+/// What an expired timeout does to a sandbox in `state`: pausing (to disk) or stopping is done
+/// once; a sandbox that is already down is only ever deleted. A sandbox paused in memory is
+/// paused to disk, which frees its RAM.
+fn timeout_action(on_timeout: TimeoutAction, state: SandboxState) -> Option<TimeoutAction> {
+    match (on_timeout, state) {
+        (TimeoutAction::Kill, _) => Some(TimeoutAction::Kill),
+        (a, SandboxState::Running) => Some(a),
+        (TimeoutAction::Stop | TimeoutAction::Pause, SandboxState::Paused) => Some(on_timeout),
+        _ => None,
+    }
 }
 
 /// What a lifecycle rule asks for.
@@ -114,7 +124,7 @@ fn due_rule(
     };
     match s.state {
         SandboxState::Running if passed(rules.stop_after_idle_secs) => Some(RuleAction::Stop),
-        SandboxState::Stopped | SandboxState::Archived
+        SandboxState::Stopped | SandboxState::Archived | SandboxState::Suspended
             if passed(rules.delete_after_stopped_secs) =>
         {
             Some(RuleAction::Delete)
@@ -133,6 +143,7 @@ async fn sweep_rules(engine: &Arc<Engine>, in_flight: &InFlight) -> crate::error
         .store
         .sandboxes_in_states(&[
             SandboxState::Running,
+            SandboxState::Suspended,
             SandboxState::Stopped,
             SandboxState::Archived,
         ])
@@ -242,11 +253,30 @@ mod tests {
             due_rule(&sandbox(SandboxState::Paused), rules, t0, at(1_000_000)),
             None
         );
+        // A sandbox paused to disk counts as stopped for deletion, never for archiving.
+        let suspended = sandbox(SandboxState::Suspended);
+        assert_eq!(due_rule(&suspended, rules, t0, at(599)), None);
+        assert_eq!(
+            due_rule(&suspended, rules, t0, at(600)),
+            Some(RuleAction::Delete)
+        );
         // Huge values never overflow into "due".
         let forever = LifecycleRules {
             stop_after_idle_secs: Some(u64::MAX),
             ..Default::default()
         };
         assert_eq!(due_rule(&running, forever, t0, at(1_000_000)), None);
+    }
+
+    #[test]
+    fn timeouts_pause_to_disk_once_and_only_kill_what_is_down() {
+        use SandboxState as S;
+        use TimeoutAction as A;
+        assert_eq!(timeout_action(A::Pause, S::Running), Some(A::Pause));
+        assert_eq!(timeout_action(A::Pause, S::Paused), Some(A::Pause));
+        assert_eq!(timeout_action(A::Pause, S::Suspended), None);
+        assert_eq!(timeout_action(A::Stop, S::Suspended), None);
+        assert_eq!(timeout_action(A::Kill, S::Suspended), Some(A::Kill));
+        assert_eq!(timeout_action(A::Stop, S::Stopped), None);
     }
 }

@@ -173,6 +173,42 @@ pub struct LifecycleRules {
     pub delete_after_stopped_secs: Option<u64>,
 }
 
+/// A named set of lifecycle rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecyclePreset {
+    /// Never stopped, archived or deleted automatically.
+    Persistent,
+    /// Stopped after 15 minutes idle, archived after 7 days stopped, deleted 30 days later.
+    Ephemeral,
+}
+
+impl LifecyclePreset {
+    /// The preset's rules with every rule set in `explicit` kept.
+    pub fn apply(self, explicit: LifecycleRules) -> LifecycleRules {
+        const DAY: u64 = 24 * 3600;
+        let preset = match self {
+            LifecyclePreset::Persistent => LifecycleRules::default(),
+            LifecyclePreset::Ephemeral => LifecycleRules {
+                stop_after_idle_secs: Some(15 * 60),
+                archive_after_stopped_secs: Some(7 * DAY),
+                delete_after_stopped_secs: Some(37 * DAY),
+            },
+        };
+        LifecycleRules {
+            stop_after_idle_secs: explicit
+                .stop_after_idle_secs
+                .or(preset.stop_after_idle_secs),
+            archive_after_stopped_secs: explicit
+                .archive_after_stopped_secs
+                .or(preset.archive_after_stopped_secs),
+            delete_after_stopped_secs: explicit
+                .delete_after_stopped_secs
+                .or(preset.delete_after_stopped_secs),
+        }
+    }
+}
+
 /// How the sandbox's VM runs on its host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct RuntimeInfo {
@@ -251,6 +287,18 @@ pub struct Sandbox {
     pub runtime: Option<RuntimeInfo>,
 }
 
+/// The attribute that marks a sandbox as resumed by traffic ([`CreateSandbox::auto_resume`]).
+pub const AUTO_RESUME_ATTRIBUTE: &str = "platinum.auto_resume";
+
+impl Sandbox {
+    /// Whether traffic resumes it when it is paused.
+    pub fn auto_resume(&self) -> bool {
+        self.attributes
+            .get(AUTO_RESUME_ATTRIBUTE)
+            .is_some_and(|v| v == "true")
+    }
+}
+
 /// Parameters of `create`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +339,15 @@ pub struct CreateSandbox {
     /// without one; `false` keeps the sandbox off the internet.
     #[serde(default)]
     pub internet: Option<bool>,
+    /// Lifecycle preset: `persistent` (default: nothing automatic) or `ephemeral` (stop after
+    /// 15 min idle, archive after 7 days stopped, delete 30 days after that). Rules set in
+    /// `lifecycle` win over the preset's.
+    #[serde(default, rename = "type")]
+    pub lifecycle_type: Option<LifecyclePreset>,
+    /// Resume the sandbox when traffic reaches it while it is paused (any command, file, port
+    /// or envd call on it), instead of refusing with `invalid_state`.
+    #[serde(default)]
+    pub auto_resume: bool,
     /// Restore this snapshot (id or name) instead of booting a template: the new sandbox starts
     /// with the snapshot's memory, processes and disk. Its template, vCPUs, memory and
     /// environment are the snapshot's (`vcpus`/`memory_mib`, if given, must equal them).
@@ -804,4 +861,27 @@ fn one() -> u32 {
 pub struct RollbackRequest {
     /// The checkpoint to go back to (one of this sandbox's).
     pub checkpoint: String,
+}
+
+#[cfg(test)]
+mod preset_tests {
+    use super::*;
+
+    #[test]
+    fn explicit_rules_win_over_the_preset() {
+        let explicit = LifecycleRules {
+            stop_after_idle_secs: Some(60),
+            ..Default::default()
+        };
+        let rules = LifecyclePreset::Ephemeral.apply(explicit);
+        assert_eq!(rules.stop_after_idle_secs, Some(60));
+        assert_eq!(rules.archive_after_stopped_secs, Some(7 * 24 * 3600));
+        assert_eq!(rules.delete_after_stopped_secs, Some(37 * 24 * 3600));
+        assert_eq!(
+            LifecyclePreset::Persistent.apply(LifecycleRules::default()),
+            LifecycleRules::default()
+        );
+        let parsed: CreateSandbox = serde_json::from_str(r#"{"type":"ephemeral"}"#).unwrap();
+        assert_eq!(parsed.lifecycle_type, Some(LifecyclePreset::Ephemeral));
+    }
 }

@@ -322,6 +322,17 @@ class Suite:
         r = await self.run("echo after-resume", sid)
         check(r["stdout"] == "after-resume\n", "commands after resume", r)
 
+        # A checkpoint before a risky step, and the rollback that undoes it.
+        cp = (await self.call("checkpoint", {"sandbox_id": sid})).structured_content
+        check(cp["id"].startswith("ckpt") and cp["sandbox_id"] == sid, "checkpoint", cp)
+        await self.run("rm -rf /home/user/site && echo risky > /home/user/risky.txt", sid)
+        rb = (await self.call("rollback", {"sandbox_id": sid, "checkpoint": cp["id"]})).structured_content
+        check(rb == {"id": sid, "state": "running"}, "rollback", rb)
+        r = await self.run("cat /home/user/site/index.html; test -e /home/user/risky.txt && echo still-there", sid)
+        check(r["stdout"] == "preview-ok\n", "rollback undid the step", r)
+        r = await self.call("rollback", {"sandbox_id": sid, "checkpoint": "ckptnosuchcheckpoint0000"}, ok=False)
+        check(self.code(r) == "snapshot_not_found", "unknown checkpoint code", r.meta)
+
     async def has_matplotlib(self, sid: str) -> bool:
         r = await self.run("python3 -c 'import matplotlib' 2>/dev/null && echo yes || echo no", sid)
         return r["stdout"] == "yes\n"

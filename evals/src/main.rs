@@ -8,6 +8,7 @@
 //! | cold spawn: `POST /v1/sandboxes` until the first exec returns | VMM start until the guest agent answers (`boot_ms`) |
 //! | exec round trip of `true` over REST | the same exec through the engine in-process, the raw transport echo, and the guest's spawn+reap of `true` timed in the guest; what is left (Platinum's own) is split into the guest agent's part (timed in the guest) and the host's |
 //! | guest clock skew, right after create and while running | the measurement's own uncertainty |
+//! | pause to disk, resume, snapshot, restore, fork ×1/×4, checkpoint, rollback | see [`snapshots`] |
 //! | file upload / download over REST, MB/s | the same bytes through a process's stdin / stdout (the transport and the agent's stdio path), and `dd` of the same size inside the guest (its disk) |
 //!
 //! Nothing here asserts a threshold: speed goals are tracked by reading these numbers.
@@ -20,6 +21,8 @@ use platinum_engine::{EngineConfig, ExecEvent, StreamOptions};
 use serde::Serialize;
 use serde_json::json;
 use std::time::{Duration, Instant};
+
+mod snapshots;
 
 /// Benchmark options.
 #[derive(Debug, Parser)]
@@ -314,6 +317,7 @@ async fn main() -> Result<()> {
         skew_within,
     ));
     engine.kill_sandbox(&id).await?;
+    stats.extend(snapshots::bench(&engine, args.iterations).await?);
 
     println!(
         "Platinum benchmarks ({accel}, {} spawns, {} round trips, {} MiB files)",

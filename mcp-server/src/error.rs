@@ -51,6 +51,7 @@ impl ToolError {
             "port_not_open" => "start the service first (run_command with background: true).",
             "capacity_exhausted" => "kill_sandbox the sandboxes you no longer need.",
             "template_not_found" => "omit template to use the default.",
+            "snapshot_not_found" => "list_snapshots shows the snapshots that exist.",
             _ => return None,
         })
     }

@@ -5,6 +5,7 @@
 //!
 //! - [`tools`]: the tools, their typed input schemas and structured outputs.
 //! - [`run`]: `run_command` with live output as progress notifications and cancellation.
+//! - [`snapshots`]: snapshots, restore, fork, checkpoints and rollback.
 //! - [`code`]: `run_code`, stateful Python/JavaScript contexts with rich results (images).
 //! - [`content`]: how file bytes become MCP content (text, image blocks, embedded blobs).
 //! - [`resources`]: `platinum://` resources and resource templates.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod install;
 pub mod resources;
 pub mod run;
+pub mod snapshots;
 pub mod tools;
 
 use platinum_engine::Engine;
@@ -70,13 +72,17 @@ impl PlatinumMcp {
         PlatinumMcp {
             engine,
             options: Arc::new(options),
-            tool_router: Self::tool_router(),
+            tool_router: Self::all_tools(),
         }
     }
 
     /// Every tool this server offers, as `tools/list` returns them (for generated docs).
     pub fn tools() -> Vec<Tool> {
-        Self::tool_router().list_all()
+        Self::all_tools().list_all()
+    }
+
+    fn all_tools() -> ToolRouter<Self> {
+        Self::tool_router() + Self::snapshot_router()
     }
 
     /// Serves one client on stdin/stdout until it disconnects.

@@ -129,6 +129,7 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
             snapshots::list_checkpoints
         ))
         .routes(routes!(snapshots::rollback))
+        .routes(routes!(snapshots::rotate_snapshot_key))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(keys::rotate_key))

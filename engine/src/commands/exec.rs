@@ -26,7 +26,12 @@ pub struct StreamOptions {
 impl Engine {
     /// The guest session of a sandbox that is running.
     pub(crate) async fn running_guest(&self, id: &str) -> Result<(Sandbox, GuestClient)> {
-        let s = self.load(id).await?;
+        let mut s = self.load(id).await?;
+        // Traffic wakes a paused sandbox created with `auto_resume`.
+        if s.auto_resume() && matches!(s.state, SandboxState::Paused | SandboxState::Suspended) {
+            tracing::info!(sandbox = %id, state = %s.state, "auto-resuming on traffic");
+            s = self.resume_sandbox(id).await?;
+        }
         require(&s, "this operation", &[SandboxState::Running])?;
         self.touch(&s).await;
         let guest = self.host.guest(id).await?;

@@ -169,6 +169,12 @@ impl Engine {
         check_pairs(Pairs::Env, &req.env)?;
         check_pairs(Pairs::Metadata, &req.metadata)?;
         check_pairs(Pairs::Attributes, &req.attributes)?;
+        if req.auto_resume {
+            req.attributes.insert(
+                crate::model::AUTO_RESUME_ATTRIBUTE.to_string(),
+                "true".to_string(),
+            );
+        }
         if let Some(name) = &req.name {
             crate::commands::settings::check_sandbox_name(name)?;
             if self.store.get_sandbox_by_name(name).await?.is_some() {
@@ -192,7 +198,10 @@ impl Engine {
             created_at: now,
             expires_at: timeout.map(|t| now + t),
             on_timeout: req.on_timeout.unwrap_or_default(),
-            lifecycle: req.lifecycle,
+            lifecycle: match req.lifecycle_type {
+                Some(preset) => preset.apply(req.lifecycle),
+                None => req.lifecycle,
+            },
             last_activity_at: now,
             error: None,
             runtime: None,
@@ -416,6 +425,7 @@ impl Engine {
         )?;
         self.host.resume(id).await?;
         s.last_activity_at = OffsetDateTime::now_utc();
+        self.renew_expired(&mut s);
         self.transition(&mut s, SandboxState::Running, serde_json::json!({}))
             .await?;
         Ok(s)
@@ -485,6 +495,7 @@ impl Engine {
                         s.runtime = Some(runtime_info(&status));
                         s.error = None;
                         s.last_activity_at = OffsetDateTime::now_utc();
+                        engine.renew_expired(&mut s);
                         let mut detail = serde_json::json!({ "boot_ms": status.boot_ms });
                         if let Some((snap, _)) = &image {
                             detail["restored_from"] = snap.id.clone().into();
@@ -529,6 +540,19 @@ impl Engine {
             }
         });
         futures::future::join_all(stops).await;
+    }
+
+    /// A sandbox woken after its timeout expired (it was paused on timeout) gets the default
+    /// timeout again, so the lifecycle loop does not pause it right back.
+    pub(crate) fn renew_expired(&self, s: &mut Sandbox) {
+        let now = OffsetDateTime::now_utc();
+        if s.expires_at.is_some_and(|t| t <= now) {
+            let again = self
+                .config
+                .default_timeout
+                .unwrap_or(Duration::from_secs(300));
+            s.expires_at = Some(now + again);
+        }
     }
 
     /// Sets the sandbox to expire `secs` from now (0 = never).

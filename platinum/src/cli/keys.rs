@@ -1,4 +1,5 @@
-//! `platinum keys`: manage API keys on a running server (`/v1/keys`).
+//! `platinum keys`: manage API keys on a running server (`/v1/keys`), and rotate its snapshot
+//! signing key (`/v1/snapshot-keys/rotate`).
 //!
 //! `create` and `rotate` print the new key alone on stdout (so `E2B_API_KEY=$(platinum keys create
 //! --name ci --format e2b)` works) and its id on stderr; with `--json` they print the whole answer.
@@ -63,11 +64,12 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Replace a key by a new one with the same name and format, revoking the old one; prints the
-    /// new key (shown only this once).
+    /// Replace an API key by a new one with the same name and format, revoking the old one;
+    /// prints the new key (shown only this once). Without an id: make a new snapshot signing key
+    /// current (older ones keep verifying the snapshots they signed) and print its key id.
     Rotate {
-        /// Key id.
-        id: String,
+        /// API key id; leave out to rotate the snapshot signing key.
+        id: Option<String>,
         /// Print the whole answer as JSON.
         #[arg(long)]
         json: bool,
@@ -169,7 +171,19 @@ pub async fn run(cmd: KeysCommand, url: Option<String>, data_dir: &Path) -> Resu
             }
             Ok(if failed > 0 { 1 } else { 0 })
         }
-        KeysCommand::Rotate { id, json } => {
+        KeysCommand::Rotate { id: None, json } => {
+            let rotated: Value = client
+                .json(client.request(Method::POST, "/v1/snapshot-keys/rotate"))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rotated)?);
+            } else {
+                println!("{}", rotated["kid"].as_str().unwrap_or_default());
+                eprintln!("new snapshot signing key; earlier keys still verify their snapshots");
+            }
+            Ok(0)
+        }
+        KeysCommand::Rotate { id: Some(id), json } => {
             let path = format!("{}/rotate", key_path(&id)?);
             let created: Value = client.json(client.request(Method::POST, &path)).await?;
             print_created(&created, json)?;

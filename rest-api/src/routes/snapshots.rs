@@ -209,3 +209,30 @@ pub async fn rollback(
 pub async fn jwks(State(engine): State<Arc<Engine>>) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(engine.snapshot_jwks()?))
 }
+
+/// A new snapshot signing key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedKey {
+    /// The new current key's id.
+    pub kid: String,
+    /// Every key that verifies snapshots now (JWKS).
+    #[schema(value_type = Object)]
+    pub jwks: serde_json::Value,
+}
+
+/// Rotate the snapshot signing key.
+///
+/// A new key signs every snapshot from now on; earlier keys keep verifying the snapshots they
+/// signed. `platinum keys rotate` (without a key id) calls this.
+#[utoipa::path(post, path = "/v1/snapshot-keys/rotate", tag = "snapshots", operation_id = "rotateSnapshotKey",
+    responses(
+        (status = 200, description = "Rotated", body = RotatedKey),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 501, description = "This server keeps no snapshots", body = ErrorBody)))]
+pub async fn rotate_snapshot_key(State(engine): State<Arc<Engine>>) -> ApiResult<Json<RotatedKey>> {
+    let kid = engine.rotate_snapshot_key()?;
+    Ok(Json(RotatedKey {
+        kid,
+        jwks: engine.snapshot_jwks()?,
+    }))
+}
