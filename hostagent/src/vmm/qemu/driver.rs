@@ -66,7 +66,7 @@ pub struct QemuConfig {
     pub snapshot_timeout: Duration,
     /// When this process is root, boot QEMU so that it drops to a uid of its own per sandbox
     /// ([`cmdline::unprivileged_id`]) before the guest runs. Restored VMs too: snapshots are
-    /// written and read through descriptors the host opens and hands over (`getfd`).
+    /// written and read through descriptors the host opens and hands over (`add-fd`).
     pub unprivileged: bool,
 }
 

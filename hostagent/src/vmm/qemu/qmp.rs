@@ -245,19 +245,32 @@ impl Qmp {
         self.execute("query-migrate", None).await
     }
 
-    /// Hands QEMU a file descriptor named `name` (`getfd`, the descriptor travels as
-    /// `SCM_RIGHTS` with the command), for commands that take `fd:<name>`. A QEMU that dropped
-    /// its privileges can open no new path, but it can use what it is given.
-    pub async fn pass_fd(&self, name: &str, fd: BorrowedFd<'_>) -> Result<()> {
+    /// Hands QEMU a file descriptor in a new fd set (`add-fd`; the descriptor travels as
+    /// `SCM_RIGHTS` with the command) and returns the set's id, for paths `/dev/fdset/<id>`. A
+    /// QEMU that dropped its privileges can open no new path, but it can use what it is given.
+    /// Give the set back with [`Qmp::remove_fd_set`].
+    pub async fn add_fd(&self, fd: BorrowedFd<'_>) -> Result<u64> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request = json!({ "execute": "getfd", "arguments": { "fdname": name }, "id": id });
-        tokio::time::timeout(self.timeout, self.exchange("getfd", id, &request, Some(fd)))
+        let request = json!({ "execute": "add-fd", "id": id });
+        let reply = tokio::time::timeout(
+            self.timeout,
+            self.exchange("add-fd", id, &request, Some(fd)),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            what: "QMP `add-fd`".to_string(),
+            seconds: self.timeout.as_secs(),
+        })??;
+        reply["fdset-id"].as_u64().ok_or_else(|| Error::VmmControl {
+            request: "add-fd".to_string(),
+            message: format!("no fdset-id in {reply}"),
+        })
+    }
+
+    /// Closes QEMU's copies of the descriptors in fd set `set` (`remove-fd`).
+    pub async fn remove_fd_set(&self, set: u64) -> Result<()> {
+        self.run("remove-fd", Some(json!({ "fdset-id": set })))
             .await
-            .map_err(|_| Error::Timeout {
-                what: "QMP `getfd`".to_string(),
-                seconds: self.timeout.as_secs(),
-            })?
-            .map(drop)
     }
 
     async fn round_trip(&self, command: &str, id: u64, request: &Value) -> Result<Value> {

@@ -1,7 +1,8 @@
 //! Save and restore of a QEMU VM through migration to a file.
 //!
 //! Snapshot directory layout (written by [`save`], then the shared manifest):
-//! - `vmstate`: QEMU's migration stream (device state and guest RAM). The RAM is a
+//! - `vmstate`: QEMU's migration stream (device state and guest RAM), written and read through a
+//!   descriptor the host opens (`migrate_through`). The RAM is a
 //!   `memory-backend-memfd,share=on`; QEMU ≥ 8.1 streams such RAM unless `x-ignore-shared` is on,
 //!   which this driver never sets, so the file is self-contained.
 //! - `vm.json`: the [`crate::vmm::manifest`] with the [`crate::vmm::VmSpec`] the VM ran with.
@@ -26,8 +27,6 @@ use super::qmp::{MigrationInfo, Qmp};
 
 /// File holding the migration stream.
 pub const STATE_FILE: &str = "vmstate";
-/// The name QEMU knows the state file's descriptor by (`getfd`, `fd:` URIs).
-const STATE_FD_NAME: &str = "vmstate";
 /// `max-bandwidth` for saving to a file: the 128 MiB/s default would make a 1 GiB save take
 /// seconds for nothing.
 const SAVE_BANDWIDTH: u64 = 100_000_000_000;
@@ -68,7 +67,8 @@ pub fn state_path(dir: &Path) -> PathBuf {
 }
 
 /// Migrates the (paused) VM into `<dir>/vmstate`. The host creates the file (owner-only) and
-/// hands QEMU its descriptor: a QEMU that runs as its own unprivileged user cannot open paths.
+/// hands QEMU its descriptor in an fd set (`file:/dev/fdset/N`): a QEMU that runs as its own
+/// unprivileged user cannot open paths.
 pub async fn save(qmp: &Qmp, dir: &Path, timeout: Duration) -> Result<MigrationStats> {
     let state = state_path(dir);
     let started = Instant::now();
@@ -83,14 +83,7 @@ pub async fn save(qmp: &Qmp, dir: &Path, timeout: Duration) -> Result<MigrationS
         .mode(0o600)
         .open(&state)
         .ctx(|| format!("creating {}", state.display()))?;
-    qmp.pass_fd(STATE_FD_NAME, file.as_fd()).await?;
-    drop(file);
-    qmp.run(
-        "migrate",
-        Some(json!({ "uri": format!("fd:{STATE_FD_NAME}") })),
-    )
-    .await?;
-    let info = wait_completed(qmp, "migrate", timeout).await?;
+    let info = migrate_through(qmp, "migrate", &file, timeout).await?;
     let stats = MigrationStats {
         elapsed: started.elapsed(),
         qemu_total_ms: info.total_time,
@@ -110,20 +103,38 @@ pub async fn load(qmp: &Qmp, dir: &Path, timeout: Duration) -> Result<MigrationS
     }
     let started = Instant::now();
     let file = std::fs::File::open(&state).ctx(|| format!("opening {}", state.display()))?;
-    qmp.pass_fd(STATE_FD_NAME, file.as_fd()).await?;
-    drop(file);
-    qmp.run(
-        "migrate-incoming",
-        Some(json!({ "uri": format!("fd:{STATE_FD_NAME}") })),
-    )
-    .await?;
-    let info = wait_completed(qmp, "migrate-incoming", timeout).await?;
+    let info = migrate_through(qmp, "migrate-incoming", &file, timeout).await?;
     let stats = MigrationStats {
         elapsed: started.elapsed(),
         qemu_total_ms: info.total_time,
     };
     info!(state = %state.display(), elapsed = ?stats.elapsed, "VM state loaded");
     Ok(stats)
+}
+
+/// Runs `command` (`migrate` or `migrate-incoming`) on `file`, handed over as an fd set, until
+/// it completes; the set is given back either way (QEMU would otherwise keep the descriptor
+/// open, one per snapshot, for the VM's life).
+async fn migrate_through(
+    qmp: &Qmp,
+    command: &str,
+    file: &std::fs::File,
+    timeout: Duration,
+) -> Result<MigrationInfo> {
+    let set = qmp.add_fd(file.as_fd()).await?;
+    let info = async {
+        qmp.run(
+            command,
+            Some(json!({ "uri": format!("file:/dev/fdset/{set}") })),
+        )
+        .await?;
+        wait_completed(qmp, command, timeout).await
+    }
+    .await;
+    if let Err(e) = qmp.remove_fd_set(set).await {
+        debug!(set, error = %e, "giving back the state file's fd set");
+    }
+    info
 }
 
 /// Polls `query-migrate` until `completed`; `failed`/`cancelled` become errors with QEMU's reason.
