@@ -2,17 +2,18 @@
 //!
 //! | E2B | engine |
 //! |---|---|
-//! | `POST /sandboxes`, `POST /v2/sandboxes` (201) | `create_sandbox` (`autoPause` -> `on_timeout: pause`, or `stop` when `autoPauseMemory` is false) |
+//! | `POST /sandboxes`, `POST /v2/sandboxes` (201) | `create_sandbox` (`autoPause` -> `on_timeout: pause`, to disk with memory, or `stop` when `autoPauseMemory` is false; a `templateID` naming a snapshot restores it) |
 //! | `POST [/v2]/sandboxes/{id}/connect` (200 running, 201 resumed) | `resume_sandbox` / `start_sandbox`, `set_timeout` |
 //! | `GET /sandboxes/{id}`, `GET /sandboxes`, `GET /v2/sandboxes` | `get_sandbox`, `list_sandboxes` |
-//! | `DELETE /sandboxes/{id}` (204) | `kill_sandbox` |
+//! | `DELETE /sandboxes/{id}` (204) | `kill_sandbox` (its snapshots stay) |
 //! | `POST /sandboxes/{id}/timeout` (204) | `set_timeout` |
-//! | `POST /sandboxes/{id}/pause` (204, 409), `/resume` (201, 409) | `pause_sandbox` (`stop_sandbox` for `memory: false`), `resume_sandbox` |
+//! | `POST /sandboxes/{id}/pause` (204, 409), `/resume` (201, 409) | `suspend_sandbox` (to disk, with memory unless `memory: false`), `resume_sandbox` |
 //! | `GET /sandboxes/{id}/metrics` | `metrics_history` (samples every 5 s, the last hour) |
+//! | snapshots and fork | see [`crate::snapshots`] |
 //!
-//! States: creating, starting and running are E2B's `running`; paused, stopping, stopped and
-//! archived are `paused` (`connect` brings them back); failed and deleted sandboxes do not
-//! exist for E2B. Every route needs `X-API-KEY`.
+//! States: creating, starting and running are E2B's `running`; paused, suspended, stopping,
+//! stopped and archived are `paused` (`connect` brings them back); failed and deleted sandboxes
+//! do not exist for E2B. Every route needs `X-API-KEY`.
 //!
 //! Public traffic: E2B's `network.allowPublicTraffic` defaults to true, so E2B serves a
 //! sandbox's ports to anyone who knows its id. Platinum does not: a sandbox's service ports (all
@@ -54,6 +55,8 @@ const CLIENT_ID: &str = "6532622b";
 const NEVER: &str = "9999-12-31T23:59:59Z";
 /// Attribute marking a sandbox created with `network.allowPublicTraffic: true`.
 pub const ATTR_PUBLIC: &str = "platinum.e2b/public";
+/// How snapshot ids begin (`Snapshot::id`).
+const SNAPSHOT_ID_PREFIX: &str = "snap";
 /// Templates whose sandboxes get their default Python context started right after create.
 const CODE_INTERPRETER_TEMPLATES: &[&str] = &["code-interpreter-v1"];
 
@@ -71,6 +74,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/resume", post(resume))
         .route("/sandboxes/{id}/metrics", get(metrics))
+        .merge(crate::snapshots::routes())
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_key))
         .with_state(ctx)
 }
@@ -92,7 +96,7 @@ async fn require_key(State(ctx): State<Ctx>, req: Request, next: Next) -> Respon
 }
 
 /// A JSON body in E2B's error shape when it does not parse (an empty body is `{}`).
-struct Body<T>(T);
+pub(crate) struct Body<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body<T> {
     type Rejection = ApiError;
@@ -150,7 +154,7 @@ fn engine_states(e2b: &str) -> ApiResult<&'static [SandboxState]> {
 }
 
 /// A sandbox as E2B sees it, or 404.
-async fn load(ctx: &Ctx, id: &str) -> ApiResult<Sandbox> {
+pub(crate) async fn load(ctx: &Ctx, id: &str) -> ApiResult<Sandbox> {
     let s = ctx.engine.get_sandbox(id).await?;
     match e2b_state(s.state) {
         Some(_) => Ok(s),
@@ -164,8 +168,8 @@ pub fn is_public(s: &Sandbox) -> bool {
     s.attributes.get(ATTR_PUBLIC).is_some_and(|v| v == "true")
 }
 
-/// The `Sandbox` model (create, connect, resume).
-fn sandbox_json(ctx: &Ctx, s: &Sandbox) -> Value {
+/// The `Sandbox` model (create, connect, resume, fork).
+pub(crate) fn sandbox_json(ctx: &Ctx, s: &Sandbox) -> Value {
     let traffic = (!is_public(s)).then(|| auth::traffic_token(&ctx.config.secret, &s.id));
     json!({
         "templateID": s.template,
@@ -203,7 +207,29 @@ fn listed_json(ctx: &Ctx, s: &Sandbox) -> Value {
     })
 }
 
-fn detail_json(ctx: &Ctx, s: &Sandbox) -> Value {
+/// `pauseMode` of a paused sandbox: `full` when it comes back with its memory, `filesystem` when
+/// it boots from its disk. A sandbox paused to disk says which in the event that suspended it.
+async fn pause_mode(ctx: &Ctx, s: &Sandbox) -> ApiResult<Option<&'static str>> {
+    let full = |memory: bool| Some(if memory { "full" } else { "filesystem" });
+    Ok(match s.state {
+        SandboxState::Paused => full(true),
+        SandboxState::Stopped | SandboxState::Archived => full(false),
+        SandboxState::Suspended => {
+            let events = ctx.engine.sandbox_events(&s.id).await?;
+            let memory = events
+                .iter()
+                .rev()
+                .find(|(_, kind, _)| kind == SandboxState::Suspended.as_str())
+                .and_then(|(_, _, detail)| detail.get("memory"))
+                .and_then(Value::as_bool);
+            // No record of how: a pause to disk keeps memory unless asked otherwise.
+            full(memory.unwrap_or(true))
+        }
+        _ => None,
+    })
+}
+
+fn detail_json(ctx: &Ctx, s: &Sandbox, pause_mode: Option<&str>) -> Value {
     let mut v = listed_json(ctx, s);
     let on_timeout = match s.on_timeout {
         TimeoutAction::Kill => "kill",
@@ -217,28 +243,33 @@ fn detail_json(ctx: &Ctx, s: &Sandbox) -> Value {
     });
     if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
         v.extend(extra.clone());
-        match s.state {
-            SandboxState::Paused => {
-                v.insert("pauseMode".into(), json!("full"));
-            }
-            SandboxState::Stopped | SandboxState::Archived => {
-                v.insert("pauseMode".into(), json!("filesystem"));
-            }
-            _ => {}
+        if let Some(mode) = pause_mode {
+            v.insert("pauseMode".into(), json!(mode));
         }
     }
     v
 }
 
-/// `templateID` as a Platinum template name: `namespace/name:tag` is accepted for the default
-/// tag only (Platinum templates have no tags).
-fn template_name(reference: &str) -> ApiResult<String> {
+/// A `namespace/name:tag` reference split into its name and tag.
+pub(crate) fn split_reference(reference: &str) -> (&str, Option<&str>) {
     let name = reference.rsplit('/').next().unwrap_or(reference);
-    let (name, tag) = match name.split_once(':') {
+    match name.split_once(':') {
         Some((n, t)) => (n, Some(t)),
         None => (name, None),
-    };
-    if let Some(tag) = tag.filter(|t| !matches!(*t, "default" | "latest")) {
+    }
+}
+
+/// Whether a reference's tag is one Platinum answers for (none, `default` or `latest`: Platinum
+/// templates and snapshots have no tags).
+pub(crate) fn untagged(tag: Option<&str>) -> bool {
+    tag.is_none_or(|t| matches!(t, "default" | "latest"))
+}
+
+/// `templateID` as a Platinum template name: `namespace/name:tag` is accepted for the default
+/// tag only.
+fn template_name(reference: &str) -> ApiResult<String> {
+    let (name, tag) = split_reference(reference);
+    if let Some(tag) = tag.filter(|_| !untagged(tag)) {
         return Err(ApiError {
             status: 404,
             message: format!("tag '{tag}' does not exist for template '{name}'"),
@@ -250,7 +281,8 @@ fn template_name(reference: &str) -> ApiResult<String> {
     Ok(name.to_string())
 }
 
-fn timeout_secs(timeout: Option<i64>) -> ApiResult<u64> {
+/// A timeout in seconds: E2B's default when none is given, at least 1 second.
+pub(crate) fn timeout_secs(timeout: Option<i64>) -> ApiResult<u64> {
     match timeout {
         None => Ok(DEFAULT_TIMEOUT_SECS),
         Some(t) if t >= 1 => Ok(t as u64),
@@ -258,6 +290,30 @@ fn timeout_secs(timeout: Option<i64>) -> ApiResult<u64> {
             "timeout must be at least 1 second, got {t}"
         ))),
     }
+}
+
+/// What a create's `templateID` starts the sandbox from.
+#[derive(Debug)]
+enum Source {
+    /// A template, by name (booted).
+    Template(String),
+    /// A snapshot, by id (restored with its memory and disk).
+    Snapshot(String),
+}
+
+/// `templateID` as a template or a snapshot: a snapshot id (`snap…`, what `create_snapshot`
+/// returns) or the name of a snapshot when no template has that name. Anything else is a
+/// template name (an unknown one is the engine's `template_not_found`).
+async fn source(ctx: &Ctx, reference: &str) -> ApiResult<Source> {
+    let name = template_name(reference)?;
+    let is_template = ctx.engine.templates().iter().any(|t| t.name == name);
+    if is_template && !name.starts_with(SNAPSHOT_ID_PREFIX) {
+        return Ok(Source::Template(name));
+    }
+    Ok(match crate::snapshots::find(ctx, &name).await? {
+        Some(snap) => Source::Snapshot(snap.id),
+        None => Source::Template(name),
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -341,7 +397,7 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
     let Some(reference) = req.template_id.as_deref() else {
         return Err(ApiError::bad_request("templateID is required"));
     };
-    let template = template_name(reference)?;
+    let source = source(&ctx, reference).await?;
     let timeout = timeout_secs(req.timeout)?;
     for (field, present) in [
         ("mcp", req.mcp.is_some()),
@@ -379,8 +435,14 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
     if public_traffic(&req) {
         attributes.insert(ATTR_PUBLIC.to_string(), "true".to_string());
     }
+    let (template, snapshot) = match source {
+        Source::Template(name) => (Some(name), None),
+        // Template, vCPUs and memory are the snapshot's.
+        Source::Snapshot(id) => (None, Some(id)),
+    };
     let create = CreateSandbox {
-        template: Some(template.clone()),
+        template,
+        snapshot,
         env: req.env_vars.clone().unwrap_or_default(),
         metadata: req.metadata.clone().unwrap_or_default(),
         attributes,
@@ -390,8 +452,8 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
         ..CreateSandbox::default()
     };
     let sandbox = ctx.engine.create_sandbox(create).await?;
-    tracing::info!(sandbox = %sandbox.id, %template, timeout, ?on_timeout, "E2B sandbox created");
-    if CODE_INTERPRETER_TEMPLATES.contains(&template.as_str()) {
+    tracing::info!(sandbox = %sandbox.id, template = %sandbox.template, timeout, ?on_timeout, "E2B sandbox created");
+    if CODE_INTERPRETER_TEMPLATES.contains(&sandbox.template.as_str()) {
         // The first run_code should not wait for the kernel to start.
         let engine = ctx.engine.clone();
         let id = sandbox.id.clone();
@@ -406,7 +468,8 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
 
 async fn get_one(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let s = load(&ctx, &id).await?;
-    Ok(Json(detail_json(&ctx, &s)))
+    let mode = pause_mode(&ctx, &s).await?;
+    Ok(Json(detail_json(&ctx, &s, mode)))
 }
 
 async fn kill(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -441,6 +504,25 @@ struct ConnectBody {
     memory: Option<bool>,
 }
 
+/// Brings a paused sandbox back ([`Engine::resume_sandbox`] for one paused in memory or to disk,
+/// [`Engine::start_sandbox`] for a stopped or archived one). `memory: false` (E2B's "reboot")
+/// boots one paused in memory from its disk instead; one paused to disk with its memory comes
+/// back with it all the same (the engine keeps no disk-only path for such an image).
+///
+/// [`Engine::resume_sandbox`]: platinum_engine::Engine::resume_sandbox
+/// [`Engine::start_sandbox`]: platinum_engine::Engine::start_sandbox
+async fn bring_back(ctx: &Ctx, s: &Sandbox, memory: bool) -> ApiResult<Sandbox> {
+    let id = s.id.as_str();
+    Ok(match s.state {
+        SandboxState::Paused if !memory => {
+            ctx.engine.stop_sandbox(id).await?;
+            ctx.engine.start_sandbox(id).await?
+        }
+        SandboxState::Paused | SandboxState::Suspended => ctx.engine.resume_sandbox(id).await?,
+        _ => ctx.engine.start_sandbox(id).await?,
+    })
+}
+
 /// Connect: running sandboxes get a longer timeout if asked (200); paused or stopped ones are
 /// brought back with the timeout (201).
 async fn connect(
@@ -466,14 +548,7 @@ async fn connect(
             // A paused sandbox's old timeout has passed (or is about to); set the new one first so
             // the lifecycle loop does not pause it again the moment it runs.
             ctx.engine.set_timeout(&id, secs).await?;
-            if state == SandboxState::Paused && body.memory == Some(false) {
-                ctx.engine.stop_sandbox(&id).await?;
-            }
-            let s = if state == SandboxState::Paused && body.memory != Some(false) {
-                ctx.engine.resume_sandbox(&id).await?
-            } else {
-                ctx.engine.start_sandbox(&id).await?
-            };
+            let s = bring_back(&ctx, &s, body.memory != Some(false)).await?;
             tracing::info!(sandbox = %id, from = %state, "E2B sandbox resumed");
             (
                 ctx.engine.set_timeout(&id, secs).await.unwrap_or(s),
@@ -501,12 +576,10 @@ async fn pause(
             message: format!("sandbox {id} is already paused"),
         });
     }
-    if body.memory == Some(false) {
-        ctx.engine.stop_sandbox(&id).await?;
-    } else {
-        ctx.engine.pause_sandbox(&id).await?;
-    }
-    tracing::info!(sandbox = %id, memory = body.memory != Some(false), "E2B sandbox paused");
+    // To disk either way: the VM process exits and frees its memory.
+    let memory = body.memory != Some(false);
+    ctx.engine.suspend_sandbox(&id, memory).await?;
+    tracing::info!(sandbox = %id, memory, "E2B sandbox paused");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -529,11 +602,7 @@ async fn resume(
     }
     let secs = timeout_secs(body.timeout)?;
     ctx.engine.set_timeout(&id, secs).await?;
-    let s = if s.state == SandboxState::Paused {
-        ctx.engine.resume_sandbox(&id).await?
-    } else {
-        ctx.engine.start_sandbox(&id).await?
-    };
+    let s = bring_back(&ctx, &s, true).await?;
     let s = ctx.engine.set_timeout(&id, secs).await.unwrap_or(s);
     Ok((StatusCode::CREATED, Json(sandbox_json(&ctx, &s))).into_response())
 }
@@ -595,7 +664,7 @@ struct ListFilter {
     started_after: Option<OffsetDateTime>,
     ascending: bool,
     limit: usize,
-    after: Option<(i128, String)>,
+    after: Option<PageKey>,
 }
 
 /// `metadata=`: one parameter whose (already query-decoded) value is itself percent-encoded
@@ -627,15 +696,68 @@ fn percent_decode(text: &str) -> Vec<u8> {
     out
 }
 
-/// Page tokens: `<created unix ns>-<id>` of the last sandbox of the previous page.
-fn page_token(s: &Sandbox) -> String {
-    format!("{}-{}", s.created_at.unix_timestamp_nanos(), s.id)
+/// Where an item stands in a paged list: its creation time (Unix ns) and its id.
+pub(crate) type PageKey = (i128, String);
+
+/// A sandbox's [`PageKey`].
+fn sandbox_key(s: &Sandbox) -> PageKey {
+    (s.created_at.unix_timestamp_nanos(), s.id.clone())
 }
 
-fn parse_token(token: &str) -> ApiResult<(i128, String)> {
+/// Page tokens: `<created unix ns>-<id>` of the last item of the previous page.
+fn page_token((ns, id): &PageKey) -> String {
+    format!("{ns}-{id}")
+}
+
+/// A `nextToken` back to the [`PageKey`] it was made of.
+pub(crate) fn parse_token(token: &str) -> ApiResult<PageKey> {
     let bad = || ApiError::bad_request(format!("invalid nextToken {token:?}"));
     let (ns, id) = token.split_once('-').ok_or_else(bad)?;
     Ok((ns.parse().map_err(|_| bad())?, id.to_string()))
+}
+
+/// A page size (`limit=`), 1 to [`MAX_PAGE`].
+pub(crate) fn parse_limit(value: &str) -> ApiResult<usize> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|l| (1..=MAX_PAGE).contains(l))
+        .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={MAX_PAGE}")))
+}
+
+/// One page of `all` (sorted by `key`, ascending or not): up to `limit` items after the one
+/// `after` names, and the token of the next page when more follow.
+pub(crate) fn page<'a, T>(
+    all: &'a [T],
+    key: impl Fn(&T) -> PageKey,
+    after: Option<&PageKey>,
+    ascending: bool,
+    limit: usize,
+) -> (&'a [T], Option<String>) {
+    let start = after.map_or(0, |after| {
+        all.iter()
+            .position(|x| {
+                let k = key(x);
+                if ascending { &k > after } else { &k < after }
+            })
+            .unwrap_or(all.len())
+    });
+    let end = start.saturating_add(limit).min(all.len());
+    let items = &all[start..end];
+    let next = items
+        .last()
+        .filter(|_| end < all.len())
+        .map(|x| page_token(&key(x)));
+    (items, next)
+}
+
+/// Response headers carrying the next page's token, if any (`X-Next-Token`).
+pub(crate) fn next_token_headers(next: Option<String>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(v) = next.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        headers.insert("x-next-token", v);
+    }
+    headers
 }
 
 fn list_filter(raw: Option<&str>, v2: bool) -> ApiResult<ListFilter> {
@@ -666,15 +788,7 @@ fn list_filter(raw: Option<&str>, v2: bool) -> ApiResult<ListFilter> {
                     )));
                 }
             },
-            "limit" if v2 => {
-                f.limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=MAX_PAGE).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!("limit must be 1..={MAX_PAGE}"))
-                    })?;
-            }
+            "limit" if v2 => f.limit = parse_limit(&value)?,
             "nextToken" if v2 && !value.is_empty() => f.after = Some(parse_token(&value)?),
             _ => {}
         }
@@ -713,11 +827,10 @@ async fn matching(ctx: &Ctx, f: &ListFilter) -> ApiResult<Vec<Sandbox>> {
         }
     }
     all.sort_by(|a, b| {
-        let key = |s: &Sandbox| (s.created_at.unix_timestamp_nanos(), s.id.clone());
         if f.ascending {
-            key(a).cmp(&key(b))
+            sandbox_key(a).cmp(&sandbox_key(b))
         } else {
-            key(b).cmp(&key(a))
+            sandbox_key(b).cmp(&sandbox_key(a))
         }
     });
     Ok(all)
@@ -734,34 +847,13 @@ async fn list_v1(State(ctx): State<Ctx>, RawQuery(raw): RawQuery) -> ApiResult<J
 async fn list_v2(State(ctx): State<Ctx>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
     let f = list_filter(raw.as_deref(), true)?;
     let all = matching(&ctx, &f).await?;
-    let start = match &f.after {
-        None => 0,
-        Some((ns, id)) => all
-            .iter()
-            .position(|s| {
-                let key = (s.created_at.unix_timestamp_nanos(), s.id.clone());
-                let after = (*ns, id.clone());
-                if f.ascending {
-                    key > after
-                } else {
-                    key < after
-                }
-            })
-            .unwrap_or(all.len()),
-    };
-    let page: Vec<&Sandbox> = all.iter().skip(start).take(f.limit).collect();
-    let more = start + page.len() < all.len();
+    let (items, next) = page(&all, sandbox_key, f.after.as_ref(), f.ascending, f.limit);
     let running = all
         .iter()
         .filter(|s| e2b_state(s.state) == Some("running"))
         .count();
-    let body = Value::Array(page.iter().map(|s| listed_json(&ctx, s)).collect());
-    let mut headers = HeaderMap::new();
-    if let Some(last) = page.last().filter(|_| more)
-        && let Ok(v) = HeaderValue::from_str(&page_token(last))
-    {
-        headers.insert("x-next-token", v);
-    }
+    let body = Value::Array(items.iter().map(|s| listed_json(&ctx, s)).collect());
+    let mut headers = next_token_headers(next);
     headers.insert("x-total-running", HeaderValue::from(running));
     Ok((StatusCode::OK, headers, Json(body)).into_response())
 }
@@ -796,13 +888,32 @@ mod tests {
         assert_eq!(f.states, engine_states("running").unwrap());
         assert!(f.ascending && f.limit == 2);
         let f = list_filter(None, true).unwrap();
-        assert_eq!(f.states.len(), 7);
+        assert_eq!(f.states.len(), 8);
         assert_eq!(
             list_filter(Some("state=dead"), true).unwrap_err().status,
             400
         );
         assert_eq!(list_filter(Some("limit=0"), true).unwrap_err().status, 400);
         assert!(parse_token("12-abc").is_ok() && parse_token("x").is_err());
+    }
+
+    #[test]
+    fn pages_follow_their_tokens() {
+        let all: Vec<PageKey> = (1..=5).map(|n| (n, format!("id{n}"))).collect();
+        let key = |k: &PageKey| k.clone();
+        let (items, next) = page(&all, key, None, true, 2);
+        assert_eq!((items.len(), next.as_deref()), (2, Some("2-id2")));
+        let after = parse_token(next.as_deref().unwrap()).unwrap();
+        let (items, next) = page(&all, key, Some(&after), true, 2);
+        assert_eq!(items, &all[2..4]);
+        let after = parse_token(next.as_deref().unwrap()).unwrap();
+        let (items, next) = page(&all, key, Some(&after), true, 2);
+        assert_eq!((items, next), (&all[4..], None));
+        // Descending: after item 4 come 3, 2, 1.
+        let desc: Vec<PageKey> = all.iter().rev().cloned().collect();
+        let (items, _) = page(&desc, key, Some(&(4, "id4".into())), false, 10);
+        assert_eq!(items, &desc[2..]);
+        assert_eq!(parse_limit("1001").unwrap_err().status, 400);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! place, [`error`].
 //!
 //! Everything is served on the server's one port:
-//! - The control plane ([`control`]): `/sandboxes`, `/v2/sandboxes`, ... behind `X-API-KEY`.
+//! - The control plane ([`control`]): `/sandboxes`, `/v2/sandboxes`, ... behind `X-API-KEY`;
+//!   snapshots (`/sandboxes/{id}/snapshots`, `/snapshots`, `DELETE /templates/{id}`) and fork
+//!   ([`snapshots`]).
 //! - Sandbox traffic ([`routing`]): a request carrying `E2b-Sandbox-Id` + `E2b-Sandbox-Port`, or
 //!   whose Host is `{port}-{sandboxId}.{domain}`, goes to that sandbox's port: 49983 is envd
 //!   ([`envd`]: Connect RPCs for processes and files, `/files`, `/health`), 49999 the code
@@ -29,6 +31,7 @@ pub mod envd;
 pub mod error;
 pub mod interpreter;
 pub mod routing;
+pub mod snapshots;
 
 use axum::Router;
 use platinum_engine::Engine;

@@ -13,11 +13,47 @@ use crate::store::sqlite::SqliteStore;
 
 /// An engine over [`NoVms`] and an in-memory store (returned too, to seed rows directly).
 pub(crate) async fn engine() -> (Arc<Engine>, Arc<SqliteStore>) {
+    engine_with(Default::default()).await
+}
+
+/// [`engine`] with a data directory (snapshots and their keys live there).
+pub(crate) async fn engine_in(data_dir: &std::path::Path) -> (Arc<Engine>, Arc<SqliteStore>) {
+    engine_with(crate::config::EngineConfig {
+        data_dir: Some(data_dir.to_path_buf()),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn engine_with(config: crate::config::EngineConfig) -> (Arc<Engine>, Arc<SqliteStore>) {
     let store = Arc::new(SqliteStore::in_memory().await.unwrap());
-    let engine = Engine::new(Default::default(), store.clone(), Arc::new(NoVms))
+    let engine = Engine::new(config, store.clone(), Arc::new(NoVms))
         .await
         .unwrap();
     (engine, store)
+}
+
+/// A sandbox row in `state`, for seeding the store.
+pub(crate) fn sandbox(id: &str, state: crate::model::SandboxState) -> crate::model::Sandbox {
+    let now = time::OffsetDateTime::now_utc();
+    crate::model::Sandbox {
+        id: id.into(),
+        name: None,
+        template: "base".into(),
+        state,
+        vcpus: 1,
+        memory_mib: 512,
+        env: Default::default(),
+        metadata: Default::default(),
+        attributes: Default::default(),
+        created_at: now,
+        expires_at: None,
+        on_timeout: Default::default(),
+        lifecycle: Default::default(),
+        last_activity_at: now,
+        error: None,
+        runtime: None,
+    }
 }
 
 /// A host that runs no VMs, for commands that never need one.

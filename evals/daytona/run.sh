@@ -2,7 +2,8 @@
 # Daytona SDK conformance: runs the unmodified, pinned Daytona SDKs (Python sync + async and
 # TypeScript) through every flow in py/ and ts/ against a real Platinum server with real VMs.
 #
-#   evals/daytona/run.sh [flow ...]     flows: quickstart files sessions git pty interpreter lsp lifecycle (default: all)
+#   evals/daytona/run.sh [flow ...]     flows: quickstart files sessions git pty interpreter lsp lifecycle
+#                                       snapshots (default: all)
 #
 # Environment:
 #   PLATINUM_BIN        the platinum binary (default: target/debug/platinum of this checkout)
@@ -79,7 +80,7 @@ export DAYTONA_TARGET=local NO_PROXY="127.0.0.1,localhost" DAYTONA_SDK_NODE_MODU
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy
 
 flows=("$@")
-[ ${#flows[@]} -gt 0 ] || flows=(quickstart files sessions git pty interpreter lsp lifecycle)
+[ ${#flows[@]} -gt 0 ] || flows=(quickstart files sessions git pty interpreter lsp lifecycle snapshots)
 failed=()
 for flow in "${flows[@]}"; do
   log "python: $flow"

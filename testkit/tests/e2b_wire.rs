@@ -4,7 +4,8 @@
 //! signed file URLs, the raw Connect framing, the code interpreter's refusals, and an access token
 //! that survives a server restart.
 //!
-//! One sandbox is booted (and booted again after the restart); every check shares it.
+//! One sandbox is booted (and booted again after the restart); every check shares it. The
+//! snapshot and fork routes' refusals need no VM and have a test of their own.
 
 use base64::Engine as _;
 use platinum_testkit::{TestServer, poll_until_ok};
@@ -456,6 +457,80 @@ async fn e2b_wire_details() {
         status == 502 && body["message"].as_str().unwrap().contains("was not found"),
         "{body}"
     );
+}
+
+/// The snapshot and fork routes' answers that need no VM: empty lists, unknown sandboxes and
+/// snapshots, templates that cannot be deleted, malformed queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2b_snapshot_routes_without_a_vm() {
+    let t = TestServer::start().await.unwrap();
+    let e = E2b { t: &t };
+    let listed = t
+        .expect(e.api(Method::GET, "/snapshots"), 200)
+        .await
+        .unwrap();
+    assert_eq!(listed, json!([]));
+    for (method, path, body, status) in [
+        (
+            Method::POST,
+            "/sandboxes/nosuchsandbox0/snapshots",
+            json!({}),
+            404,
+        ),
+        (
+            Method::POST,
+            "/sandboxes/nosuchsandbox0/fork",
+            json!({"count": 2}),
+            404,
+        ),
+        (
+            Method::POST,
+            "/sandboxes/nosuchsandbox0/fork",
+            json!({"count": -1}),
+            400,
+        ),
+        (
+            Method::POST,
+            "/sandboxes/nosuchsandbox0/fork",
+            json!({"timeout": 0}),
+            400,
+        ),
+        (
+            Method::POST,
+            "/sandboxes/nosuchsandbox0/pause",
+            json!({"memory": false}),
+            404,
+        ),
+        (
+            Method::POST,
+            "/v2/sandboxes",
+            json!({"templateID": "snapnosuchsnapshot0"}),
+            404,
+        ),
+        (Method::DELETE, "/templates/base", json!({}), 400),
+        (
+            Method::DELETE,
+            "/templates/snapnosuchsnapshot0",
+            json!({}),
+            404,
+        ),
+        (Method::GET, "/snapshots?limit=0", json!({}), 400),
+        (Method::GET, "/snapshots?nextToken=nonsense", json!({}), 400),
+    ] {
+        let (got, answer) = t
+            .call(e.api(method.clone(), path).json(&body))
+            .await
+            .unwrap();
+        assert_eq!(
+            (got, answer["code"].as_u64()),
+            (status, Some(u64::from(status))),
+            "{method} {path} {body}: {answer}"
+        );
+        assert!(answer["message"].is_string(), "{answer}");
+    }
+    // Without the API key, nothing.
+    let (got, _) = t.call(t.anon(Method::GET, "/snapshots")).await.unwrap();
+    assert_eq!(got, 401);
 }
 
 fn urlencode(s: &str) -> String {

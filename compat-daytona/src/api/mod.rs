@@ -1,12 +1,15 @@
 //! The Daytona control plane under `/api` (paths as in `daytona-api-client`).
 //!
-//! - [`sandbox`]: `/sandbox/...`: create, get (id or name), list, delete, start, stop, archive,
-//!   labels, lifecycle intervals, activity, toolbox URL, signing keys; clear refusals for what
-//!   Platinum does not offer (resize, fork, snapshots of sandboxes, SSH, secrets, ...).
-//! - [`catalog`]: `/snapshots` (Platinum's templates) and `/volumes` (none).
+//! - [`sandbox`]: `/sandbox/...`: create, get (id or name), list, delete, start, stop, pause,
+//!   archive, labels, lifecycle intervals, activity, toolbox URL, signing keys; clear refusals
+//!   for what Platinum does not offer (resize, backups, SSH, secrets, ...).
+//! - [`copies`]: `/sandbox/{id}/snapshot` and `/sandbox/{id}/fork`.
+//! - [`catalog`]: `/snapshots` (Platinum's templates and the snapshots taken of sandboxes) and
+//!   `/volumes` (none).
 //! - [`preview`]: preview links (`/sandbox/{id}/ports/{port}/...`) and the proxy they point at.
 
 pub mod catalog;
+pub mod copies;
 pub mod preview;
 pub mod sandbox;
 
@@ -80,8 +83,8 @@ pub fn routes() -> Router<Ctx> {
             post(preview::expire_signed_preview_url),
         )
         .route("/api/sandbox/{idOrName}/resize", post(s::unsupported))
-        .route("/api/sandbox/{idOrName}/fork", post(s::unsupported))
-        .route("/api/sandbox/{idOrName}/snapshot", post(s::unsupported))
+        .route("/api/sandbox/{idOrName}/fork", post(copies::fork))
+        .route("/api/sandbox/{idOrName}/snapshot", post(copies::snapshot))
         .route("/api/sandbox/{idOrName}/backup", post(s::unsupported))
         .route(
             "/api/sandbox/{idOrName}/network-settings",
@@ -98,7 +101,7 @@ pub fn routes() -> Router<Ctx> {
         )
         .route(
             "/api/snapshots/{idOrName}",
-            get(catalog::get_snapshot).delete(catalog::snapshot_unsupported),
+            get(catalog::get_snapshot).delete(catalog::delete_snapshot),
         )
         .route(
             "/api/snapshots/{idOrName}/activate",

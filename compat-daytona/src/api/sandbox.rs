@@ -1,7 +1,8 @@
 //! `/api/sandbox/...`: Daytona sandboxes on Platinum sandboxes.
 //!
 //! Mapping:
-//! - A Daytona snapshot is a Platinum template (`base`, `code-interpreter-v1`). An image spec
+//! - A Daytona snapshot is a Platinum template (`base`, `code-interpreter-v1`) or a snapshot
+//!   taken of a sandbox ([`super::copies`]), restored with its memory and disk. An image spec
 //!   (`buildInfo.dockerfileContent`) is accepted when it is a bare `FROM` of an image a template
 //!   already is (Debian 12, or `platinum/<template>`); anything Platinum would have to build is
 //!   refused with a 400 that says so.
@@ -11,8 +12,9 @@
 //!   lifecycle rules, enforced by its lifecycle loop. Defaults as on Daytona: stop after 15
 //!   minutes idle, archive after 7 days stopped (0 = the 30-day maximum), never delete (-1;
 //!   0 = as soon as it stops).
-//! - States: `running` is reported as `started`, `deleted` as `destroyed`; the others keep their
-//!   names. Create returns `started` once the VM is up, so the SDKs never poll.
+//! - States: `running` is reported as `started`, `deleted` as `destroyed`, paused to disk
+//!   (`pause`) as `stopped`; the others keep their names. Create returns `started` once the VM
+//!   is up, so the SDKs never poll.
 //! - Every response is a complete `Sandbox` with status 200 (the Python client deserialises
 //!   only the statuses in its map, and a 201 would leave it with `None`).
 
@@ -415,7 +417,8 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<CreateSandbox> {
             ));
         }
         // A Daytona snapshot is a template; a name that is none is a Platinum snapshot taken
-        // of a sandbox (`sandbox.create_snapshot`), restored with its memory and disk.
+        // of a sandbox (`sandbox.create_snapshot`), restored with its memory and disk. Its
+        // vCPUs and memory are the snapshot's: `cpu`/`memory`, when given, must equal them.
         (Some(snapshot), None) if !templates.contains(snapshot) => {
             restore = Some(snapshot.clone());
             None
@@ -499,6 +502,8 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<CreateSandbox> {
             .network_block_all
             .and_then(|block| block.then_some(false)),
         snapshot: restore,
+        lifecycle_type: None,
+        auto_resume: false,
     })
 }
 
@@ -666,7 +671,7 @@ async fn transition(
 }
 
 /// `POST /sandbox/{idOrName}/start`: boots a stopped, archived or failed sandbox (resumes a
-/// paused one); a started one is returned as it is.
+/// paused one, in memory or on disk); a started one is returned as it is.
 pub async fn start(
     State(ctx): State<Ctx>,
     base: BaseUrl,
@@ -720,14 +725,16 @@ pub async fn recover(
     Ok(Json(dto(&ctx, &base, &s)))
 }
 
-/// `POST /sandbox/{idOrName}/pause`: stops the vCPUs, memory kept (`start` resumes).
+/// `POST /sandbox/{idOrName}/pause`: pauses the sandbox to disk with its memory (the VM exits
+/// and frees its RAM; reported as `stopped`); `start` brings it back where it was.
 pub async fn pause(
     State(ctx): State<Ctx>,
     base: BaseUrl,
     DPath(id): DPath<String>,
 ) -> DResult<Json<SandboxDto>> {
-    let settled = [SandboxState::Paused];
-    transition(&ctx, &base, &id, &settled, Engine::pause_sandbox).await
+    let settled = [SandboxState::Suspended];
+    let to_disk = async |engine: &Engine, id: &str| engine.suspend_sandbox(id, true).await;
+    transition(&ctx, &base, &id, &settled, to_disk).await
 }
 
 /// Body of `PUT /sandbox/{idOrName}/labels`.
@@ -825,6 +832,20 @@ pub async fn set_ttl(
     Ok(Json(dto(&ctx, &base, &s)))
 }
 
+/// Sets whether sandbox `id`'s previews need a token; answers the sandbox.
+pub(crate) async fn set_public_flag(ctx: &Ctx, id: &str, public: bool) -> DResult<Sandbox> {
+    Ok(ctx
+        .engine
+        .update_attributes(id, |a| {
+            if public {
+                a.insert(ATTR_PUBLIC.into(), "true".into());
+            } else {
+                a.remove(ATTR_PUBLIC);
+            }
+        })
+        .await?)
+}
+
 /// `POST /sandbox/{idOrName}/public/{true|false}`: whether preview links need a token.
 pub async fn set_public(
     State(ctx): State<Ctx>,
@@ -832,16 +853,7 @@ pub async fn set_public(
     DPath((id, public)): DPath<(String, bool)>,
 ) -> DResult<Json<SandboxDto>> {
     let s = ctx.engine.find_sandbox(&id).await?;
-    let s = ctx
-        .engine
-        .update_attributes(&s.id, |a| {
-            if public {
-                a.insert(ATTR_PUBLIC.into(), "true".into());
-            } else {
-                a.remove(ATTR_PUBLIC);
-            }
-        })
-        .await?;
+    let s = set_public_flag(&ctx, &s.id, public).await?;
     Ok(Json(dto(&ctx, &base, &s)))
 }
 
@@ -918,8 +930,8 @@ pub async fn unsupported(req: axum::extract::Request) -> DaytonaError {
         .unwrap_or_default()
         .to_string();
     DaytonaError::unsupported(format!(
-        "{what} is not supported by Platinum (resize, fork, sandbox snapshots, backups, network \
-         allow lists, secrets and SSH access are Daytona features Platinum does not have)"
+        "{what} is not supported by Platinum (resize, backups, network allow lists, secrets and \
+         SSH access are Daytona features Platinum does not have)"
     ))
 }
 

@@ -162,28 +162,9 @@ mod attribute_tests {
     use crate::store::Store;
     use crate::testing::engine;
     use std::collections::BTreeMap;
-    use time::OffsetDateTime;
 
     fn sandbox(id: &str) -> Sandbox {
-        let now = OffsetDateTime::now_utc();
-        Sandbox {
-            id: id.into(),
-            name: None,
-            template: "base".into(),
-            state: SandboxState::Stopped,
-            vcpus: 1,
-            memory_mib: 512,
-            env: BTreeMap::new(),
-            metadata: BTreeMap::new(),
-            attributes: BTreeMap::new(),
-            created_at: now,
-            expires_at: None,
-            on_timeout: Default::default(),
-            lifecycle: Default::default(),
-            last_activity_at: now,
-            error: None,
-            runtime: None,
-        }
+        crate::testing::sandbox(id, SandboxState::Stopped)
     }
 
     fn generation(s: &Sandbox) -> u64 {

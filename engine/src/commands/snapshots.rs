@@ -406,3 +406,104 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SnapshotKind;
+    use crate::store::Store;
+    use crate::testing::{engine_in, sandbox};
+
+    fn row(id: &str, kind: SnapshotKind, sandbox_id: &str) -> Snapshot {
+        Snapshot {
+            id: id.into(),
+            name: None,
+            kind,
+            sandbox_id: sandbox_id.into(),
+            template: "base".into(),
+            vcpus: 1,
+            memory_mib: 512,
+            size_bytes: 0,
+            created_at: OffsetDateTime::now_utc(),
+            vmm: "qemu 10.0.2".into(),
+            accel: "tcg".into(),
+            key_id: String::new(),
+            timings: Default::default(),
+            env: Default::default(),
+            metadata: Default::default(),
+        }
+    }
+
+    /// A server that died in the middle of a pause to disk: once the image was sealed, the
+    /// sandbox is paused (`suspended`), never lost; before that, the half-written image goes and
+    /// the sandbox is the ordinary lost VM (`error`, disk kept). Directories nobody owns go.
+    #[tokio::test]
+    async fn a_restart_adopts_finished_pauses_and_removes_half_written_ones() {
+        let data = tempfile::tempdir().unwrap();
+        let (engine, store) = engine_in(data.path()).await;
+        let root = engine.snapshots_root().unwrap();
+        let keys = engine.keys().unwrap();
+        let (done, half) = ("a0000000000000000001", "a0000000000000000002");
+        for id in [done, half] {
+            store
+                .insert_sandbox(&sandbox(id, SandboxState::Running))
+                .await
+                .unwrap();
+        }
+        // Sealed but never marked ready.
+        let sealed = row("suspsealed", SnapshotKind::Suspend, done);
+        store.insert_snapshot(&sealed, false).await.unwrap();
+        let dir = root.join(&sealed.id);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("vmstate"), b"state").unwrap();
+        let who = Identity {
+            snapshot_id: sealed.id.clone(),
+            sandbox_id: done.into(),
+            created_at: "2026-12-03T00:00:00Z".into(),
+        };
+        let files = vec!["vmstate".to_string()];
+        snapdir::seal(&dir, &files, who, &engine.host_profile(), &keys).unwrap();
+        // Written, not sealed.
+        let partial = row("susppartial", SnapshotKind::Suspend, half);
+        store.insert_snapshot(&partial, false).await.unwrap();
+        std::fs::create_dir(root.join(&partial.id)).unwrap();
+        std::fs::write(root.join(&partial.id).join("vmstate"), b"sta").unwrap();
+        // An interrupted fork's directory.
+        std::fs::create_dir(root.join("forkleftover")).unwrap();
+
+        engine.start().await.unwrap();
+        engine.stop_background();
+
+        assert_eq!(
+            engine.get_sandbox(done).await.unwrap().state,
+            SandboxState::Suspended
+        );
+        assert_eq!(
+            engine.suspend_image(done).await.unwrap().map(|s| s.id),
+            Some(sealed.id.clone())
+        );
+        assert_eq!(
+            engine.get_sandbox(half).await.unwrap().state,
+            SandboxState::Error
+        );
+        assert!(engine.suspend_image(half).await.unwrap().is_none());
+        assert!(dir.join(snapdir::MANIFEST_FILE).is_file());
+        assert!(!root.join(&partial.id).exists());
+        assert!(!root.join("forkleftover").exists());
+        assert!(store.unready_snapshots().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn snapshots_are_refused_without_a_data_directory() {
+        let (engine, store) = crate::testing::engine().await;
+        let id = "a0000000000000000003";
+        store
+            .insert_sandbox(&sandbox(id, SandboxState::Running))
+            .await
+            .unwrap();
+        let e = engine.checkpoint(id).await.unwrap_err();
+        assert_eq!(e.code(), crate::error::ErrorCode::Unsupported);
+        let e = engine.snapshot_jwks().unwrap_err();
+        assert_eq!(e.code(), crate::error::ErrorCode::Unsupported);
+    }
+}
