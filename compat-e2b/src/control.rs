@@ -239,7 +239,7 @@ fn detail_json(ctx: &Ctx, s: &Sandbox, pause_mode: Option<&str>) -> Value {
         "envdAccessToken": auth::access_token(&ctx.config.secret, &s.id),
         "domain": ctx.config.domain,
         "allowInternetAccess": s.runtime.as_ref().map(|r| r.internet),
-        "lifecycle": { "autoResume": false, "onTimeout": on_timeout },
+        "lifecycle": { "autoResume": s.auto_resume(), "onTimeout": on_timeout },
     });
     if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
         v.extend(extra.clone());
@@ -415,9 +415,10 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
             )));
         }
     }
-    if req.auto_resume.as_ref().is_some_and(|a| a.enabled) {
+    let auto_resume = req.auto_resume.as_ref().is_some_and(|a| a.enabled);
+    if auto_resume && req.auto_pause_memory == Some(false) {
         return Err(ApiError::bad_request(
-            "autoResume is not supported by this server; resume with connect",
+            "autoResume cannot be combined with autoPauseMemory=false.",
         ));
     }
     let auto_pause = req.auto_pause.unwrap_or(false);
@@ -449,6 +450,7 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
         timeout_secs: Some(timeout),
         on_timeout: Some(on_timeout),
         internet: internet(&req)?,
+        auto_resume,
         ..CreateSandbox::default()
     };
     let sandbox = ctx.engine.create_sandbox(create).await?;

@@ -127,7 +127,8 @@ pub async fn dispatch(State(ctx): State<Ctx>, req: Request, next: Next) -> Respo
 }
 
 async fn serve(ctx: Ctx, t: Target, mut req: Request) -> Response {
-    match ctx.engine.get_sandbox(&t.sandbox).await {
+    // A sandbox created with autoResume wakes for its traffic.
+    match ctx.engine.sandbox_for_traffic(&t.sandbox).await {
         Ok(s) if s.state == SandboxState::Running => {
             let service_port = !matches!(t.port, ENVD_PORT | INTERPRETER_PORT);
             if service_port

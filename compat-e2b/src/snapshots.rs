@@ -164,7 +164,10 @@ async fn fork(
     let timeout = req.timeout.map(|t| timeout_secs(Some(t))).transpose()?;
     let source = load(&ctx, &id).await?;
     let count = req.count.unwrap_or(ForkRequest::default().count);
-    let forked = ctx.engine.fork_sandbox(&id, ForkRequest { count }).await?;
+    let forked = ctx
+        .engine
+        .fork_sandbox(&id, ForkRequest { count, name: None })
+        .await?;
     tracing::info!(sandbox = %id, count, paused_ms = forked.source_paused_ms, "E2B sandbox forked");
     let mut entries = Vec::with_capacity(forked.sandboxes.len());
     for copy in forked.sandboxes {

@@ -837,17 +837,23 @@ pub struct ForkResult {
 }
 
 /// Parameters of a fork.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForkRequest {
     /// How many copies (1-20; default 1).
     #[serde(default = "one")]
     pub count: u32,
+    /// Unique name for the copy (only with `count: 1`).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 impl Default for ForkRequest {
     fn default() -> Self {
-        ForkRequest { count: one() }
+        ForkRequest {
+            count: one(),
+            name: None,
+        }
     }
 }
 

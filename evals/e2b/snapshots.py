@@ -133,6 +133,16 @@ try:
         check(rebooted.files.read("/home/user/kept.txt") == "kept", "file kept")
         check(not counter_runs(rebooted), "the counter did not survive a reboot")
 
+    with step("auto_resume: traffic wakes a sandbox paused to disk"):
+        w = Sandbox.create(timeout=300, lifecycle={"on_timeout": "pause", "auto_resume": True})
+        made.append(w)
+        check(w.get_info().lifecycle["auto_resume"] is True, "autoResume reported")
+        w.files.write("/home/user/kept.txt", "kept")
+        check(w.pause() is True, "paused")
+        check(Sandbox.get_info(w.sandbox_id).state == SandboxState.PAUSED, "listed as paused")
+        check(w.commands.run("cat /home/user/kept.txt").stdout == "kept", "a command woke it")
+        check(w.get_info().state == SandboxState.RUNNING, "running again")
+
     with step("delete_snapshot"):
         check(Sandbox.delete_snapshot(snap.snapshot_id) is True, "deleted")
         check(Sandbox.delete_snapshot(snap.snapshot_id) is False, "second delete is False")

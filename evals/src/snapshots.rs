@@ -92,7 +92,9 @@ pub async fn bench(engine: &Engine, iterations: usize) -> Result<Vec<Stat>> {
             (4, &mut fork4, &mut fork4_window),
         ] {
             let t = Instant::now();
-            let f = engine.fork_sandbox(&id, ForkRequest { count }).await?;
+            let f = engine
+                .fork_sandbox(&id, ForkRequest { count, name: None })
+                .await?;
             total.push(ms(t.elapsed()));
             window.push(f.source_paused_ms as f64);
             for copy in &f.sandboxes {

@@ -186,7 +186,7 @@ impl PlatinumMcp {
         let count = a.count.unwrap_or(1);
         let forked = self
             .engine
-            .fork_sandbox(&a.sandbox_id, ForkRequest { count })
+            .fork_sandbox(&a.sandbox_id, ForkRequest { count, name: None })
             .await?;
         Ok(Json(Forked {
             sandboxes: forked.sandboxes.into_iter().map(Into::into).collect(),

@@ -9,8 +9,7 @@
 //!   restores it into a new sandbox ([`super::sandbox`]); `/snapshots` lists, reads and deletes
 //!   it ([`super::catalog`]).
 //! - A fork is one started copy with the source's memory, disk, labels, intervals and public
-//!   flag, under a new id. A name for it is refused: the engine names sandboxes only when it
-//!   creates them.
+//!   flag, under a new id, and the name given (unique among sandboxes), if any.
 
 use axum::Json;
 use axum::extract::State;
@@ -63,7 +62,7 @@ pub async fn snapshot(
 /// Body of `POST /sandbox/{idOrName}/fork`.
 #[derive(Debug, Default, Deserialize)]
 pub struct ForkBody {
-    /// Name of the copy (refused, see the module documentation).
+    /// Name of the copy (unique among sandboxes).
     #[serde(default)]
     name: Option<String>,
 }
@@ -75,16 +74,16 @@ pub async fn fork(
     DPath(id): DPath<String>,
     DJson(req): DJson<ForkBody>,
 ) -> DResult<Json<SandboxDto>> {
-    if let Some(name) = req.name {
-        return Err(DaytonaError::bad_request(format!(
-            "naming a fork ({name:?}) is not supported by Platinum; fork without a name (the \
-             copy is named by its id)"
-        )));
-    }
     let source = ctx.engine.find_sandbox(&id).await?;
     let forked = ctx
         .engine
-        .fork_sandbox(&source.id, ForkRequest { count: 1 })
+        .fork_sandbox(
+            &source.id,
+            ForkRequest {
+                count: 1,
+                name: req.name,
+            },
+        )
         .await?;
     let copy = forked
         .sandboxes

@@ -26,16 +26,22 @@ pub struct StreamOptions {
 impl Engine {
     /// The guest session of a sandbox that is running.
     pub(crate) async fn running_guest(&self, id: &str) -> Result<(Sandbox, GuestClient)> {
-        let mut s = self.load(id).await?;
-        // Traffic wakes a paused sandbox created with `auto_resume`.
-        if s.auto_resume() && matches!(s.state, SandboxState::Paused | SandboxState::Suspended) {
-            tracing::info!(sandbox = %id, state = %s.state, "auto-resuming on traffic");
-            s = self.resume_sandbox(id).await?;
-        }
+        let s = self.sandbox_for_traffic(id).await?;
         require(&s, "this operation", &[SandboxState::Running])?;
         self.touch(&s).await;
         let guest = self.host.guest(id).await?;
         Ok((s, guest))
+    }
+
+    /// A sandbox that traffic is for: one created with `auto_resume` is resumed first when it
+    /// is paused (in memory or to disk); any other is returned as it is.
+    pub async fn sandbox_for_traffic(&self, id: &str) -> Result<Sandbox> {
+        let s = self.load(id).await?;
+        if s.auto_resume() && matches!(s.state, SandboxState::Paused | SandboxState::Suspended) {
+            tracing::info!(sandbox = %id, state = %s.state, "auto-resuming on traffic");
+            return self.resume_sandbox(id).await;
+        }
+        Ok(s)
     }
 
     fn exec_spec(

@@ -30,6 +30,20 @@ impl Engine {
                 req.count
             )));
         }
+        if let Some(name) = &req.name {
+            if req.count != 1 {
+                return Err(Error::InvalidRequest(format!(
+                    "a name is for a single copy; asked for {} copies",
+                    req.count
+                )));
+            }
+            crate::commands::settings::check_sandbox_name(name)?;
+            if self.store.get_sandbox_by_name(name).await?.is_some() {
+                return Err(Error::Conflict(format!(
+                    "a sandbox named {name:?} already exists"
+                )));
+            }
+        }
         let root = self.snapshots_root()?;
         let guard = self.lock(id).await;
         let source = self.load(id).await?;
@@ -39,7 +53,10 @@ impl Engine {
             &[SandboxState::Running, SandboxState::Paused],
         )?;
         self.touch(&source).await;
-        let copies: Vec<Sandbox> = (0..req.count).map(|_| copy_of(&source)).collect();
+        let mut copies: Vec<Sandbox> = (0..req.count).map(|_| copy_of(&source)).collect();
+        if let Some(first) = copies.first_mut() {
+            first.name = req.name.clone();
+        }
         // Every copy is admitted and inserted before any work: a fork that cannot fit makes
         // no VM (copies inserted before the refusal are deleted).
         let admitted = async {

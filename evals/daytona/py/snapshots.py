@@ -87,9 +87,10 @@ def body():
         check(c.fs.download_file(KEPT) == b"kept", "file in the restored sandbox")
         d.delete(c)
 
-        f = a.fork()
+        f = a.fork(name=f"fork-{a.id}")
         made.append(f)
         check(f.id != a.id and f.state == SandboxState.STARTED, "fork started", f.state)
+        check(f.name == f"fork-{a.id}", "fork named", f.name)
         check(f.labels.get("flow") == "snapshots", "fork keeps the labels", f.labels)
         counting(f, "the fork")
         check(f.fs.download_file(KEPT) == b"kept", "file in the fork")

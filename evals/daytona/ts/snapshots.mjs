@@ -66,9 +66,10 @@ await run('typescript snapshots', async () => {
     check((await c.fs.downloadFile(KEPT)).toString() === 'kept', 'file in the restored sandbox')
     await d.delete(c)
 
-    const f = await a.fork()
+    const f = await a.fork({ name: `fork-${a.id}` })
     made.push(f)
     check(f.id !== a.id && f.state === 'started', 'fork started', f.state)
+    check(f.name === `fork-${a.id}`, 'fork named', f.name)
     await counting(f, 'the fork')
     await d.delete(f)
 
