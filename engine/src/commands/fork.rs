@@ -52,6 +52,7 @@ impl Engine {
             "fork",
             &[SandboxState::Running, SandboxState::Paused],
         )?;
+        self.check_room_for_snapshot(&source)?;
         self.touch(&source).await;
         let mut copies: Vec<Sandbox> = (0..req.count).map(|_| copy_of(&source)).collect();
         if let Some(first) = copies.first_mut() {

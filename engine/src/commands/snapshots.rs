@@ -103,6 +103,7 @@ impl Engine {
         let started = Instant::now();
         let root = self.snapshots_root()?;
         let keys = self.keys()?;
+        self.check_room_for_snapshot(sandbox)?;
         let profile = self.host_profile();
         let mut snap = Snapshot {
             id: new_snapshot_id(kind),
@@ -176,6 +177,26 @@ impl Engine {
             .await?;
         tracing::info!(sandbox = %sandbox.id, snapshot = %snap.id, kind = kind.as_str(), timings = ?snap.timings, "snapshot taken");
         Ok(snap)
+    }
+
+    /// Refuses a snapshot the data directory has no room for: its memory image can be as large
+    /// as the guest's memory, and `min_free_disk_mib` must stay free after it.
+    pub(crate) fn check_room_for_snapshot(&self, sandbox: &Sandbox) -> Result<()> {
+        let Some(free) = self.host.disk_free_bytes() else {
+            return Ok(());
+        };
+        let need = (self.config.min_free_disk_mib + u64::from(sandbox.memory_mib)) << 20;
+        if free < need {
+            return Err(Error::NoSpace(format!(
+                "{} MiB free in the data directory; a snapshot of a {} MiB sandbox needs {} MiB \
+                 with {} MiB kept free",
+                free >> 20,
+                sandbox.memory_mib,
+                need >> 20,
+                self.config.min_free_disk_mib
+            )));
+        }
+        Ok(())
     }
 
     /// Checks a snapshot's directory (signature, key, identity, compatibility, every file's size

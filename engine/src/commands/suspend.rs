@@ -26,9 +26,22 @@ impl Engine {
             &[SandboxState::Running, SandboxState::Paused],
         )?;
         let detail = if memory {
-            let snap = self
+            let taken = self
                 .take_snapshot(&s, SnapshotKind::Suspend, None, AfterSave::Exit)
-                .await?;
+                .await;
+            let snap = match taken {
+                Ok(snap) => snap,
+                Err(e) => {
+                    // A save that failed before the VM exited leaves it running as it was; one
+                    // that failed after (sealing the image) leaves no VM: that is a failure the
+                    // sandbox shows, with its disk kept for `start`.
+                    if !self.host.running().await.contains(&s.id) {
+                        self.record_error(&mut s, format!("pause to disk failed: {e}"))
+                            .await?;
+                    }
+                    return Err(e);
+                }
+            };
             serde_json::json!({ "memory": true, "snapshot": snap.id, "timings": snap.timings })
         } else {
             self.host.stop(id).await?;
