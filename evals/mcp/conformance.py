@@ -333,6 +333,24 @@ class Suite:
         r = await self.call("rollback", {"sandbox_id": sid, "checkpoint": "ckptnosuchcheckpoint0000"}, ok=False)
         check(self.code(r) == "snapshot_not_found", "unknown checkpoint code", r.meta)
 
+        # A named snapshot restored into a new sandbox, and a fork: both run what the source ran.
+        name = f"mcp-{self.label}-{sid}"
+        snap = (await self.call("snapshot_sandbox", {"sandbox_id": sid, "name": name})).structured_content
+        check(snap["name"] == name and snap["sandbox_id"] == sid, "snapshot", snap)
+        listed = (await self.call("list_snapshots", {"sandbox_id": sid})).structured_content
+        check([x["id"] for x in listed["snapshots"]] == [snap["id"]], "list_snapshots", listed)
+        restored = (await self.call("restore_snapshot", {"snapshot": name, "timeout_secs": 120})).structured_content
+        forked = (await self.call("fork_sandbox", {"sandbox_id": sid})).structured_content
+        copies = [restored["id"]] + [c["id"] for c in forked["sandboxes"]]
+        try:
+            check(restored["state"] == "running" and len(forked["sandboxes"]) == 1, "restore and fork", (restored, forked))
+            for copy in copies:
+                r = await self.run("cat /home/user/site/index.html; hostname", copy)
+                check(r["stdout"] == f"preview-ok\n{copy}\n", "a copy has the source's files and its own name", r)
+        finally:
+            for copy in copies:
+                await self.call("kill_sandbox", {"sandbox_id": copy})
+
     async def has_matplotlib(self, sid: str) -> bool:
         r = await self.run("python3 -c 'import matplotlib' 2>/dev/null && echo yes || echo no", sid)
         return r["stdout"] == "yes\n"
