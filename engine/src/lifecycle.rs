@@ -185,25 +185,7 @@ mod tests {
     use super::*;
 
     fn sandbox(state: SandboxState) -> Sandbox {
-        let t = OffsetDateTime::UNIX_EPOCH;
-        Sandbox {
-            id: "s".into(),
-            name: None,
-            template: "base".into(),
-            state,
-            vcpus: 1,
-            memory_mib: 512,
-            env: Default::default(),
-            attributes: Default::default(),
-            metadata: Default::default(),
-            created_at: t,
-            expires_at: None,
-            on_timeout: TimeoutAction::Kill,
-            lifecycle: LifecycleRules::default(),
-            last_activity_at: t,
-            error: None,
-            runtime: None,
-        }
+        crate::testing::sandbox("s", state)
     }
 
     #[test]

@@ -7,12 +7,7 @@ use std::os::fd::AsRawFd;
 
 /// Sets `IFF_UP` on `lo`.
 pub fn loopback_up() -> std::io::Result<()> {
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = inet_socket()?;
     // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
@@ -36,12 +31,7 @@ pub fn loopback_up() -> std::io::Result<()> {
 /// route; and writes `/etc/resolv.conf`.
 pub fn configure(params: &super::cmdline::NetParams) -> std::io::Result<String> {
     let name = first_ethernet()?;
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = inet_socket()?;
     apply(sock.as_raw_fd(), &name, params)?;
     Ok(name)
 }
@@ -51,12 +41,7 @@ pub fn configure(params: &super::cmdline::NetParams) -> std::io::Result<String> 
 /// default route goes with the old address; adding it again is allowed to find it present.
 pub fn reconfigure(mac: [u8; 6], params: &super::cmdline::NetParams) -> std::io::Result<String> {
     let name = first_ethernet()?;
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = inet_socket()?;
     let fd = sock.as_raw_fd();
     let mut req = ifreq_for(&name);
     // SAFETY: `sockaddr` is plain old data; the kernel reads the family and the first six bytes.
@@ -106,6 +91,16 @@ fn apply(fd: i32, name: &str, params: &super::cmdline::NetParams) -> std::io::Re
         std::fs::write("/etc/resolv.conf", conf)?;
     }
     Ok(())
+}
+
+/// A datagram socket for the interface ioctls.
+fn inet_socket() -> std::io::Result<std::os::fd::OwnedFd> {
+    Ok(socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?)
 }
 
 /// The first interface in `/sys/class/net` that is not loopback (virtio-net is `eth0`).

@@ -83,44 +83,18 @@ impl LocalHost {
         }
         .await;
         let paused_ms = match then {
-            AfterSave::Continue => {
-                let resumed = if was_paused {
-                    Ok(())
-                } else {
-                    slot.vm.resume().await
-                };
-                let paused_ms = if was_paused {
-                    0
-                } else {
-                    millis(stopped.elapsed())
-                };
-                slot.paused.store(was_paused, Ordering::SeqCst);
-                resumed?;
-                if !was_paused {
-                    // The guest clock stood still while its vCPUs did.
-                    match slot_guest(&slot, Duration::from_secs(10)).await {
-                        Ok(g) => drop(g.keep_clock().await),
-                        Err(e) => {
-                            tracing::warn!(sandbox = %id, error = %e, "re-syncing the clock after a save")
-                        }
-                    }
-                }
-                paused_ms
-            }
             AfterSave::Exit if written.is_ok() => {
                 self.end_vm(id, &slot, "paused to disk").await?;
                 millis(stopped.elapsed())
             }
-            AfterSave::Exit => {
-                // The save failed: the VM runs on as it was.
-                let resumed = if was_paused {
-                    Ok(())
+            // A snapshot, or a pause to disk whose save failed: the VM runs on as it was.
+            _ => {
+                run_on(id, &slot, was_paused).await?;
+                if was_paused {
+                    0
                 } else {
-                    slot.vm.resume().await
-                };
-                slot.paused.store(was_paused, Ordering::SeqCst);
-                resumed?;
-                0
+                    millis(stopped.elapsed())
+                }
             }
         };
         let (state_ms, disks_ms) = written?;
@@ -241,6 +215,28 @@ impl LocalHost {
         }
         Ok(NetPlan::Auto(Some(internet.unwrap_or(saved.internet))))
     }
+}
+
+/// Puts a slot back as it was before a save: vCPUs running again unless they were paused
+/// before, and then the guest clock re-synced (it stood still while the vCPUs did; failing to
+/// sync it is logged, the VM runs either way).
+async fn run_on(id: &str, slot: &super::Slot, was_paused: bool) -> Result<()> {
+    let resumed = if was_paused {
+        Ok(())
+    } else {
+        slot.vm.resume().await
+    };
+    slot.paused.store(was_paused, Ordering::SeqCst);
+    resumed?;
+    if !was_paused {
+        match slot_guest(slot, Duration::from_secs(10)).await {
+            Ok(g) => drop(g.keep_clock().await),
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "re-syncing the clock after a save")
+            }
+        }
+    }
+    Ok(())
 }
 
 fn millis(d: Duration) -> u64 {
