@@ -166,6 +166,7 @@ impl Engine {
             reason: info.reason,
             transport: crate::commands::sandbox::wire_name(&info.transport),
             network_unavailable: info.network_unavailable,
+            memory: info.memory,
         }
     }
 

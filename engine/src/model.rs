@@ -411,6 +411,8 @@ pub struct HostInfo {
     pub transport: String,
     /// Sandbox networking: `None` when available, else why not.
     pub network_unavailable: Option<String>,
+    /// Where guest RAM lives (anonymous memory, or a file snapshots clone in place) and why.
+    pub memory: String,
 }
 
 /// Parameters of `exec`.

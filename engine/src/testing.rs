@@ -78,6 +78,7 @@ impl HostAgent for NoVms {
             vmm_version: "10.0.2".into(),
             cpu_model: "test".into(),
             cpu_flags: Vec::new(),
+            memory: "test".into(),
         }
     }
     async fn prepare_template(&self, _: &str) -> platinum_hostagent::Result<()> {

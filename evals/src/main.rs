@@ -15,7 +15,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use platinum::server::{Server, ServerConfig};
+use platinum::server::{RunningServer, Server, ServerConfig};
 use platinum_engine::model::ExecRequest;
 use platinum_engine::{EngineConfig, ExecEvent, StreamOptions};
 use serde::Serialize;
@@ -36,6 +36,10 @@ struct Args {
     /// File size for throughput, MiB.
     #[arg(long, default_value_t = 50)]
     file_mib: usize,
+    /// Also run the snapshot benchmarks with guest RAM in a memory file on a scratch XFS
+    /// filesystem with reflinks (root, a loop device and xfsprogs), beside the run's own.
+    #[arg(long)]
+    memory_file: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -111,12 +115,11 @@ async fn pipe_through(
     printed
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
+/// A server of the run's settings with its data directory in `parent`.
+async fn start_server(parent: &std::path::Path) -> Result<(tempfile::TempDir, RunningServer)> {
     let dir = tempfile::Builder::new()
         .prefix("platinum-evals-")
-        .tempdir()?;
+        .tempdir_in(parent)?;
     let agent = platinum::agent_binary::locate(None).map_err(anyhow::Error::msg)?;
     let mut config = ServerConfig::new(dir.path().join("data"), agent);
     config.listen = "127.0.0.1:0".parse()?;
@@ -126,6 +129,36 @@ async fn main() -> Result<()> {
         ..EngineConfig::default()
     };
     let server = Server::start(config).await?;
+    Ok((dir, server))
+}
+
+/// The snapshot benchmarks again, on a server whose data directory reflinks, so guest RAM is
+/// a memory file that snapshots clone in place.
+async fn memory_file_snapshots(iterations: usize) -> Result<Vec<Stat>> {
+    let fs = platinum_testkit::ReflinkFs::create(16)?;
+    let (_dir, server) = start_server(fs.path()).await?;
+    let memory = server.engine.host_info().memory;
+    anyhow::ensure!(
+        memory.starts_with("a memory file"),
+        "the scratch XFS server did not put RAM in a file: {memory}"
+    );
+    let mut stats = snapshots::bench(&server.engine, iterations).await;
+    server.shutdown().await?;
+    if let Ok(stats) = stats.as_mut() {
+        for s in stats.iter_mut() {
+            s.name = match s.name.strip_prefix("  ") {
+                Some(rest) => format!("  [file RAM] {rest}"),
+                None => format!("[file RAM] {}", s.name),
+            };
+        }
+    }
+    stats
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let (_dir, server) = start_server(&std::env::temp_dir()).await?;
     let engine = server.engine.clone();
     let http = reqwest::Client::new();
     let url = server.url();
@@ -318,14 +351,17 @@ async fn main() -> Result<()> {
     ));
     engine.kill_sandbox(&id).await?;
     stats.extend(snapshots::bench(&engine, args.iterations).await?);
+    if args.memory_file {
+        stats.extend(memory_file_snapshots(args.iterations).await?);
+    }
 
     println!(
         "Platinum benchmarks ({accel}, {} spawns, {} round trips, {} MiB files)",
         args.iterations, args.round_trips, args.file_mib
     );
-    println!("{:<48} {:>10} {:>10}  unit", "measurement", "p50", "p95");
+    println!("{:<58} {:>10} {:>10}  unit", "measurement", "p50", "p95");
     for s in &stats {
-        println!("{:<48} {:>10.1} {:>10.1}  {}", s.name, s.p50, s.p95, s.unit);
+        println!("{:<58} {:>10.1} {:>10.1}  {}", s.name, s.p50, s.p95, s.unit);
     }
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&stats)?)?;

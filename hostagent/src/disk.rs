@@ -148,6 +148,15 @@ pub async fn copy_disk(src: &Path, dest: &Path) -> Result<CloneMethod> {
     .map_err(|e| Error::io("disk copy task", std::io::Error::other(e)))?
 }
 
+/// Whether two paths are one file (a hard link).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Tries a `FICLONE` of `base` into a new file `dest`. `Ok(false)` (with `dest` removed) when the
 /// filesystem cannot reflink between these two paths.
 pub fn reflink(base: &Path, dest: &Path) -> Result<bool> {

@@ -247,6 +247,7 @@ async fn cloud_hypervisor_end_to_end() {
         disks: vec![root1.spec],
         vcpus: 2,
         memory_mib: 512,
+        memory_file: None,
         transport: TransportKind::Vsock,
         vsock_cid: 3,
         console_log: dir1.join("console.log"),

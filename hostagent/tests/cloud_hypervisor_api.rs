@@ -69,6 +69,7 @@ fn vm_spec(id: &str, dir: &Path, images: &Path) -> VmSpec {
         }],
         vcpus: 2,
         memory_mib: 512,
+        memory_file: None,
         transport: TransportKind::VirtioSerial,
         vsock_cid: 3,
         console_log: dir.join("console.log"),

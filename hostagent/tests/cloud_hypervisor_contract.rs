@@ -57,6 +57,7 @@ fn spec(dir: &str) -> VmSpec {
         }],
         vcpus: 2,
         memory_mib: 1024,
+        memory_file: None,
         transport: TransportKind::Vsock,
         vsock_cid: 3,
         console_log: dir.join("console.log"),

@@ -10,6 +10,7 @@ use platinum_engine::{Engine, EngineConfig};
 use platinum_hostagent::accel::AccelChoice;
 use platinum_hostagent::host::HostAgent;
 use platinum_hostagent::host::local::{LocalHost, LocalHostConfig};
+use platinum_hostagent::host::memory::MemoryBacking;
 use platinum_hostagent::image::ImageCache;
 use platinum_hostagent::net::{Network, NetworkConfig};
 use platinum_hostagent::vmm::{TransportKind, VmmKind, select};
@@ -39,6 +40,8 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// Default guest transport.
     pub transport: TransportKind,
+    /// Where guest RAM lives.
+    pub memory: MemoryBacking,
     /// Accelerator override (else detected).
     pub accel: Option<AccelChoice>,
     /// Sandbox network (bridge, subnet, private networks allowed); `None` runs sandboxes without
@@ -59,6 +62,7 @@ impl ServerConfig {
             api_key: None,
             engine: EngineConfig::default(),
             transport: TransportKind::VirtioSerial,
+            memory: MemoryBacking::Auto,
             accel: None,
             network: Some(NetworkConfig::default()),
             mcp: platinum_mcp::McpOptions::default(),
@@ -137,6 +141,7 @@ impl Server {
             ImageCache::new(config.cache_dir.clone()),
             config.agent_binary.clone(),
         );
+        host_config.memory = config.memory;
         host_config.transport = match kind {
             // CH reaches guests only over vsock; its driver would override virtio-serial anyway.
             VmmKind::CloudHypervisor => TransportKind::Vsock,

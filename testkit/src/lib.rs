@@ -44,9 +44,15 @@ impl TestServer {
 
     /// Starts a server after `tweak` adjusted its config.
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Result<Self> {
+        Self::start_under(&temp_root(), tweak).await
+    }
+
+    /// Starts a server whose data directory is in a new directory under `parent` (a
+    /// [`ReflinkFs`], say).
+    pub async fn start_under(parent: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("platinum-test-")
-            .tempdir_in(temp_root())?;
+            .tempdir_in(parent)?;
         Self::start_in(dir, tweak).await
     }
 
@@ -259,6 +265,111 @@ impl Drop for TestServer {
             eprintln!("keeping test data in {}", d.keep().display());
         }
     }
+}
+
+/// A scratch XFS filesystem with reflinks (`mkfs.xfs -m reflink=1` on a sparse image, loop
+/// mounted), for what reflinks make fast when the test machine's own filesystem has none.
+/// Needs root, a loop device and xfsprogs (`platinum.sh` installs it). Unmounted and its image
+/// removed on drop; drop every [`TestServer`] in it first.
+pub struct ReflinkFs {
+    mount: Option<tempfile::TempDir>,
+    image: PathBuf,
+}
+
+impl ReflinkFs {
+    /// Makes and mounts a filesystem of `gib` GiB (sparse: it takes only what is written).
+    pub fn create(gib: u64) -> Result<Self> {
+        let root = temp_root();
+        let image = tempfile::Builder::new()
+            .prefix("platinum-xfs-")
+            .suffix(".img")
+            .tempfile_in(&root)?
+            .into_temp_path()
+            .keep()?;
+        // From here on, dropping `fs` removes the image (and unmounts once mounted).
+        let mut fs = ReflinkFs { mount: None, image };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fs.image)?
+            .set_len(gib << 30)?;
+        run(
+            "mkfs.xfs",
+            &[
+                "-q".as_ref(),
+                "-f".as_ref(),
+                "-m".as_ref(),
+                "reflink=1".as_ref(),
+                fs.image.as_os_str(),
+            ],
+        )?;
+        let mount = tempfile::Builder::new()
+            .prefix("pt-xfs-")
+            .tempdir_in(&root)?;
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                "-t".as_ref(),
+                "xfs".as_ref(),
+                fs.image.as_os_str(),
+                mount.path().as_os_str(),
+            ],
+        )?;
+        fs.mount = Some(mount);
+        Ok(fs)
+    }
+
+    /// The mounted filesystem's root.
+    pub fn path(&self) -> &Path {
+        self.mount
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |m| m.path())
+    }
+}
+
+impl Drop for ReflinkFs {
+    fn drop(&mut self) {
+        if let Some(mount) = self.mount.take() {
+            kill_processes_under(mount.path());
+            // Killed VMMs take a moment to close their files.
+            let unmounted = (0..30).any(|_| {
+                let done = std::process::Command::new("umount")
+                    .arg(mount.path())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !done {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                done
+            });
+            if !unmounted {
+                // Busy (a process still closing files): detach now, the kernel finishes later.
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(mount.path())
+                    .status();
+            }
+            drop(mount);
+        }
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// Runs `program args`, failing with its stderr.
+fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<()> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program} (is it installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Sends the request `req` builds until it answers 200 (a service in a sandbox coming up),

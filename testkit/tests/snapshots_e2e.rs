@@ -508,3 +508,163 @@ async fn pause_to_disk_snapshot_restore_fork_checkpoint_rollback_and_tampering()
     assert_eq!(out(&t, &e_id, "echo back").await, "back");
     t.delete(&e_id).await.unwrap();
 }
+
+/// Guest RAM in a memory file on a filesystem with reflinks (a scratch XFS): the server picks it
+/// by itself, and then a checkpoint, rollback, fork and pause to disk save only device state and
+/// reflink the RAM: the same process goes on everywhere, the snapshot's state stream is
+/// kilobytes, and a flipped byte in the memory clone is caught before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_file_on_a_reflink_filesystem() {
+    let fs = platinum_testkit::ReflinkFs::create(8).unwrap();
+    let t = TestServer::start_under(fs.path(), |_| {}).await.unwrap();
+    let memory = t.server().engine.host_info().memory;
+    assert!(memory.starts_with("a memory file"), "{memory}");
+
+    let a = t
+        .create(json!({ "memory_mib": 512, "timeout_secs": 0 }))
+        .await
+        .unwrap();
+    let a_id = id(&a);
+    let ram = t.data_dir().join("sandboxes").join(&a_id).join("memory");
+    assert_eq!(std::fs::metadata(&ram).unwrap().len(), 512 << 20);
+    t.exec(&a_id, COUNTER).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (pid, _) = counting(&t, &a_id).await;
+
+    // Checkpoint: device state only in the stream, the RAM a clone beside it.
+    let cp = t
+        .expect(
+            post(&t, &sandbox_path(&a_id, "/checkpoints"), json!({})),
+            201,
+        )
+        .await
+        .unwrap();
+    eprintln!("memory-file checkpoint timings: {}", cp["timings"]);
+    let cp_dir = snapshot_dir(&t, &id(&cp));
+    let state = std::fs::metadata(cp_dir.join("vmstate")).unwrap().len();
+    assert!(state < 2 << 20, "RAM went into the stream: {state} bytes");
+    assert_eq!(
+        std::fs::metadata(cp_dir.join("memory")).unwrap().len(),
+        512 << 20
+    );
+    out(
+        &t,
+        &a_id,
+        "mkdir -p /home/user/work && echo v1 > /home/user/work/a.txt && sync",
+    )
+    .await;
+    out(
+        &t,
+        &a_id,
+        "rm -rf /home/user/work; pkill -f 'import[ ]time'; true",
+    )
+    .await;
+    let rolled = t
+        .expect(
+            post(
+                &t,
+                &sandbox_path(&a_id, "/rollback"),
+                json!({ "checkpoint": id(&cp) }),
+            ),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rolled["id"], a_id);
+    assert_eq!(
+        counting(&t, &a_id).await.0,
+        pid,
+        "rollback lost the process"
+    );
+
+    // Fork ×2: copies with the source's process; the source goes on.
+    let forked = t
+        .expect(
+            post(&t, &sandbox_path(&a_id, "/fork"), json!({ "count": 2 })),
+            201,
+        )
+        .await
+        .unwrap();
+    eprintln!(
+        "memory-file fork x2: source paused {} ms",
+        forked["source_paused_ms"]
+    );
+    let copies: Vec<String> = forked["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id)
+        .collect();
+    assert_eq!(copies.len(), 2, "{forked}");
+    for c in &copies {
+        assert_eq!(
+            counting(&t, c).await.0,
+            pid,
+            "copy {c} runs another process"
+        );
+        assert_eq!(out(&t, c, "hostname").await, *c);
+    }
+    out(&t, &copies[0], "echo mine > /tmp/only-here").await;
+    assert_eq!(
+        out(
+            &t,
+            &copies[1],
+            "test -e /tmp/only-here && echo yes || echo no"
+        )
+        .await,
+        "no"
+    );
+    assert_eq!(counting(&t, &a_id).await.0, pid);
+    for c in &copies {
+        t.delete(c).await.unwrap();
+    }
+
+    // Pause to disk and resume: the VMM and its memory file go, then come back.
+    let paused = t
+        .expect(
+            post(
+                &t,
+                &sandbox_path(&a_id, "/pause"),
+                json!({ "memory": true }),
+            ),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(paused["state"], "suspended", "{paused}");
+    assert!(!ram.exists(), "a suspended sandbox keeps its RAM file");
+    let resumed = t.action(&a_id, "resume").await.unwrap();
+    assert_eq!(resumed["state"], "running");
+    assert_eq!(counting(&t, &a_id).await.0, pid, "resume lost the process");
+
+    // A flipped byte in a snapshot's memory clone: refused before any VMM starts.
+    let snap = t
+        .expect(post(&t, &sandbox_path(&a_id, "/snapshots"), json!({})), 201)
+        .await
+        .unwrap();
+    let mem = snapshot_dir(&t, &id(&snap)).join("memory");
+    flip(&mem, 300 << 20);
+    let refused = t
+        .expect_error(
+            post(&t, "/v1/sandboxes", json!({ "snapshot": id(&snap) })),
+            422,
+            "snapshot_corrupt",
+        )
+        .await
+        .unwrap();
+    assert!(
+        refused["message"].as_str().unwrap().contains("memory"),
+        "{refused}"
+    );
+    flip(&mem, 300 << 20);
+    let restored = t
+        .expect(
+            post(&t, "/v1/sandboxes", json!({ "snapshot": id(&snap) })),
+            201,
+        )
+        .await
+        .unwrap();
+    assert_eq!(counting(&t, &id(&restored)).await.0, pid);
+    drop(t);
+    drop(fs);
+}

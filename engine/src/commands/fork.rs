@@ -182,8 +182,9 @@ impl Engine {
     }
 }
 
-/// The row of a new copy of `source`: same template, size, environment and metadata, no name,
-/// the source's timeout length counted from now.
+/// The row of a new copy of `source`: same template, size, environment, metadata and lifecycle
+/// (timeout action, rules, auto-resume), no name, no front-end state, the source's timeout length
+/// counted from now.
 fn copy_of(source: &Sandbox) -> Sandbox {
     let now = OffsetDateTime::now_utc();
     Sandbox {
@@ -195,7 +196,12 @@ fn copy_of(source: &Sandbox) -> Sandbox {
         memory_mib: source.memory_mib,
         env: source.env.clone(),
         metadata: source.metadata.clone(),
-        attributes: Default::default(),
+        attributes: source
+            .attributes
+            .iter()
+            .filter(|(k, _)| k.as_str() == crate::model::AUTO_RESUME_ATTRIBUTE)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         created_at: now,
         expires_at: source
             .expires_at
@@ -205,5 +211,30 @@ fn copy_of(source: &Sandbox) -> Sandbox {
         last_activity_at: now,
         error: None,
         runtime: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_keep_the_lifecycle_but_no_front_end_state() {
+        let mut source = crate::testing::sandbox("src", SandboxState::Running);
+        source.name = Some("named".into());
+        source.attributes.insert(
+            crate::model::AUTO_RESUME_ATTRIBUTE.to_string(),
+            "true".into(),
+        );
+        source
+            .attributes
+            .insert("daytona.public".into(), "true".into());
+        let copy = copy_of(&source);
+        assert_ne!(copy.id, source.id);
+        assert_eq!(copy.name, None);
+        assert_eq!(copy.state, SandboxState::Creating);
+        assert!(copy.auto_resume());
+        assert_eq!(copy.attributes.len(), 1, "{:?}", copy.attributes);
+        assert_eq!(copy.on_timeout, source.on_timeout);
     }
 }

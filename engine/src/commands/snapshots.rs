@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::model::{
     CreateSnapshot, Sandbox, SandboxState, Snapshot, SnapshotKind, SnapshotTimings,
 };
-use crate::snapshots::SnapshotError;
 use crate::snapshots::compat::HostProfile;
 use crate::snapshots::dir::{self as snapdir, Identity};
 use crate::snapshots::signing::SnapshotKeys;
@@ -50,13 +49,6 @@ fn save_error(e: platinum_hostagent::Error) -> Error {
         Error::NoSpace(crate::error::chain(&e))
     } else {
         e.into()
-    }
-}
-
-fn snapshot_io(e: SnapshotError) -> Error {
-    match &e {
-        SnapshotError::Io(m) if m.contains("No space left") => Error::NoSpace(m.clone()),
-        _ => e.into(),
     }
 }
 
@@ -147,7 +139,7 @@ impl Engine {
                 tokio::task::spawn_blocking(move || snapdir::seal(&d, &files, who, &p, &k))
                     .await
                     .map_err(|e| Error::Internal(format!("sealing task: {e}")))?
-                    .map_err(snapshot_io)?;
+                    .map_err(Error::from)?;
             Ok::<_, Error>((report, kid, hash_ms))
         }
         .await;

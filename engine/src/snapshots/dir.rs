@@ -61,7 +61,7 @@ pub fn seal(
         .map_err(|e| SnapshotError::Io(format!("encoding the manifest: {e}")))?;
     let path = dir.join(MANIFEST_FILE);
     platinum_hostagent::private_file::write(&path, &json)
-        .map_err(|e| SnapshotError::Io(format!("{}: {e}", path.display())))?;
+        .map_err(|e| SnapshotError::io(&path, &e))?;
     let ms = started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
     Ok((signed.kid, ms))
 }

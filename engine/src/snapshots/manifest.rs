@@ -88,7 +88,7 @@ impl Manifest {
 
 /// Size and BLAKE3 of a file, read through a memory map.
 pub fn digest(path: &Path) -> Result<FileDigest, SnapshotError> {
-    let io = |e: std::io::Error| SnapshotError::Io(format!("{}: {e}", path.display()));
+    let io = |e: std::io::Error| SnapshotError::io(path, &e);
     let mut hasher = blake3::Hasher::new();
     hasher.update_mmap(path).map_err(io)?;
     let size = std::fs::metadata(path).map_err(io)?.len();

@@ -36,6 +36,9 @@ pub enum SnapshotError {
     /// Reading or writing the snapshot or the keys failed.
     #[error("snapshot i/o: {0}")]
     Io(String),
+    /// Writing the snapshot failed because its filesystem is full.
+    #[error("no space left for the snapshot: {0}")]
+    NoSpace(String),
 }
 
 impl SnapshotError {
@@ -47,6 +50,17 @@ impl SnapshotError {
             SnapshotError::KeyUnknown(_) => "snapshot_key_unknown",
             SnapshotError::Incompatible(_) => "snapshot_incompatible",
             SnapshotError::Io(_) => "snapshot_io",
+            SnapshotError::NoSpace(_) => "no_space",
+        }
+    }
+
+    /// An i/o failure on `path`: [`SnapshotError::NoSpace`] when the filesystem is full.
+    pub fn io(path: &std::path::Path, e: &std::io::Error) -> SnapshotError {
+        let message = format!("{}: {e}", path.display());
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            SnapshotError::NoSpace(message)
+        } else {
+            SnapshotError::Io(message)
         }
     }
 
@@ -59,6 +73,24 @@ impl SnapshotError {
             SnapshotError::KeyUnknown(_) => ErrorCode::SnapshotKeyUnknown,
             SnapshotError::Incompatible(_) => ErrorCode::SnapshotIncompatible,
             SnapshotError::Io(_) => ErrorCode::Internal,
+            SnapshotError::NoSpace(_) => ErrorCode::NoSpace,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Error, ErrorCode};
+    use std::io::ErrorKind;
+
+    #[test]
+    fn a_full_filesystem_is_no_space_and_other_io_is_internal() {
+        let path = std::path::Path::new("/snap/memory");
+        let full = Error::from(SnapshotError::io(path, &ErrorKind::StorageFull.into()));
+        assert_eq!((full.code(), full.http_status()), (ErrorCode::NoSpace, 507));
+        assert!(full.to_string().contains("/snap/memory"), "{full}");
+        let denied = Error::from(SnapshotError::io(path, &ErrorKind::PermissionDenied.into()));
+        assert_eq!(denied.code(), ErrorCode::Internal);
     }
 }

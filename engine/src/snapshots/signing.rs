@@ -52,7 +52,7 @@ pub struct SnapshotKeys {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
-    move |e| SnapshotError::Io(format!("{}: {e}", path.display()))
+    move |e| SnapshotError::io(path, &e)
 }
 
 fn kid_of(key: &VerifyingKey) -> String {

@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod local;
+pub mod memory;
 pub mod snapshot;
 
 use async_trait::async_trait;
@@ -42,6 +43,8 @@ pub struct HostInfo {
     /// The host CPU's feature flags, sorted: a KVM snapshot may use any of them, so it restores
     /// only where all are present.
     pub cpu_flags: Vec<String>,
+    /// Whether guest RAM lives in a file in each sandbox's directory ([`memory`]), and why.
+    pub memory: String,
 }
 
 /// Parameters of a new VM.

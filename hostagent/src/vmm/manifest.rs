@@ -124,6 +124,13 @@ pub fn check_layout(old: &VmSpec, new: &VmSpec) -> Result<()> {
             layout(new).join(", ")
         ));
     }
+    if old.memory_file.is_some() != new.memory_file.is_some() {
+        let backing = |spec: &VmSpec| match spec.memory_file {
+            Some(_) => "a memory file",
+            None => "anonymous memory",
+        };
+        diffs.push(format!("RAM in {} vs {}", backing(old), backing(new)));
+    }
     if old.net.is_some() != new.net.is_some() {
         diffs.push(format!(
             "network {} vs {}",

@@ -117,6 +117,12 @@ pub struct VmSpec {
     pub vcpus: u32,
     /// Guest RAM, MiB.
     pub memory_mib: u32,
+    /// Guest RAM backed by this file in [`VmSpec::dir`] (`memory-backend-file,share=on`)
+    /// instead of anonymous shared memory. The file *is* the RAM: a snapshot saves device state
+    /// only and clones the file (a reflink where the filesystem has them), and a restore maps a
+    /// clone of the snapshot's. QEMU only; `None` = anonymous RAM, streamed into snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_file: Option<PathBuf>,
     /// Guest agent transport.
     pub transport: TransportKind,
     /// Guest vsock CID (>= 3) when the transport is vsock.
@@ -265,6 +271,14 @@ pub trait Vm: Send + Sync {
     /// Writes device state and memory into `dir` (which exists). The VM must be paused and stays
     /// paused.
     async fn snapshot(&self, dir: &Path) -> Result<()>;
+
+    /// Work a snapshot needs that can be done while the vCPUs still run, to shorten the pause
+    /// window that follows (QEMU with a memory file writes the dirty RAM back first, so the
+    /// clone taken while paused only flushes what changed since). VMMs that stream their RAM
+    /// into the snapshot have nothing to do ahead and keep this default.
+    async fn prepare_snapshot(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Asks the guest to power off and waits up to `grace`, then kills the VMM.
     async fn shutdown(&self, grace: Duration) -> Result<VmExit>;

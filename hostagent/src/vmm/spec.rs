@@ -52,6 +52,16 @@ pub fn validate(spec: &VmSpec) -> Result<()> {
     if spec.transport == TransportKind::Vsock {
         check_cid(spec.vsock_cid)?;
     }
+    if let Some(memory) = &spec.memory_file {
+        check_path("memory file", memory)?;
+        if memory.parent() != Some(spec.dir.as_path()) {
+            return Err(Error::Invalid(format!(
+                "memory file {} must be directly in the VM directory {}",
+                memory.display(),
+                spec.dir.display()
+            )));
+        }
+    }
     let mut ids = HashSet::new();
     for disk in &spec.disks {
         check_name("disk id", &disk.id)?;
@@ -193,6 +203,7 @@ pub(crate) mod tests {
             }],
             vcpus: 2,
             memory_mib: 512,
+            memory_file: None,
             transport: TransportKind::VirtioSerial,
             vsock_cid: 3,
             console_log: PathBuf::from("/run/platinum/sbx1/console.log"),
@@ -246,6 +257,12 @@ pub(crate) mod tests {
         let mut s = spec();
         s.memory_mib = 16;
         assert!(invalid(&s).contains("memory"));
+        let mut s = spec();
+        s.memory_file = Some(PathBuf::from("/elsewhere/memory"));
+        assert!(invalid(&s).contains("directly in the VM directory"));
+        let mut s = spec();
+        s.memory_file = Some(s.dir.join("memory"));
+        assert!(validate(&s).is_ok());
         let mut s = spec();
         s.net = Some(NetSpec {
             tap: "tap-with-a-very-long-name".to_string(),

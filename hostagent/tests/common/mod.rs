@@ -157,6 +157,7 @@ pub fn spec(
         disks: Vec::new(),
         vcpus: 1,
         memory_mib: 256,
+        memory_file: None,
         transport,
         vsock_cid: 3,
         console_log: dir.join("console.log"),

@@ -9,6 +9,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use platinum_engine::model::{CreateSandbox, ExecRequest};
+use platinum_hostagent::host::memory::MemoryBacking;
 use platinum_hostagent::image::{ImageCache, Progress, template};
 use platinum_hostagent::vmm::TransportKind;
 use std::net::SocketAddr;
@@ -38,6 +39,11 @@ pub struct UpArgs {
     /// Default guest transport: `virtio-serial` (snapshot-capable) or `vsock`.
     #[arg(long, value_enum, default_value_t = Transport::VirtioSerial)]
     pub transport: Transport,
+    /// Where guest RAM lives: `auto` (a file in the sandbox's directory where the data
+    /// directory reflinks and the VMM is QEMU, so snapshots clone RAM in place), `anonymous`
+    /// or `file`.
+    #[arg(long, value_enum, default_value_t = Memory::Auto, env = "PLATINUM_MEMORY_BACKING")]
+    pub memory_backing: Memory,
     /// Host names (or host:port) remote MCP clients use for `/mcp`; loopback is always allowed.
     #[arg(
         long = "mcp-allowed-host",
@@ -75,6 +81,17 @@ pub enum Transport {
     Vsock,
 }
 
+/// Guest RAM choice on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Memory {
+    /// A file where the data directory reflinks (QEMU), else anonymous.
+    Auto,
+    /// Anonymous shared memory; snapshots stream the RAM.
+    Anonymous,
+    /// A file in the sandbox's directory (QEMU).
+    File,
+}
+
 /// Runs `platinum up`. Ctrl-C, SIGTERM or SIGHUP at any stage ends it cleanly: before the server
 /// is up nothing runs yet; after, the demo sandbox (booting or not) and every other sandbox are
 /// stopped before the process exits.
@@ -91,6 +108,7 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> Result<()> {
     let info = server.engine.host_info();
     println!("Platinum is serving on {}", server.url());
     println!("  VMM: {} ({}) - {}", info.vmm, info.accel, info.reason);
+    println!("  guest RAM: {}", info.memory);
     println!("  data: {}", data_dir.display());
     if server.key_generated {
         println!(
@@ -138,6 +156,11 @@ async fn start(args: &UpArgs, data_dir: &std::path::Path) -> Result<crate::serve
     config.transport = match args.transport {
         Transport::VirtioSerial => TransportKind::VirtioSerial,
         Transport::Vsock => TransportKind::Vsock,
+    };
+    config.memory = match args.memory_backing {
+        Memory::Auto => MemoryBacking::Auto,
+        Memory::Anonymous => MemoryBacking::Anonymous,
+        Memory::File => MemoryBacking::File,
     };
     config.mcp = platinum_mcp::McpOptions {
         public_url: args.public_url.clone(),

@@ -37,6 +37,7 @@ use crate::console;
 use crate::disk::{CloneMethod, DiskOptions, create_disk};
 use crate::error::{Error, IoContext, Result};
 use crate::guest::GuestClient;
+use crate::host::memory::{MEMORY_FILE_NAME, MemoryBacking, resolve as resolve_memory};
 use crate::image::{
     ConsoleLog, GuestImage, ImageCache, Progress, builtin_templates, kernel_cmdline, template,
 };
@@ -57,6 +58,8 @@ pub struct LocalHostConfig {
     pub transport: TransportKind,
     /// How root disks are cloned when reflink is impossible.
     pub disk: DiskOptions,
+    /// Where guest RAM lives ([`crate::host::memory`]).
+    pub memory: MemoryBacking,
     /// Kernel console verbosity.
     pub console: ConsoleLog,
     /// Interval of agent health pings.
@@ -76,6 +79,7 @@ impl LocalHostConfig {
             agent_binary,
             transport: TransportKind::VirtioSerial,
             disk: DiskOptions::default(),
+            memory: MemoryBacking::Auto,
             console: ConsoleLog::Quiet,
             health_interval: Duration::from_secs(10),
             health_failures: 3,
@@ -138,6 +142,8 @@ pub struct LocalHost {
     vmm: Arc<dyn Vmm>,
     network: Arc<Network>,
     info: HostInfo,
+    /// Guest RAM in a file in each new sandbox's directory.
+    memory_in_file: bool,
     images: Mutex<HashMap<String, GuestImage>>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     events: broadcast::Sender<HostEvent>,
@@ -162,6 +168,8 @@ impl LocalHost {
             }
         }
         let (cpu_model, cpu_flags) = super::cpu::describe();
+        let memory = resolve_memory(config.memory, vmm.kind(), &sandboxes)?;
+        tracing::info!(in_file = memory.in_file, reason = %memory.reason, "guest memory");
         let info = HostInfo {
             id: nix::unistd::gethostname()
                 .ok()
@@ -175,6 +183,7 @@ impl LocalHost {
             vmm_version: vmm.version(),
             cpu_model,
             cpu_flags,
+            memory: memory.reason,
         };
         let (events, _) = broadcast::channel(256);
         Ok(Arc::new_cyclic(|me| LocalHost {
@@ -183,6 +192,7 @@ impl LocalHost {
             vmm,
             network,
             info,
+            memory_in_file: memory.in_file,
             images: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             events,
@@ -697,6 +707,7 @@ impl HostAgent for LocalHost {
             disks: vec![disk.spec],
             vcpus: req.vcpus,
             memory_mib: req.memory_mib,
+            memory_file: self.memory_in_file.then(|| dir.join(MEMORY_FILE_NAME)),
             transport,
             vsock_cid: 3,
             console_log: dir.join("console.log"),

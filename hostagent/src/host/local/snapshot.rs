@@ -9,15 +9,16 @@
 //! new identity with `reidentify`). Disks are copied out of the snapshot unless they are the
 //! sandbox's own already (the hard links of a pause to disk).
 
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{LocalHost, NetPlan, VmRecord, read_record, slot_guest, write_record};
-use crate::disk::copy_disk;
+use crate::disk::{copy_disk, same_file};
 use crate::error::{Error, IoContext, Result};
 use crate::host::VmStatus;
+use crate::host::memory::MEMORY_FILE_NAME;
 use crate::host::snapshot::{
     AfterSave, RestoreAs, RestoreVm, SaveReport, SavedDisk, SavedVm, disk_file_name, list_files,
 };
@@ -45,6 +46,7 @@ impl LocalHost {
                 dir.display()
             )));
         }
+        slot.vm.prepare_snapshot().await?;
         let was_paused = slot.paused.swap(true, Ordering::SeqCst);
         let stopped = Instant::now();
         if !was_paused && let Err(e) = slot.vm.pause().await {
@@ -148,6 +150,10 @@ impl LocalHost {
                 for disk in &mut spec.disks {
                     disk.path = dir.join(disk_file_name(&disk.id));
                 }
+                // The RAM is where the snapshot's was: in a file (of this directory) or not.
+                if let Some(memory) = spec.memory_file.as_mut() {
+                    *memory = dir.join(MEMORY_FILE_NAME);
+                }
                 let record = VmRecord {
                     spec,
                     template: saved.template.clone(),
@@ -241,12 +247,4 @@ async fn run_on(id: &str, slot: &super::Slot, was_paused: bool) -> Result<()> {
 
 fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
-}
-
-/// Whether two paths are one file (a hard link).
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
 }

@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::vmm::{VmSpec, spec};
 
 /// Fixed file names inside a VM directory.
@@ -68,6 +68,12 @@ impl ChPaths {
 /// Checks `spec` (shared checks plus this layout's socket paths) and returns the layout.
 pub fn validate(spec: &VmSpec) -> Result<ChPaths> {
     spec::validate(spec)?;
+    if spec.memory_file.is_some() {
+        return Err(Error::Unsupported(
+            "Cloud Hypervisor keeps guest RAM anonymous and saves it into its snapshots; a memory file is a QEMU option"
+                .to_string(),
+        ));
+    }
     let paths = ChPaths::new(&spec.dir);
     spec::check_sockets(&[&paths.api, &paths.vsock])?;
     Ok(paths)

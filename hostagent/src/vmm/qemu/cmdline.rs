@@ -2,8 +2,9 @@
 //!
 //! Machine: `-M microvm` (virtio-mmio, ACPI on: the Debian kernel finds virtio-mmio devices only
 //! through ACPI, and PVH boot needs the option ROMs, so neither `acpi=off` nor
-//! `x-option-roms=off`). RAM is a `memory-backend-memfd,share=on` so vhost-user backends
-//! (vhost-device-vsock) can map it.
+//! `x-option-roms=off`). RAM is shared so vhost-user backends (vhost-device-vsock) can map it:
+//! a `memory-backend-file,share=on` over the spec's memory file when it has one (snapshots then
+//! skip the RAM, see [`super::snapshot`]), else a `memory-backend-memfd,share=on`.
 //!
 //! Devices are emitted in a fixed order (disks in spec order, virtio-serial, vsock, rng, net),
 //! because virtio-mmio slots, and with them the migration stream's section names, follow the
@@ -112,13 +113,18 @@ pub fn build(
     push(&["-name", &spec.id]);
     push(&["-M", "microvm,memory-backend=mem0"]);
     push(&["-m", &format!("{}M", spec.memory_mib)]);
-    push(&[
-        "-object",
-        &format!(
+    let backend = match &spec.memory_file {
+        Some(file) => format!(
+            "memory-backend-file,id=mem0,size={}M,share=on,mem-path={}",
+            spec.memory_mib,
+            p(file)
+        ),
+        None => format!(
             "memory-backend-memfd,id=mem0,size={}M,share=on",
             spec.memory_mib
         ),
-    ]);
+    };
+    push(&["-object", &backend]);
     match accel {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
         Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
@@ -281,6 +287,13 @@ mod tests {
         assert_eq!(values(&a, "-cpu"), ["max"]);
         assert_eq!(values(&a, "-smp"), ["2"]);
         assert!(values(&a, "-object").contains(&"memory-backend-memfd,id=mem0,size=512M,share=on"));
+        let mut in_file = spec();
+        in_file.memory_file = Some(in_file.dir.join("memory"));
+        assert!(
+            values(&args(&in_file, Accel::Kvm, false), "-object").contains(
+                &"memory-backend-file,id=mem0,size=512M,share=on,mem-path=/run/platinum/sbx1/memory"
+            )
+        );
         for flag in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
             assert!(a.iter().any(|x| x == flag), "{flag} missing");
         }

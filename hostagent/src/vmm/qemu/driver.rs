@@ -2,7 +2,8 @@
 //!
 //! Starting a VM, step by step (the same for boot and restore):
 //! 1. validate the spec and check that the VM directory, kernel, initramfs and disks exist;
-//! 2. remove stale sockets from an earlier run in the same directory;
+//! 2. remove stale sockets from an earlier run in the same directory; with a memory file, create
+//!    it empty (boot) or put the snapshot's clone there (restore);
 //! 3. for the vsock transport, start vhost-device-vsock and wait for its vhost-user socket;
 //! 4. spawn QEMU in its own process group, output appended to `<dir>/qemu.log`;
 //! 5. poll the QMP socket until it negotiates (bounded), failing fast with the log tail if QEMU
@@ -149,6 +150,10 @@ impl QemuVmm {
 
     /// Boots like [`Vmm::boot`] but returns the concrete VM.
     pub async fn boot_vm(&self, spec: &VmSpec) -> Result<Arc<QemuVm>> {
+        paths::validate(spec)?;
+        if let Some(memory) = &spec.memory_file {
+            snapshot::fresh_memory(memory, spec.memory_mib)?;
+        }
         let started = self.start(spec, false).await?;
         let checked = async {
             started.qmp.run("cont", None).await?;
@@ -178,9 +183,20 @@ impl QemuVmm {
                 snapshot::STATE_FILE
             )));
         }
+        paths::validate(spec)?;
+        let memory = match &spec.memory_file {
+            Some(file) => Some(snapshot::place_memory(snapshot_dir, file).await?),
+            None => None,
+        };
         let started = self.start(spec, true).await?;
         let loaded = async {
-            snapshot::load(&started.qmp, snapshot_dir, self.config.snapshot_timeout).await?;
+            snapshot::load(
+                &started.qmp,
+                snapshot_dir,
+                memory,
+                self.config.snapshot_timeout,
+            )
+            .await?;
             let status = started.qmp.query_status().await?;
             if !status.running {
                 started.qmp.run("cont", None).await?;

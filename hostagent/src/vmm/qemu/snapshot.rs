@@ -1,10 +1,16 @@
 //! Save and restore of a QEMU VM through migration to a file.
 //!
 //! Snapshot directory layout (written by [`save`], then the shared manifest):
-//! - `vmstate`: QEMU's migration stream (device state and guest RAM), written and read through a
-//!   descriptor the host opens (`migrate_through`). The RAM is a
-//!   `memory-backend-memfd,share=on`; QEMU ≥ 8.1 streams such RAM unless `x-ignore-shared` is on,
-//!   which this driver never sets, so the file is self-contained.
+//! - `vmstate`: QEMU's migration stream, written and read through a descriptor the host opens
+//!   (`migrate_through`). What it holds depends on where the VM's RAM is:
+//!   - anonymous RAM (`memory-backend-memfd,share=on`): device state *and* RAM. QEMU ≥ 8.1
+//!     streams memfd RAM even with `x-ignore-shared` (only named files are skipped), and the
+//!     capability is off here anyway, so the file is self-contained;
+//!   - RAM in a memory file (`memory-backend-file,share=on`): device state only (kilobytes, a few
+//!     milliseconds), because `x-ignore-shared` is on and the file is the RAM.
+//! - `memory`: with a memory file, its clone taken while the vCPUs are stopped: a reflink (an
+//!   instant, block-sharing copy) on XFS or btrfs, else a sparse copy. A restore maps a clone of
+//!   it (`x-ignore-shared` on again, so the stream does not expect RAM).
 //! - `vm.json`: the [`crate::vmm::manifest`] with the [`crate::vmm::VmSpec`] the VM ran with.
 //!   Restore compares the new spec's device layout with it: paths may change, devices may not,
 //!   because the migration stream is keyed by device and virtio-mmio slot.
@@ -21,12 +27,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{debug, info};
 
+use crate::disk::copy_disk;
 use crate::error::{Error, IoContext, Result};
 
 use super::qmp::{MigrationInfo, Qmp};
 
 /// File holding the migration stream.
 pub const STATE_FILE: &str = "vmstate";
+/// The clone of the VM's memory file (VMs whose RAM is a file only).
+pub const MEMORY_FILE: &str = "memory";
 /// `max-bandwidth` for saving to a file: the 128 MiB/s default would make a 1 GiB save take
 /// seconds for nothing.
 const SAVE_BANDWIDTH: u64 = 100_000_000_000;
@@ -41,6 +50,9 @@ pub struct MigrationStats {
     pub elapsed: Duration,
     /// QEMU's own `total-time`, if it reported one.
     pub qemu_total_ms: Option<u64>,
+    /// Of `elapsed`, the time cloning (save) or placing (restore) the memory file; `None` for
+    /// anonymous RAM, which is in the stream.
+    pub memory: Option<Duration>,
 }
 
 /// Checks that a snapshot directory path is usable (absolute, no comma: `file:` URIs take
@@ -66,10 +78,21 @@ pub fn state_path(dir: &Path) -> PathBuf {
     dir.join(STATE_FILE)
 }
 
-/// Migrates the (paused) VM into `<dir>/vmstate`. The host creates the file (owner-only) and
-/// hands QEMU its descriptor in an fd set (`file:/dev/fdset/N`): a QEMU that runs as its own
-/// unprivileged user cannot open paths.
-pub async fn save(qmp: &Qmp, dir: &Path, timeout: Duration) -> Result<MigrationStats> {
+/// The memory clone inside `dir`.
+pub fn memory_path(dir: &Path) -> PathBuf {
+    dir.join(MEMORY_FILE)
+}
+
+/// Migrates the (paused) VM into `<dir>/vmstate`, and with `memory_file` (the VM's RAM) clones
+/// that into `<dir>/memory`. The host creates the state file (owner-only) and hands QEMU its
+/// descriptor in an fd set (`file:/dev/fdset/N`): a QEMU that runs as its own unprivileged user
+/// cannot open paths.
+pub async fn save(
+    qmp: &Qmp,
+    dir: &Path,
+    memory_file: Option<&Path>,
+    timeout: Duration,
+) -> Result<MigrationStats> {
     let state = state_path(dir);
     let started = Instant::now();
     qmp.run(
@@ -77,6 +100,7 @@ pub async fn save(qmp: &Qmp, dir: &Path, timeout: Duration) -> Result<MigrationS
         Some(json!({ "max-bandwidth": SAVE_BANDWIDTH })),
     )
     .await?;
+    ignore_shared_ram(qmp, memory_file.is_some()).await?;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -84,16 +108,101 @@ pub async fn save(qmp: &Qmp, dir: &Path, timeout: Duration) -> Result<MigrationS
         .open(&state)
         .ctx(|| format!("creating {}", state.display()))?;
     let info = migrate_through(qmp, "migrate", &file, timeout).await?;
+    let memory = match memory_file {
+        Some(ram) => {
+            let cloning = Instant::now();
+            let method = copy_disk(ram, &memory_path(dir)).await?;
+            debug!(?method, "memory file cloned");
+            Some(cloning.elapsed())
+        }
+        None => None,
+    };
     let stats = MigrationStats {
         elapsed: started.elapsed(),
         qemu_total_ms: info.total_time,
+        memory,
     };
-    info!(state = %state.display(), elapsed = ?stats.elapsed, "VM state saved");
+    info!(state = %state.display(), elapsed = ?stats.elapsed, memory = ?stats.memory, "VM state saved");
     Ok(stats)
 }
 
-/// Loads `<dir>/vmstate` into a QEMU started with `-incoming defer`.
-pub async fn load(qmp: &Qmp, dir: &Path, timeout: Duration) -> Result<MigrationStats> {
+/// Puts a clone of the snapshot's memory at `memory_file` for a restore; nothing to do when it
+/// is that very file (a hard link). Any other file there (what an earlier VM left) is replaced.
+pub async fn place_memory(dir: &Path, memory_file: &Path) -> Result<Duration> {
+    let started = Instant::now();
+    let saved = memory_path(dir);
+    if !saved.is_file() {
+        return Err(Error::Invalid(format!(
+            "snapshot {} has no {MEMORY_FILE}: it was taken from a VM with anonymous RAM",
+            dir.display()
+        )));
+    }
+    if crate::disk::same_file(&saved, memory_file) {
+        return Ok(started.elapsed());
+    }
+    remove_memory(memory_file)?;
+    copy_disk(&saved, memory_file).await?;
+    Ok(started.elapsed())
+}
+
+/// Writes the memory file's dirty pages back (`fdatasync`) while the guest still runs, so the
+/// clone taken while it is paused has little left to flush.
+pub async fn flush_memory(memory_file: &Path) -> Result<()> {
+    let path = memory_file.to_path_buf();
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_data())
+            .ctx(|| format!("writing back memory file {}", path.display()))
+    })
+    .await
+    .map_err(|e| Error::io("memory flush task", std::io::Error::other(e)))??;
+    debug!(elapsed = ?started.elapsed(), "memory file written back");
+    Ok(())
+}
+
+/// Creates an empty (sparse, all-zero) memory file of `mib` MiB for a boot, replacing whatever
+/// an earlier VM left: a booting guest must not find a previous run's RAM.
+pub fn fresh_memory(memory_file: &Path, mib: u32) -> Result<()> {
+    remove_memory(memory_file)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(memory_file)
+        .ctx(|| format!("creating memory file {}", memory_file.display()))?;
+    file.set_len(u64::from(mib) << 20)
+        .ctx(|| format!("sizing memory file {}", memory_file.display()))
+}
+
+/// Removes a memory file (a VM's RAM is of no use once it ended); a missing one is fine.
+pub fn remove_memory(memory_file: &Path) -> Result<()> {
+    match std::fs::remove_file(memory_file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+            format!("removing memory file {}", memory_file.display()),
+            e,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Sets `x-ignore-shared`: on, RAM in a named shared file is left out of the stream (both ways).
+async fn ignore_shared_ram(qmp: &Qmp, on: bool) -> Result<()> {
+    qmp.run(
+        "migrate-set-capabilities",
+        Some(json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": on }] })),
+    )
+    .await
+}
+
+/// Loads `<dir>/vmstate` into a QEMU started with `-incoming defer`. `memory` is the time
+/// [`place_memory`] took when the VM's RAM is a file (the stream then has no RAM).
+pub async fn load(
+    qmp: &Qmp,
+    dir: &Path,
+    memory: Option<Duration>,
+    timeout: Duration,
+) -> Result<MigrationStats> {
     let state = state_path(dir);
     if !state.is_file() {
         return Err(Error::Invalid(format!(
@@ -102,11 +211,13 @@ pub async fn load(qmp: &Qmp, dir: &Path, timeout: Duration) -> Result<MigrationS
         )));
     }
     let started = Instant::now();
+    ignore_shared_ram(qmp, memory.is_some()).await?;
     let file = std::fs::File::open(&state).ctx(|| format!("opening {}", state.display()))?;
     let info = migrate_through(qmp, "migrate-incoming", &file, timeout).await?;
     let stats = MigrationStats {
-        elapsed: started.elapsed(),
+        elapsed: started.elapsed() + memory.unwrap_or_default(),
         qemu_total_ms: info.total_time,
+        memory,
     };
     info!(state = %state.display(), elapsed = ?stats.elapsed, "VM state loaded");
     Ok(stats)

@@ -113,13 +113,31 @@ impl QemuVm {
             )));
         }
         self.expect_state(VmRunState::Paused).await?;
-        let stats = snapshot::save(&self.qmp, dir, self.snapshot_timeout).await?;
+        let stats = snapshot::save(
+            &self.qmp,
+            dir,
+            self.spec.memory_file.as_deref(),
+            self.snapshot_timeout,
+        )
+        .await?;
         manifest::write_manifest(dir, VmmKind::Qemu, &self.spec, &[])?;
         Ok(stats)
     }
 
     async fn expect_state(&self, expected: VmRunState) -> Result<()> {
         self.state().await?.require(expected)
+    }
+
+    /// After the host ended the VM: helpers, sockets, and the memory file (the RAM of a VM that
+    /// is gone; a snapshot has its own clone). Not done by the reaper for exits nobody asked
+    /// for, which could race a restore placing the next VM's memory file.
+    async fn release(&self) {
+        release_helpers(self.vsock.as_deref(), &self.paths).await;
+        if let Some(memory) = &self.spec.memory_file
+            && let Err(e) = snapshot::remove_memory(memory)
+        {
+            warn!(vm = %self.spec.id, error = %e, "removing the memory file of an ended VM");
+        }
     }
 }
 
@@ -168,6 +186,13 @@ impl Vm for QemuVm {
         self.snapshot_with_stats(dir).await.map(|_| ())
     }
 
+    async fn prepare_snapshot(&self) -> Result<()> {
+        match &self.spec.memory_file {
+            Some(memory) => snapshot::flush_memory(memory).await,
+            None => Ok(()),
+        }
+    }
+
     async fn shutdown(&self, grace: Duration) -> Result<VmExit> {
         self.requested.mark(&self.qemu);
         if self.qemu.try_exit().is_none()
@@ -177,7 +202,7 @@ impl Vm for QemuVm {
         }
         match self.qemu.wait_timeout(grace).await {
             Some(exit) => {
-                release_helpers(self.vsock.as_deref(), &self.paths).await;
+                self.release().await;
                 Ok(self.requested.vm_exit(exit))
             }
             None => {
@@ -190,7 +215,7 @@ impl Vm for QemuVm {
     async fn kill(&self) -> Result<VmExit> {
         self.requested.mark(&self.qemu);
         let exit = self.qemu.kill(KILL_GRACE).await?;
-        release_helpers(self.vsock.as_deref(), &self.paths).await;
+        self.release().await;
         Ok(self.requested.vm_exit(exit))
     }
 
