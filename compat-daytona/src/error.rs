@@ -85,7 +85,7 @@ impl From<EngineError> for DaytonaError {
         use StatusCode as S;
         use platinum_engine::ErrorCode as C;
         let (status, code) = match e.code() {
-            C::SandboxNotFound | C::TemplateNotFound | C::SnapshotNotFound => {
+            C::SandboxNotFound | C::TemplateNotFound | C::SnapshotNotFound | C::PoolNotFound => {
                 (S::NOT_FOUND, "NOT_FOUND")
             }
             C::SnapshotSignatureInvalid | C::SnapshotCorrupt | C::SnapshotKeyUnknown => {

@@ -118,6 +118,7 @@ fn api_status(code: ErrorCode) -> u16 {
         | C::CodeContextNotFound
         | C::ApiKeyNotFound
         | C::SnapshotNotFound
+        | C::PoolNotFound
         | C::SnapshotSignatureInvalid
         | C::SnapshotCorrupt
         | C::SnapshotKeyUnknown
@@ -282,6 +283,7 @@ fn connect_code(code: ErrorCode) -> ConnectCode {
         | E::SessionNotFound
         | E::CommandNotFound
         | E::SnapshotNotFound
+        | E::PoolNotFound
         | E::TemplateNotFound => C::NotFound,
         E::AlreadyExists => C::AlreadyExists,
         E::PermissionDenied | E::ReadOnly => C::PermissionDenied,
@@ -384,6 +386,7 @@ fn http_status(code: ErrorCode) -> u16 {
         | C::CodeContextNotFound
         | C::ApiKeyNotFound
         | C::SnapshotNotFound
+        | C::PoolNotFound
         | C::SnapshotSignatureInvalid
         | C::SnapshotCorrupt
         | C::SnapshotKeyUnknown

@@ -40,6 +40,9 @@ pub struct EngineConfig {
     /// Where snapshots and their signing keys live (`<data>/snapshots/`,
     /// `<data>/snapshot-keys.json`); `None` turns snapshots off (`unsupported`).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Create sandboxes by restoring their template's ready snapshot (built in the background,
+    /// once per template, image and size) instead of booting; `false` boots every sandbox.
+    pub template_snapshots: bool,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +64,7 @@ impl Default for EngineConfig {
             boot_timeout: Duration::from_secs(180),
             lifecycle_tick: Duration::from_secs(1),
             data_dir: None,
+            template_snapshots: true,
         }
     }
 }

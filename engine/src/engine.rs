@@ -55,6 +55,12 @@ pub struct Engine {
     pub(crate) metrics: crate::metrics_history::MetricsHistory,
     /// Keys that sign snapshot manifests; `None` when the engine has no data directory.
     pub(crate) snapshot_keys: Option<Arc<crate::snapshots::signing::SnapshotKeys>>,
+    /// Snapshot files hashed already this run (`snapshots::verified`).
+    pub(crate) verified: Arc<crate::snapshots::verified::VerifiedFiles>,
+    /// Template ready snapshots being built (`commands::templates`).
+    pub(crate) ready_builds: crate::commands::templates::ReadyBuilds,
+    /// The warm pools' refill loop (`pools`).
+    pub(crate) pools: crate::pools::Pools,
 }
 
 impl Engine {
@@ -92,6 +98,9 @@ impl Engine {
             revoked_tokens,
             metrics: Default::default(),
             snapshot_keys,
+            verified: Default::default(),
+            ready_builds: Default::default(),
+            pools: Default::default(),
         }))
     }
 
@@ -101,6 +110,9 @@ impl Engine {
         crate::reconciler::spawn_event_loop(self.clone());
         crate::lifecycle::spawn(self.clone());
         crate::metrics_history::spawn(self.clone());
+        crate::pools::spawn(self.clone());
+        let engine = self.clone();
+        self.spawn_tracked(async move { engine.prepare_default_ready().await });
         Ok(())
     }
 
@@ -135,6 +147,12 @@ impl Engine {
         });
         rx.await
             .map_err(|_| Error::Internal("a lifecycle task ended without a result".into()))?
+    }
+
+    /// Runs background work (a template's ready snapshot build) on a task that shutdown waits
+    /// for, like [`Engine::detached`]'s; the work watches [`Engine::shutdown`] to end early.
+    pub(crate) fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(work);
     }
 
     /// Waits for every task started by [`Engine::detached`] (after shutdown was signalled, they

@@ -76,6 +76,8 @@ pub enum ErrorCode {
     ApiKeyNotFound,
     /// No snapshot or checkpoint with that id or name.
     SnapshotNotFound,
+    /// No warm pool with that id.
+    PoolNotFound,
     /// A snapshot's signature does not verify (altered manifest or signature, or none).
     SnapshotSignatureInvalid,
     /// A snapshot's file is missing, truncated or altered.
@@ -92,7 +94,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, once.
-    pub const ALL: [ErrorCode; 38] = [
+    pub const ALL: [ErrorCode; 39] = [
         ErrorCode::SandboxNotFound,
         ErrorCode::TemplateNotFound,
         ErrorCode::InvalidRequest,
@@ -125,6 +127,7 @@ impl ErrorCode {
         ErrorCode::CodeContextNotFound,
         ErrorCode::ApiKeyNotFound,
         ErrorCode::SnapshotNotFound,
+        ErrorCode::PoolNotFound,
         ErrorCode::SnapshotSignatureInvalid,
         ErrorCode::SnapshotCorrupt,
         ErrorCode::SnapshotKeyUnknown,
@@ -168,6 +171,7 @@ impl ErrorCode {
             ErrorCode::CodeContextNotFound => "code_context_not_found",
             ErrorCode::ApiKeyNotFound => "api_key_not_found",
             ErrorCode::SnapshotNotFound => "snapshot_not_found",
+            ErrorCode::PoolNotFound => "pool_not_found",
             ErrorCode::SnapshotSignatureInvalid => "snapshot_signature_invalid",
             ErrorCode::SnapshotCorrupt => "snapshot_corrupt",
             ErrorCode::SnapshotKeyUnknown => "snapshot_key_unknown",
@@ -187,6 +191,7 @@ impl ErrorCode {
             | ErrorCode::CodeContextNotFound
             | ErrorCode::ApiKeyNotFound
             | ErrorCode::SnapshotNotFound
+            | ErrorCode::PoolNotFound
             | ErrorCode::FileNotFound
             | ErrorCode::ProcessNotFound => 404,
             ErrorCode::SessionEnded | ErrorCode::CommandFinished => 410,
@@ -324,6 +329,9 @@ pub enum Error {
     /// No snapshot or checkpoint with that id or name.
     #[error("snapshot {0} not found")]
     SnapshotNotFound(String),
+    /// No warm pool with that id.
+    #[error("pool {0} not found")]
+    PoolNotFound(String),
     /// A snapshot may not be used (signature, hashes, key, compatibility), or storing one failed.
     #[error(transparent)]
     Snapshot(#[from] crate::snapshots::SnapshotError),
@@ -362,6 +370,7 @@ impl Error {
             Error::CodeContextNotFound(_) => ErrorCode::CodeContextNotFound,
             Error::ApiKeyNotFound(_) => ErrorCode::ApiKeyNotFound,
             Error::SnapshotNotFound(_) => ErrorCode::SnapshotNotFound,
+            Error::PoolNotFound(_) => ErrorCode::PoolNotFound,
             Error::Snapshot(e) => e.error_code(),
             Error::NoSpace(_) => ErrorCode::NoSpace,
             Error::Store(_) => ErrorCode::StoreError,
@@ -489,6 +498,7 @@ mod tests {
             ),
             (Error::ApiKeyNotFound(s()), "api_key_not_found", 404),
             (Error::SnapshotNotFound(s()), "snapshot_not_found", 404),
+            (Error::PoolNotFound(s()), "pool_not_found", 404),
             (
                 Error::Snapshot(crate::snapshots::SnapshotError::Incompatible(s())),
                 "snapshot_incompatible",

@@ -30,6 +30,7 @@ pub mod lifecycle;
 pub mod lsp;
 mod metrics_history;
 pub mod model;
+mod pools;
 pub mod process;
 pub mod reconciler;
 pub mod secrets;

@@ -234,6 +234,71 @@ pub struct RuntimeInfo {
     /// Whether the sandbox can reach beyond the host.
     #[serde(default)]
     pub internet: bool,
+    /// How its VM came to be: booted, or restored from which snapshot, and what that cost.
+    #[serde(default)]
+    pub start: StartInfo,
+}
+
+impl RuntimeInfo {
+    /// This runtime, described as brought back from `snapshot` (a pause to disk or a
+    /// checkpoint) into the same sandbox.
+    pub fn resumed_from(mut self, snapshot: &str) -> Self {
+        self.start.path = StartPath::Resume;
+        self.start.snapshot = Some(snapshot.to_string());
+        self
+    }
+}
+
+/// How a sandbox's VM was started.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPath {
+    /// The kernel booted (`boot: cold`, or no ready snapshot of its template yet).
+    #[default]
+    Boot,
+    /// Restored from its template's ready snapshot (a booted VM, saved once per template,
+    /// image and size).
+    TemplateSnapshot,
+    /// Restored from a snapshot the caller named.
+    Snapshot,
+    /// Restored from the state of the sandbox it was forked from.
+    Fork,
+    /// Brought back from a pause to disk, a rollback, or restarted.
+    Resume,
+    /// Claimed from a warm pool: its VM was started (restored, or booted) before the create,
+    /// `snapshot` says from what.
+    Pool,
+}
+
+/// The start of a sandbox's current VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct StartInfo {
+    /// Which way.
+    pub path: StartPath,
+    /// The snapshot restored, if one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Checking the snapshot's signature and files, milliseconds (files unchanged since this
+    /// server hashed them are not hashed again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_ms: Option<u64>,
+    /// VMM start (boot or restore) until the guest agent answered, milliseconds.
+    pub vm_ms: u64,
+}
+
+/// How `create` starts the VM.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BootMode {
+    /// Restore the template's ready snapshot when there is one, else boot.
+    #[default]
+    Auto,
+    /// Always boot the kernel.
+    Cold,
 }
 
 /// A sandbox.
@@ -291,6 +356,36 @@ pub struct Sandbox {
 pub const AUTO_RESUME_ATTRIBUTE: &str = "platinum.auto_resume";
 
 impl Sandbox {
+    /// A new row created now: no name, environment, metadata or attributes, no timeout, the
+    /// default lifecycle, no VM yet.
+    pub fn new_row(
+        id: String,
+        template: String,
+        vcpus: u32,
+        memory_mib: u32,
+        state: SandboxState,
+    ) -> Sandbox {
+        let now = OffsetDateTime::now_utc();
+        Sandbox {
+            id,
+            name: None,
+            template,
+            state,
+            vcpus,
+            memory_mib,
+            env: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            attributes: BTreeMap::new(),
+            created_at: now,
+            expires_at: None,
+            on_timeout: TimeoutAction::default(),
+            lifecycle: LifecycleRules::default(),
+            last_activity_at: now,
+            error: None,
+            runtime: None,
+        }
+    }
+
     /// Whether traffic resumes it when it is paused.
     pub fn auto_resume(&self) -> bool {
         self.attributes
@@ -353,6 +448,11 @@ pub struct CreateSandbox {
     /// environment are the snapshot's (`vcpus`/`memory_mib`, if given, must equal them).
     #[serde(default)]
     pub snapshot: Option<String>,
+    /// `auto` (default): restore the template's ready snapshot, a booted VM saved once per
+    /// template, image and size, when one exists (otherwise boot, and build one for the next
+    /// create); `cold`: always boot. The sandbox's `runtime.start` says which happened.
+    #[serde(default)]
+    pub boot: BootMode,
 }
 
 /// What to run.
@@ -722,6 +822,9 @@ pub enum SnapshotKind {
     Checkpoint,
     /// The memory image of a sandbox paused to disk; used up by its resume.
     Suspend,
+    /// A template's ready snapshot: a VM of the template booted until its agent answered,
+    /// restored by every create of that template and size. Rebuilt when the image changes.
+    Template,
 }
 
 impl SnapshotKind {
@@ -731,6 +834,7 @@ impl SnapshotKind {
             SnapshotKind::Snapshot => "snapshot",
             SnapshotKind::Checkpoint => "checkpoint",
             SnapshotKind::Suspend => "suspend",
+            SnapshotKind::Template => "template",
         }
     }
 
@@ -740,6 +844,7 @@ impl SnapshotKind {
             "snapshot" => SnapshotKind::Snapshot,
             "checkpoint" => SnapshotKind::Checkpoint,
             "suspend" => SnapshotKind::Suspend,
+            "template" => SnapshotKind::Template,
             _ => return None,
         })
     }
@@ -825,6 +930,78 @@ pub struct PauseRequest {
     /// processes where they were. `false`: keep only the disk; resume boots it again.
     #[serde(default)]
     pub memory: Option<bool>,
+}
+
+/// A warm pool: sandboxes of one template (or snapshot) and size kept restored and running, so
+/// that a create of that kind claims one instead of starting a VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct Pool {
+    /// Id (`pool` + 20 lowercase alphanumerics).
+    pub id: String,
+    /// Template of its sandboxes.
+    pub template: String,
+    /// Snapshot its sandboxes are restored from, when not the template's ready snapshot; creates
+    /// naming this snapshot claim from it.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// vCPUs of its sandboxes.
+    pub vcpus: u32,
+    /// Memory of its sandboxes, MiB.
+    pub memory_mib: u32,
+    /// Sandboxes to keep ready (0 drains the pool).
+    pub size: u32,
+    /// Sandboxes ready to be claimed now.
+    pub ready: u32,
+    /// Sandboxes being started for it now.
+    pub starting: u32,
+    /// Why the pool cannot be filled, when it cannot.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    #[schemars(with = "String")]
+    pub created_at: OffsetDateTime,
+    /// When its size last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    #[schemars(with = "String")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Parameters of a new warm pool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePool {
+    /// Template (default: the server's default template). Ignored with `snapshot`.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Keep sandboxes restored from this snapshot (id or name) instead.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// Sandboxes to keep ready.
+    pub size: u32,
+    /// vCPUs (default: the server's default, or the snapshot's).
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Memory, MiB (default: the server's default, or the snapshot's).
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+}
+
+/// A pool's new size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePool {
+    /// Sandboxes to keep ready (0 drains the pool).
+    pub size: u32,
+}
+
+/// Pools, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct PoolList {
+    /// The pools.
+    pub pools: Vec<Pool>,
 }
 
 /// Result of a fork.

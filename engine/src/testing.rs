@@ -35,25 +35,7 @@ async fn engine_with(config: crate::config::EngineConfig) -> (Arc<Engine>, Arc<S
 
 /// A sandbox row in `state`, for seeding the store.
 pub(crate) fn sandbox(id: &str, state: crate::model::SandboxState) -> crate::model::Sandbox {
-    let now = time::OffsetDateTime::now_utc();
-    crate::model::Sandbox {
-        id: id.into(),
-        name: None,
-        template: "base".into(),
-        state,
-        vcpus: 1,
-        memory_mib: 512,
-        env: Default::default(),
-        metadata: Default::default(),
-        attributes: Default::default(),
-        created_at: now,
-        expires_at: None,
-        on_timeout: Default::default(),
-        lifecycle: Default::default(),
-        last_activity_at: now,
-        error: None,
-        runtime: None,
-    }
+    crate::model::Sandbox::new_row(id.into(), "base".into(), 1, 512, state)
 }
 
 /// A host that runs no VMs, for commands that never need one.
@@ -81,7 +63,14 @@ impl HostAgent for NoVms {
             memory: "test".into(),
         }
     }
-    async fn prepare_template(&self, _: &str) -> platinum_hostagent::Result<()> {
+    async fn set_env(
+        &self,
+        _: &str,
+        _: std::collections::BTreeMap<String, String>,
+    ) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
+    async fn prepare_template(&self, _: &str) -> platinum_hostagent::Result<String> {
         no_vms()
     }
     fn templates(&self) -> Vec<String> {

@@ -5,7 +5,8 @@
 //!
 //! | measurement | baseline |
 //! |---|---|
-//! | cold spawn: `POST /v1/sandboxes` until the first exec returns | VMM start until the guest agent answers (`boot_ms`) |
+//! | cold spawn (`boot: cold`): `POST /v1/sandboxes` until the first exec returns | VMM start until the guest agent answers (`boot_ms`) |
+//! | create from the template's ready snapshot, create+delete per second, concurrent creates | see [`creates`] |
 //! | exec round trip of `true` over REST | the same exec through the engine in-process, the raw transport echo, and the guest's spawn+reap of `true` timed in the guest; what is left (Platinum's own) is split into the guest agent's part (timed in the guest) and the host's |
 //! | guest clock skew, right after create and while running | the measurement's own uncertainty |
 //! | pause to disk, resume, snapshot, restore, fork ×1/×4, checkpoint, rollback | see [`snapshots`] |
@@ -22,6 +23,7 @@ use serde::Serialize;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+mod creates;
 mod snapshots;
 
 /// Benchmark options.
@@ -36,6 +38,9 @@ struct Args {
     /// File size for throughput, MiB.
     #[arg(long, default_value_t = 50)]
     file_mib: usize,
+    /// Creates started at once in the concurrency measurement.
+    #[arg(long, default_value_t = 4)]
+    concurrent: usize,
     /// Also run the snapshot benchmarks with guest RAM in a memory file on a scratch XFS
     /// filesystem with reflinks (root, a loop device and xfsprogs), beside the run's own.
     #[arg(long)]
@@ -165,6 +170,9 @@ async fn main() -> Result<()> {
     let key = server.api_key.clone();
     let accel = engine.host_info().accel;
     let mut stats = Vec::new();
+    // The template's ready snapshot is built in the background at start; wait for it, so that
+    // build does not share the CPUs with what is measured.
+    creates::wait_for_ready(&engine).await?;
 
     // Cold spawn.
     let (mut spawn, mut boot) = (Vec::new(), Vec::new());
@@ -174,7 +182,7 @@ async fn main() -> Result<()> {
         let created = http
             .post(format!("{url}/v1/sandboxes"))
             .bearer_auth(&key)
-            .json(&json!({}))
+            .json(&json!({ "boot": "cold" }))
             .send()
             .await?;
         let status = created.status();
@@ -203,6 +211,12 @@ async fn main() -> Result<()> {
         spawn,
     ));
     stats.push(stat("  baseline: VMM start -> agent answers", "ms", boot));
+    let rest = creates::Rest {
+        http: http.clone(),
+        url: url.clone(),
+        key: key.clone(),
+    };
+    stats.extend(creates::bench(&engine, &rest, args.iterations, args.concurrent).await?);
 
     // Round trips on one sandbox.
     let s = engine.create_sandbox(Default::default()).await?;

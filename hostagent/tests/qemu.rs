@@ -119,6 +119,20 @@ async fn current_tick(console: &Path) -> u64 {
     last_tick(&text).expect("tick")
 }
 
+/// Waits until a restored guest's console counts past `at_snapshot`, and checks it did not boot
+/// again to get there; returns the console.
+async fn continues_counting(console: &Path, at_snapshot: u64) -> String {
+    let text = wait_console(console, BOOT_TIMEOUT, "ticks after restore", |t| {
+        last_tick(t).is_some_and(|n| n > at_snapshot)
+    })
+    .await;
+    assert!(
+        !text.contains(READY_MARKER) && !text.contains("Linux version"),
+        "restored guest rebooted:\n{text}"
+    );
+    text
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_vm_lifecycle() {
     let b = Bench::new().await;
@@ -270,17 +284,7 @@ async fn serial_vm_lifecycle() {
         started.elapsed()
     );
     assert_eq!(vm2.state().await.expect("state"), VmRunState::Running);
-    let text = wait_console(
-        &spec2.console_log,
-        BOOT_TIMEOUT,
-        "ticks after restore",
-        |t| last_tick(t).is_some_and(|n| n > at_snapshot),
-    )
-    .await;
-    assert!(
-        !text.contains(READY_MARKER) && !text.contains("Linux version"),
-        "restored guest rebooted:\n{text}"
-    );
+    let text = continues_counting(&spec2.console_log, at_snapshot).await;
     let first = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("tick "))
@@ -500,17 +504,7 @@ async fn memory_file_vm_saves_device_state_only() {
     spec2.memory_file = Some(dir2.join("memory"));
     let vm2 = vmm.restore_vm(&spec2, &snap).await.expect("restore");
     guard.add(vm2.info().pid);
-    let text = wait_console(
-        &spec2.console_log,
-        BOOT_TIMEOUT,
-        "ticks after restore",
-        |t| last_tick(t).is_some_and(|n| n > at_snapshot),
-    )
-    .await;
-    assert!(
-        !text.contains(READY_MARKER) && !text.contains("Linux version"),
-        "restored guest rebooted:\n{text}"
-    );
+    continues_counting(&spec2.console_log, at_snapshot).await;
     assert_echo(&vm2, b"ping from file-backed RAM\n").await;
     // The snapshot's clone is untouched by the running copy.
     assert!(!platinum_hostagent::disk::same_file(

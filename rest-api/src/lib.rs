@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use routes::{exec, files, keys, ports, processes, sandboxes, snapshots};
+use routes::{exec, files, keys, pools, ports, processes, sandboxes, snapshots};
 
 /// Top-level facts of the document; paths come from the handlers.
 #[derive(OpenApi)]
@@ -43,6 +43,7 @@ use routes::{exec, files, keys, ports, processes, sandboxes, snapshots};
         (name = "files", description = "Files inside a sandbox"),
         (name = "ports", description = "HTTP and WebSocket to services inside a sandbox"),
         (name = "snapshots", description = "Signed snapshots, restore, fork, checkpoints and rollback"),
+        (name = "pools", description = "Warm pools: running sandboxes a create claims without starting a VM"),
         (name = "keys", description = "API keys: list, create (Platinum or E2B form), revoke, rotate"),
         (name = "system", description = "Server health")
     ),
@@ -130,6 +131,12 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
         ))
         .routes(routes!(snapshots::rollback))
         .routes(routes!(snapshots::rotate_snapshot_key))
+        .routes(routes!(pools::create_pool, pools::list_pools))
+        .routes(routes!(
+            pools::get_pool,
+            pools::update_pool,
+            pools::delete_pool
+        ))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(keys::rotate_key))

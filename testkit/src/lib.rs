@@ -27,11 +27,14 @@ pub struct TestServer {
     http: reqwest::Client,
 }
 
-/// Engine settings for tests: small VMs, a low upload limit so limits are testable.
+/// Engine settings for tests: small VMs, a low upload limit so limits are testable, and every
+/// sandbox booted (no template ready snapshots: each test server would otherwise boot one more
+/// VM to build its own; `template_snapshots_e2e` and the SDK runs cover that path).
 pub fn test_engine_config() -> EngineConfig {
     EngineConfig {
         default_memory_mib: 512,
         max_upload_bytes: 64 << 20,
+        template_snapshots: false,
         ..EngineConfig::default()
     }
 }

@@ -2,7 +2,9 @@
 //! `evals/e2b/run.sh` (every flow, Python and JS) with the SDKs pointed at a test server through
 //! `E2B_API_URL` / `E2B_SANDBOX_URL` only. The runner installs the pinned SDKs on first use.
 //! The SDKs get an `e2b_`-form key (the only form they accept), which the runner creates through
-//! `POST /v1/keys` with the server's own key and revokes when it ends.
+//! `POST /v1/keys` with the server's own key and revokes when it ends. The server runs as shipped
+//! (template ready snapshots on) with a warm pool of the default template, so the flows run on
+//! claimed and restored sandboxes alike.
 
 use platinum_testkit::{TestServer, test_engine_config};
 use std::path::PathBuf;
@@ -10,7 +12,16 @@ use std::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn official_sdks_run_every_flow() {
-    let t = TestServer::start().await.unwrap();
+    let t = TestServer::start_with(|c| c.engine.template_snapshots = true)
+        .await
+        .unwrap();
+    t.expect(
+        t.req(reqwest::Method::POST, "/v1/pools")
+            .json(&serde_json::json!({ "size": 2 })),
+        201,
+    )
+    .await
+    .unwrap();
     let runner = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../evals/e2b/run.sh");
     let started = Instant::now();
     let status = tokio::process::Command::new(&runner)

@@ -34,6 +34,32 @@ async fn counting(t: &TestServer, id: &str) -> (String, u64) {
     (out(t, id, "pgrep -f 'import[ ]time' | head -1").await, b)
 }
 
+/// An agent's step: a directory with a file in it.
+const MAKE_WORK: &str = "mkdir -p /home/user/work && echo v1 > /home/user/work/a.txt && sync";
+/// A destructive step: the directory and the counting process gone.
+const UNDO_WORK: &str = "rm -rf /home/user/work; pkill -f 'import[ ]time'; true";
+
+/// Takes a checkpoint of sandbox `id`.
+async fn checkpoint(t: &TestServer, id: &str) -> Value {
+    t.expect(post(t, &sandbox_path(id, "/checkpoints"), json!({})), 201)
+        .await
+        .unwrap()
+}
+
+/// Rolls sandbox `id` back to checkpoint `cp`; returns the sandbox.
+async fn rollback(t: &TestServer, id: &str, cp: &str) -> Value {
+    t.expect(
+        post(
+            t,
+            &sandbox_path(id, "/rollback"),
+            json!({ "checkpoint": cp }),
+        ),
+        200,
+    )
+    .await
+    .unwrap()
+}
+
 fn ip(s: &Value) -> String {
     s["runtime"]["ip"].as_str().unwrap_or_default().to_string()
 }
@@ -295,60 +321,19 @@ async fn pause_to_disk_snapshot_restore_fork_checkpoint_rollback_and_tampering()
     }
 
     // Checkpoint, an agent's destructive step, rollback: the same sandbox is back as it was.
-    let cp = t
-        .expect(
-            post(&t, &sandbox_path(&a_id, "/checkpoints"), json!({})),
-            201,
-        )
-        .await
-        .unwrap();
+    let cp = checkpoint(&t, &a_id).await;
     let cp_id = id(&cp);
-    out(
-        &t,
-        &a_id,
-        "mkdir -p /home/user/work && echo v1 > /home/user/work/a.txt && sync",
-    )
-    .await;
-    let cp2 = t
-        .expect(
-            post(&t, &sandbox_path(&a_id, "/checkpoints"), json!({})),
-            201,
-        )
-        .await
-        .unwrap();
-    out(
-        &t,
-        &a_id,
-        "rm -rf /home/user/work; pkill -f 'import[ ]time'; true",
-    )
-    .await;
-    let rolled = t
-        .expect(
-            post(
-                &t,
-                &sandbox_path(&a_id, "/rollback"),
-                json!({ "checkpoint": id(&cp2) }),
-            ),
-            200,
-        )
-        .await
-        .unwrap();
+    out(&t, &a_id, MAKE_WORK).await;
+    let cp2 = checkpoint(&t, &a_id).await;
+    out(&t, &a_id, UNDO_WORK).await;
+    let rolled = rollback(&t, &a_id, &id(&cp2)).await;
     assert_eq!(rolled["id"], a_id);
     assert_eq!(ip(&rolled), a_ip);
     assert_eq!(out(&t, &a_id, "cat /home/user/work/a.txt").await, "v1");
     let (rolled_pid, _) = counting(&t, &a_id).await;
     assert_eq!(rolled_pid, pid);
     // An earlier checkpoint goes further back.
-    t.expect(
-        post(
-            &t,
-            &sandbox_path(&a_id, "/rollback"),
-            json!({ "checkpoint": cp_id }),
-        ),
-        200,
-    )
-    .await
-    .unwrap();
+    rollback(&t, &a_id, &cp_id).await;
     assert_eq!(
         out(&t, &a_id, "test -e /home/user/work && echo yes || echo no").await,
         "no"
@@ -532,13 +517,7 @@ async fn memory_file_on_a_reflink_filesystem() {
     let (pid, _) = counting(&t, &a_id).await;
 
     // Checkpoint: device state only in the stream, the RAM a clone beside it.
-    let cp = t
-        .expect(
-            post(&t, &sandbox_path(&a_id, "/checkpoints"), json!({})),
-            201,
-        )
-        .await
-        .unwrap();
+    let cp = checkpoint(&t, &a_id).await;
     eprintln!("memory-file checkpoint timings: {}", cp["timings"]);
     let cp_dir = snapshot_dir(&t, &id(&cp));
     let state = std::fs::metadata(cp_dir.join("vmstate")).unwrap().len();
@@ -547,29 +526,9 @@ async fn memory_file_on_a_reflink_filesystem() {
         std::fs::metadata(cp_dir.join("memory")).unwrap().len(),
         512 << 20
     );
-    out(
-        &t,
-        &a_id,
-        "mkdir -p /home/user/work && echo v1 > /home/user/work/a.txt && sync",
-    )
-    .await;
-    out(
-        &t,
-        &a_id,
-        "rm -rf /home/user/work; pkill -f 'import[ ]time'; true",
-    )
-    .await;
-    let rolled = t
-        .expect(
-            post(
-                &t,
-                &sandbox_path(&a_id, "/rollback"),
-                json!({ "checkpoint": id(&cp) }),
-            ),
-            200,
-        )
-        .await
-        .unwrap();
+    out(&t, &a_id, MAKE_WORK).await;
+    out(&t, &a_id, UNDO_WORK).await;
+    let rolled = rollback(&t, &a_id, &id(&cp)).await;
     assert_eq!(rolled["id"], a_id);
     assert_eq!(
         counting(&t, &a_id).await.0,

@@ -7,14 +7,16 @@
 //! - [`catalog`]: `/snapshots` (Platinum's templates and the snapshots taken of sandboxes) and
 //!   `/volumes` (none).
 //! - [`preview`]: preview links (`/sandbox/{id}/ports/{port}/...`) and the proxy they point at.
+//! - [`pools`]: `/warm-pools` over the engine's warm pools.
 
 pub mod catalog;
 pub mod copies;
+pub mod pools;
 pub mod preview;
 pub mod sandbox;
 
 use axum::Router;
-use axum::routing::{any, get, post, put};
+use axum::routing::{any, get, patch, post, put};
 
 use crate::Ctx;
 use crate::error::route_not_found;
@@ -119,6 +121,11 @@ pub fn routes() -> Router<Ctx> {
         .route(
             "/api/volumes/{id}",
             get(catalog::get_volume).delete(catalog::get_volume),
+        )
+        .route("/api/warm-pools", get(pools::list).post(pools::create))
+        .route(
+            "/api/warm-pools/{id}",
+            patch(pools::update).delete(pools::delete),
         )
         .route("/api/{*rest}", any(route_not_found))
 }

@@ -24,7 +24,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use platinum_engine::Engine;
 use platinum_engine::model::ListQuery;
-use platinum_engine::model::{CreateSandbox, LifecycleRules, Sandbox, SandboxState, TimeoutAction};
+use platinum_engine::model::{
+    BootMode, CreateSandbox, LifecycleRules, Sandbox, SandboxState, TimeoutAction,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -504,6 +506,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<CreateSandbox> {
         snapshot: restore,
         lifecycle_type: None,
         auto_resume: false,
+        boot: BootMode::Auto,
     })
 }
 

@@ -8,14 +8,13 @@
 
 use platinum_hostagent::host::snapshot::{AfterSave, RestoreAs, RestoreVm};
 use std::time::{Duration, Instant};
-use time::OffsetDateTime;
 
 use crate::commands::sandbox::{NewVm, require};
 use crate::commands::snapshots::millis;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::new_sandbox_id;
-use crate::model::{ForkRequest, ForkResult, Sandbox, SandboxState};
+use crate::model::{ForkRequest, ForkResult, Sandbox, SandboxState, StartInfo, StartPath};
 
 /// Most copies one fork makes.
 pub const MAX_FORK_COUNT: u32 = 20;
@@ -109,12 +108,19 @@ impl Engine {
                 self.store
                     .append_event(&copy.id, "forking", &serde_json::json!({ "source": id }))
                     .await?;
-                let vm = NewVm::Restore(RestoreVm {
-                    id: copy.id.clone(),
-                    snapshot_dir: dir,
-                    env: copy.env.clone(),
-                    restore_as: RestoreAs::New { internet: None },
-                });
+                let vm = NewVm::Restore {
+                    vm: RestoreVm {
+                        id: copy.id.clone(),
+                        snapshot_dir: dir,
+                        env: copy.env.clone(),
+                        restore_as: RestoreAs::New { internet: None },
+                    },
+                    start: StartInfo {
+                        path: StartPath::Fork,
+                        ..StartInfo::default()
+                    },
+                    fallback: None,
+                };
                 let timeout = copy.expires_at.map(|t| {
                     Duration::try_from(t - copy.created_at).unwrap_or_default()
                 });
@@ -186,32 +192,27 @@ impl Engine {
 /// (timeout action, rules, auto-resume), no name, no front-end state, the source's timeout length
 /// counted from now.
 fn copy_of(source: &Sandbox) -> Sandbox {
-    let now = OffsetDateTime::now_utc();
-    Sandbox {
-        id: new_sandbox_id(),
-        name: None,
-        template: source.template.clone(),
-        state: SandboxState::Creating,
-        vcpus: source.vcpus,
-        memory_mib: source.memory_mib,
-        env: source.env.clone(),
-        metadata: source.metadata.clone(),
-        attributes: source
-            .attributes
-            .iter()
-            .filter(|(k, _)| k.as_str() == crate::model::AUTO_RESUME_ATTRIBUTE)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        created_at: now,
-        expires_at: source
-            .expires_at
-            .map(|t| now + (t - source.created_at).max(time::Duration::ZERO)),
-        on_timeout: source.on_timeout,
-        lifecycle: source.lifecycle,
-        last_activity_at: now,
-        error: None,
-        runtime: None,
-    }
+    let mut copy = Sandbox::new_row(
+        new_sandbox_id(),
+        source.template.clone(),
+        source.vcpus,
+        source.memory_mib,
+        SandboxState::Creating,
+    );
+    copy.env = source.env.clone();
+    copy.metadata = source.metadata.clone();
+    copy.attributes = source
+        .attributes
+        .iter()
+        .filter(|(k, _)| k.as_str() == crate::model::AUTO_RESUME_ATTRIBUTE)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    copy.expires_at = source
+        .expires_at
+        .map(|t| copy.created_at + (t - source.created_at).max(time::Duration::ZERO));
+    copy.on_timeout = source.on_timeout;
+    copy.lifecycle = source.lifecycle;
+    copy
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@
 //! - [`snapshots`]: signed snapshots and checkpoints: take, list, delete, roll back.
 //! - [`suspend`]: pause to disk (with or without memory); resume goes through `start`.
 //! - [`fork`]: copies of a running sandbox, each restored from one save of it.
+//! - [`templates`]: template ready snapshots, which creates restore instead of booting.
+//! - [`pools`]: warm pools: running sandboxes a create claims in one store transaction.
 
 pub mod code;
 pub mod exec;
@@ -25,6 +27,7 @@ pub mod fork;
 pub mod guest;
 pub mod keys;
 pub mod lsp;
+pub mod pools;
 pub mod run;
 pub mod sandbox;
 pub mod search;
@@ -32,5 +35,6 @@ pub mod sessions;
 pub mod settings;
 pub mod snapshots;
 pub mod suspend;
+pub mod templates;
 pub mod tokens;
 pub mod watch;

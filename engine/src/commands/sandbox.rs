@@ -5,10 +5,15 @@ use platinum_hostagent::host::{CreateVm, VmStatus};
 use std::time::Duration;
 use time::OffsetDateTime;
 
+use crate::commands::pools::PoolKey;
+use crate::commands::templates::ReadyKey;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::{check_template_name, new_sandbox_id};
-use crate::model::{CreateSandbox, RuntimeInfo, Sandbox, SandboxMetrics, SandboxState};
+use crate::model::{
+    BootMode, CreateSandbox, RuntimeInfo, Sandbox, SandboxMetrics, SandboxState, StartInfo,
+    StartPath,
+};
 use crate::model::{ListQuery, Page};
 
 /// Longest env var or metadata value accepted.
@@ -30,6 +35,10 @@ pub(crate) fn runtime_info(v: &VmStatus) -> RuntimeInfo {
         boot_ms: v.boot_ms,
         ip: v.ip.map(|ip| ip.to_string()),
         internet: v.internet,
+        start: StartInfo {
+            vm_ms: v.boot_ms,
+            ..StartInfo::default()
+        },
     }
 }
 
@@ -94,22 +103,53 @@ pub(crate) fn check_pairs(
     Ok(())
 }
 
+/// Checks a sandbox's size against the engine's limits.
+pub(crate) fn check_size(
+    cfg: &crate::config::EngineConfig,
+    vcpus: u32,
+    memory_mib: u32,
+) -> Result<()> {
+    if vcpus == 0 || vcpus > cfg.max_vcpus {
+        return Err(Error::InvalidRequest(format!(
+            "vcpus must be 1..={}",
+            cfg.max_vcpus
+        )));
+    }
+    if !(128..=cfg.max_memory_mib).contains(&memory_mib) {
+        return Err(Error::InvalidRequest(format!(
+            "memory_mib must be 128..={}",
+            cfg.max_memory_mib
+        )));
+    }
+    Ok(())
+}
+
 impl Engine {
-    /// Creates a sandbox and returns once its VM has booted (or, with `snapshot`, been restored)
-    /// and its agent answers.
-    pub async fn create_sandbox(&self, mut req: CreateSandbox) -> Result<Sandbox> {
+    /// Creates a sandbox and returns once it runs and its agent answers: a sandbox claimed from
+    /// a warm pool of its kind when one is ready, else a new VM restored from the snapshot it
+    /// names or its template's ready snapshot, else booted.
+    pub async fn create_sandbox(&self, req: CreateSandbox) -> Result<Sandbox> {
+        self.create_sandbox_in(req, None).await
+    }
+
+    /// [`Engine::create_sandbox`], or with `pool` a new sandbox that waits in that warm pool.
+    pub(crate) async fn create_sandbox_in(
+        &self,
+        mut req: CreateSandbox,
+        pool: Option<&str>,
+    ) -> Result<Sandbox> {
         let cfg = &self.config;
         // A snapshot is checked (signature, hashes, compatibility) before anything is created.
         let from = match req.snapshot.take() {
             Some(name) => {
                 let snap = self.get_snapshot(&name).await?;
-                let dir = self.open_snapshot(&snap).await?;
-                Some((snap, dir))
+                let (dir, verify_ms) = self.open_snapshot_timed(&snap).await?;
+                Some((snap, dir, verify_ms))
             }
             None => None,
         };
         let template = match &from {
-            Some((snap, _)) => snap.template.clone(),
+            Some((snap, _, _)) => snap.template.clone(),
             None => req
                 .template
                 .clone()
@@ -121,25 +161,14 @@ impl Engine {
         }
         let vcpus = req
             .vcpus
-            .or(from.as_ref().map(|(s, _)| s.vcpus))
+            .or(from.as_ref().map(|(s, _, _)| s.vcpus))
             .unwrap_or(cfg.default_vcpus);
-        if vcpus == 0 || vcpus > cfg.max_vcpus {
-            return Err(Error::InvalidRequest(format!(
-                "vcpus must be 1..={}",
-                cfg.max_vcpus
-            )));
-        }
         let memory_mib = req
             .memory_mib
-            .or(from.as_ref().map(|(s, _)| s.memory_mib))
+            .or(from.as_ref().map(|(s, _, _)| s.memory_mib))
             .unwrap_or(cfg.default_memory_mib);
-        if !(128..=cfg.max_memory_mib).contains(&memory_mib) {
-            return Err(Error::InvalidRequest(format!(
-                "memory_mib must be 128..={}",
-                cfg.max_memory_mib
-            )));
-        }
-        if let Some((snap, _)) = &from
+        check_size(cfg, vcpus, memory_mib)?;
+        if let Some((snap, _, _)) = &from
             && (snap.vcpus, snap.memory_mib) != (vcpus, memory_mib)
         {
             return Err(Error::InvalidRequest(format!(
@@ -148,7 +177,7 @@ impl Engine {
                 snap.id, snap.vcpus, snap.memory_mib
             )));
         }
-        if let Some((snap, _)) = &from {
+        if let Some((snap, _, _)) = &from {
             // The restored processes have the snapshot's environment; new ones get it too,
             // with what the request sets on top.
             let mut env = snap.env.clone();
@@ -206,44 +235,107 @@ impl Engine {
             error: None,
             runtime: None,
         };
+        // A warm sandbox of this kind, when a pool has one ready: no VM work at all.
+        if pool.is_none() && req.boot == BootMode::Auto && req.internet != Some(false) {
+            let key = PoolKey {
+                template: template.clone(),
+                snapshot: from.as_ref().map(|(s, _, _)| s.id.clone()),
+                vcpus,
+                memory_mib,
+            };
+            if let Some(claimed) = self.claim_pooled(&key, &sandbox).await? {
+                return Ok(claimed);
+            }
+        }
+        // Without a snapshot named, the template's ready snapshot when there is one (checked
+        // before anything is created, like any snapshot).
+        let ready = match (&from, req.boot) {
+            (None, BootMode::Auto) => {
+                self.ready_snapshot(&ReadyKey {
+                    template: template.clone(),
+                    vcpus,
+                    memory_mib,
+                })
+                .await
+            }
+            _ => None,
+        };
+
         {
             // Admission and the insert that makes it true happen under one lock: two concurrent
             // creates cannot both take the last place.
             let _admission = self.admission.lock().await;
             self.admit(&sandbox).await?;
-            self.store.insert_sandbox(&sandbox).await?;
+            match pool {
+                Some(pool) => self.store.insert_pooled_sandbox(&sandbox, pool).await?,
+                None => self.store.insert_sandbox(&sandbox).await?,
+            }
         }
         self.store
             .append_event(&sandbox.id, "creating", &serde_json::json!({ "template": template, "vcpus": vcpus, "memory_mib": memory_mib }))
             .await?;
-        let vm = match from {
-            None => NewVm::Create(CreateVm {
-                id: sandbox.id.clone(),
-                template,
-                vcpus,
-                memory_mib,
-                env: sandbox.env.clone(),
-                transport: None,
-                internet: req.internet,
-            }),
-            Some((snap, dir)) => {
-                self.store
-                    .append_event(
-                        &sandbox.id,
-                        "restoring",
-                        &serde_json::json!({ "snapshot": snap.id }),
-                    )
-                    .await?;
-                NewVm::Restore(RestoreVm {
-                    id: sandbox.id.clone(),
-                    snapshot_dir: dir,
-                    env: sandbox.env.clone(),
-                    restore_as: RestoreAs::New {
-                        internet: req.internet,
-                    },
-                })
-            }
+        let create = CreateVm {
+            id: sandbox.id.clone(),
+            template,
+            vcpus,
+            memory_mib,
+            env: sandbox.env.clone(),
+            transport: None,
+            internet: req.internet,
         };
+        let restore = |dir, start: StartInfo, fallback| NewVm::Restore {
+            vm: RestoreVm {
+                id: sandbox.id.clone(),
+                snapshot_dir: dir,
+                env: sandbox.env.clone(),
+                restore_as: RestoreAs::New {
+                    internet: req.internet,
+                },
+            },
+            start,
+            fallback,
+        };
+        let vm = match (from, ready) {
+            (Some((snap, dir, verify_ms)), _) => restore(
+                dir,
+                StartInfo {
+                    path: StartPath::Snapshot,
+                    snapshot: Some(snap.id),
+                    verify_ms: Some(verify_ms),
+                    vm_ms: 0,
+                },
+                None,
+            ),
+            // A ready snapshot that fails to restore falls back to a boot.
+            (None, Some(ready)) => restore(
+                ready.dir,
+                StartInfo {
+                    path: StartPath::TemplateSnapshot,
+                    snapshot: Some(ready.snapshot.id),
+                    verify_ms: Some(ready.verify_ms),
+                    vm_ms: 0,
+                },
+                Some(create),
+            ),
+            (None, None) => NewVm::Create(create),
+        };
+        if let NewVm::Restore {
+            start:
+                StartInfo {
+                    snapshot: Some(snap),
+                    ..
+                },
+            ..
+        } = &vm
+        {
+            self.store
+                .append_event(
+                    &sandbox.id,
+                    "restoring",
+                    &serde_json::json!({ "snapshot": snap }),
+                )
+                .await?;
+        }
         let engine = self.arc()?;
         self.detached(
             async move { engine.boot_new(sandbox, vm, timeout).await },
@@ -266,13 +358,40 @@ impl Engine {
         timeout: Option<Duration>,
     ) -> Result<Sandbox> {
         let _guard = self.lock(&sandbox.id).await;
-        let booted = match vm {
-            NewVm::Create(vm) => self.boot_bounded(self.host.create(vm)).await,
-            NewVm::Restore(vm) => self.boot_bounded(self.host.restore(vm)).await,
+        let (booted, start) = match vm {
+            NewVm::Create(vm) => (
+                self.boot_bounded(self.host.create(vm)).await,
+                StartInfo::default(),
+            ),
+            NewVm::Restore {
+                vm,
+                start,
+                fallback,
+            } => match (self.boot_bounded(self.host.restore(vm)).await, fallback) {
+                (Err(e), Some(create)) => {
+                    tracing::warn!(sandbox = %sandbox.id, error = %e, "restoring the template's ready snapshot failed; booting instead, and building a new one");
+                    if let Err(cleanup) = self.host.destroy(&sandbox.id).await {
+                        tracing::warn!(sandbox = %sandbox.id, error = %cleanup, "cleanup after a failed restore");
+                    }
+                    if let Some(snap) = &start.snapshot {
+                        self.discard_snapshot(snap).await;
+                    }
+                    (
+                        self.boot_bounded(self.host.create(create)).await,
+                        StartInfo::default(),
+                    )
+                }
+                (booted, _) => (booted, start),
+            },
         };
         match booted {
             Ok(status) => {
-                sandbox.runtime = Some(runtime_info(&status));
+                let mut runtime = runtime_info(&status);
+                runtime.start = StartInfo {
+                    vm_ms: status.boot_ms,
+                    ..start
+                };
+                sandbox.runtime = Some(runtime);
                 // Expiry counts from when the sandbox became usable.
                 let ready = OffsetDateTime::now_utc();
                 sandbox.expires_at = timeout.map(|t| ready + t);
@@ -307,7 +426,7 @@ impl Engine {
 
     /// Runs a host boot with the boot timeout, ending it early when the server shuts down. A boot
     /// cut short leaves processes behind only until the caller's `destroy` or `stop`.
-    async fn boot_bounded(
+    pub(crate) async fn boot_bounded(
         &self,
         boot: impl std::future::Future<Output = platinum_hostagent::Result<VmStatus>>,
     ) -> Result<VmStatus> {
@@ -492,7 +611,11 @@ impl Engine {
                 };
                 match booted {
                     Ok(status) => {
-                        s.runtime = Some(runtime_info(&status));
+                        let runtime = runtime_info(&status);
+                        s.runtime = Some(match &image {
+                            Some((snap, _)) => runtime.resumed_from(&snap.id),
+                            None => runtime,
+                        });
                         s.error = None;
                         s.last_activity_at = OffsetDateTime::now_utc();
                         engine.renew_expired(&mut s);
@@ -610,8 +733,15 @@ impl Engine {
 pub(crate) enum NewVm {
     /// Booted from a template.
     Create(CreateVm),
-    /// Restored from a checked snapshot (a restore or a fork).
-    Restore(RestoreVm),
+    /// Restored from a checked snapshot (a restore, a fork, a template's ready snapshot).
+    Restore {
+        /// The restore.
+        vm: RestoreVm,
+        /// How the sandbox's info describes it.
+        start: StartInfo,
+        /// A boot to fall back to when the restore fails (a ready snapshot's).
+        fallback: Option<CreateVm>,
+    },
 }
 
 /// Fails with `invalid_state` unless the sandbox is in one of `allowed`.

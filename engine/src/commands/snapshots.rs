@@ -36,6 +36,7 @@ fn new_snapshot_id(kind: SnapshotKind) -> String {
         SnapshotKind::Snapshot => "snap",
         SnapshotKind::Checkpoint => "ckpt",
         SnapshotKind::Suspend => "susp",
+        SnapshotKind::Template => "tmpl",
     };
     format!("{prefix}{}", crate::ids::new_sandbox_id())
 }
@@ -194,19 +195,25 @@ impl Engine {
     /// Checks a snapshot's directory (signature, key, identity, compatibility, every file's size
     /// and hash) and returns it. Nothing is started and nothing is removed when a check fails.
     pub(crate) async fn open_snapshot(&self, snap: &Snapshot) -> Result<PathBuf> {
+        Ok(self.open_snapshot_timed(snap).await?.0)
+    }
+
+    /// [`Engine::open_snapshot`], with how long the checks took (ms).
+    pub(crate) async fn open_snapshot_timed(&self, snap: &Snapshot) -> Result<(PathBuf, u64)> {
         let dir = self.snapshots_root()?.join(&snap.id);
-        let (d, id, keys, profile) = (
+        let (d, id, keys, profile, verified) = (
             dir.clone(),
             snap.id.clone(),
             self.keys()?,
             self.host_profile(),
+            self.verified.clone(),
         );
         let verify_ms =
-            tokio::task::spawn_blocking(move || snapdir::open(&d, &id, &keys, &profile))
+            tokio::task::spawn_blocking(move || snapdir::open(&d, &id, &keys, &profile, &verified))
                 .await
                 .map_err(|e| Error::Internal(format!("verifying task: {e}")))??;
         tracing::info!(snapshot = %snap.id, verify_ms, "snapshot verified");
-        Ok(dir)
+        Ok((dir, verify_ms))
     }
 
     /// Removes a snapshot's directory and row (failures are logged).
@@ -323,7 +330,7 @@ impl Engine {
             .await;
         match restored {
             Ok(status) => {
-                s.runtime = Some(runtime_info(&status));
+                s.runtime = Some(runtime_info(&status).resumed_from(&snap.id));
                 s.last_activity_at = OffsetDateTime::now_utc();
                 let detail = serde_json::json!({ "checkpoint": snap.id });
                 if s.state == SandboxState::Paused {

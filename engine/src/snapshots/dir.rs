@@ -14,6 +14,7 @@ use super::SnapshotError;
 use super::compat::{HostProfile, check};
 use super::manifest::Manifest;
 use super::signing::{SignedManifest, SnapshotKeys};
+use super::verified::VerifiedFiles;
 
 /// The signed manifest's file.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -88,18 +89,19 @@ pub fn signed_manifest(
     Ok(signed)
 }
 
-/// Everything [`open`] checks, in order: signature, identity, compatibility, files. Returns how
-/// long it took (ms).
+/// Everything [`open`] checks, in order: signature, identity, compatibility, files (those
+/// `verified` knows unchanged are not hashed again). Returns how long it took (ms).
 pub fn open(
     dir: &Path,
     id: &str,
     keys: &SnapshotKeys,
     host: &HostProfile,
+    verified: &VerifiedFiles,
 ) -> Result<u64, SnapshotError> {
     let started = Instant::now();
     let signed = signed_manifest(dir, id, keys)?;
     check(&signed.manifest, host)?;
-    signed.manifest.verify_files(dir)?;
+    signed.manifest.verify_files(dir, verified)?;
     Ok(started.elapsed().as_millis().try_into().unwrap_or(u64::MAX))
 }
 
@@ -154,7 +156,14 @@ mod tests {
         let keydir = tempfile::tempdir().unwrap();
         let keys = SnapshotKeys::load_or_create(&keydir.path().join("k.json")).unwrap();
         let dir = sealed(&keys);
-        open(dir.path(), "snap1", &keys, &host()).unwrap();
+        open(
+            dir.path(),
+            "snap1",
+            &keys,
+            &host(),
+            &VerifiedFiles::default(),
+        )
+        .unwrap();
         assert!(size_on_disk(dir.path()) >= 1 << 20);
 
         // A flipped byte in the memory.
@@ -162,28 +171,54 @@ mod tests {
         let mut bytes = std::fs::read(&mem).unwrap();
         bytes[777] ^= 0x40;
         std::fs::write(&mem, &bytes).unwrap();
-        let e = open(dir.path(), "snap1", &keys, &host()).unwrap_err();
+        let e = open(
+            dir.path(),
+            "snap1",
+            &keys,
+            &host(),
+            &VerifiedFiles::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.code(), "snapshot_corrupt");
         bytes[777] ^= 0x40;
         // Truncated.
         std::fs::write(&mem, &bytes[..1000]).unwrap();
         assert_eq!(
-            open(dir.path(), "snap1", &keys, &host())
-                .unwrap_err()
-                .code(),
+            open(
+                dir.path(),
+                "snap1",
+                &keys,
+                &host(),
+                &VerifiedFiles::default()
+            )
+            .unwrap_err()
+            .code(),
             "snapshot_corrupt"
         );
         std::fs::write(&mem, &bytes).unwrap();
-        open(dir.path(), "snap1", &keys, &host()).unwrap();
+        open(
+            dir.path(),
+            "snap1",
+            &keys,
+            &host(),
+            &VerifiedFiles::default(),
+        )
+        .unwrap();
 
         // A flipped byte in the manifest (its text, then its signature).
         let manifest = dir.path().join(MANIFEST_FILE);
         let original = std::fs::read_to_string(&manifest).unwrap();
         std::fs::write(&manifest, original.replace("\"sbx\"", "\"sbY\"")).unwrap();
         assert_eq!(
-            open(dir.path(), "snap1", &keys, &host())
-                .unwrap_err()
-                .code(),
+            open(
+                dir.path(),
+                "snap1",
+                &keys,
+                &host(),
+                &VerifiedFiles::default()
+            )
+            .unwrap_err()
+            .code(),
             "snapshot_signature_invalid"
         );
         let signed: SignedManifest = serde_json::from_str(&original).unwrap();
@@ -192,42 +227,81 @@ mod tests {
         let forged = original.replace(&signed.signature, std::str::from_utf8(&sig).unwrap());
         std::fs::write(&manifest, forged).unwrap();
         assert_eq!(
-            open(dir.path(), "snap1", &keys, &host())
-                .unwrap_err()
-                .code(),
+            open(
+                dir.path(),
+                "snap1",
+                &keys,
+                &host(),
+                &VerifiedFiles::default()
+            )
+            .unwrap_err()
+            .code(),
             "snapshot_signature_invalid"
         );
         // Unsigned, and another snapshot's manifest.
         std::fs::remove_file(&manifest).unwrap();
         assert_eq!(
-            open(dir.path(), "snap1", &keys, &host())
-                .unwrap_err()
-                .code(),
+            open(
+                dir.path(),
+                "snap1",
+                &keys,
+                &host(),
+                &VerifiedFiles::default()
+            )
+            .unwrap_err()
+            .code(),
             "snapshot_signature_invalid"
         );
         std::fs::write(&manifest, &original).unwrap();
         assert_eq!(
-            open(dir.path(), "snap2", &keys, &host())
-                .unwrap_err()
-                .code(),
+            open(
+                dir.path(),
+                "snap2",
+                &keys,
+                &host(),
+                &VerifiedFiles::default()
+            )
+            .unwrap_err()
+            .code(),
             "snapshot_signature_invalid"
         );
         // Incompatible host.
         let mut other = host();
         other.vmm_version = "11.0.0".into();
         assert_eq!(
-            open(dir.path(), "snap1", &keys, &other).unwrap_err().code(),
+            open(
+                dir.path(),
+                "snap1",
+                &keys,
+                &other,
+                &VerifiedFiles::default()
+            )
+            .unwrap_err()
+            .code(),
             "snapshot_incompatible"
         );
         // A retired key.
         let old = keys.current_kid();
         keys.rotate().unwrap();
-        open(dir.path(), "snap1", &keys, &host()).unwrap();
+        open(
+            dir.path(),
+            "snap1",
+            &keys,
+            &host(),
+            &VerifiedFiles::default(),
+        )
+        .unwrap();
         keys.retire(&old).unwrap();
         assert_eq!(
-            open(dir.path(), "snap1", &keys, &host())
-                .unwrap_err()
-                .code(),
+            open(
+                dir.path(),
+                "snap1",
+                &keys,
+                &host(),
+                &VerifiedFiles::default()
+            )
+            .unwrap_err()
+            .code(),
             "snapshot_key_unknown"
         );
         // Nothing was removed by any refusal.

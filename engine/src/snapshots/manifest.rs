@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::SnapshotError;
+use super::verified::{Stamp, VerifiedFiles};
 
 /// Size and hash of one file of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,8 +61,9 @@ impl Manifest {
     }
 
     /// Checks that `dir` holds every file of the manifest with its size and hash (sizes first,
-    /// so a truncated snapshot is refused before anything is hashed).
-    pub fn verify_files(&self, dir: &Path) -> Result<(), SnapshotError> {
+    /// so a truncated snapshot is refused before anything is hashed). A file `verified` knows,
+    /// unchanged since, is not hashed again.
+    pub fn verify_files(&self, dir: &Path, verified: &VerifiedFiles) -> Result<(), SnapshotError> {
         for (name, want) in &self.files {
             check_name(name)?;
             let size = std::fs::metadata(dir.join(name))
@@ -75,12 +77,19 @@ impl Manifest {
             }
         }
         for (name, want) in &self.files {
-            let got = digest(&dir.join(name))?;
+            let path = dir.join(name);
+            let stamp =
+                Stamp::of(&path).map_err(|e| SnapshotError::Corrupt(format!("{name}: {e}")))?;
+            if verified.known(&path, &stamp).as_deref() == Some(want.blake3.as_str()) {
+                continue;
+            }
+            let got = digest(&path)?;
             if got.blake3 != want.blake3 {
                 return Err(SnapshotError::Corrupt(format!(
                     "{name} does not match its hash"
                 )));
             }
+            verified.remember(&path, stamp, got.blake3);
         }
         Ok(())
     }
@@ -134,23 +143,26 @@ pub(crate) mod tests {
         let mut m = manifest();
         m.add_files(dir.path(), &["memory", "state"]).unwrap();
         assert_eq!(m.files["memory"].size, 1 << 20);
-        m.verify_files(dir.path()).unwrap();
+        m.verify_files(dir.path(), &VerifiedFiles::default())
+            .unwrap();
 
         let mut bytes = std::fs::read(dir.path().join("memory")).unwrap();
         bytes[123_456] ^= 1;
         std::fs::write(dir.path().join("memory"), &bytes).unwrap();
         assert!(matches!(
-            m.verify_files(dir.path()),
+            m.verify_files(dir.path(), &VerifiedFiles::default()),
             Err(SnapshotError::Corrupt(_))
         ));
         bytes[123_456] ^= 1;
         bytes.truncate(1000);
         std::fs::write(dir.path().join("memory"), &bytes).unwrap();
-        let e = m.verify_files(dir.path()).unwrap_err();
+        let e = m
+            .verify_files(dir.path(), &VerifiedFiles::default())
+            .unwrap_err();
         assert!(e.to_string().contains("1000 bytes"), "{e}");
         std::fs::remove_file(dir.path().join("state")).unwrap();
         assert!(matches!(
-            m.verify_files(dir.path()),
+            m.verify_files(dir.path(), &VerifiedFiles::default()),
             Err(SnapshotError::Corrupt(_))
         ));
     }
@@ -170,7 +182,7 @@ pub(crate) mod tests {
             },
         );
         assert!(matches!(
-            m.verify_files(dir.path()),
+            m.verify_files(dir.path(), &VerifiedFiles::default()),
             Err(SnapshotError::Corrupt(_))
         ));
     }

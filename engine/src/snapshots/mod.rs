@@ -8,6 +8,7 @@
 //! - [`compat`]: whether this host can restore a snapshot (VMM and version, accelerator, CPU).
 //! - [`signing`]: the Ed25519 keys that sign manifests (kept in the data directory, rotated,
 //!   retired) and their public half as a JWKS (RFC 8037).
+//! - [`verified`]: files hashed already this run, by inode and change time (not hashed again).
 //!
 //! A snapshot is restored only after its signature and then every file's size and hash check
 //! out; anything else is a typed [`SnapshotError`] and nothing of the snapshot is touched.
@@ -16,6 +17,7 @@ pub mod compat;
 pub mod dir;
 pub mod manifest;
 pub mod signing;
+pub mod verified;
 
 /// Why a snapshot may not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -10,7 +10,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::model::{ListQuery, Page, Sandbox, SandboxState, Snapshot, SnapshotKind};
+use crate::model::{ListQuery, Page, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind};
 
 /// A stored API key (only its hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,4 +101,32 @@ pub trait Store: Send + Sync {
 
     /// Removes a snapshot's row.
     async fn delete_snapshot(&self, id: &str) -> Result<()>;
+
+    /// Inserts a warm pool (`ready`, `starting` and `error` are the engine's, not stored).
+    async fn insert_pool(&self, pool: &Pool) -> Result<()>;
+
+    /// Changes a pool's size; false when there is no such pool.
+    async fn resize_pool(&self, id: &str, size: u32) -> Result<bool>;
+
+    /// Removes a pool's row (its sandboxes are the engine's to delete); false when none.
+    async fn delete_pool(&self, id: &str) -> Result<bool>;
+
+    /// Every pool, oldest first.
+    async fn list_pools(&self) -> Result<Vec<Pool>>;
+
+    /// Inserts a sandbox that waits in pool `pool_id`: not listed to callers until claimed.
+    async fn insert_pooled_sandbox(&self, sandbox: &Sandbox, pool_id: &str) -> Result<()>;
+
+    /// The sandboxes waiting in pool `pool_id`, in any state but `deleted`, oldest first.
+    async fn pooled_sandboxes(&self, pool_id: &str) -> Result<Vec<Sandbox>>;
+
+    /// Claims a running sandbox of pool `pool_id` for a caller: in one transaction it leaves the
+    /// pool and gets what `claim` sets (the caller's name, environment, metadata, timeout,
+    /// lifecycle). `None` when the pool has no running sandbox. On PostgreSQL this is a
+    /// `SELECT … FOR UPDATE SKIP LOCKED` and an `UPDATE` in one transaction.
+    async fn claim_pooled(
+        &self,
+        pool_id: &str,
+        claim: &(dyn for<'s> Fn(&'s mut Sandbox) + Send + Sync),
+    ) -> Result<Option<Sandbox>>;
 }

@@ -11,7 +11,9 @@ use time::OffsetDateTime;
 
 use super::{ApiKeyRecord, ListQuery, Page, Store};
 use crate::error::{Error, Result};
-use crate::model::{LifecycleRules, Sandbox, SandboxState, Snapshot, SnapshotKind, TimeoutAction};
+use crate::model::{
+    LifecycleRules, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind, TimeoutAction,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -220,6 +222,34 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!("UPDATE sandboxes SET {} WHERE id = ?", sets.join(", "))
 });
 
+/// The update of a claim: only while the row is still in the pool it was picked from.
+static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
+    let sets: Vec<String> = ROW_COLUMNS.iter().map(|c| format!("{c} = ?")).collect();
+    format!(
+        "UPDATE sandboxes SET {}, pool_id = NULL WHERE id = ? AND pool_id = ?",
+        sets.join(", ")
+    )
+});
+
+/// Attempts of a claim that lost its pick to a concurrent claim before it gives up.
+const CLAIM_ATTEMPTS: usize = 8;
+
+fn row_to_pool(row: &sqlx::sqlite::SqliteRow) -> Result<Pool> {
+    Ok(Pool {
+        id: row.try_get("id")?,
+        template: row.try_get("template")?,
+        snapshot: row.try_get("snapshot")?,
+        vcpus: row.try_get::<i64, _>("vcpus")? as u32,
+        memory_mib: row.try_get::<i64, _>("memory_mib")? as u32,
+        size: row.try_get::<i64, _>("size")?.max(0) as u32,
+        ready: 0,
+        starting: 0,
+        error: None,
+        created_at: from_ms(row.try_get("created_at")?),
+        updated_at: from_ms(row.try_get("updated_at")?),
+    })
+}
+
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// Binds the values of [`ROW_COLUMNS`] for `s`.
@@ -297,7 +327,9 @@ impl Store for SqliteStore {
 
     async fn list_sandboxes(&self, q: &ListQuery) -> Result<Page> {
         let limit = q.limit.clamp(1, 1000);
-        let mut b: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new("SELECT * FROM sandboxes WHERE ");
+        // Sandboxes waiting in a warm pool are nobody's yet.
+        let mut b: QueryBuilder<sqlx::Sqlite> =
+            QueryBuilder::new("SELECT * FROM sandboxes WHERE pool_id IS NULL AND ");
         if q.states.is_empty() {
             b.push("state != 'deleted'");
         } else {
@@ -582,6 +614,108 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
+
+    async fn insert_pool(&self, p: &Pool) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO pools (id, template, snapshot, vcpus, memory_mib, size, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&p.id)
+        .bind(&p.template)
+        .bind(&p.snapshot)
+        .bind(p.vcpus as i64)
+        .bind(p.memory_mib as i64)
+        .bind(p.size as i64)
+        .bind(ms(p.created_at))
+        .bind(ms(p.updated_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn resize_pool(&self, id: &str, size: u32) -> Result<bool> {
+        let done = sqlx::query("UPDATE pools SET size = ?, updated_at = ? WHERE id = ?")
+            .bind(size as i64)
+            .bind(ms(OffsetDateTime::now_utc()))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_pool(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM pools WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_pools(&self) -> Result<Vec<Pool>> {
+        let rows = sqlx::query("SELECT * FROM pools ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_to_pool).collect()
+    }
+
+    async fn insert_pooled_sandbox(&self, s: &Sandbox, pool_id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let q = sqlx::query(sqlx::AssertSqlSafe(INSERT_SQL.as_str()))
+            .bind(&s.id)
+            .bind(ms(s.created_at));
+        bind_row(q, s)?.execute(&mut *tx).await?;
+        sqlx::query("UPDATE sandboxes SET pool_id = ? WHERE id = ?")
+            .bind(pool_id)
+            .bind(&s.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pooled_sandboxes(&self, pool_id: &str) -> Result<Vec<Sandbox>> {
+        let rows = sqlx::query(
+            "SELECT * FROM sandboxes WHERE pool_id = ? AND state != 'deleted' ORDER BY created_at, id",
+        )
+        .bind(pool_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_sandbox).collect()
+    }
+
+    async fn claim_pooled(
+        &self,
+        pool_id: &str,
+        claim: &(dyn for<'s> Fn(&'s mut Sandbox) + Send + Sync),
+    ) -> Result<Option<Sandbox>> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query(
+                "SELECT * FROM sandboxes WHERE pool_id = ? AND state = 'running' \
+                 ORDER BY created_at, id LIMIT 1",
+            )
+            .bind(pool_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let mut s = row_to_sandbox(&row)?;
+            claim(&mut s);
+            let done = bind_row(sqlx::query(sqlx::AssertSqlSafe(CLAIM_SQL.as_str())), &s)?
+                .bind(&s.id)
+                .bind(pool_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| name_conflict(e, s.name.as_deref()))?;
+            if done.rows_affected() == 1 {
+                tx.commit().await?;
+                return Ok(Some(s));
+            }
+            // A concurrent claim took it first: pick again.
+        }
+        Ok(None)
+    }
 }
 
 fn insert_api_key_query(key: &ApiKeyRecord) -> SqliteQuery<'_> {
@@ -699,6 +833,82 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(store.list_snapshots(None, None).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn pooled_sandboxes_are_claimed_once_and_hidden_until_then() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let pool = Pool {
+            id: "poolaaaa".into(),
+            template: "base".into(),
+            snapshot: None,
+            vcpus: 2,
+            memory_mib: 512,
+            size: 2,
+            ready: 0,
+            starting: 0,
+            error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        store.insert_pool(&pool).await.unwrap();
+        let ready = sandbox("warm1", 1_700_000_000_000, &[]);
+        let mut booting = sandbox("warm2", 1_700_000_000_001, &[]);
+        booting.state = SandboxState::Creating;
+        store.insert_pooled_sandbox(&ready, &pool.id).await.unwrap();
+        store
+            .insert_pooled_sandbox(&booting, &pool.id)
+            .await
+            .unwrap();
+        store
+            .insert_sandbox(&sandbox("mine", 1_700_000_000_002, &[]))
+            .await
+            .unwrap();
+        let listed = |store: &SqliteStore| {
+            let store = store.clone();
+            async move {
+                let page = store
+                    .list_sandboxes(&ListQuery {
+                        limit: 100,
+                        ..ListQuery::default()
+                    })
+                    .await
+                    .unwrap();
+                page.items.into_iter().map(|s| s.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(listed(&store).await, ["mine"]);
+        assert_eq!(store.pooled_sandboxes(&pool.id).await.unwrap().len(), 2);
+
+        let claimed = store
+            .claim_pooled(&pool.id, &|s: &mut Sandbox| {
+                s.name = Some("caller".into());
+                s.env = BTreeMap::from([("WHO".into(), "me".into())]);
+            })
+            .await
+            .unwrap()
+            .expect("a running pooled sandbox");
+        assert_eq!(claimed.id, "warm1");
+        assert_eq!(claimed.name.as_deref(), Some("caller"));
+        let stored = store.get_sandbox("warm1").await.unwrap().unwrap();
+        assert_eq!(stored.env["WHO"], "me");
+        assert_eq!(listed(&store).await.len(), 2);
+        // Only the booting one is left in the pool: nothing more to claim.
+        assert!(
+            store
+                .claim_pooled(&pool.id, &|_: &mut Sandbox| {})
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.pooled_sandboxes(&pool.id).await.unwrap().len(), 1);
+
+        assert!(store.resize_pool(&pool.id, 0).await.unwrap());
+        assert_eq!(store.list_pools().await.unwrap()[0].size, 0);
+        assert!(store.delete_pool(&pool.id).await.unwrap());
+        assert!(!store.delete_pool(&pool.id).await.unwrap());
+        assert!(!store.resize_pool(&pool.id, 1).await.unwrap());
     }
 
     #[tokio::test]

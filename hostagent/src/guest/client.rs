@@ -86,6 +86,17 @@ impl GuestClient {
         Ok(client)
     }
 
+    /// Sends `hello` again on this session with new session defaults (environment, default
+    /// user): what processes started from now on get. The clock is left alone.
+    pub async fn update_defaults(&self, hello: Hello) -> Result<()> {
+        let hello = Hello {
+            unix_ns: 0,
+            ..hello
+        };
+        let _: HelloReply = self.call(&Request::Hello(hello)).await?;
+        Ok(())
+    }
+
     /// What the guest said in answer to `hello`.
     pub fn hello(&self) -> &HelloReply {
         &self.hello

@@ -135,8 +135,15 @@ pub trait HostAgent: Send + Sync {
     /// Host description.
     fn info(&self) -> HostInfo;
 
-    /// Makes sure a template's image is built and cached (may take minutes the first time).
-    async fn prepare_template(&self, template: &str) -> Result<()>;
+    /// Replaces the environment a running VM's new processes get (a warm sandbox handed to a
+    /// caller with its own `env`): one request to the agent, remembered for reconnects and
+    /// restarts.
+    async fn set_env(&self, id: &str, env: BTreeMap<String, String>) -> Result<()>;
+
+    /// Makes sure a template's image is built and cached (may take minutes the first time);
+    /// returns the image's content id (kernel, initramfs with the guest agent, root filesystem):
+    /// equal ids, identical bytes.
+    async fn prepare_template(&self, template: &str) -> Result<String>;
 
     /// Templates this host can boot.
     fn templates(&self) -> Vec<String>;

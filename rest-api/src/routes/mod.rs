@@ -4,6 +4,7 @@
 pub mod exec;
 pub mod files;
 pub mod keys;
+pub mod pools;
 pub mod ports;
 pub mod processes;
 pub mod sandboxes;

@@ -114,6 +114,8 @@ struct VmRecord {
 
 struct Slot {
     record: VmRecord,
+    /// The environment new guest sessions get (the record's, until `set_env` replaces it).
+    env: Mutex<BTreeMap<String, String>>,
     vm: Arc<dyn Vm>,
     guest: tokio::sync::Mutex<Option<GuestClient>>,
     /// Signalled when `guest` gets a new session (the violation watcher follows it).
@@ -308,6 +310,7 @@ impl LocalHost {
         let hello = guest.hello().clone();
         tracing::info!(sandbox = %id, boot_ms, agent = %hello.agent_version, "guest agent ready");
         let slot = Arc::new(Slot {
+            env: Mutex::new(record.env.clone()),
             record,
             vm: vm.clone(),
             guest: tokio::sync::Mutex::new(Some(guest)),
@@ -607,7 +610,8 @@ async fn slot_guest(slot: &Slot, timeout: Duration) -> Result<GuestClient> {
         }
     }
     tracing::info!(sandbox = %slot.record.spec.id, "reconnecting to the guest agent");
-    let g = connect_agent(slot.vm.as_ref(), &slot.record.env, timeout).await?;
+    let env = slot.env.lock().expect("slot env").clone();
+    let g = connect_agent(slot.vm.as_ref(), &env, timeout).await?;
     *guard = Some(g.clone());
     slot.guest_changed.notify_waiters();
     Ok(g)
@@ -674,8 +678,18 @@ impl HostAgent for LocalHost {
         self.info.clone()
     }
 
-    async fn prepare_template(&self, template: &str) -> Result<()> {
-        self.image(template).await.map(drop)
+    async fn set_env(&self, id: &str, env: BTreeMap<String, String>) -> Result<()> {
+        let slot = self.slot(id)?;
+        let mut record = read_record(&self.dir(id)?, id)?;
+        record.env = env.clone();
+        write_record(&record)?;
+        *slot.env.lock().expect("slot env") = env.clone();
+        let g = slot_guest(&slot, Duration::from_secs(5)).await?;
+        g.update_defaults(hello(&env)).await
+    }
+
+    async fn prepare_template(&self, template: &str) -> Result<String> {
+        self.image(template).await.map(|image| image.id)
     }
 
     fn templates(&self) -> Vec<String> {
