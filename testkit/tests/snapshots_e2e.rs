@@ -46,6 +46,16 @@ async fn checkpoint(t: &TestServer, id: &str) -> Value {
         .unwrap()
 }
 
+/// Pauses sandbox `id` with its memory (to disk); returns the sandbox.
+async fn pause_to_disk(t: &TestServer, id: &str) -> Value {
+    t.expect(
+        post(t, &sandbox_path(id, "/pause"), json!({ "memory": true })),
+        200,
+    )
+    .await
+    .unwrap()
+}
+
 /// Rolls sandbox `id` back to checkpoint `cp`; returns the sandbox.
 async fn rollback(t: &TestServer, id: &str, cp: &str) -> Value {
     t.expect(
@@ -127,17 +137,7 @@ async fn pause_to_disk_snapshot_restore_fork_checkpoint_rollback_and_tampering()
 
     // Pause to disk: the VMM process is gone, the sandbox is suspended.
     let before = count(&t, &a_id).await;
-    let paused = t
-        .expect(
-            post(
-                &t,
-                &sandbox_path(&a_id, "/pause"),
-                json!({ "memory": true }),
-            ),
-            200,
-        )
-        .await
-        .unwrap();
+    let paused = pause_to_disk(&t, &a_id).await;
     assert_eq!(paused["state"], "suspended", "{paused}");
     assert!(paused["runtime"].is_null(), "{paused}");
     let dir = t.data_dir().join("sandboxes").join(&a_id);
@@ -579,17 +579,7 @@ async fn memory_file_on_a_reflink_filesystem() {
     }
 
     // Pause to disk and resume: the VMM and its memory file go, then come back.
-    let paused = t
-        .expect(
-            post(
-                &t,
-                &sandbox_path(&a_id, "/pause"),
-                json!({ "memory": true }),
-            ),
-            200,
-        )
-        .await
-        .unwrap();
+    let paused = pause_to_disk(&t, &a_id).await;
     assert_eq!(paused["state"], "suspended", "{paused}");
     assert!(!ram.exists(), "a suspended sandbox keeps its RAM file");
     let resumed = t.action(&a_id, "resume").await.unwrap();

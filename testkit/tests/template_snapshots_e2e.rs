@@ -33,6 +33,18 @@ async fn ready_snapshot(t: &TestServer, not: Option<&str>) -> String {
     }
 }
 
+/// The test server's settings with template ready snapshots on (as shipped) and `net`.
+fn as_shipped(
+    c: &mut platinum::server::ServerConfig,
+    net: &platinum_hostagent::net::NetworkConfig,
+) {
+    c.network = Some(net.clone());
+    c.engine = platinum_engine::EngineConfig {
+        template_snapshots: true,
+        ..test_engine_config()
+    };
+}
+
 fn start_path(s: &Value) -> &str {
     s["runtime"]["start"]["path"].as_str().unwrap_or_default()
 }
@@ -40,15 +52,9 @@ fn start_path(s: &Value) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn creates_restore_the_ready_snapshot_and_claim_from_warm_pools() {
     let net = test_network();
-    let t = TestServer::start_with(|c| {
-        c.network = Some(net.clone());
-        c.engine = platinum_engine::EngineConfig {
-            template_snapshots: true,
-            ..test_engine_config()
-        };
-    })
-    .await
-    .unwrap();
+    let t = TestServer::start_with(|c| as_shipped(c, &net))
+        .await
+        .unwrap();
     let ready = ready_snapshot(&t, None).await;
     let snap = t.server().engine.ready_snapshots().await.unwrap();
     assert_eq!(snap.len(), 1);
@@ -264,16 +270,7 @@ async fn warm_pools(t: TestServer, net: platinum_hostagent::net::NetworkConfig) 
     t.delete(&id(&cold)).await.unwrap();
 
     // A restart: pooled sandboxes stopped at shutdown are removed and the pool refilled.
-    let t = t
-        .restart(|c| {
-            c.network = Some(net.clone());
-            c.engine = platinum_engine::EngineConfig {
-                template_snapshots: true,
-                ..test_engine_config()
-            };
-        })
-        .await
-        .unwrap();
+    let t = t.restart(|c| as_shipped(c, &net)).await.unwrap();
     pool_ready(&t, &pool_id, 2).await;
     let listed = listed_ids(&t).await;
     let deadline = Instant::now() + Duration::from_secs(60);
