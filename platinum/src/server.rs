@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub network: Option<NetworkConfig>,
     /// MCP endpoint (`/mcp`) settings: allowed hosts, public URL.
     pub mcp: platinum_mcp::McpOptions,
+    /// Warm pools to keep at start: (template, size) at the default sandbox size.
+    pub warm_pools: Vec<(String, u32)>,
 }
 
 impl ServerConfig {
@@ -66,6 +68,7 @@ impl ServerConfig {
             accel: None,
             network: Some(NetworkConfig::default()),
             mcp: platinum_mcp::McpOptions::default(),
+            warm_pools: Vec::new(),
         }
     }
 }
@@ -176,6 +179,13 @@ impl Server {
             .await
             .context("setting up the API key")?;
         engine.start().await?;
+        for (template, size) in &config.warm_pools {
+            let pool = engine
+                .ensure_pool(template, *size)
+                .await
+                .with_context(|| format!("warm pool {template}={size}"))?;
+            tracing::info!(pool = %pool.id, template = %template, size, "warm pool configured");
+        }
 
         let app = platinum_rest::router(engine.clone())
             .merge(platinum_daytona::router(

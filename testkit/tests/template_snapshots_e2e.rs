@@ -269,12 +269,25 @@ async fn warm_pools(t: TestServer, net: platinum_hostagent::net::NetworkConfig) 
     assert_eq!(start_path(&cold), "boot");
     t.delete(&id(&cold)).await.unwrap();
 
-    // A restart: pooled sandboxes stopped at shutdown are removed and the pool refilled.
-    let t = t.restart(|c| as_shipped(c, &net)).await.unwrap();
-    pool_ready(&t, &pool_id, 2).await;
+    // A restart, with the pool in the server's configuration at another size: pooled sandboxes
+    // stopped at shutdown are removed, the same pool is resized and refilled, nothing leaks.
+    let t = t
+        .restart(|c| {
+            as_shipped(c, &net);
+            c.warm_pools = vec![("base".into(), 3)];
+        })
+        .await
+        .unwrap();
+    let pools = t
+        .expect(t.req(Method::GET, "/v1/pools"), 200)
+        .await
+        .unwrap();
+    assert_eq!(pools["pools"].as_array().map(Vec::len), Some(1), "{pools}");
+    assert_eq!(pools["pools"][0]["size"], 3, "{pools}");
+    pool_ready(&t, &pool_id, 3).await;
     let listed = listed_ids(&t).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while unlisted_sandboxes(&t, &listed).len() != 2 {
+    while unlisted_sandboxes(&t, &listed).len() != 3 {
         assert!(
             Instant::now() < deadline,
             "leftover pooled sandboxes: {:?}",

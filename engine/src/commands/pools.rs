@@ -125,6 +125,29 @@ impl Engine {
         self.get_pool(&pool.id).await
     }
 
+    /// Makes the pool of `template` at the default size hold `size` sandboxes: resized when it
+    /// exists, created when not (server configuration: `platinum up --warm-pool`).
+    pub async fn ensure_pool(&self, template: &str, size: u32) -> Result<Pool> {
+        let cfg = &self.config;
+        let existing = self.store.list_pools().await?.into_iter().find(|p| {
+            p.snapshot.is_none()
+                && p.template == template
+                && (p.vcpus, p.memory_mib) == (cfg.default_vcpus, cfg.default_memory_mib)
+        });
+        match existing {
+            Some(p) if p.size == size => self.get_pool(&p.id).await,
+            Some(p) => self.resize_pool(&p.id, UpdatePool { size }).await,
+            None => {
+                self.create_pool(CreatePool {
+                    template: Some(template.to_string()),
+                    size,
+                    ..CreatePool::default()
+                })
+                .await
+            }
+        }
+    }
+
     /// Every pool with its current state, oldest first.
     pub async fn list_pools(&self) -> Result<Vec<Pool>> {
         let mut pools = self.store.list_pools().await?;

@@ -689,7 +689,9 @@ impl Store for SqliteStore {
         claim: &(dyn for<'s> Fn(&'s mut Sandbox) + Send + Sync),
     ) -> Result<Option<Sandbox>> {
         for _ in 0..CLAIM_ATTEMPTS {
-            let mut tx = self.pool.begin().await?;
+            // IMMEDIATE: the write lock is taken before the pick is read, so no concurrent writer
+            // can make this transaction's snapshot stale (SQLITE_BUSY_SNAPSHOT) between the two.
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             let row = sqlx::query(
                 "SELECT * FROM sandboxes WHERE pool_id = ? AND state = 'running' \
                  ORDER BY created_at, id LIMIT 1",

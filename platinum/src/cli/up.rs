@@ -39,6 +39,17 @@ pub struct UpArgs {
     /// Default guest transport: `virtio-serial` (snapshot-capable) or `vsock`.
     #[arg(long, value_enum, default_value_t = Transport::VirtioSerial)]
     pub transport: Transport,
+    /// Keep a warm pool of TEMPLATE at the default sandbox size: SIZE running sandboxes that
+    /// creates claim without starting a VM (`base=4`). Repeat or separate with commas; pools
+    /// are also managed at runtime under `/v1/pools`.
+    #[arg(
+        long = "warm-pool",
+        value_name = "TEMPLATE=SIZE",
+        env = "PLATINUM_WARM_POOLS",
+        value_delimiter = ',',
+        value_parser = parse_warm_pool
+    )]
+    pub warm_pools: Vec<(String, u32)>,
     /// Where guest RAM lives: `auto` (a file in the sandbox's directory where the data
     /// directory reflinks and the VMM is QEMU, so snapshots clone RAM in place), `anonymous`
     /// or `file`.
@@ -79,6 +90,22 @@ pub enum Transport {
     VirtioSerial,
     /// vsock through vhost-device-vsock.
     Vsock,
+}
+
+/// `TEMPLATE=SIZE` of `--warm-pool`.
+fn parse_warm_pool(text: &str) -> std::result::Result<(String, u32), String> {
+    let (template, size) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected TEMPLATE=SIZE, e.g. base=4"))?;
+    let size = size
+        .trim()
+        .parse::<u32>()
+        .map_err(|e| format!("{text:?}: size: {e}"))?;
+    let template = template.trim();
+    if template.is_empty() {
+        return Err(format!("{text:?}: no template"));
+    }
+    Ok((template.to_string(), size))
 }
 
 /// Guest RAM choice on the command line.
@@ -157,6 +184,7 @@ async fn start(args: &UpArgs, data_dir: &std::path::Path) -> Result<crate::serve
         Transport::VirtioSerial => TransportKind::VirtioSerial,
         Transport::Vsock => TransportKind::Vsock,
     };
+    config.warm_pools = args.warm_pools.clone();
     config.memory = match args.memory_backing {
         Memory::Auto => MemoryBacking::Auto,
         Memory::Anonymous => MemoryBacking::Anonymous,
@@ -307,5 +335,17 @@ mod tests {
         assert!(parse_subnet("10.77.0.0/30").is_err());
         assert!(parse_subnet("10.77.0.0").is_err());
         assert!(parse_subnet("nope/16").is_err());
+    }
+
+    #[test]
+    fn warm_pools_are_template_equals_size() {
+        assert_eq!(parse_warm_pool("base=4").unwrap(), ("base".into(), 4));
+        assert_eq!(
+            parse_warm_pool(" code-interpreter-v1 = 2").unwrap(),
+            ("code-interpreter-v1".into(), 2)
+        );
+        for bad in ["base", "base=", "=3", "base=-1", "base=x"] {
+            assert!(parse_warm_pool(bad).is_err(), "{bad}");
+        }
     }
 }
