@@ -259,12 +259,14 @@ impl Engine {
                 runtime.start.path = StartPath::Pool;
             }
         };
+        // What the pool's VMs run with: the same for every sandbox tried below.
+        let pooled_env = key_env(key, self).await;
         loop {
             let Some(s) = self.store.claim_pooled(&pool.id, &apply).await? else {
                 return Ok(None);
             };
             self.pools.wake();
-            match self.set_guest_env(&s, &key_env(key, self).await).await {
+            match self.set_guest_env(&s, &pooled_env).await {
                 Ok(()) => {
                     self.store
                         .append_event(&s.id, "claimed", &serde_json::json!({ "pool": pool.id }))
