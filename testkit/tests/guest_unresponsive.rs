@@ -1,6 +1,8 @@
 //! A guest that stops answering costs the host nothing: with a real VM whose VMM is frozen
 //! (SIGSTOP, so the agent's health pings time out), the host kills the VMM, the sandbox goes to
-//! `error` with the reason, and `start` boots it again from its disk.
+//! `error` with the reason, and `start` boots it again from its disk. A guest that wipes its own
+//! root disk gets a start that fails with the kernel's last words in the error, and nothing left
+//! running.
 
 use platinum_testkit::{TestServer, processes_mentioning};
 use serde_json::json;
@@ -58,5 +60,32 @@ async fn an_unresponsive_guest_has_its_vm_killed_and_can_start_again() {
         Some("alive"),
         "{out}"
     );
+    // The guest wipes its own root disk (it is root in its VM). The next boot panics in the
+    // kernel; the start fails with a typed error that says why, and leaves no VMM behind.
+    let wiped = t
+        .exec_with(
+            &id,
+            json!({"command": "dd if=/dev/zero of=/dev/vda bs=1M count=4 conv=fsync 2>&1", "user": "root"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(wiped["exit_code"], 0, "{wiped}");
+    t.action(&id, "stop").await.unwrap();
+    let (status, body) = t
+        .call(t.req(reqwest::Method::POST, &format!("/v1/sandboxes/{id}/start")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (502, Some("vm_error")),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("ended during boot"), "{body}");
+    assert!(
+        message.contains("the console ends:") && message.contains("Kernel panic"),
+        "the error carries the guest's last console lines: {body}"
+    );
+    assert!(processes_mentioning(&dir).is_empty());
     t.delete(&id).await.unwrap();
 }

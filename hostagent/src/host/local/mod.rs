@@ -293,7 +293,7 @@ impl LocalHost {
                 Ok(g) => Ok((vm, g, started)),
                 Err(e) => {
                     let _ = vm.kill().await;
-                    Err(e)
+                    Err(self.boot_failure(&id, e))
                 }
             }
         };
@@ -529,6 +529,34 @@ impl LocalHost {
         }
         let console_tail = self.console_tail_of(&id, 20);
         let _ = self.events.send(event(id, console_tail));
+    }
+
+    /// `e` (a VM that ended or an agent that never answered during boot) with the last lines
+    /// the guest printed, which say why: a kernel panic, a missing root disk. The full tail goes
+    /// to the log; the error keeps its last lines, without control characters, at most 400 bytes.
+    fn boot_failure(&self, id: &str, e: Error) -> Error {
+        let tail = self.console_tail_of(id, 20);
+        if tail.trim().is_empty() {
+            return e;
+        }
+        tracing::warn!(sandbox = %id, error = %e, console = %tail, "boot failed; the guest console ends with");
+        let last: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
+        let said = last[last.len().saturating_sub(3)..]
+            .join(" | ")
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect::<String>();
+        let said = match said.char_indices().nth(400) {
+            Some((cut, _)) => format!("{}…", &said[..cut]),
+            None => said,
+        };
+        match e {
+            Error::VmmExited(m) => Error::VmmExited(format!("{m}; the console ends: {said}")),
+            Error::GuestUnreachable(m) => {
+                Error::GuestUnreachable(format!("{m}; the console ends: {said}"))
+            }
+            other => other,
+        }
     }
 
     fn console_tail_of(&self, id: &str, lines: usize) -> String {
