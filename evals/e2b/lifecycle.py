@@ -71,7 +71,13 @@ try:
         m = metrics[-1]
         check(m.cpu_count >= 1 and m.mem_total > m.mem_used > 0 and m.disk_total > 0, f"{m}")
         # A history (a sample every 5 s), answered for the range asked.
-        wait_until(lambda: len(a.get_metrics()) >= 2, "a second metrics sample", timeout=30)
+        # Two samples can be close together: wait for a history that spans more than the
+        # second that `end` is rounded to below.
+        def spans():
+            h = a.get_metrics()
+            return len(h) >= 2 and (h[-1].timestamp - h[0].timestamp).total_seconds() > 2
+
+        wait_until(spans, "metrics samples more than 2 s apart", timeout=30)
         history = a.get_metrics()
         stamps = [x.timestamp for x in history]
         check(stamps == sorted(stamps), f"samples come oldest first: {stamps}")

@@ -120,12 +120,14 @@ pub async fn wait_for_ready(engine: &Engine) -> Result<()> {
     Ok(())
 }
 
-/// Runs the create measurements: `iterations` creates from the ready snapshot, `4 *
-/// iterations` sequential create+delete pairs, and `concurrent` creates at once.
+/// Runs the create measurements: `iterations` creates from the ready snapshot, `pairs`
+/// sequential create+delete pairs (without a pool, then with one), and `concurrent` creates at
+/// once.
 pub async fn bench(
     engine: &Engine,
     rest: &Rest,
     iterations: usize,
+    pairs: usize,
     concurrent: usize,
 ) -> Result<Vec<Stat>> {
     wait_for_ready(engine).await?;
@@ -143,7 +145,6 @@ pub async fn bench(
         rest.delete(&s).await?;
     }
 
-    let pairs = iterations * 4;
     let mut pair = Vec::new();
     let loop_started = Instant::now();
     for _ in 0..pairs {

@@ -41,6 +41,9 @@ struct Args {
     /// Creates started at once in the concurrency measurement.
     #[arg(long, default_value_t = 4)]
     concurrent: usize,
+    /// Sequential create + delete pairs, without and with a warm pool (default: 4 × iterations).
+    #[arg(long)]
+    pairs: Option<usize>,
     /// Also run the snapshot benchmarks with guest RAM in a memory file on a scratch XFS
     /// filesystem with reflinks (root, a loop device and xfsprogs), beside the run's own.
     #[arg(long)]
@@ -216,7 +219,16 @@ async fn main() -> Result<()> {
         url: url.clone(),
         key: key.clone(),
     };
-    stats.extend(creates::bench(&engine, &rest, args.iterations, args.concurrent).await?);
+    stats.extend(
+        creates::bench(
+            &engine,
+            &rest,
+            args.iterations,
+            args.pairs.unwrap_or(args.iterations * 4),
+            args.concurrent,
+        )
+        .await?,
+    );
 
     // Round trips on one sandbox.
     let s = engine.create_sandbox(Default::default()).await?;

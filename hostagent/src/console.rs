@@ -259,6 +259,42 @@ pub fn tail(path: &Path, lines: usize) -> Result<String> {
     Ok(all[skip..].join("\n"))
 }
 
+/// The last `lines` non-empty lines of a console tail as one line for an error message: joined
+/// with ` | `, control characters removed (a terminal escape's ESC among them), at most about
+/// `max_chars` characters (the newest kept). A kernel panic's own line leads when the last lines
+/// are its stack trace. `None` when the guest printed nothing.
+pub fn last_words(tail: &str, lines: usize, max_chars: usize) -> Option<String> {
+    let said: Vec<String> = tail
+        .lines()
+        .map(|l| l.chars().filter(|c| !c.is_control()).collect::<String>())
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if said.is_empty() {
+        return None;
+    }
+    let from = said.len().saturating_sub(lines);
+    let newest = newest_chars(&said[from..].join(" | "), max_chars);
+    match said[..from]
+        .iter()
+        .rposition(|l| l.contains("Kernel panic"))
+    {
+        Some(i) => Some(format!(
+            "{} | … | {newest}",
+            newest_chars(&said[i], max_chars / 2)
+        )),
+        None => Some(newest),
+    }
+}
+
+/// The last `max` characters of `s`, with `…` in front when some were cut.
+fn newest_chars(s: &str, max: usize) -> String {
+    let count = s.chars().count();
+    if count <= max {
+        return s.to_string();
+    }
+    format!("…{}", s.chars().skip(count - max).collect::<String>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +384,30 @@ mod tests {
         assert!(log_after.len() <= 1024);
         assert!(log_after.dropped() > 0);
         assert_eq!(tail(&log, 3).expect("tail"), "first\nsecond\nlast words");
+    }
+
+    #[test]
+    fn last_words_are_the_newest_clean_lines() {
+        let tail = "booting\n\n[    1.2] Kernel panic - not syncing: Attempted to kill init!\x1b[0m\n\r\n[    1.3] Rebooting in 1 seconds..\n";
+        assert_eq!(
+            last_words(tail, 2, 400).as_deref(),
+            Some(
+                "[    1.2] Kernel panic - not syncing: Attempted to kill init![0m | [    1.3] Rebooting in 1 seconds.."
+            )
+        );
+        assert_eq!(
+            last_words(tail, 1, 10).as_deref(),
+            Some("…t![0m | … | … seconds..")
+        );
+        assert_eq!(last_words("\n \n\x07\n", 3, 400), None);
+        let trace = "[ 2.30] Kernel panic - not syncing: VFS: Unable to mount root fs\n[ 2.31]  dump_stack\n[ 2.32]  </TASK>\n[ 2.33] Kernel Offset: disabled\n";
+        assert_eq!(
+            last_words(trace, 2, 400).as_deref(),
+            Some(
+                "[ 2.30] Kernel panic - not syncing: VFS: Unable to mount root fs | … | [ 2.32]  </TASK> | [ 2.33] Kernel Offset: disabled"
+            )
+        );
+        assert_eq!(last_words("", 3, 400), None);
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! A guest that stops answering costs the host nothing: with a real VM whose VMM is frozen
 //! (SIGSTOP, so the agent's health pings time out), the host kills the VMM, the sandbox goes to
-//! `error` with the reason, and `start` boots it again from its disk. A guest that wipes its own
-//! root disk gets a start that fails with the kernel's last words in the error, and nothing left
-//! running.
+//! `error` with the reason, and `start` boots it again from its disk. A guest kernel that dies
+//! during boot is booted once more, then the start fails with the kernel's last words in the
+//! error and nothing left running.
 
 use platinum_testkit::{TestServer, processes_mentioning};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 /// True once no process with `pid` exists (the server reaps its children).
@@ -60,32 +60,36 @@ async fn an_unresponsive_guest_has_its_vm_killed_and_can_start_again() {
         Some("alive"),
         "{out}"
     );
-    // The guest wipes its own root disk (it is root in its VM). The next boot panics in the
-    // kernel; the start fails with a typed error that says why, and leaves no VMM behind.
-    let wiped = t
-        .exec_with(
-            &id,
-            json!({"command": "dd if=/dev/zero of=/dev/vda bs=1M count=4 conv=fsync 2>&1", "user": "root"}),
+    // The guest kernel dies during boot (told to run an init that does not exist: the sandbox's
+    // record on the host gets the kernel argument). Two boots, then a typed error with the
+    // kernel's last words; nothing left running. With the record restored it starts again.
+    t.action(&id, "stop").await.unwrap();
+    let record = dir.join("sandbox.json");
+    let saved = std::fs::read(&record).unwrap();
+    let mut broken: Value = serde_json::from_slice(&saved).unwrap();
+    let cmdline = broken["base_cmdline"].as_str().unwrap().to_string();
+    broken["base_cmdline"] = format!("{cmdline} rdinit=/nonexistent init=/nonexistent").into();
+    std::fs::write(&record, serde_json::to_vec(&broken).unwrap()).unwrap();
+    let failed = t
+        .expect_error(
+            t.req(reqwest::Method::POST, &format!("/v1/sandboxes/{id}/start")),
+            502,
+            "vm_error",
         )
         .await
         .unwrap();
-    assert_eq!(wiped["exit_code"], 0, "{wiped}");
-    t.action(&id, "stop").await.unwrap();
-    let (status, body) = t
-        .call(t.req(reqwest::Method::POST, &format!("/v1/sandboxes/{id}/start")))
-        .await
-        .unwrap();
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (502, Some("vm_error")),
-        "{body}"
-    );
-    let message = body["message"].as_str().unwrap_or_default();
-    assert!(message.contains("ended during boot"), "{body}");
-    assert!(
-        message.contains("the console ends:") && message.contains("Kernel panic"),
-        "the error carries the guest's last console lines: {body}"
-    );
+    let message = failed["message"].as_str().unwrap_or_default();
+    for needle in [
+        "ended during boot",
+        "a second boot",
+        "the console ends:",
+        "Kernel panic",
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in {failed}");
+    }
     assert!(processes_mentioning(&dir).is_empty());
+    std::fs::write(&record, &saved).unwrap();
+    let again = t.action(&id, "start").await.unwrap();
+    assert_eq!(again["state"], "running", "{again}");
     t.delete(&id).await.unwrap();
 }

@@ -3,7 +3,9 @@
 //! (hostname, address, environment, random numbers, clock); `boot: cold` boots; a tampered ready
 //! snapshot is refused, the create boots instead, and a new ready snapshot is built. Warm pools:
 //! claims hand out running sandboxes with the caller's settings, pools refill, a pooled VM killed
-//! from outside is replaced and never handed out, a restart leaks nothing, drain and delete.
+//! from outside is replaced and never handed out, a restart leaks nothing, more creates at once
+//! than the pool holds all succeed, a replaced ready snapshot drains and refills the pool, drain
+//! and delete.
 
 use platinum_testkit::{TestServer, test_engine_config, test_network};
 use reqwest::Method;
@@ -31,6 +33,22 @@ async fn ready_snapshot(t: &TestServer, not: Option<&str>) -> String {
         assert!(Instant::now() < deadline, "no ready snapshot was built");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Flips one byte in the middle of the snapshot's device state, as a disk error or an attacker
+/// with access to the data directory would.
+fn tamper(snapshot_dir: &std::path::Path) {
+    use std::os::unix::fs::FileExt;
+    let state = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(snapshot_dir.join("vmstate"))
+        .unwrap();
+    let at = state.metadata().unwrap().len() / 2;
+    let mut byte = [0u8; 1];
+    state.read_exact_at(&mut byte, at).unwrap();
+    byte[0] ^= 0x40;
+    state.write_all_at(&byte, at).unwrap();
 }
 
 /// The test server's settings with template ready snapshots on (as shipped) and `net`.
@@ -115,19 +133,7 @@ async fn creates_restore_the_ready_snapshot_and_claim_from_warm_pools() {
     // A flipped byte in the ready snapshot: the create boots instead, the snapshot goes, and a
     // new one is built for the next create.
     let dir = t.data_dir().join("snapshots").join(&ready);
-    {
-        use std::os::unix::fs::FileExt;
-        let state = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(dir.join("vmstate"))
-            .unwrap();
-        let at = state.metadata().unwrap().len() / 2;
-        let mut byte = [0u8; 1];
-        state.read_exact_at(&mut byte, at).unwrap();
-        byte[0] ^= 0x40;
-        state.write_all_at(&byte, at).unwrap();
-    }
+    tamper(&dir);
     let c = t.create(json!({})).await.unwrap();
     assert_eq!(start_path(&c), "boot", "{c}");
     assert_eq!(out(&t, &id(&c), "echo ok").await, "ok");
@@ -295,6 +301,72 @@ async fn warm_pools(t: TestServer, net: platinum_hostagent::net::NetworkConfig) 
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // More creates at once than the pool holds: every one succeeds, as a claim or a restore of
+    // its own, and each is its own machine.
+    let creates = (0..5).map(|i| t.create(json!({ "env": { "N": i.to_string() } })));
+    let made: Vec<Value> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let claimed = made.iter().filter(|s| start_path(s) == "pool").count();
+    assert!(
+        (1..=5).contains(&claimed),
+        "no create claimed from the pool"
+    );
+    for (i, s) in made.iter().enumerate() {
+        assert!(
+            ["pool", "template_snapshot"].contains(&start_path(s)),
+            "{s}"
+        );
+        assert_eq!(
+            out(&t, &id(s), "echo $N-$(hostname)").await,
+            format!("{i}-{}", id(s))
+        );
+    }
+    futures::future::join_all(
+        made.iter()
+            .map(|s| async { t.delete(&id(s)).await.unwrap() }),
+    )
+    .await;
+    pool_ready(&t, &pool_id, 3).await;
+
+    // The template's ready snapshot is replaced (here: refused after tampering, as after an
+    // image rebuild it is superseded): the pooled sandboxes restored from the old one are
+    // drained and the pool refills from the new one.
+    let old_ready = ready_snapshot(&t, None).await;
+    let listed = listed_ids(&t).await;
+    let before = unlisted_sandboxes(&t, &listed);
+    tamper(&t.data_dir().join("snapshots").join(&old_ready));
+    // A claim makes the pool refill, and the refill's restore finds the tampering.
+    let claim = t.create(json!({})).await.unwrap();
+    assert_eq!(start_path(&claim), "pool", "{claim}");
+    t.delete(&id(&claim)).await.unwrap();
+    let new_ready = ready_snapshot(&t, Some(&old_ready)).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let listed = listed_ids(&t).await;
+        let pooled = unlisted_sandboxes(&t, &listed);
+        let pool = t
+            .expect(t.req(Method::GET, &format!("/v1/pools/{pool_id}")), 200)
+            .await
+            .unwrap();
+        if pool["ready"] == 3 && pooled.iter().all(|p| !before.contains(p)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pooled sandboxes of the replaced ready snapshot {old_ready} stayed: {pooled:?} of \
+             {before:?}; {pool}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let fresh = t.create(json!({})).await.unwrap();
+    assert_eq!(start_path(&fresh), "pool", "{fresh}");
+    assert_eq!(out(&t, &id(&fresh), "hostname").await, id(&fresh));
+    t.delete(&id(&fresh)).await.unwrap();
+    assert_ne!(new_ready, old_ready);
 
     // Drain and delete.
     let drained = t

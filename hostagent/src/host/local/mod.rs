@@ -284,16 +284,34 @@ impl LocalHost {
             }
         }
         let booted = async {
-            let started = Instant::now();
-            let vm = match from {
-                None => self.vmm.boot(&record.spec).await?,
-                Some(dir) => self.vmm.restore(&record.spec, dir).await?,
-            };
-            match connect_agent(vm.as_ref(), &record.env, Duration::from_secs(120)).await {
-                Ok(g) => Ok((vm, g, started)),
-                Err(e) => {
-                    let _ = vm.kill().await;
-                    Err(self.boot_failure(&id, e))
+            let mut retried = false;
+            loop {
+                let started = Instant::now();
+                let vm = match from {
+                    None => self.vmm.boot(&record.spec).await?,
+                    Some(dir) => self.vmm.restore(&record.spec, dir).await?,
+                };
+                let e =
+                    match connect_agent(vm.as_ref(), &record.env, Duration::from_secs(120)).await {
+                        Ok(g) => return Ok((vm, g, started)),
+                        Err(e) => e,
+                    };
+                let _ = vm.kill().await;
+                let e = self.boot_failure(&id, e);
+                // A boot whose VM ended before the agent answered ran no user code: a guest
+                // kernel that died early (say, of a fault under an emulated CPU) gets one more
+                // boot. Restores are not retried: their callers fall back to a boot.
+                match e {
+                    Error::VmmExited(_) if from.is_none() && !retried => {
+                        tracing::warn!(sandbox = %id, error = %e, "the VM ended during boot; booting it once more");
+                        retried = true;
+                    }
+                    Error::VmmExited(m) if retried => {
+                        return Err(Error::VmmExited(format!(
+                            "{m} (a second boot; the first ended too)"
+                        )));
+                    }
+                    e => return Err(e),
                 }
             }
         };
@@ -532,24 +550,13 @@ impl LocalHost {
     }
 
     /// `e` (a VM that ended or an agent that never answered during boot) with the last lines
-    /// the guest printed, which say why: a kernel panic, a missing root disk. The full tail goes
-    /// to the log; the error keeps its last lines, without control characters, at most 400 bytes.
+    /// the guest printed, which say why (a kernel panic, say). The whole tail goes to the log.
     fn boot_failure(&self, id: &str, e: Error) -> Error {
         let tail = self.console_tail_of(id, 20);
-        if tail.trim().is_empty() {
+        let Some(said) = console::last_words(&tail, 3, 400) else {
             return e;
-        }
-        tracing::warn!(sandbox = %id, error = %e, console = %tail, "boot failed; the guest console ends with");
-        let last: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
-        let said = last[last.len().saturating_sub(3)..]
-            .join(" | ")
-            .chars()
-            .filter(|c| !c.is_control())
-            .collect::<String>();
-        let said = match said.char_indices().nth(400) {
-            Some((cut, _)) => format!("{}…", &said[..cut]),
-            None => said,
         };
+        tracing::warn!(sandbox = %id, error = %e, console = %tail, "boot failed; the guest console ends with");
         match e {
             Error::VmmExited(m) => Error::VmmExited(format!("{m}; the console ends: {said}")),
             Error::GuestUnreachable(m) => {

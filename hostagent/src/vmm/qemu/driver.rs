@@ -104,6 +104,8 @@ struct Started {
     qemu: Arc<ChildProcess>,
     vsock: Option<Arc<VsockDaemon>>,
     qmp: Qmp,
+    /// How long cloning the snapshot's RAM file took (a restore into a RAM file).
+    memory_placed: Option<Duration>,
 }
 
 impl QemuVmm {
@@ -150,11 +152,7 @@ impl QemuVmm {
 
     /// Boots like [`Vmm::boot`] but returns the concrete VM.
     pub async fn boot_vm(&self, spec: &VmSpec) -> Result<Arc<QemuVm>> {
-        paths::validate(spec)?;
-        if let Some(memory) = &spec.memory_file {
-            snapshot::fresh_memory(memory, spec.memory_mib)?;
-        }
-        let started = self.start(spec, false).await?;
+        let started = self.start(spec, None).await?;
         let checked = async {
             started.qmp.run("cont", None).await?;
             let status = started.qmp.query_status().await?;
@@ -183,17 +181,12 @@ impl QemuVmm {
                 snapshot::STATE_FILE
             )));
         }
-        paths::validate(spec)?;
-        let memory = match &spec.memory_file {
-            Some(file) => Some(snapshot::place_memory(snapshot_dir, file).await?),
-            None => None,
-        };
-        let started = self.start(spec, true).await?;
+        let started = self.start(spec, Some(snapshot_dir)).await?;
         let loaded = async {
             snapshot::load(
                 &started.qmp,
                 snapshot_dir,
-                memory,
+                started.memory_placed,
                 self.config.snapshot_timeout,
             )
             .await?;
@@ -247,10 +240,21 @@ impl QemuVmm {
         }))
     }
 
-    /// Steps 1-6 of the module docs.
-    async fn start(&self, spec: &VmSpec, incoming: bool) -> Result<Started> {
+    /// Steps 1-6 of the module docs: a VM that boots (`from` is `None`) or waits for the state
+    /// of the snapshot in `from`. A RAM file is made fresh for a boot and cloned from the
+    /// snapshot for a restore.
+    async fn start(&self, spec: &VmSpec, from: Option<&Path>) -> Result<Started> {
         let paths = paths::validate(spec)?;
         spec::check_inputs(spec)?;
+        let memory_placed = match (&spec.memory_file, from) {
+            (None, _) => None,
+            (Some(file), None) => {
+                snapshot::fresh_memory(file, spec.memory_mib)?;
+                None
+            }
+            (Some(file), Some(dir)) => Some(snapshot::place_memory(dir, file).await?),
+        };
+        let incoming = from.is_some();
         paths.remove_runtime_files();
         let console_socket = console::socket_path(&paths.dir);
         remove_stale(&console_socket);
@@ -338,6 +342,7 @@ impl QemuVmm {
                     qemu,
                     vsock,
                     qmp,
+                    memory_placed,
                 })
             }
             Err(e) => {
