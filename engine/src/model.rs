@@ -1004,6 +1004,29 @@ pub struct PoolList {
     pub pools: Vec<Pool>,
 }
 
+/// The host's capacity: what holds a VM now, apart by callers' sandboxes and warm pools', and
+/// the limits a new sandbox is admitted against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct Capacity {
+    /// Most sandboxes (pooled ones included) that may hold a VM at once.
+    pub max_sandboxes: u64,
+    /// Most guest memory all of them together may have, MiB.
+    pub max_memory_mib: u64,
+    /// Callers' sandboxes holding a VM (starting, running, paused, stopping).
+    pub sandboxes: u64,
+    /// Their guest memory, MiB.
+    pub memory_mib: u64,
+    /// Warm pools' sandboxes holding a VM (not listed to callers until claimed).
+    pub pooled: u64,
+    /// Their guest memory, MiB.
+    pub pooled_memory_mib: u64,
+    /// Free disk in the data directory, MiB (absent when it cannot be read).
+    #[serde(default)]
+    pub disk_free_mib: Option<u64>,
+    /// Free disk a new sandbox leaves, at least, MiB.
+    pub min_free_disk_mib: u64,
+}
+
 /// Result of a fork.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct ForkResult {

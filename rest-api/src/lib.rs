@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use routes::{exec, files, keys, pools, ports, processes, sandboxes, snapshots};
+use routes::{capacity, exec, files, keys, pools, ports, processes, sandboxes, snapshots};
 
 /// Top-level facts of the document; paths come from the handlers.
 #[derive(OpenApi)]
@@ -45,7 +45,7 @@ use routes::{exec, files, keys, pools, ports, processes, sandboxes, snapshots};
         (name = "snapshots", description = "Signed snapshots, restore, fork, checkpoints and rollback"),
         (name = "pools", description = "Warm pools: running sandboxes a create claims without starting a VM"),
         (name = "keys", description = "API keys: list, create (Platinum or E2B form), revoke, rotate"),
-        (name = "system", description = "Server health")
+        (name = "system", description = "Server health and capacity")
     ),
     security(("api_key" = [])),
     modifiers(&BearerAuth),
@@ -137,6 +137,7 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
             pools::update_pool,
             pools::delete_pool
         ))
+        .routes(routes!(capacity::capacity))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(keys::rotate_key))

@@ -229,6 +229,20 @@ async fn warm_pools(t: TestServer, net: platinum_hostagent::net::NetworkConfig) 
     pool_ready(&t, &pool_id, 2).await;
     let listed = listed_ids(&t).await;
     assert!(listed.is_empty(), "pooled sandboxes are listed: {listed:?}");
+    // Not listed, but they count: the capacity shows them apart from callers' sandboxes.
+    let capacity = t
+        .expect(t.req(Method::GET, "/v1/capacity"), 200)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            &capacity["sandboxes"],
+            &capacity["pooled"],
+            &capacity["pooled_memory_mib"]
+        ),
+        (&json!(0), &json!(2), &json!(1024)),
+        "{capacity}"
+    );
 
     // Two claims: running at once, each its own machine with the caller's environment.
     let started = Instant::now();
@@ -252,6 +266,11 @@ async fn warm_pools(t: TestServer, net: platinum_hostagent::net::NetworkConfig) 
     assert_ne!(out(&t, &a_id, uuid).await, out(&t, &b_id, uuid).await);
     let listed = listed_ids(&t).await;
     assert_eq!(listed.len(), 2);
+    let capacity = t
+        .expect(t.req(Method::GET, "/v1/capacity"), 200)
+        .await
+        .unwrap();
+    assert_eq!(capacity["sandboxes"], 2, "{capacity}");
 
     // The pool refills; a pooled VM killed from outside is replaced, never handed out.
     pool_ready(&t, &pool_id, 2).await;

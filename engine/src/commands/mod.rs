@@ -19,7 +19,9 @@
 //! - [`fork`]: copies of a running sandbox, each restored from one save of it.
 //! - [`templates`]: template ready snapshots, which creates restore instead of booting.
 //! - [`pools`]: warm pools: running sandboxes a create claims in one store transaction.
+//! - [`capacity`]: what holds a VM against the host's limits; admission.
 
+pub mod capacity;
 pub mod code;
 pub mod exec;
 pub mod files;

@@ -444,46 +444,6 @@ impl Engine {
         }
     }
 
-    /// Whether the host has room for `sandbox` next to everything else that holds a VM: the
-    /// sandbox count, their memory, and free disk in the data directory. The caller holds
-    /// [`Engine::admission`] until the state change that makes the decision true is stored.
-    pub(crate) async fn admit(&self, sandbox: &Sandbox) -> Result<()> {
-        let cfg = &self.config;
-        let others: Vec<Sandbox> = self
-            .store
-            .sandboxes_in_states(&SandboxState::CLAIMS_VM)
-            .await?
-            .into_iter()
-            .filter(|s| s.id != sandbox.id)
-            .collect();
-        if others.len() >= cfg.max_sandboxes {
-            return Err(Error::CapacityExhausted(format!(
-                "{} sandboxes hold a VM (limit {})",
-                others.len(),
-                cfg.max_sandboxes
-            )));
-        }
-        let used: u64 = others.iter().map(|s| u64::from(s.memory_mib)).sum();
-        let limit = cfg.max_total_memory_mib;
-        if used + u64::from(sandbox.memory_mib) > limit {
-            return Err(Error::CapacityExhausted(format!(
-                "{used} MiB of sandbox memory is in use; {} MiB more exceeds the limit of {limit} MiB",
-                sandbox.memory_mib
-            )));
-        }
-        if let Some(free) = self.host.disk_free_bytes() {
-            let reserve = cfg.min_free_disk_mib << 20;
-            if free < reserve {
-                return Err(Error::CapacityExhausted(format!(
-                    "{} MiB of disk is free in the data directory; {} MiB must stay free",
-                    free >> 20,
-                    cfg.min_free_disk_mib
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// One sandbox.
     pub async fn get_sandbox(&self, id: &str) -> Result<Sandbox> {
         self.load(id).await

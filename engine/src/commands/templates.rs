@@ -176,6 +176,12 @@ impl Engine {
         let started = Instant::now();
         let name = key.name(image);
         let builder = builder_sandbox(key);
+        // The builder holds a VM for seconds and has no store row: it is checked against the
+        // host's limits like a create, but reserves nothing while it runs.
+        {
+            let _admitting = self.admission.lock().await;
+            self.admit(&builder).await?;
+        }
         let built = async {
             self.boot_bounded(self.host.create(CreateVm {
                 id: builder.id.clone(),

@@ -72,9 +72,20 @@ impl GuestClient {
             unix_ns: unix_now_ns(),
             ..hello
         };
-        let reply: HelloReply = tokio::time::timeout(timeout, client.call(&Request::Hello(hello)))
-            .await
-            .map_err(|_| Error::GuestUnreachable("no answer to hello".into()))??;
+        // A session that fails here is torn down, not just dropped: the mux's tasks hold the
+        // connection, and a virtio-serial chardev takes no new connection while one is open.
+        let reply: HelloReply =
+            match tokio::time::timeout(timeout, client.call(&Request::Hello(hello))).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) => {
+                    client.mux.shutdown("hello failed");
+                    return Err(e);
+                }
+                Err(_) => {
+                    client.mux.shutdown("no answer to hello");
+                    return Err(Error::GuestUnreachable("no answer to hello".into()));
+                }
+            };
         if reply.protocol != PROTOCOL_VERSION {
             client.mux.shutdown("protocol mismatch");
             return Err(Error::ProtocolMismatch {

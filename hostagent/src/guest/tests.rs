@@ -55,6 +55,37 @@ async fn wedged_guest() -> GuestClient {
         .expect("session")
 }
 
+/// A guest that shakes hands and then never answers `hello`: the failed start closes the
+/// connection (a leaked one keeps a virtio-serial chardev from taking the next attempt).
+#[tokio::test]
+async fn a_start_without_an_answer_to_hello_closes_the_connection() {
+    let (host_end, guest_end) = tokio::io::duplex(64 * 1024);
+    let guest = tokio::spawn(async move {
+        let (mut r, mut w) = tokio::io::split(guest_end);
+        let mut early = BytesMut::new();
+        guest_handshake(&mut r, &mut w, &mut early)
+            .await
+            .expect("guest handshake");
+        // Read (and ignore) everything until the host hangs up.
+        let mut buf = vec![0u8; 4096];
+        while r.read(&mut buf).await.expect("read") > 0 {}
+        w
+    });
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        ..Hello::default()
+    };
+    let err = GuestClient::start(host_end, hello, Duration::from_millis(300))
+        .await
+        .err()
+        .expect("no session without an answer to hello");
+    assert!(err.to_string().contains("no answer to hello"), "{err}");
+    tokio::time::timeout(Duration::from_secs(5), guest)
+        .await
+        .expect("the host closed the connection")
+        .expect("guest task");
+}
+
 fn at(path: &str) -> PathRequest {
     PathRequest {
         path: path.into(),

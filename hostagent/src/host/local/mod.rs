@@ -291,11 +291,15 @@ impl LocalHost {
                     None => self.vmm.boot(&record.spec).await?,
                     Some(dir) => self.vmm.restore(&record.spec, dir).await?,
                 };
-                let e =
-                    match connect_agent(vm.as_ref(), &record.env, Duration::from_secs(120)).await {
-                        Ok(g) => return Ok((vm, g, started)),
-                        Err(e) => e,
-                    };
+                let deadline = if from.is_some() {
+                    RESTORE_AGENT_DEADLINE
+                } else {
+                    BOOT_AGENT_DEADLINE
+                };
+                let e = match connect_agent(vm.as_ref(), &record.env, deadline).await {
+                    Ok(g) => return Ok((vm, g, started)),
+                    Err(e) => e,
+                };
                 let _ = vm.kill().await;
                 let e = self.boot_failure(&id, e);
                 // A boot whose VM ended before the agent answered ran no user code: a guest
@@ -577,6 +581,12 @@ impl LocalHost {
         self.slots.lock().expect("host slots").remove(id)
     }
 }
+
+/// How long a booted VM's agent has to answer (a kernel boot under TCG on a busy host).
+const BOOT_AGENT_DEADLINE: Duration = Duration::from_secs(120);
+/// How long a restored VM's agent has to answer: it was answering when saved, so a restore that
+/// is not back by then (many at once on a busy TCG host take seconds each) is broken.
+const RESTORE_AGENT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Connects to the guest agent of a booting VM: retries until it answers, the deadline passes or
 /// the VMM exits.
