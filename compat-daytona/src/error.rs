@@ -85,9 +85,11 @@ impl From<EngineError> for DaytonaError {
         use StatusCode as S;
         use platinum_engine::ErrorCode as C;
         let (status, code) = match e.code() {
-            C::SandboxNotFound | C::TemplateNotFound | C::SnapshotNotFound | C::PoolNotFound => {
-                (S::NOT_FOUND, "NOT_FOUND")
-            }
+            C::SandboxNotFound
+            | C::TemplateNotFound
+            | C::SnapshotNotFound
+            | C::PoolNotFound
+            | C::BuildNotFound => (S::NOT_FOUND, "NOT_FOUND"),
             C::SnapshotSignatureInvalid | C::SnapshotCorrupt | C::SnapshotKeyUnknown => {
                 (S::UNPROCESSABLE_ENTITY, "SNAPSHOT_INVALID")
             }

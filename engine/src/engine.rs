@@ -61,6 +61,8 @@ pub struct Engine {
     pub(crate) ready_builds: crate::commands::templates::ReadyBuilds,
     /// The warm pools' refill loop (`pools`).
     pub(crate) pools: crate::pools::Pools,
+    /// Custom templates and the builds in progress (`builds`).
+    pub(crate) builds: crate::builds::Builds,
 }
 
 impl Engine {
@@ -101,11 +103,13 @@ impl Engine {
             verified: Default::default(),
             ready_builds: Default::default(),
             pools: Default::default(),
+            builds: Default::default(),
         }))
     }
 
     /// Reconciles the store with the host, then starts the lifecycle, event and metrics loops.
     pub async fn start(self: &Arc<Self>) -> Result<()> {
+        self.load_custom_templates().await?;
         crate::reconciler::reconcile_at_start(self).await?;
         crate::reconciler::spawn_event_loop(self.clone());
         crate::lifecycle::spawn(self.clone());

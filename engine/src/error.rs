@@ -78,6 +78,8 @@ pub enum ErrorCode {
     SnapshotNotFound,
     /// No warm pool with that id.
     PoolNotFound,
+    /// No template build with that id.
+    BuildNotFound,
     /// A snapshot's signature does not verify (altered manifest or signature, or none).
     SnapshotSignatureInvalid,
     /// A snapshot's file is missing, truncated or altered.
@@ -94,7 +96,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, once.
-    pub const ALL: [ErrorCode; 39] = [
+    pub const ALL: [ErrorCode; 40] = [
         ErrorCode::SandboxNotFound,
         ErrorCode::TemplateNotFound,
         ErrorCode::InvalidRequest,
@@ -128,6 +130,7 @@ impl ErrorCode {
         ErrorCode::ApiKeyNotFound,
         ErrorCode::SnapshotNotFound,
         ErrorCode::PoolNotFound,
+        ErrorCode::BuildNotFound,
         ErrorCode::SnapshotSignatureInvalid,
         ErrorCode::SnapshotCorrupt,
         ErrorCode::SnapshotKeyUnknown,
@@ -172,6 +175,7 @@ impl ErrorCode {
             ErrorCode::ApiKeyNotFound => "api_key_not_found",
             ErrorCode::SnapshotNotFound => "snapshot_not_found",
             ErrorCode::PoolNotFound => "pool_not_found",
+            ErrorCode::BuildNotFound => "build_not_found",
             ErrorCode::SnapshotSignatureInvalid => "snapshot_signature_invalid",
             ErrorCode::SnapshotCorrupt => "snapshot_corrupt",
             ErrorCode::SnapshotKeyUnknown => "snapshot_key_unknown",
@@ -192,6 +196,7 @@ impl ErrorCode {
             | ErrorCode::ApiKeyNotFound
             | ErrorCode::SnapshotNotFound
             | ErrorCode::PoolNotFound
+            | ErrorCode::BuildNotFound
             | ErrorCode::FileNotFound
             | ErrorCode::ProcessNotFound => 404,
             ErrorCode::SessionEnded | ErrorCode::CommandFinished => 410,
@@ -332,6 +337,9 @@ pub enum Error {
     /// No warm pool with that id.
     #[error("pool {0} not found")]
     PoolNotFound(String),
+    /// No template build with that id.
+    #[error("template build {0} not found")]
+    BuildNotFound(String),
     /// A snapshot may not be used (signature, hashes, key, compatibility), or storing one failed.
     #[error(transparent)]
     Snapshot(#[from] crate::snapshots::SnapshotError),
@@ -371,6 +379,7 @@ impl Error {
             Error::ApiKeyNotFound(_) => ErrorCode::ApiKeyNotFound,
             Error::SnapshotNotFound(_) => ErrorCode::SnapshotNotFound,
             Error::PoolNotFound(_) => ErrorCode::PoolNotFound,
+            Error::BuildNotFound(_) => ErrorCode::BuildNotFound,
             Error::Snapshot(e) => e.error_code(),
             Error::NoSpace(_) => ErrorCode::NoSpace,
             Error::Store(_) => ErrorCode::StoreError,
@@ -499,6 +508,7 @@ mod tests {
             (Error::ApiKeyNotFound(s()), "api_key_not_found", 404),
             (Error::SnapshotNotFound(s()), "snapshot_not_found", 404),
             (Error::PoolNotFound(s()), "pool_not_found", 404),
+            (Error::BuildNotFound(s()), "build_not_found", 404),
             (
                 Error::Snapshot(crate::snapshots::SnapshotError::Incompatible(s())),
                 "snapshot_incompatible",

@@ -11,6 +11,7 @@
 //! - [`lifecycle`], [`reconciler`]: background loops for expiry and for VMs that die; a third
 //!   samples every running sandbox's metrics into a bounded history.
 //! - [`auth`]: API keys.
+//! - [`builds`]: custom templates: builds in builder VMs, layer cache, uploads, logs.
 //! - [`process`]: a guest process as front ends see it (stream, stdin, exit status, PTY size).
 //! - [`secrets`]: signing keys kept in the data directory.
 //! - [`snapshots`]: snapshot manifests (file hashes) and the Ed25519 keys that sign them.
@@ -19,6 +20,7 @@
 //!   [`commands::lsp`]).
 
 pub mod auth;
+pub mod builds;
 mod code;
 pub mod commands;
 pub mod config;

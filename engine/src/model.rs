@@ -44,6 +44,20 @@ pub enum SandboxState {
 }
 
 impl SandboxState {
+    /// Every state.
+    pub const ALL: [SandboxState; 10] = [
+        SandboxState::Creating,
+        SandboxState::Starting,
+        SandboxState::Running,
+        SandboxState::Paused,
+        SandboxState::Suspended,
+        SandboxState::Stopping,
+        SandboxState::Stopped,
+        SandboxState::Archived,
+        SandboxState::Error,
+        SandboxState::Deleted,
+    ];
+
     /// States with a VM that is up: `running` and `paused` (see [`Self::has_vm`]).
     pub const WITH_VM: [SandboxState; 2] = [SandboxState::Running, SandboxState::Paused];
 

@@ -137,10 +137,10 @@ async fn current_ready(engine: &Engine, pool: &Pool) -> Option<String> {
         vcpus: pool.vcpus,
         memory_mib: pool.memory_mib,
     };
-    let image = engine.host.prepare_template(&pool.template).await.ok()?;
+    let image = engine.template_image(&pool.template).await.ok()?;
     engine
         .store
-        .get_snapshot(&key.name(&image))
+        .get_snapshot(&key.name(&image.id))
         .await
         .ok()
         .flatten()

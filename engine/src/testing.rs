@@ -76,6 +76,12 @@ impl HostAgent for NoVms {
     fn templates(&self) -> Vec<String> {
         Vec::new()
     }
+    async fn commit_layer(&self, _: &str, _: &str) -> platinum_hostagent::Result<u64> {
+        no_vms()
+    }
+    fn has_layer(&self, _: &str) -> bool {
+        false
+    }
     async fn create(&self, _: CreateVm) -> platinum_hostagent::Result<VmStatus> {
         no_vms()
     }

@@ -83,6 +83,18 @@ pub async fn create_disk(
     dest: &Path,
     options: &DiskOptions,
 ) -> Result<PreparedDisk> {
+    create_disk_from(id, base, DiskFormat::Raw, dest, options).await
+}
+
+/// [`create_disk`] from a base of either format (a disk layer may be a qcow2 overlay itself):
+/// a reflink or a copy keeps the base's format, an overlay names it as its backing format.
+pub async fn create_disk_from(
+    id: &str,
+    base: &Path,
+    base_format: DiskFormat,
+    dest: &Path,
+    options: &DiskOptions,
+) -> Result<PreparedDisk> {
     if !base.is_absolute() || !dest.is_absolute() {
         return Err(Error::Invalid(format!(
             "disk paths must be absolute: base {}, destination {}",
@@ -105,11 +117,11 @@ pub async fn create_disk(
             .map_err(|e| Error::io("reflink task", std::io::Error::other(e)))??
     };
     let (format, method) = if reflinked {
-        (DiskFormat::Raw, CloneMethod::Reflink)
+        (base_format, CloneMethod::Reflink)
     } else {
         match options.fallback {
             Fallback::Qcow2Overlay => {
-                qcow2_overlay(options.qemu_img.as_deref(), base, dest).await?;
+                qcow2_overlay(options.qemu_img.as_deref(), base, base_format, dest).await?;
                 (DiskFormat::Qcow2, CloneMethod::Qcow2Overlay)
             }
             Fallback::SparseCopy => {
@@ -117,7 +129,7 @@ pub async fn create_disk(
                 tokio::task::spawn_blocking(move || sparse_copy(&src, &dst))
                     .await
                     .map_err(|e| Error::io("sparse copy task", std::io::Error::other(e)))??;
-                (DiskFormat::Raw, CloneMethod::SparseCopy)
+                (base_format, CloneMethod::SparseCopy)
             }
         }
     };
@@ -194,13 +206,23 @@ fn reflink_unsupported(err: &std::io::Error) -> bool {
     )
 }
 
-/// `qemu-img create -f qcow2 -F raw -b <base> <dest>`.
-async fn qcow2_overlay(qemu_img: Option<&Path>, base: &Path, dest: &Path) -> Result<()> {
+/// `qemu-img create -f qcow2 -F <raw|qcow2> -b <base> <dest>`.
+async fn qcow2_overlay(
+    qemu_img: Option<&Path>,
+    base: &Path,
+    base_format: DiskFormat,
+    dest: &Path,
+) -> Result<()> {
     let program = qemu_img
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("qemu-img"));
     let output = tokio::process::Command::new(&program)
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .args(["create", "-q", "-f", "qcow2", "-F"])
+        .arg(match base_format {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        })
+        .arg("-b")
         .arg(base)
         .arg(dest)
         .output()

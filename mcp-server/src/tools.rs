@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 use platinum_engine::CreateAs;
+use platinum_engine::builds::model::TemplateList;
 use platinum_engine::model::ListQuery;
 use platinum_engine::model::{CreateSandbox, FileInfo, Sandbox, SandboxState};
 use rmcp::handler::server::common::FromContextPart;
@@ -389,6 +390,15 @@ impl PlatinumMcp {
         Ok(Json(SandboxList {
             truncated: page.next_cursor.is_some(),
             sandboxes: page.items.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    /// List the templates sandboxes can start from: the built-in ones and custom ones built from
+    /// steps (with each custom template's base, start command and default size).
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    async fn list_templates(&self) -> Result<Json<TemplateList>, ToolError> {
+        Ok(Json(TemplateList {
+            templates: self.engine.list_templates(),
         }))
     }
 

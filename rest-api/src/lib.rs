@@ -23,7 +23,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use routes::{capacity, exec, files, keys, pools, ports, processes, sandboxes, snapshots};
+use routes::{
+    capacity, exec, files, keys, pools, ports, processes, sandboxes, snapshots, templates,
+};
 
 /// Top-level facts of the document; paths come from the handlers.
 #[derive(OpenApi)]
@@ -44,6 +46,7 @@ use routes::{capacity, exec, files, keys, pools, ports, processes, sandboxes, sn
         (name = "ports", description = "HTTP and WebSocket to services inside a sandbox"),
         (name = "snapshots", description = "Signed snapshots, restore, fork, checkpoints and rollback"),
         (name = "pools", description = "Warm pools: running sandboxes a create claims without starting a VM"),
+        (name = "templates", description = "Templates: built-in ones, and custom ones built from steps in a builder VM"),
         (name = "keys", description = "API keys: list, create (Platinum or E2B form), revoke, rotate"),
         (name = "system", description = "Server health and capacity")
     ),
@@ -137,6 +140,14 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
             pools::update_pool,
             pools::delete_pool
         ))
+        .routes(routes!(
+            templates::list_templates,
+            templates::build_template
+        ))
+        .routes(routes!(templates::get_template, templates::delete_template))
+        .routes(routes!(templates::get_build))
+        .routes(routes!(templates::build_logs))
+        .routes(routes!(templates::upload_files, templates::files_exist))
         .routes(routes!(capacity::capacity))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))

@@ -18,11 +18,13 @@
 //! - [`suspend`]: pause to disk (with or without memory); resume goes through `start`.
 //! - [`fork`]: copies of a running sandbox, each restored from one save of it.
 //! - [`templates`]: template ready snapshots, which creates restore instead of booting.
+//! - [`custom_templates`]: template builds, custom templates, uploads for their `copy` steps.
 //! - [`pools`]: warm pools: running sandboxes a create claims in one store transaction.
 //! - [`capacity`]: what holds a VM against the host's limits; admission.
 
 pub mod capacity;
 pub mod code;
+pub mod custom_templates;
 pub mod exec;
 pub mod files;
 pub mod fork;

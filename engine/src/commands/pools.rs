@@ -80,11 +80,12 @@ impl Engine {
                     .clone()
                     .unwrap_or_else(|| cfg.default_template.clone());
                 check_template_name(&template)?;
-                if !self.host.templates().contains(&template) {
+                if !self.template_exists(&template) {
                     return Err(Error::TemplateNotFound(template));
                 }
-                let vcpus = req.vcpus.unwrap_or(cfg.default_vcpus);
-                let memory_mib = req.memory_mib.unwrap_or(cfg.default_memory_mib);
+                let (def_vcpus, def_memory) = self.template_size(&template);
+                let vcpus = req.vcpus.unwrap_or(def_vcpus);
+                let memory_mib = req.memory_mib.unwrap_or(def_memory);
                 crate::commands::sandbox::check_size(cfg, vcpus, memory_mib)?;
                 (template, None, vcpus, memory_mib)
             }

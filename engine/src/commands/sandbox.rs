@@ -156,17 +156,21 @@ impl Engine {
                 .unwrap_or_else(|| cfg.default_template.clone()),
         };
         check_template_name(&template)?;
-        if from.is_none() && !self.host.templates().contains(&template) {
+        if from.is_none() && !self.template_exists(&template) {
             return Err(Error::TemplateNotFound(template));
         }
+        // A custom template boots its base's kernel from its own disk layer, and gives its
+        // sandboxes its size and environment unless the request says otherwise.
+        let custom = self.builds.template(&template);
+        let (def_vcpus, def_memory) = self.template_size(&template);
         let vcpus = req
             .vcpus
             .or(from.as_ref().map(|(s, _, _)| s.vcpus))
-            .unwrap_or(cfg.default_vcpus);
+            .unwrap_or(def_vcpus);
         let memory_mib = req
             .memory_mib
             .or(from.as_ref().map(|(s, _, _)| s.memory_mib))
-            .unwrap_or(cfg.default_memory_mib);
+            .unwrap_or(def_memory);
         check_size(cfg, vcpus, memory_mib)?;
         if let Some((snap, _, _)) = &from
             && (snap.vcpus, snap.memory_mib) != (vcpus, memory_mib)
@@ -181,6 +185,10 @@ impl Engine {
             // The restored processes have the snapshot's environment; new ones get it too,
             // with what the request sets on top.
             let mut env = snap.env.clone();
+            env.append(&mut req.env);
+            req.env = env;
+        } else if let Some(custom) = &custom {
+            let mut env = custom.defaults.env.clone();
             env.append(&mut req.env);
             req.env = env;
         }
@@ -276,7 +284,8 @@ impl Engine {
             .await?;
         let create = CreateVm {
             id: sandbox.id.clone(),
-            template,
+            template: custom.as_ref().map_or(template, |c| c.base.clone()),
+            layer: custom.as_ref().and_then(|c| c.layer.clone()),
             vcpus,
             memory_mib,
             env: sandbox.env.clone(),
@@ -384,6 +393,12 @@ impl Engine {
                 (booted, _) => (booted, start),
             },
         };
+        // A booted (not restored) VM of a custom template starts its start command; a restored
+        // one has it running already.
+        let booted = match (booted, start.snapshot.is_none()) {
+            (Ok(status), true) => self.start_custom(&sandbox).await.map(|()| status),
+            (booted, _) => booted,
+        };
         match booted {
             Ok(status) => {
                 let mut runtime = runtime_info(&status);
@@ -422,6 +437,33 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Starts the start command of a custom template's sandbox just booted, and waits until it
+    /// is ready.
+    pub(crate) async fn start_custom(&self, sandbox: &Sandbox) -> Result<()> {
+        let Some(custom) = self.builds.template(&sandbox.template) else {
+            return Ok(());
+        };
+        if custom.start_cmd.is_none() && custom.ready_cmd.is_none() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + crate::builds::runner::READY_TIMEOUT;
+        self.start_template_process(&sandbox.id, &custom, None, deadline)
+            .await
+            .map_err(|f| {
+                let tail = f.last_output.join("\n");
+                Error::Vm(format!(
+                    "template {:?}: {}{}",
+                    sandbox.template,
+                    f.message,
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; last output: {tail}")
+                    }
+                ))
+            })
     }
 
     /// Runs a host boot with the boot timeout, ending it early when the server shuts down. A boot

@@ -125,18 +125,22 @@ impl Engine {
         Ok(())
     }
 
-    /// The templates this host can start sandboxes from.
+    /// The templates sandboxes can start from: the host's built-in ones, then custom ones.
     pub fn templates(&self) -> Vec<TemplateInfo> {
-        self.host
-            .templates()
-            .into_iter()
-            .map(|name| TemplateInfo {
-                disk_mib: platinum_hostagent::image::template(&name)
-                    .map(|t| t.disk_size_mib)
-                    .unwrap_or(DEFAULT_TEMPLATE_DISK_MIB),
-                name,
-            })
-            .collect()
+        let disk_of = |name: &str| {
+            platinum_hostagent::image::template(name)
+                .map(|t| t.disk_size_mib)
+                .unwrap_or(DEFAULT_TEMPLATE_DISK_MIB)
+        };
+        let builtin = self.host.templates().into_iter().map(|name| TemplateInfo {
+            disk_mib: disk_of(&name),
+            name,
+        });
+        let custom = self.custom_templates().into_iter().map(|t| TemplateInfo {
+            disk_mib: disk_of(&t.base),
+            name: t.name,
+        });
+        builtin.chain(custom).collect()
     }
 }
 

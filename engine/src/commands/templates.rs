@@ -24,6 +24,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::builds::runner::READY_TIMEOUT;
+use crate::commands::custom_templates::TemplateImage;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::ids::new_sandbox_id;
@@ -118,14 +120,14 @@ impl Engine {
         if !self.config.template_snapshots || self.config.data_dir.is_none() {
             return None;
         }
-        let image = match self.host.prepare_template(&key.template).await {
+        let image = match self.template_image(&key.template).await {
             Ok(image) => image,
             Err(e) => {
                 tracing::debug!(template = %key.template, error = %e, "no image for a ready snapshot");
                 return None;
             }
         };
-        let name = key.name(&image);
+        let name = key.name(&image.id);
         match self.store.get_snapshot(&name).await {
             Ok(Some(snap)) => match self.open_snapshot_timed(&snap).await {
                 Ok((dir, verify_ms)) => {
@@ -152,8 +154,8 @@ impl Engine {
 
     /// Starts building `key`'s ready snapshot for `image` on a task of its own, unless that
     /// runs already or failed recently.
-    pub(crate) fn build_ready_in_background(&self, key: ReadyKey, image: String) {
-        let name = key.name(&image);
+    pub(crate) fn build_ready_in_background(&self, key: ReadyKey, image: TemplateImage) {
+        let name = key.name(&image.id);
         if !self.ready_builds.claim(&name) {
             return;
         }
@@ -170,12 +172,17 @@ impl Engine {
         });
     }
 
-    /// Boots a VM of `key`'s template, saves it as the ready snapshot for `image`, and removes
-    /// the VM and the ready snapshots of older images.
-    pub(crate) async fn build_ready(&self, key: &ReadyKey, image: &str) -> Result<Snapshot> {
+    /// Boots a VM of `key`'s template (and starts a custom template's start command), saves it
+    /// as the ready snapshot for `image`, and removes the VM and the ready snapshots of older
+    /// images.
+    pub(crate) async fn build_ready(
+        &self,
+        key: &ReadyKey,
+        image: &TemplateImage,
+    ) -> Result<Snapshot> {
         let started = Instant::now();
-        let name = key.name(image);
-        let builder = builder_sandbox(key);
+        let name = key.name(&image.id);
+        let builder = builder_sandbox(&new_sandbox_id(), key);
         // The builder holds a VM for seconds and has no store row: it is checked against the
         // host's limits like a create, but reserves nothing while it runs.
         {
@@ -185,7 +192,8 @@ impl Engine {
         let built = async {
             self.boot_bounded(self.host.create(CreateVm {
                 id: builder.id.clone(),
-                template: key.template.clone(),
+                template: image.base.clone(),
+                layer: image.layer(),
                 vcpus: key.vcpus,
                 memory_mib: key.memory_mib,
                 env: Default::default(),
@@ -193,6 +201,17 @@ impl Engine {
                 internet: None,
             }))
             .await?;
+            if let Some(custom) = &image.custom {
+                let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+                self.start_template_process(&builder.id, custom, None, deadline)
+                    .await
+                    .map_err(|f| {
+                        crate::error::Error::Vm(format!(
+                            "template {:?}: {}",
+                            key.template, f.message
+                        ))
+                    })?;
+            }
             self.take_snapshot(
                 &builder,
                 SnapshotKind::Template,
@@ -249,10 +268,10 @@ impl Engine {
     }
 }
 
-/// The sandbox record a builder VM is saved as: never stored, only named in the snapshot.
-fn builder_sandbox(key: &ReadyKey) -> Sandbox {
+/// The sandbox record a builder VM `id` is saved as: never stored, only named in the snapshot.
+pub(crate) fn builder_sandbox(id: &str, key: &ReadyKey) -> Sandbox {
     Sandbox::new_row(
-        new_sandbox_id(),
+        id.to_string(),
         key.template.clone(),
         key.vcpus,
         key.memory_mib,

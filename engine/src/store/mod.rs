@@ -9,6 +9,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
+use crate::builds::model::{BuildLogEntry, BuildStatus, CustomTemplate, TemplateBuild};
 use crate::error::Result;
 use crate::model::{ListQuery, Page, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind};
 
@@ -129,4 +130,22 @@ pub trait Store: Send + Sync {
         pool_id: &str,
         claim: &(dyn for<'s> Fn(&'s mut Sandbox) + Send + Sync),
     ) -> Result<Option<Sandbox>>;
+
+    /// Inserts or replaces (by name) a custom template.
+    async fn put_template(&self, template: &CustomTemplate) -> Result<()>;
+
+    /// Every custom template, by name.
+    async fn custom_templates(&self) -> Result<Vec<CustomTemplate>>;
+
+    /// Removes a custom template's row; false when there is none.
+    async fn delete_template(&self, name: &str) -> Result<bool>;
+
+    /// Inserts or replaces (by id) a template build, with its log once it ended.
+    async fn put_build(&self, build: &TemplateBuild, log: &[BuildLogEntry]) -> Result<()>;
+
+    /// A template build and its stored log.
+    async fn get_build(&self, id: &str) -> Result<Option<(TemplateBuild, Vec<BuildLogEntry>)>>;
+
+    /// Template builds in one status, oldest first.
+    async fn builds_in(&self, status: BuildStatus) -> Result<Vec<TemplateBuild>>;
 }

@@ -10,10 +10,13 @@ use std::sync::LazyLock;
 use time::OffsetDateTime;
 
 use super::{ApiKeyRecord, ListQuery, Page, Store};
+use crate::builds::model::{BuildLogEntry, BuildStatus, CustomTemplate, TemplateBuild};
 use crate::error::{Error, Result};
 use crate::model::{
     LifecycleRules, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind, TimeoutAction,
 };
+
+mod templates;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -656,6 +659,30 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(row_to_pool).collect()
+    }
+
+    async fn put_template(&self, template: &CustomTemplate) -> Result<()> {
+        self.put_template_row(template).await
+    }
+
+    async fn custom_templates(&self) -> Result<Vec<CustomTemplate>> {
+        self.template_rows().await
+    }
+
+    async fn delete_template(&self, name: &str) -> Result<bool> {
+        self.delete_template_row(name).await
+    }
+
+    async fn put_build(&self, build: &TemplateBuild, log: &[BuildLogEntry]) -> Result<()> {
+        self.put_build_row(build, log).await
+    }
+
+    async fn get_build(&self, id: &str) -> Result<Option<(TemplateBuild, Vec<BuildLogEntry>)>> {
+        self.build_row(id).await
+    }
+
+    async fn builds_in(&self, status: BuildStatus) -> Result<Vec<TemplateBuild>> {
+        self.build_rows_in(status).await
     }
 
     async fn insert_pooled_sandbox(&self, s: &Sandbox, pool_id: &str) -> Result<()> {

@@ -52,8 +52,11 @@ pub struct HostInfo {
 pub struct CreateVm {
     /// Sandbox id (validated by the caller: lowercase alphanumerics).
     pub id: String,
-    /// Template (image) name.
+    /// Template (image) name: a built-in template, whose kernel and initramfs the VM boots.
     pub template: String,
+    /// A disk layer ([`HostAgent::commit_layer`]) whose disk the VM's root disk is made from
+    /// instead of the template's root filesystem (a custom template).
+    pub layer: Option<String>,
     /// vCPUs.
     pub vcpus: u32,
     /// Memory, MiB.
@@ -147,6 +150,15 @@ pub trait HostAgent: Send + Sync {
 
     /// Templates this host can boot.
     fn templates(&self) -> Vec<String>;
+
+    /// Keeps the root disk of running VM `id`, as it is now, as disk layer `key` that VMs can
+    /// start from ([`CreateVm::layer`]). The vCPUs stop for the copy; the caller has the guest
+    /// sync its file systems first. Keeping a layer that exists changes nothing. Returns the
+    /// bytes the layer takes.
+    async fn commit_layer(&self, id: &str, key: &str) -> Result<u64>;
+
+    /// Whether disk layer `key` exists.
+    fn has_layer(&self, key: &str) -> bool;
 
     /// Creates the VM's disk, boots it and waits for its guest agent.
     async fn create(&self, req: CreateVm) -> Result<VmStatus>;

@@ -56,6 +56,7 @@ pub use initramfs::InitrdCompression;
 pub use kernel::{ConsoleLog, KERNEL_PACKAGE, Kernel, kernel_cmdline};
 pub use manifest::{EntryKind, FileRecord, Manifest};
 pub use progress::Progress;
+pub use rootfs::host_ca_bundle;
 pub use template::{DEFAULT_DISK_SIZE_MIB, Template, builtin_templates, template};
 
 /// Version of the image builder. Part of every cache key: bump it whenever a change to the

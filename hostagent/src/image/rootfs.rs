@@ -306,8 +306,8 @@ fn customize_script(
 /// Where the host's CA bundle is while setup commands run (deleted at the end of the script).
 const HOST_CA_IN_TREE: &str = "/tmp/platinum-host-ca.crt";
 
-/// The host's CA bundle, for setup commands (see the module docs).
-fn host_ca_bundle() -> Option<PathBuf> {
+/// The host's CA bundle, for setup commands (see the module docs) and template build steps.
+pub fn host_ca_bundle() -> Option<PathBuf> {
     std::env::var_os("SSL_CERT_FILE")
         .map(PathBuf::from)
         .into_iter()

@@ -68,7 +68,7 @@ pub enum TransportKind {
 pub enum DiskFormat {
     /// Raw image (a reflink clone or a copy).
     Raw,
-    /// qcow2 overlay over a raw base.
+    /// qcow2 overlay over a raw base or another qcow2 (a disk layer).
     Qcow2,
 }
 

@@ -10,6 +10,7 @@ pub mod ports;
 pub mod processes;
 pub mod sandboxes;
 pub mod snapshots;
+pub mod templates;
 
 use serde::Deserialize;
 use utoipa::IntoParams;

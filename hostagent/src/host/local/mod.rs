@@ -29,12 +29,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
+mod layers;
 mod snapshot;
 
 use super::snapshot::{AfterSave, RestoreVm, SaveReport};
 use super::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
 use crate::console;
-use crate::disk::{CloneMethod, DiskOptions, create_disk};
+use crate::disk::{CloneMethod, DiskOptions, create_disk_from};
 use crate::error::{Error, IoContext, Result};
 use crate::guest::GuestClient;
 use crate::host::memory::{MEMORY_FILE_NAME, MemoryBacking, resolve as resolve_memory};
@@ -43,7 +44,7 @@ use crate::image::{
 };
 use crate::net::{Lease, Network};
 use crate::transport;
-use crate::vmm::{NetSpec, TransportKind, Vm, VmSpec, Vmm};
+use crate::vmm::{DiskFormat, NetSpec, TransportKind, Vm, VmSpec, Vmm};
 
 /// Settings of the local host agent.
 #[derive(Debug, Clone)]
@@ -741,16 +742,34 @@ impl HostAgent for LocalHost {
         builtin_templates().into_iter().map(|t| t.name).collect()
     }
 
+    async fn commit_layer(&self, id: &str, key: &str) -> Result<u64> {
+        self.commit_layer_of(id, key).await
+    }
+
+    fn has_layer(&self, key: &str) -> bool {
+        matches!(self.layer(key), Ok(Some(_)))
+    }
+
     async fn create(&self, req: CreateVm) -> Result<VmStatus> {
         let dir = self.dir(&req.id)?;
         let image = self.image(&req.template).await?;
+        let (base, base_format) = match &req.layer {
+            None => (image.rootfs.clone(), DiskFormat::Raw),
+            Some(key) => {
+                let layer = self
+                    .layer(key)?
+                    .ok_or_else(|| Error::Invalid(format!("no disk layer {key}")))?;
+                (layer.disk, layer.format)
+            }
+        };
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
             .ctx(|| format!("creating sandbox directory {}", dir.display()))?;
-        let disk = create_disk(
+        let disk = create_disk_from(
             "rootfs",
-            &image.rootfs,
+            &base,
+            base_format,
             &dir.join("rootfs.disk"),
             &self.config.disk,
         )

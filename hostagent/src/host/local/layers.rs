@@ -1,0 +1,145 @@
+//! Disk layers: a running VM's root disk kept as it was at one moment, to start other VMs from.
+//!
+//! A template build commits a layer after each step that changes the disk, so a later build
+//! whose first steps are the same starts from the newest layer it shares instead of running
+//! them again. Layers live beside the sandboxes:
+//!
+//! ```text
+//! <data>/layers/<key>/
+//!     disk         the VM's root disk file as it was: raw, or a qcow2 overlay whose backing file
+//!                  is the image or layer that VM was made from
+//!     layer.json   its format and size
+//! ```
+//!
+//! A commit stops the vCPUs (QEMU drains and flushes every block device when it stops, so the
+//! file is consistent; the caller has the guest `sync` first), copies the file (a reflink where
+//! the filesystem can, else a sparse copy) into `<key>.partial` and renames it, so a layer that
+//! exists is whole. A layer is never written again: VMs started from it get a copy-on-write
+//! disk of their own, so it must stay while any disk made from it exists.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+use super::LocalHost;
+use crate::disk::copy_disk;
+use crate::error::{Error, IoContext, Result};
+use crate::vmm::DiskFormat;
+
+/// The file name of a layer's disk.
+const DISK_FILE: &str = "disk";
+/// The file name of a layer's description.
+const LAYER_FILE: &str = "layer.json";
+
+/// What `layer.json` records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Layer {
+    /// Format of `disk`.
+    pub format: DiskFormat,
+    /// Bytes `disk` takes on the host.
+    pub bytes: u64,
+    /// The disk file (not stored: where the layer is now).
+    #[serde(skip)]
+    pub disk: PathBuf,
+}
+
+/// Layer keys become directory names: lowercase hex or alphanumerics only.
+fn check_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("invalid disk layer key {key:?}")))
+    }
+}
+
+impl LocalHost {
+    fn layer_dir(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.config.data_dir.join("layers").join(key))
+    }
+
+    /// The layer `key`, when it exists.
+    pub(super) fn layer(&self, key: &str) -> Result<Option<Layer>> {
+        let dir = self.layer_dir(key)?;
+        let text = match std::fs::read_to_string(dir.join(LAYER_FILE)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("reading layer {key}"), e)),
+        };
+        let mut layer: Layer = serde_json::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("layer {key}: corrupt {LAYER_FILE}: {e}")))?;
+        layer.disk = dir.join(DISK_FILE);
+        Ok(Some(layer))
+    }
+
+    /// Keeps the root disk of running VM `id` as layer `key` (see the module docs); an existing
+    /// layer `key` is kept as it is. Returns the bytes the layer takes.
+    pub(super) async fn commit_layer_of(&self, id: &str, key: &str) -> Result<u64> {
+        if let Some(layer) = self.layer(key)? {
+            return Ok(layer.bytes);
+        }
+        let slot = self.slot(id)?;
+        let disk = slot
+            .record
+            .spec
+            .disks
+            .iter()
+            .find(|d| d.id == "rootfs")
+            .cloned()
+            .ok_or_else(|| Error::Invalid(format!("VM {id} has no root disk")))?;
+        let dir = self.layer_dir(key)?;
+        let partial = dir.with_extension("partial");
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).ctx(|| format!("removing {}", partial.display()))?;
+        }
+        std::fs::create_dir_all(&partial).ctx(|| format!("creating {}", partial.display()))?;
+        slot.vm.pause().await?;
+        let copied = copy_disk(&disk.path, &partial.join(DISK_FILE)).await;
+        let resumed = slot.vm.resume().await;
+        let written = copied.and_then(|_| {
+            resumed?;
+            let bytes = allocated_bytes(&partial.join(DISK_FILE))?;
+            let layer = Layer {
+                format: disk.format,
+                bytes,
+                disk: PathBuf::new(),
+            };
+            let text = serde_json::to_vec_pretty(&layer)
+                .map_err(|e| Error::Invalid(format!("layer {key}: {e}")))?;
+            std::fs::write(partial.join(LAYER_FILE), text)
+                .ctx(|| format!("writing layer {key}"))?;
+            std::fs::rename(&partial, &dir).ctx(|| format!("publishing layer {key}"))?;
+            Ok(bytes)
+        });
+        if written.is_err() {
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+        let bytes = written?;
+        tracing::info!(vm = %id, layer = %key, bytes, "disk layer committed");
+        Ok(bytes)
+    }
+}
+
+/// Bytes a file takes on disk (its allocated blocks: a sparse copy is counted as stored).
+fn allocated_bytes(path: &std::path::Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ctx(|| format!("stat {}", path.display()))?;
+    Ok(meta.blocks() * 512)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_leave_the_layer_directory() {
+        for bad in ["", "../x", "a/b", "A", "x.y", &"a".repeat(65)] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
+        check_key("0123abc").unwrap();
+    }
+}
