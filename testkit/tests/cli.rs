@@ -229,6 +229,70 @@ async fn up_serves_and_the_cli_drives_sandboxes() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    // Templates from a Dockerfile: the context is packed and uploaded once, the log streams,
+    // a sandbox of the template has the copied file and the build's result; an unchanged
+    // rebuild uploads nothing and runs nothing; a failing build exits 1 naming the step.
+    let ctx = up.data.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello from the context\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian:12\nCOPY hello.txt /opt/app/\nENV MODE=cli\nRUN echo \"$MODE\" > /opt/app/mode\n",
+    )
+    .unwrap();
+    let dockerfile = ctx.join("Dockerfile");
+    let build = |extra: &[&str]| {
+        let mut args = vec![
+            "template",
+            "build",
+            "clitpl",
+            "-f",
+            dockerfile.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        cli(&up, key, &args)
+    };
+    let first = build(&[]);
+    let log = stdout(&first);
+    assert!(log.contains("COPY") && log.contains("> /opt/app/mode"), "{log}");
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(err.contains("uploading the build context"), "{err}");
+    let again = build(&[]);
+    let log = stdout(&again);
+    assert!(log.contains("CACHED RUN (as root)"), "{log}");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("unchanged") && err.contains("0 run"), "{err}");
+    let ls = stdout(&cli(&up, key, &["template", "ls"]));
+    assert!(ls.contains("clitpl") && ls.contains("custom"), "{ls}");
+    let made: Value = serde_json::from_str(&stdout(&cli(
+        &up,
+        key,
+        &["sandbox", "create", "--json", "--template", "clitpl"],
+    )))
+    .unwrap();
+    let tid = made["id"].as_str().unwrap().to_string();
+    let o = cli(
+        &up,
+        key,
+        &[
+            "sandbox",
+            "exec",
+            &tid,
+            "--",
+            "cat /opt/app/hello.txt /opt/app/mode; echo $MODE",
+        ],
+    );
+    assert_eq!(stdout(&o), "hello from the context\ncli\ncli\n");
+    let o = cli(&up, key, &["template", "rm", "clitpl"]);
+    assert!(!o.status.success(), "deleting a template in use is refused");
+    stdout(&cli(&up, key, &["sandbox", "rm", &tid]));
+    stdout(&cli(&up, key, &["template", "rm", "clitpl"]));
+    std::fs::write(&dockerfile, "FROM debian:12\nRUN echo nope; exit 4\n").unwrap();
+    let failed = build(&[]);
+    assert_eq!(failed.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("step 1 exited with code 4"), "{err}");
+
     let rm: Value =
         serde_json::from_str(&stdout(&cli(&up, key, &["sandbox", "rm", "--json", &id]))).unwrap();
     assert_eq!(rm[0]["deleted"], true);

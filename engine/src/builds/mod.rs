@@ -12,11 +12,12 @@
 //! leaves no template and a template's sandboxes start by restore (or claim from a pool) like
 //! the built-in ones. Base images are named the way the SDKs name them ([`base`]).
 //!
-//! Files: `model.rs` the shapes, `base.rs` base image names, `keys.rs` layer keys and the
+//! Files: `model.rs` the shapes, `base.rs` base image names, `dockerfile.rs` Dockerfiles, `keys.rs` layer keys and the
 //! cached prefix, `files.rs` uploads, `log.rs` the log followers read, `runner.rs` the build
 //! itself; the commands are in [`crate::commands::custom_templates`].
 
 pub mod base;
+pub mod dockerfile;
 pub mod files;
 pub mod keys;
 pub mod log;

@@ -46,6 +46,13 @@ pub struct TemplateBuildRequest {
     /// stopped and fails.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// A Dockerfile (one stage: `FROM`, `RUN`, `COPY`, `ADD`, `ENV`, `ARG`, `WORKDIR`, `USER`,
+    /// `CMD`, `ENTRYPOINT`) instead of `from_image`, `steps` and `start_cmd`.
+    #[serde(default)]
+    pub dockerfile: Option<String>,
+    /// Key of the uploaded build context (a tar archive) the Dockerfile's `COPY` reads from.
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 /// Default of [`TemplateBuildRequest::timeout_secs`].

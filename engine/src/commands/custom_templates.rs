@@ -108,11 +108,30 @@ fn check_user(what: &str, user: &str) -> Result<()> {
 
 impl Engine {
     /// Starts a template build; returns it at once (`building`). See the module docs.
-    pub async fn build_template(&self, req: TemplateBuildRequest) -> Result<TemplateBuild> {
+    pub async fn build_template(&self, mut req: TemplateBuildRequest) -> Result<TemplateBuild> {
         let data =
             self.config.data_dir.clone().ok_or_else(|| {
                 Error::Unsupported("template builds need a data directory".into())
             })?;
+        if let Some(text) = &req.dockerfile {
+            if req.from_image.is_some()
+                || req.from_template.is_some()
+                || !req.steps.is_empty()
+                || req.start_cmd.is_some()
+            {
+                return Err(Error::InvalidRequest(
+                    "a dockerfile replaces from_image, from_template, steps and start_cmd".into(),
+                ));
+            }
+            let parsed = crate::builds::dockerfile::parse(text, req.context.as_deref())?;
+            req.from_image = Some(parsed.from_image);
+            req.steps = parsed.steps;
+            req.start_cmd = parsed.start_cmd;
+        } else if req.context.is_some() {
+            return Err(Error::InvalidRequest(
+                "context goes with a dockerfile".into(),
+            ));
+        }
         check_new_name(&req.name)?;
         if self.host.templates().contains(&req.name) {
             return Err(Error::InvalidRequest(format!(
@@ -183,6 +202,12 @@ impl Engine {
             )));
         }
         // What it builds on, checked now so a bad base is the caller's error, not the build's.
+        // A base image that names a custom template (`FROM my-template`) builds on it.
+        if let Some(image) = &req.from_image
+            && self.builds.template(image).is_some()
+        {
+            req.from_template = req.from_image.take();
+        }
         let (base, from_image, start_layer, defaults, note, parent_size) =
             match (&req.from_template, &req.from_image) {
                 (Some(t), _) => match self.builds.template(t) {

@@ -6,6 +6,7 @@ pub mod image;
 pub mod keys;
 pub mod mcp;
 pub mod sandbox;
+pub mod template;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,10 @@ pub enum Command {
     /// List, create (also in E2B's form), revoke and rotate API keys on a running server.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Build custom templates from a Dockerfile, list, follow and delete them on a running
+    /// server.
+    #[command(subcommand)]
+    Template(template::TemplateCommand),
 }
 
 /// The default data directory: `/var/lib/platinum` for root, else `~/.local/share/platinum`.
@@ -77,5 +82,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sandbox(cmd) => sandbox::run(cmd, cli.url, &data_dir).await,
         Command::Mcp(args) => mcp::run(args, cli.url, &data_dir).await,
         Command::Keys(cmd) => keys::run(cmd, cli.url, &data_dir).await,
+        Command::Template(cmd) => template::run(cmd, cli.url, &data_dir).await,
     }
 }
