@@ -33,7 +33,7 @@ pub struct Rest {
 impl Rest {
     /// Creates a sandbox with `body` and runs `true` in it; returns the sandbox and the time
     /// from the create request to the exec's answer.
-    async fn create_and_exec(&self, body: &Value) -> Result<(Value, f64)> {
+    pub async fn create_and_exec(&self, body: &Value) -> Result<(Value, f64)> {
         let t = Instant::now();
         let created = self
             .http
@@ -57,7 +57,7 @@ impl Rest {
     }
 
     /// `method` `path` with `body`, the JSON answer (an error status fails).
-    async fn call(
+    pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -10,6 +10,7 @@
 //! | exec round trip of `true` over REST | the same exec through the engine in-process, the raw transport echo, and the guest's spawn+reap of `true` timed in the guest; what is left (Platinum's own) is split into the guest agent's part (timed in the guest) and the host's |
 //! | guest clock skew, right after create and while running | the measurement's own uncertainty |
 //! | pause to disk, resume, snapshot, restore, fork ×1/×4, checkpoint, rollback | see [`snapshots`] |
+//! | custom template builds (cold, cached), create from a custom template | see [`templates`] |
 //! | file upload / download over REST, MB/s | the same bytes through a process's stdin / stdout (the transport and the agent's stdio path), and `dd` of the same size inside the guest (its disk) |
 //!
 //! Nothing here asserts a threshold: speed goals are tracked by reading these numbers.
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 mod creates;
 mod snapshots;
+mod templates;
 
 /// Benchmark options.
 #[derive(Debug, Parser)]
@@ -229,6 +231,8 @@ async fn main() -> Result<()> {
         )
         .await?,
     );
+
+    stats.extend(templates::bench(&rest, args.iterations.min(3), args.iterations).await?);
 
     // Round trips on one sandbox.
     let s = engine.create_sandbox(Default::default()).await?;

@@ -1,7 +1,7 @@
 //! Custom templates with real VMs, through the native API: files uploaded by content hash, a
 //! build with copy, run (as root and as the user), env, workdir and a start command with a
 //! ready check, followed as NDJSON; sandboxes of the template restore its ready snapshot with the
-//! server already answering; an identical rebuild runs nothing; a changed last step runs only
+//! server already answering, and start it again after a stop; an identical rebuild runs nothing; a changed last step runs only
 //! that step; a failing step, a step that never ends, an unknown base, a second build of the
 //! same template at once, and deleting a template in use all get clear answers and leave the
 //! template as it was.
@@ -256,6 +256,14 @@ async fn builds_cache_layers_start_commands_and_refuse_bad_input() {
         "user\n/srv/app\nv1"
     );
     assert_eq!(out(&t, &id, "echo $GREETING").await, "hi from env");
+
+    // Stopped and started again (a cold boot from its disk), it runs its start command again.
+    t.action(&id, "stop").await.unwrap();
+    t.action(&id, "start").await.unwrap();
+    assert_eq!(
+        out(&t, &id, "curl -sf http://127.0.0.1:8080/index.html").await,
+        "<h1>platinum template</h1>"
+    );
 
     // A template in use cannot be deleted.
     t.expect_error(t.req(Method::DELETE, "/v1/templates/web"), 409, "conflict")

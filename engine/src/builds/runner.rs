@@ -263,6 +263,20 @@ impl Engine {
             apply_defaults(&mut defaults, &step.action);
             let guest = self.host.guest(&id).await.map_err(Error::from)?;
             guest.sync().await.map_err(Error::from)?;
+            // A layer is at most the disk's size; the host keeps its free-disk reserve.
+            let reserve = self.config.min_free_disk_mib << 20;
+            if let Some(free) = self.host.disk_free_bytes()
+                && free < reserve
+            {
+                return Err(BuildFailure {
+                    step: Some(n),
+                    ..failure(format!(
+                        "no space for the layer of step {n}: {} MiB free, {} MiB kept free",
+                        free >> 20,
+                        reserve >> 20
+                    ))
+                });
+            }
             let bytes = self
                 .host
                 .commit_layer(&id, &plan.keys[i])

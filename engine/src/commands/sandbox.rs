@@ -600,7 +600,11 @@ impl Engine {
             async move {
                 let _guard = guard;
                 let booted = match &image {
-                    None => engine.boot_bounded(engine.host.start(&s.id)).await,
+                    // A cold boot of a custom template's sandbox starts its start command again.
+                    None => match engine.boot_bounded(engine.host.start(&s.id)).await {
+                        Ok(status) => engine.start_custom(&s).await.map(|()| status),
+                        Err(e) => Err(e),
+                    },
                     Some((_, dir)) => {
                         let restore = RestoreVm {
                             id: s.id.clone(),
