@@ -254,7 +254,10 @@ async fn up_serves_and_the_cli_drives_sandboxes() {
     };
     let first = build(&[]);
     let log = stdout(&first);
-    assert!(log.contains("COPY") && log.contains("> /opt/app/mode"), "{log}");
+    assert!(
+        log.contains("COPY") && log.contains("> /opt/app/mode"),
+        "{log}"
+    );
     let err = String::from_utf8_lossy(&first.stderr);
     assert!(err.contains("uploading the build context"), "{err}");
     let again = build(&[]);
