@@ -13,6 +13,9 @@
 //! - Signed file URLs (`download_url`/`upload_url`): `signature = "v1_" +
 //!   base64_nopad(sha256("{path}:{read|write}:{username}:{token}[:{expiration}]"))`, and an
 //!   expiration, when given, must not have passed.
+//! - Template file upload URLs (handed out by `GET /templates/{id}/files/{hash}`, used without
+//!   the API key): `signature = hex(HMAC-SHA256(key, "template-files:{hash}:{expires}"))` with
+//!   `expires` in Unix seconds, which must not have passed ([`template_files_signature`]).
 //! - `Authorization: Basic base64("<user>:")` picks the Linux user; it is not authentication.
 
 use axum::http::HeaderMap;
@@ -41,6 +44,33 @@ pub fn traffic_token(secret: &[u8], sandbox_id: &str) -> String {
     mac.update(b"traffic-access-token:");
     mac.update(sandbox_id.as_bytes());
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// The signature of a template file upload URL for `hash`, valid until `expires` (Unix seconds).
+pub fn template_files_signature(secret: &[u8], hash: &str, expires: i64) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(format!("template-files:{hash}:{expires}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Checks a template file upload URL's signature and expiration against `now_unix`; the error
+/// says what is wrong.
+pub fn check_template_files_signature(
+    secret: &[u8],
+    hash: &str,
+    expires: i64,
+    signature: &str,
+    now_unix: i64,
+) -> Result<(), String> {
+    if expires < now_unix {
+        return Err("the upload URL has expired; ask for a new one".into());
+    }
+    let expected = template_files_signature(secret, hash, expires);
+    if same(expected.as_bytes(), signature.as_bytes()) {
+        Ok(())
+    } else {
+        Err("invalid upload URL signature".into())
+    }
 }
 
 /// Whether a request may reach a non-public sandbox's service ports: it presents the sandbox's
@@ -242,6 +272,23 @@ mod tests {
             timed.check("tok", 101),
             Err("the signature has expired".into())
         );
+    }
+
+    #[test]
+    fn template_upload_urls_are_signed_per_hash_and_expiry() {
+        let hash = "ab".repeat(32);
+        let sig = template_files_signature(b"key", &hash, 100);
+        assert_eq!(sig.len(), 64);
+        assert!(check_template_files_signature(b"key", &hash, 100, &sig, 99).is_ok());
+        assert!(check_template_files_signature(b"key", &hash, 100, &sig, 100).is_ok());
+        let expired = check_template_files_signature(b"key", &hash, 100, &sig, 101);
+        assert!(expired.unwrap_err().contains("expired"));
+        // Another key, hash or expiry (a later one, to stretch the URL) does not verify.
+        assert!(check_template_files_signature(b"other", &hash, 100, &sig, 0).is_err());
+        let other_hash = "cd".repeat(32);
+        assert!(check_template_files_signature(b"key", &other_hash, 100, &sig, 0).is_err());
+        assert!(check_template_files_signature(b"key", &hash, 200, &sig, 0).is_err());
+        assert!(check_template_files_signature(b"key", &hash, 100, "", 0).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | `POST /sandboxes/{id}/pause` (204, 409), `/resume` (201, 409) | `suspend_sandbox` (to disk, with memory unless `memory: false`), `resume_sandbox` |
 //! | `GET /sandboxes/{id}/metrics` | `metrics_history` (samples every 5 s, the last hour) |
 //! | snapshots and fork | see [`crate::snapshots`] |
+//! | templates and their builds | see [`crate::templates`] |
 //!
 //! States: creating, starting and running are E2B's `running`; paused, suspended, stopping,
 //! stopped and archived are `paused` (`connect` brings them back); failed and deleted sandboxes
@@ -75,6 +76,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/sandboxes/{id}/resume", post(resume))
         .route("/sandboxes/{id}/metrics", get(metrics))
         .merge(crate::snapshots::routes())
+        .merge(crate::templates::routes())
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_key))
         .with_state(ctx)
 }
@@ -116,7 +118,8 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body
     }
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+/// A time as E2B writes it (RFC 3339).
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| NEVER.into())
 }
 

@@ -119,6 +119,7 @@ fn api_status(code: ErrorCode) -> u16 {
         | C::ApiKeyNotFound
         | C::SnapshotNotFound
         | C::PoolNotFound
+        | C::BuildNotFound
         | C::SnapshotSignatureInvalid
         | C::SnapshotCorrupt
         | C::SnapshotKeyUnknown
@@ -284,6 +285,7 @@ fn connect_code(code: ErrorCode) -> ConnectCode {
         | E::CommandNotFound
         | E::SnapshotNotFound
         | E::PoolNotFound
+        | E::BuildNotFound
         | E::TemplateNotFound => C::NotFound,
         E::AlreadyExists => C::AlreadyExists,
         E::PermissionDenied | E::ReadOnly => C::PermissionDenied,
@@ -387,6 +389,7 @@ fn http_status(code: ErrorCode) -> u16 {
         | C::ApiKeyNotFound
         | C::SnapshotNotFound
         | C::PoolNotFound
+        | C::BuildNotFound
         | C::SnapshotSignatureInvalid
         | C::SnapshotCorrupt
         | C::SnapshotKeyUnknown

@@ -10,7 +10,8 @@
 //! Everything is served on the server's one port:
 //! - The control plane ([`control`]): `/sandboxes`, `/v2/sandboxes`, ... behind `X-API-KEY`;
 //!   snapshots (`/sandboxes/{id}/snapshots`, `/snapshots`, `DELETE /templates/{id}`) and fork
-//!   ([`snapshots`]).
+//!   ([`snapshots`]); templates and their builds (`/v3/templates`, `/templates/...`,
+//!   [`templates`]), whose file uploads go to a signed URL that needs no API key.
 //! - Sandbox traffic ([`routing`]): a request carrying `E2b-Sandbox-Id` + `E2b-Sandbox-Port`, or
 //!   whose Host is `{port}-{sandboxId}.{domain}`, goes to that sandbox's port: 49983 is envd
 //!   ([`envd`]: Connect RPCs for processes and files, `/files`, `/health`), 49999 the code
@@ -21,8 +22,10 @@
 //!
 //! E2B-only state is derived, not stored: the envd access and traffic access tokens of a sandbox
 //! are HMACs of its id under a key kept in the data directory ([`auth`]), so tokens survive
-//! restarts; the public flag is a hidden label; `autoPause`
-//! is the engine's `on_timeout`, `endAt` its `expires_at`.
+//! restarts (so do template upload URLs, signed the same way); the public flag is a hidden label;
+//! `autoPause` is the engine's `on_timeout`, `endAt` its `expires_at`. The one exception is a
+//! template build asked for but not yet started (E2B hands out its id before its steps come),
+//! kept in memory for an hour ([`templates::requests`]).
 
 pub mod auth;
 pub mod connect;
@@ -32,6 +35,7 @@ pub mod error;
 pub mod interpreter;
 pub mod routing;
 pub mod snapshots;
+pub mod templates;
 
 use axum::Router;
 use platinum_engine::Engine;
@@ -96,6 +100,8 @@ pub struct E2b {
     pub watchers: envd::filesystem::Watchers,
     /// How processes were started through envd (their argv and envs, for `List`).
     pub processes: envd::process::Started,
+    /// Template builds asked for and not yet forgotten ([`templates::requests`]).
+    pub template_builds: templates::requests::Requests,
 }
 
 /// [`E2b`] as handlers hold it.
@@ -110,7 +116,9 @@ pub fn install(app: Router, engine: Arc<Engine>, config: E2bConfig) -> Router {
         config,
         watchers: Default::default(),
         processes: Default::default(),
+        template_builds: Default::default(),
     });
     app.merge(control::router(ctx.clone()))
+        .merge(templates::public_routes(ctx.clone()))
         .layer(axum::middleware::from_fn_with_state(ctx, routing::dispatch))
 }

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `POST /sandboxes/{id}/snapshots` `{name?, memory?}` (201 `{snapshotID, names}`) | `create_snapshot` (memory and disk; `memory: false` is refused) |
 //! | `GET /snapshots?sandboxID=&name=&limit=&nextToken=` (200, `X-Next-Token`) | `list_snapshots`, oldest first |
-//! | `DELETE /templates/{snapshotID}` (204, 404) | `delete_snapshot` (Platinum's templates cannot be deleted: 400) |
+//! | `DELETE /templates/{snapshotID}` (204, 404) | `delete_snapshot` when no template has that id or name (the route is [`crate::templates`]') |
 //! | `POST /sandboxes/{id}/fork` `{timeout?, count?}` (201 `[{sandbox}]`) | `fork_sandbox`, then `set_timeout` on each copy |
 //!
 //! A snapshot's `names` is its name when it was given one. `Sandbox.create(<snapshot id or
@@ -16,7 +16,7 @@ use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use platinum_engine::ErrorCode;
 use platinum_engine::model::{CreateSnapshot, ForkRequest, Sandbox, Snapshot};
 use serde::Deserialize;
@@ -40,7 +40,6 @@ pub(crate) fn routes() -> Router<Ctx> {
         .route("/sandboxes/{id}/snapshots", post(create))
         .route("/sandboxes/{id}/fork", post(fork))
         .route("/snapshots", get(list))
-        .route("/templates/{id}", delete(remove))
 }
 
 /// A snapshot by id or name, `None` when there is none.
@@ -137,16 +136,11 @@ async fn list(State(ctx): State<Ctx>, RawQuery(raw): RawQuery) -> ApiResult<Resp
     Ok((StatusCode::OK, next_token_headers(next), Json(body)).into_response())
 }
 
-/// `DELETE /templates/{id}`: E2B deletes snapshots (and templates) here.
-async fn remove(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    if ctx.engine.templates().iter().any(|t| t.name == id) {
-        return Err(ApiError::bad_request(format!(
-            "template '{id}' is built into this server and cannot be deleted"
-        )));
-    }
-    ctx.engine.delete_snapshot(&id).await?;
+/// Deletes snapshot `id` (E2B's `DELETE /templates/{id}` when `id` is no template).
+pub(crate) async fn delete(ctx: &Ctx, id: &str) -> ApiResult<()> {
+    ctx.engine.delete_snapshot(id).await?;
     tracing::info!(snapshot = %id, "E2B snapshot deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// Body of `POST /sandboxes/{id}/fork`.

@@ -232,7 +232,7 @@ async fn main() -> Result<()> {
         .await?,
     );
 
-    stats.extend(templates::bench(&rest, args.iterations.min(3), args.iterations).await?);
+    stats.extend(templates::bench(&rest, args.iterations.min(2), args.iterations).await?);
 
     // Round trips on one sandbox.
     let s = engine.create_sandbox(Default::default()).await?;

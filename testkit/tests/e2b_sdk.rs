@@ -4,17 +4,23 @@
 //! The SDKs get an `e2b_`-form key (the only form they accept), which the runner creates through
 //! `POST /v1/keys` with the server's own key and revokes when it ends. The server runs as shipped
 //! (template ready snapshots on) with a warm pool of the default template, so the flows run on
-//! claimed and restored sandboxes alike.
+//! claimed and restored sandboxes alike, on a sandbox network (template builds install apt and
+//! pip packages from the internet).
 
-use platinum_testkit::{TestServer, test_engine_config};
+use platinum_testkit::{TestServer, test_engine_config, test_network};
 use std::path::PathBuf;
 use std::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn official_sdks_run_every_flow() {
-    let t = TestServer::start_with(|c| c.engine.template_snapshots = true)
-        .await
-        .unwrap();
+    // A sandbox network, so template builds reach Debian's mirror and PyPI (apt and pip steps).
+    let net = test_network();
+    let t = TestServer::start_with(|c| {
+        c.engine.template_snapshots = true;
+        c.network = Some(net.clone());
+    })
+    .await
+    .unwrap();
     t.expect(
         t.req(reqwest::Method::POST, "/v1/pools")
             .json(&serde_json::json!({ "size": 2 })),
@@ -29,6 +35,7 @@ async fn official_sdks_run_every_flow() {
         .env("E2B_SANDBOX_URL", &t.url)
         .env_remove("E2B_API_KEY")
         .env("PLATINUM_API_KEY", &t.key)
+        .env("E2B_FLOW_ONLINE", "1")
         .env(
             "E2B_FLOW_UPLOAD_LIMIT",
             test_engine_config().max_upload_bytes.to_string(),

@@ -50,8 +50,8 @@ impl TemplateImage {
     }
 }
 
-/// Checks a template name: `[a-z0-9][a-z0-9._-]*`, at most 63 characters.
-fn check_new_name(name: &str) -> Result<()> {
+/// Checks the name of a template to build: `[a-z0-9][a-z0-9._-]*`, at most 63 characters.
+pub fn check_new_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -372,9 +372,6 @@ impl Engine {
                     None,
                     format!("build failed: {}", failure.message),
                 );
-                for line in &failure.last_output {
-                    log.push(LogLevel::Error, failure.step, line.clone());
-                }
                 build.status = BuildStatus::Error;
                 build.failure = Some(failure);
             }
