@@ -12,6 +12,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use platinum_frontend_http::origin::request_base_url;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -24,24 +25,6 @@ type ApiResult<T> = Result<T, ApiError>;
 pub const UPLOAD_PATH: &str = "/e2b/template-files/{hash}";
 /// How long an upload URL stays valid, seconds.
 const URL_LIFETIME_SECS: i64 = 3600;
-
-/// The URL this server was reached at, for URLs handed to clients: `http://<Host>`, or the
-/// scheme and host a reverse proxy forwarded (`X-Forwarded-Proto`, `X-Forwarded-Host`).
-pub fn base_url(headers: &HeaderMap) -> String {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    let host = header("x-forwarded-host")
-        .or_else(|| header("host"))
-        .unwrap_or_else(|| "127.0.0.1".into());
-    let scheme = header("x-forwarded-proto").unwrap_or_else(|| "http".into());
-    format!("{scheme}://{host}")
-}
 
 /// The signed upload URL of `hash` on `base`, valid until `expires` (Unix seconds).
 fn upload_url(secret: &[u8], base: &str, hash: &str, expires: i64) -> String {
@@ -62,7 +45,12 @@ pub(crate) async fn link(
     }
     let present = ctx.engine.has_template_files(&hash)?;
     let expires = OffsetDateTime::now_utc().unix_timestamp() + URL_LIFETIME_SECS;
-    let url = upload_url(&ctx.config.secret, &base_url(&headers), &hash, expires);
+    let url = upload_url(
+        &ctx.config.secret,
+        &request_base_url(&headers),
+        &hash,
+        expires,
+    );
     Ok((
         StatusCode::CREATED,
         Json(json!({ "present": present, "url": url })),
@@ -110,12 +98,6 @@ mod tests {
 
     #[test]
     fn upload_urls_are_signed_on_the_base_the_client_used() {
-        let mut h = HeaderMap::new();
-        h.insert("host", "127.0.0.1:7070".parse().unwrap());
-        assert_eq!(base_url(&h), "http://127.0.0.1:7070");
-        h.insert("x-forwarded-host", "api.example.com".parse().unwrap());
-        h.insert("x-forwarded-proto", "https".parse().unwrap());
-        assert_eq!(base_url(&h), "https://api.example.com");
         let hash = "ab".repeat(32);
         let url = upload_url(b"key", "http://h", &hash, 100);
         let sig = auth::template_files_signature(b"key", &hash, 100);

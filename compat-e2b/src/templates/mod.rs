@@ -246,18 +246,9 @@ async fn get_one(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<Js
         listed.push((b.created_at, build_json(&ctx, &t, &b)));
     }
     listed.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-    let (created, updated) = times(&t);
-    Ok(Json(json!({
-        "templateID": t.name,
-        "public": t.builtin,
-        "aliases": [t.name],
-        "names": [t.name],
-        "createdAt": rfc3339(created),
-        "updatedAt": rfc3339(updated),
-        "lastSpawnedAt": null,
-        "spawnCount": 0,
-        "builds": listed.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
-    })))
+    let mut view = template_json(&ctx, &t);
+    view["builds"] = listed.into_iter().map(|(_, v)| v).collect();
+    Ok(Json(view))
 }
 
 /// `GET /templates/aliases/{alias}`: `TemplateAliasResponse`, 404 when no template has the name.
