@@ -10,7 +10,8 @@
 //!
 //! Routes (all on the server's one port):
 //! - `/api/...`: the control plane ([`api`]): sandboxes, labels, lifecycle intervals, preview
-//!   links, snapshots (Platinum templates) and volumes (none).
+//!   links, snapshots (Platinum templates, built from Daytona `Image`s on request), sandboxes
+//!   from images, and volumes (none).
 //! - `/toolbox/{sandboxId}/...`: the in-sandbox daemon ([`toolbox`]): process execute and
 //!   code-run, background sessions, files, git, PTY, directories, metrics.
 //! - `/preview/{sandboxId}/{port}/...` and `/preview/s/{token}/...`: preview links to ports
@@ -100,6 +101,8 @@ pub struct Inner {
     pub tokens: tokens::Tokens,
     /// PTY sessions opened through the toolbox.
     pub ptys: toolbox::pty::PtyRegistry,
+    /// Snapshot and image builds this front end started.
+    pub builds: api::builds::Builds,
 }
 
 impl std::ops::Deref for Ctx {
@@ -118,6 +121,7 @@ pub fn router(engine: Arc<Engine>, config: DaytonaConfig) -> Router {
         engine,
         config,
         ptys: Default::default(),
+        builds: Default::default(),
     }));
     let api = api::routes().route_layer(middleware::from_fn_with_state(
         ctx.clone(),

@@ -3,7 +3,7 @@
 # TypeScript) through every flow in py/ and ts/ against a real Platinum server with real VMs.
 #
 #   evals/daytona/run.sh [flow ...]     flows: quickstart files sessions git pty interpreter lsp lifecycle
-#                                       snapshots warm_pools (default: all)
+#                                       snapshots warm_pools images (default: all)
 #
 # Environment:
 #   PLATINUM_BIN        the platinum binary (default: target/debug/platinum of this checkout)
@@ -80,7 +80,7 @@ export DAYTONA_TARGET=local NO_PROXY="127.0.0.1,localhost" DAYTONA_SDK_NODE_MODU
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy
 
 flows=("$@")
-[ ${#flows[@]} -gt 0 ] || flows=(quickstart files sessions git pty interpreter lsp lifecycle snapshots warm_pools)
+[ ${#flows[@]} -gt 0 ] || flows=(quickstart files sessions git pty interpreter lsp lifecycle snapshots warm_pools images)
 failed=()
 for flow in "${flows[@]}"; do
   log "python: $flow"

@@ -618,12 +618,17 @@ async fn lifecycle_rules_stop_archive_and_delete_idle_sandboxes() {
 async fn bad_control_plane_input_gets_typed_daytona_errors_without_booting() {
     let t = TestServer::start().await.unwrap();
     let cases = [
+        // An image this host cannot build on, and local files (which need object storage).
         (
-            json!({"buildInfo": {"dockerfileContent": "FROM node:20\n"}}),
+            json!({"buildInfo": {"dockerfileContent": "FROM alpine:3.20\n"}}),
             400,
         ),
         (
-            json!({"buildInfo": {"dockerfileContent": "FROM debian:12\nRUN apt-get update\n"}}),
+            json!({"buildInfo": {"dockerfileContent": "FROM debian:12\n", "contextHashes": ["x"]}}),
+            400,
+        ),
+        (
+            json!({"buildInfo": {"dockerfileContent": "FROM debian:12\nONBUILD RUN x\n"}}),
             400,
         ),
         (json!({"snapshot": "no-such-template"}), 404),

@@ -256,6 +256,11 @@ async fn builds_cache_layers_start_commands_and_refuse_bad_input() {
         "user\n/srv/app\nv1"
     );
     assert_eq!(out(&t, &id, "echo $GREETING").await, "hi from env");
+    assert_eq!(
+        out(&t, &id, "pwd").await,
+        "/srv/app",
+        "commands start in the template's workdir"
+    );
 
     // Stopped and started again (a cold boot from its disk), it runs its start command again.
     t.action(&id, "stop").await.unwrap();

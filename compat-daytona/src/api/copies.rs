@@ -5,9 +5,9 @@
 //!   no disk-only snapshot, so it is taken of a started (or paused) sandbox, where Daytona's
 //!   `includeMemory: false`, the SDKs' default, would want it stopped. The sandbox runs on and is
 //!   answered as it is (never `snapshotting`: the SDKs' wait ends at once). Its name must not be
-//!   a template's (templates win when a create names a snapshot). `create(snapshot=<name>)`
-//!   restores it into a new sandbox ([`super::sandbox`]); `/snapshots` lists, reads and deletes
-//!   it ([`super::catalog`]).
+//!   a template's or a built snapshot's (those win when a create names a snapshot).
+//!   `create(snapshot=<name>)` restores it into a new sandbox ([`super::sandbox`]); `/snapshots`
+//!   lists, reads and deletes it ([`super::catalog`]).
 //! - A fork is one started copy with the source's memory, disk, labels, intervals and public
 //!   flag, under a new id, and the name given (unique among sandboxes), if any.
 
@@ -16,6 +16,7 @@ use axum::extract::State;
 use platinum_engine::model::{CreateSnapshot, ForkRequest, Sandbox};
 use serde::Deserialize;
 
+use super::builds;
 use super::sandbox::{BaseUrl, SandboxDto, dto, is_public, set_public_flag};
 use crate::Ctx;
 use crate::error::{DJson, DPath, DResult, DaytonaError};
@@ -38,9 +39,9 @@ pub async fn snapshot(
     DPath(id): DPath<String>,
     DJson(req): DJson<SnapshotRequest>,
 ) -> DResult<Json<SandboxDto>> {
-    if ctx.engine.templates().iter().any(|t| t.name == req.name) {
+    if builds::known_template(&ctx, &req.name).is_some() {
         return Err(DaytonaError::bad_request(format!(
-            "snapshot name {:?} is a Platinum template's; choose another",
+            "snapshot name {:?} is a Platinum template's (or a built snapshot's); choose another",
             req.name
         )));
     }

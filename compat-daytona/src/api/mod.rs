@@ -4,16 +4,25 @@
 //!   archive, labels, lifecycle intervals, activity, toolbox URL, signing keys; clear refusals
 //!   for what Platinum does not offer (resize, backups, SSH, secrets, ...).
 //! - [`copies`]: `/sandbox/{id}/snapshot` and `/sandbox/{id}/fork`.
-//! - [`catalog`]: `/snapshots` (Platinum's templates and the snapshots taken of sandboxes) and
-//!   `/volumes` (none).
+//! - [`catalog`]: `/snapshots` list, get, delete (Platinum's templates, the snapshots it builds
+//!   and the snapshots taken of sandboxes); [`snapshot_builds`]: `POST /snapshots`, building a
+//!   Daytona `Image`; [`build_logs`]: their build logs; [`builds`]: names and states of builds.
+//! - [`images`]: sandboxes created from an `Image` (built once per Dockerfile), and
+//!   `/object-storage/push-access` (none).
+//! - [`volumes`]: `/volumes` (none).
 //! - [`preview`]: preview links (`/sandbox/{id}/ports/{port}/...`) and the proxy they point at.
 //! - [`pools`]: `/warm-pools` over the engine's warm pools.
 
+pub mod build_logs;
+pub mod builds;
 pub mod catalog;
 pub mod copies;
+pub mod images;
 pub mod pools;
 pub mod preview;
 pub mod sandbox;
+pub mod snapshot_builds;
+pub mod volumes;
 
 use axum::Router;
 use axum::routing::{any, get, patch, post, put};
@@ -69,9 +78,12 @@ pub fn routes() -> Router<Ctx> {
         )
         .route(
             "/api/sandbox/{idOrName}/build-logs-url",
-            get(s::build_logs_url),
+            get(build_logs::sandbox_logs_url),
         )
-        .route("/api/sandbox/{idOrName}/build-logs", get(s::build_logs_url))
+        .route(
+            "/api/sandbox/{idOrName}/build-logs",
+            get(build_logs::sandbox_logs),
+        )
         .route(
             "/api/sandbox/{idOrName}/ports/{port}/preview-url",
             get(preview::preview_url),
@@ -99,11 +111,19 @@ pub fn routes() -> Router<Ctx> {
         )
         .route(
             "/api/snapshots",
-            get(catalog::list_snapshots).post(catalog::create_snapshot),
+            get(catalog::list_snapshots).post(snapshot_builds::create_snapshot),
         )
         .route(
             "/api/snapshots/{idOrName}",
             get(catalog::get_snapshot).delete(catalog::delete_snapshot),
+        )
+        .route(
+            "/api/snapshots/{idOrName}/build-logs-url",
+            get(build_logs::snapshot_logs_url),
+        )
+        .route(
+            "/api/snapshots/{idOrName}/build-logs",
+            get(build_logs::snapshot_logs),
         )
         .route(
             "/api/snapshots/{idOrName}/activate",
@@ -115,13 +135,14 @@ pub fn routes() -> Router<Ctx> {
         )
         .route(
             "/api/volumes",
-            get(catalog::list_volumes).post(catalog::create_volume),
+            get(volumes::list_volumes).post(volumes::create_volume),
         )
-        .route("/api/volumes/by-name/{name}", get(catalog::get_volume))
+        .route("/api/volumes/by-name/{name}", get(volumes::get_volume))
         .route(
             "/api/volumes/{id}",
-            get(catalog::get_volume).delete(catalog::get_volume),
+            get(volumes::get_volume).delete(volumes::get_volume),
         )
+        .route("/api/object-storage/push-access", get(images::push_access))
         .route("/api/warm-pools", get(pools::list).post(pools::create))
         .route(
             "/api/warm-pools/{id}",

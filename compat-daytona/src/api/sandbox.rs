@@ -1,11 +1,11 @@
 //! `/api/sandbox/...`: Daytona sandboxes on Platinum sandboxes.
 //!
 //! Mapping:
-//! - A Daytona snapshot is a Platinum template (`base`, `code-interpreter-v1`) or a snapshot
-//!   taken of a sandbox ([`super::copies`]), restored with its memory and disk. An image spec
-//!   (`buildInfo.dockerfileContent`) is accepted when it is a bare `FROM` of an image a template
-//!   already is (Debian 12, or `platinum/<template>`); anything Platinum would have to build is
-//!   refused with a 400 that says so.
+//! - A Daytona snapshot is a Platinum template (built in, or built from an `Image`:
+//!   [`super::snapshot_builds`]) or a snapshot taken of a sandbox ([`super::copies`]), restored
+//!   with its memory and disk. An image (`buildInfo.dockerfileContent`) that is a bare `FROM` of
+//!   what a template already is starts from that template; any other is built into a template
+//!   first, once per Dockerfile, within the create ([`super::images`]).
 //! - Labels are the sandbox's metadata. Keys under `platinum.daytona/` are this front end's own
 //!   (public flag, signing-key generation) and never shown as labels.
 //! - `autoStopInterval` / `autoArchiveInterval` / `autoDeleteInterval` (minutes) are the engine's
@@ -33,6 +33,8 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::builds::{self, BuildInfo};
+use super::images;
 use crate::Ctx;
 use crate::error::{DJson, DPath, DResult, DaytonaError};
 
@@ -232,7 +234,10 @@ pub fn dto(ctx: &Ctx, base: &BaseUrl, s: &Sandbox) -> SandboxDto {
         desired_state: desired_state(s.state),
         error_reason: s.error.clone(),
         recoverable: s.state == SandboxState::Error,
-        snapshot: s.template.clone(),
+        snapshot: ctx
+            .builds
+            .get(&s.template)
+            .map_or_else(|| s.template.clone(), |t| t.display),
         auto_stop_interval: s
             .lifecycle
             .stop_after_idle_secs
@@ -284,18 +289,6 @@ fn delete_rule(minutes: i64) -> Option<u64> {
     (minutes >= 0).then(|| minutes.min(MAX_INTERVAL_MIN) as u64 * 60)
 }
 
-/// `buildInfo` of a create.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BuildInfo {
-    /// The Dockerfile the SDK generated.
-    #[serde(default)]
-    pub dockerfile_content: Option<String>,
-    /// Hashes of local build context (needs an object store Platinum does not have).
-    #[serde(default)]
-    pub context_hashes: Option<Vec<String>>,
-}
-
 /// `CreateSandbox`; every field optional. Fields Platinum cannot honour are refused, not
 /// ignored; purely informational ones (`target`, `kvm`, `linkedSandbox`...) are accepted.
 #[derive(Debug, Default, Deserialize)]
@@ -324,64 +317,54 @@ pub struct CreateRequest {
     secrets: Option<Vec<Value>>,
 }
 
-/// The template an image spec maps to, or why it cannot run here.
-pub fn template_for_dockerfile(dockerfile: &str, templates: &[String]) -> DResult<String> {
-    let supported = "supported: FROM debian:12 / debian:bookworm (any tag), or FROM platinum/<template> \
-                     for a Platinum template";
-    let instructions: Vec<&str> = dockerfile
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    let from = match instructions.as_slice() {
-        [only] if only.len() > 5 && only[..5].eq_ignore_ascii_case("FROM ") => only[5..].trim(),
-        _ => {
-            return Err(DaytonaError::bad_request(format!(
-                "Platinum runs sandboxes from its own templates and does not build images; this image has \
-                 {} instruction(s) beyond a bare FROM. Create from a snapshot (one of: {}) instead, or use a \
-                 bare FROM of a supported image ({supported})",
-                instructions.len().saturating_sub(1),
-                templates.join(", ")
-            )));
-        }
-    };
-    let image = from
-        .split_whitespace()
-        .find(|t| !t.starts_with("--"))
-        .unwrap_or_default();
-    let (repo, tag) = image.split_once(':').unwrap_or((image, "latest"));
-    let repo = repo
-        .trim_start_matches("docker.io/")
-        .trim_start_matches("library/");
-    let template = match repo {
-        "debian"
-            if tag == "12"
-                || tag.starts_with("12.")
-                || tag.starts_with("12-")
-                || tag.starts_with("bookworm") =>
-        {
-            "base".to_string()
-        }
-        r if r.starts_with("platinum/") => r["platinum/".len()..].to_string(),
-        _ => {
-            return Err(DaytonaError::bad_request(format!(
-                "image {image:?} cannot run on Platinum: it would have to be built, and Platinum runs \
-                 sandboxes from its own templates ({}). {supported}",
-                templates.join(", ")
-            )));
-        }
-    };
-    if !templates.contains(&template) {
-        return Err(DaytonaError::not_found(format!(
-            "no Platinum template {template:?} (have: {})",
-            templates.join(", ")
+/// `cpu` of a create: a positive number of vCPUs.
+pub(crate) fn vcpus_of(cpu: Option<i64>) -> DResult<Option<u32>> {
+    match cpu {
+        None => Ok(None),
+        Some(c) if (1..=i64::from(u32::MAX)).contains(&c) => Ok(Some(c as u32)),
+        Some(c) => Err(DaytonaError::bad_request(format!(
+            "cpu {c} must be positive"
+        ))),
+    }
+}
+
+/// `memory` of a create (GiB), in MiB.
+pub(crate) fn memory_mib_of(memory: Option<i64>) -> DResult<Option<u32>> {
+    match memory {
+        None => Ok(None),
+        Some(m) if (1..=1024).contains(&m) => Ok(Some(m as u32 * 1024)),
+        Some(m) => Err(DaytonaError::bad_request(format!(
+            "memory {m} GiB must be positive"
+        ))),
+    }
+}
+
+/// Refuses a `disk` (GiB) larger than template `name`'s disk: Platinum does not resize disks.
+pub(crate) fn check_disk(ctx: &Ctx, name: &str, disk: Option<i64>) -> DResult<()> {
+    let Some(disk) = disk else { return Ok(()) };
+    let have = ctx
+        .engine
+        .templates()
+        .into_iter()
+        .find(|t| t.name == name)
+        .map_or(0, |t| ceil_div(t.disk_mib, 1024));
+    if disk < 1 || disk as u64 > have {
+        return Err(DaytonaError::bad_request(format!(
+            "disk {disk} GiB: sandboxes of template {name:?} have a {have} GiB disk, which Platinum cannot resize"
         )));
     }
-    Ok(template)
+    Ok(())
+}
+
+/// A create translated: the engine's request, and the Dockerfile of an image that must be
+/// built first (its template then goes into the request).
+struct Prepared {
+    create: CreateSandbox,
+    image: Option<String>,
 }
 
 /// Translates a create request into the engine's.
-fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<CreateSandbox> {
+fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
     let refuse = |what: &str| {
         Err(DaytonaError::bad_request(format!(
             "{what} is not supported by Platinum"
@@ -412,63 +395,47 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<CreateSandbox> {
     }
     let templates: Vec<String> = ctx.engine.templates().into_iter().map(|t| t.name).collect();
     let mut restore = None;
-    let template = match (&req.snapshot, &req.build_info) {
+    let mut image = None;
+    let template = match (&req.snapshot, req.build_info) {
         (Some(_), Some(_)) => {
             return Err(DaytonaError::bad_request(
                 "give either a snapshot or an image (buildInfo), not both",
             ));
         }
-        // A Daytona snapshot is a template; a name that is none is a Platinum snapshot taken
-        // of a sandbox (`sandbox.create_snapshot`), restored with its memory and disk. Its
-        // vCPUs and memory are the snapshot's: `cpu`/`memory`, when given, must equal them.
-        (Some(snapshot), None) if !templates.contains(snapshot) => {
-            restore = Some(snapshot.clone());
-            None
-        }
-        (Some(snapshot), None) => Some(snapshot.clone()),
-        (None, Some(build)) => {
-            if build.context_hashes.as_ref().is_some_and(|h| !h.is_empty()) {
-                return refuse("images with local build context");
+        // A Daytona snapshot is a template (by its name or the Daytona name it was built
+        // under); a name that is none is a Platinum snapshot taken of a sandbox
+        // (`sandbox.create_snapshot`), restored with its memory and disk. Its vCPUs and memory
+        // are the snapshot's: `cpu`/`memory`, when given, must equal them.
+        (Some(snapshot), None) => match builds::resolve_template(ctx, snapshot) {
+            Some(t) if templates.contains(&t) => Some(t),
+            Some(t) => {
+                return Err(DaytonaError::bad_request(format!(
+                    "snapshot {snapshot} is not active: its template {t:?} is being built, \
+                     failed to build or was deleted (GET /snapshots/{t} tells which)"
+                )));
             }
-            let dockerfile = build.dockerfile_content.as_deref().unwrap_or_default();
-            Some(template_for_dockerfile(dockerfile, &templates)?)
+            None => {
+                restore = Some(snapshot.clone());
+                None
+            }
+        },
+        // An image is a template when it is a bare FROM of one; else it is built below.
+        (None, Some(build)) => {
+            let dockerfile = builds::check_build_info(&build)?;
+            let existing = images::existing_template(ctx, dockerfile);
+            if existing.is_none() {
+                image = Some(dockerfile.to_string());
+            }
+            existing
         }
         (None, None) => None,
     };
-    let vcpus = match req.cpu {
-        None => None,
-        Some(c) if (1..=i64::from(u32::MAX)).contains(&c) => Some(c as u32),
-        Some(c) => {
-            return Err(DaytonaError::bad_request(format!(
-                "cpu {c} must be positive"
-            )));
-        }
-    };
-    let memory_mib = match req.memory {
-        None => None,
-        Some(m) if (1..=1024).contains(&m) => Some(m as u32 * 1024),
-        Some(m) => {
-            return Err(DaytonaError::bad_request(format!(
-                "memory {m} GiB must be positive"
-            )));
-        }
-    };
-    if let Some(disk) = req.disk {
-        let name = template
-            .clone()
-            .unwrap_or_else(|| ctx.engine.config().default_template.clone());
-        let have = ctx
-            .engine
-            .templates()
-            .into_iter()
-            .find(|t| t.name == name)
-            .map_or(0, |t| ceil_div(t.disk_mib, 1024));
-        if disk < 1 || disk as u64 > have {
-            return Err(DaytonaError::bad_request(format!(
-                "disk {disk} GiB: sandboxes of template {name:?} have a {have} GiB disk, which Platinum cannot resize"
-            )));
-        }
-    }
+    let vcpus = vcpus_of(req.cpu)?;
+    let memory_mib = memory_mib_of(req.memory)?;
+    let disk_template = template
+        .clone()
+        .unwrap_or_else(|| ctx.engine.config().default_template.clone());
+    check_disk(ctx, &disk_template, req.disk)?;
     let mut labels = req.labels.unwrap_or_default();
     labels
         .entry(LANGUAGE_LABEL.to_string())
@@ -489,7 +456,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<CreateSandbox> {
         Some(m) if m > 0 => m.min(MAX_INTERVAL_MIN) as u64 * 60,
         _ => 0,
     };
-    Ok(CreateSandbox {
+    let create = CreateSandbox {
         template,
         vcpus,
         memory_mib,
@@ -507,16 +474,27 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<CreateSandbox> {
         lifecycle_type: None,
         auto_resume: false,
         boot: BootMode::Auto,
-    })
+    };
+    Ok(Prepared { create, image })
 }
 
-/// `POST /sandbox`: boots the sandbox and answers 200 with state `started`.
+/// `POST /sandbox`: boots the sandbox and answers 200 with state `started`. An image that must
+/// be built is built first, within the request ([`super::images`]).
 pub async fn create(
     State(ctx): State<Ctx>,
     base: BaseUrl,
     DJson(req): DJson<CreateRequest>,
 ) -> DResult<Json<SandboxDto>> {
-    let create = create_request(&ctx, req)?;
+    let Prepared { mut create, image } = create_request(&ctx, req)?;
+    if let Some(dockerfile) = image {
+        let template =
+            images::build_image(&ctx, &dockerfile, create.vcpus, create.memory_mib).await?;
+        create.template = Some(template);
+        // Sized as asked, else as any create: not as whoever built the image first asked.
+        let cfg = ctx.engine.config();
+        create.vcpus.get_or_insert(cfg.default_vcpus);
+        create.memory_mib.get_or_insert(cfg.default_memory_mib);
+    }
     let s = ctx.engine.create_sandbox(create).await?;
     tracing::info!(sandbox = %s.id, name = ?s.name, template = %s.template, "daytona sandbox created");
     Ok(Json(dto(&ctx, &base, &s)))
@@ -911,18 +889,6 @@ pub async fn rotate_signing_key(
     Ok(Json(ctx.tokens.signing_key(&s.id, signing_generation(&s))))
 }
 
-/// `GET /sandbox/{id}/build-logs-url`: sandboxes here are never built.
-pub async fn build_logs_url(
-    State(ctx): State<Ctx>,
-    DPath(id): DPath<String>,
-) -> DResult<Json<Value>> {
-    let s = ctx.engine.find_sandbox(&id).await?;
-    Err(DaytonaError::not_found(format!(
-        "sandbox {} has no build logs: Platinum starts sandboxes from prebuilt templates",
-        s.id
-    )))
-}
-
 /// Daytona sandbox operations Platinum does not offer: a clear 501.
 pub async fn unsupported(req: axum::extract::Request) -> DaytonaError {
     let what = req
@@ -941,43 +907,6 @@ pub async fn unsupported(req: axum::extract::Request) -> DaytonaError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn templates() -> Vec<String> {
-        vec!["base".into(), "code-interpreter-v1".into()]
-    }
-
-    #[test]
-    fn images_map_to_templates_or_are_refused_clearly() {
-        for ok in [
-            "FROM debian:12\n",
-            "FROM debian:12.9",
-            "FROM debian:bookworm-slim",
-            "FROM docker.io/library/debian:12-slim AS base",
-        ] {
-            assert_eq!(
-                template_for_dockerfile(ok, &templates()).unwrap(),
-                "base",
-                "{ok}"
-            );
-        }
-        assert_eq!(
-            template_for_dockerfile("FROM platinum/code-interpreter-v1\n", &templates()).unwrap(),
-            "code-interpreter-v1"
-        );
-        let e = template_for_dockerfile("FROM python:3.12-slim\n", &templates()).unwrap_err();
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        assert!(e.message.contains("python:3.12-slim"), "{}", e.message);
-        let e = template_for_dockerfile("FROM debian:12\nRUN apt-get update\n", &templates())
-            .unwrap_err();
-        assert!(e.message.contains("does not build images"), "{}", e.message);
-        assert_eq!(
-            template_for_dockerfile("FROM platinum/nope", &templates())
-                .unwrap_err()
-                .status,
-            StatusCode::NOT_FOUND
-        );
-        assert!(template_for_dockerfile("FROM debian:11", &templates()).is_err());
-    }
 
     #[test]
     fn intervals_follow_daytona_semantics() {

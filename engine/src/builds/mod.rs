@@ -54,6 +54,15 @@ impl Builds {
             .cloned()
     }
 
+    /// The working directory a custom template's processes start in, if it set one.
+    pub(crate) fn workdir_of(&self, template: &str) -> Option<String> {
+        self.templates
+            .read()
+            .expect("custom templates")
+            .get(template)
+            .and_then(|t| t.defaults.workdir.clone())
+    }
+
     /// The build in progress that makes `template`, if any.
     pub(crate) fn running_for(&self, template: &str) -> Option<String> {
         self.running

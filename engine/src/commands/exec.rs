@@ -91,8 +91,13 @@ impl Engine {
         default_timeout: Option<Duration>,
         opts: Option<StreamOptions>,
     ) -> Result<(ExecStream, Option<u64>)> {
-        let spec = self.exec_spec(req, default_timeout, opts)?;
-        let (_, guest) = self.running_guest(id).await?;
+        let mut spec = self.exec_spec(req, default_timeout, opts)?;
+        let (sandbox, guest) = self.running_guest(id).await?;
+        // Commands of a custom template's sandbox start in its working directory (its last
+        // `workdir` step), as the SDKs' images do.
+        if spec.cwd.is_none() {
+            spec.cwd = self.builds.workdir_of(&sandbox.template);
+        }
         let timeout_ms = spec.timeout_ms;
         Ok((ExecStream::new(guest.exec(spec).await?), timeout_ms))
     }

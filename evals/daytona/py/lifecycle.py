@@ -91,8 +91,8 @@ def control_plane(d):
         a.expire_signed_preview_url(8000, signed.token)
         check(httpx.get(signed.url + "/index.html").status_code == 401, "expired signed link")
 
-        expect_error(lambda: d.create(CreateSandboxFromImageParams(image="python:3.12-slim")), DaytonaBadRequestError, "unbuildable image")
-        expect_error(lambda: d.create(CreateSandboxFromImageParams(image=Image.debian_slim("3.12"))), DaytonaBadRequestError, "declarative image")
+        expect_error(lambda: d.create(CreateSandboxFromImageParams(image="alpine:3.20")), DaytonaBadRequestError, "unbuildable image")
+        expect_error(lambda: d.create(CreateSandboxFromImageParams(image=Image.base("alpine:3.20").run_commands("true"))), DaytonaBadRequestError, "unbuildable declarative image")
         expect_error(lambda: d.create(CreateSandboxFromSnapshotParams(snapshot="nope")), DaytonaNotFoundError, "unknown snapshot")
         expect_error(lambda: d.create(CreateSandboxFromSnapshotParams(name=f"dup-{tag}")) and d.create(CreateSandboxFromSnapshotParams(name=f"dup-{tag}")), DaytonaError, "duplicate name")
         d.delete(d.get(f"dup-{tag}"))

@@ -40,7 +40,7 @@ await run('typescript lifecycle', async () => {
     }
     check(text === 'hi-ts\n', 'preview link', text)
 
-    await expectError(() => d.create({ image: 'node:20' }), sdk.DaytonaBadRequestError, 'unbuildable image')
+    await expectError(() => d.create({ image: 'alpine:3.20' }), sdk.DaytonaBadRequestError, 'unbuildable image')
     const snaps = await d.snapshot.list()
     check(snaps.items.some((x) => x.name === 'base'), 'snapshots', snaps)
     check((await d.volume.list()).length === 0, 'volumes')

@@ -18,8 +18,6 @@ use utoipa::{IntoParams, ToSchema};
 use super::SandboxPath;
 use crate::error::{ApiJson, ApiQuery, ApiResult, ErrorBody};
 
-/// How long a refused upload's remaining body is read before answering.
-const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A path, and the user it is accessed as.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -216,10 +214,7 @@ pub async fn upload(
     {
         Ok(info) => Ok(Json(info)),
         Err(e) => {
-            // Read (and drop) a bounded rest of the body, so the client is done sending and sees
-            // this answer instead of a reset connection.
-            let drain = async { while let Some(Ok(_)) = stream.next().await {} };
-            let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+            super::drain_refused(&mut stream).await;
             Err(e.into())
         }
     }

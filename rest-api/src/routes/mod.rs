@@ -12,8 +12,20 @@ pub mod sandboxes;
 pub mod snapshots;
 pub mod templates;
 
+use axum::body::BodyDataStream;
+use futures::StreamExt;
 use serde::Deserialize;
 use utoipa::IntoParams;
+
+/// How long a refused upload's remaining body is read before answering.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads (and drops) a bounded rest of a refused upload's body, so the client is done sending
+/// and sees the answer instead of a reset connection.
+pub(crate) async fn drain_refused(stream: &mut BodyDataStream) {
+    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+    let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+}
 
 /// The `{id}` path parameter.
 #[derive(Debug, Deserialize, IntoParams)]

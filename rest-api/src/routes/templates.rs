@@ -230,9 +230,17 @@ pub async fn upload_files(
     Path(p): Path<FilesPath>,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<UploadedFiles>)> {
-    let size = engine
-        .upload_template_files(&p.sha256, body.into_data_stream(), true)
-        .await?;
+    let mut stream = body.into_data_stream();
+    let size = match engine
+        .upload_template_files(&p.sha256, stream.by_ref(), true)
+        .await
+    {
+        Ok(size) => size,
+        Err(e) => {
+            super::drain_refused(&mut stream).await;
+            return Err(e.into());
+        }
+    };
     Ok((
         StatusCode::CREATED,
         Json(UploadedFiles {
