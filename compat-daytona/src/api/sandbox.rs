@@ -71,19 +71,7 @@ pub fn base_url(ctx: &Ctx, headers: &HeaderMap) -> String {
     if let Some(url) = &ctx.config.public_url {
         return url.trim_end_matches('/').to_string();
     }
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    let host = header("x-forwarded-host")
-        .or_else(|| header("host"))
-        .unwrap_or_else(|| "127.0.0.1".into());
-    let scheme = header("x-forwarded-proto").unwrap_or_else(|| "http".into());
-    format!("{scheme}://{host}")
+    platinum_frontend_http::origin::request_base_url(headers)
 }
 
 /// The toolbox base for a base URL (never with a trailing slash: the Python SDK appends `/{id}`).
