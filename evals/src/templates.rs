@@ -90,6 +90,7 @@ pub async fn bench(rest: &Rest, builds: usize, creates: usize) -> Result<Vec<Sta
             "start_cmd": "python3 -m http.server 8080 --bind 127.0.0.1 --directory /srv/site",
             "ready_cmd": "curl -sf http://127.0.0.1:8080/built.txt",
             "force": force,
+            "timeout_secs": 600,
         })
     };
     let (mut cold, mut cached) = (Vec::new(), Vec::new());

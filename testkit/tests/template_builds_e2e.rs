@@ -74,6 +74,7 @@ async fn build(t: &TestServer, req: Value) -> Value {
 fn steps(last: &str, files: &str) -> Value {
     json!([
         { "type": "copy", "files": files, "src": "site", "dest": "/srv/site/", "user": "user" },
+        { "type": "copy", "files": files, "dest": "/opt/ctx" },
         { "type": "copy", "files": files, "src": "bin/hello", "dest": "/usr/local/bin/hello", "mode": 0o755 },
         { "type": "env", "vars": { "GREETING": "hi from env" } },
         { "type": "run", "command": "echo \"$GREETING\" > /etc/greeting && id -un > /etc/built-by", "user": "root" },
@@ -207,7 +208,7 @@ async fn builds_cache_layers_start_commands_and_refuse_bad_input() {
     assert_eq!(first["status"], "ready", "{first}");
     assert_eq!(
         (first["cached_steps"].as_u64(), first["run_steps"].as_u64()),
-        (Some(0), Some(6)),
+        (Some(0), Some(7)),
         "{first}"
     );
     let tpl = t
@@ -242,6 +243,11 @@ async fn builds_cache_layers_start_commands_and_refuse_bad_input() {
         "user"
     );
     assert_eq!(out(&t, &id, "hello").await, "hello from the template");
+    assert_eq!(
+        out(&t, &id, "stat -c '%U %a' /opt/ctx && ls /opt/ctx").await,
+        "root 755\nbin\nsite",
+        "the whole upload lands in a destination made as Docker makes it"
+    );
     assert_eq!(
         out(&t, &id, "cat /etc/greeting /etc/built-by").await,
         "hi from env\nroot"
@@ -282,7 +288,7 @@ async fn builds_cache_layers_start_commands_and_refuse_bad_input() {
     assert_eq!(again["status"], "ready", "{again}");
     assert_eq!(
         (again["cached_steps"].as_u64(), again["run_steps"].as_u64()),
-        (Some(7), Some(0)),
+        (Some(8), Some(0)),
         "{again}"
     );
     eprintln!("cold build {cold:.1?}, cached build {cached:.1?}");
@@ -293,7 +299,7 @@ async fn builds_cache_layers_start_commands_and_refuse_bad_input() {
     let third = build(&t, changed).await;
     assert_eq!(
         (third["cached_steps"].as_u64(), third["run_steps"].as_u64()),
-        (Some(6), Some(1)),
+        (Some(7), Some(1)),
         "{third}"
     );
     let s2 = t.create(json!({ "template": "web" })).await.unwrap();

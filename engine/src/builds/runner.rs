@@ -53,9 +53,13 @@ if [ ${#matches[@]} -eq 0 ]; then echo "nothing in the upload matches '$SRC'" >&
 copied=()
 for m in "${matches[@]}"; do
   if [ -d "$m" ]; then
+    # A directory's contents, each on its own: `cp -a dir/. dest` would give dest the mode of
+    # the directory copied from (a private temporary one for the whole upload).
     mkdir -p "$DEST"
-    cp -a "$m/." "$DEST/"
-    for c in "$m"/*; do copied+=( "${DEST%/}/$(basename "$c")" ); done
+    for c in "$m"/*; do
+      cp -a "$c" "$DEST/"
+      copied+=( "${DEST%/}/$(basename "$c")" )
+    done
   elif [ "${DEST%/}" != "$DEST" ] || [ -d "$DEST" ] || [ ${#matches[@]} -gt 1 ]; then
     mkdir -p "$DEST"
     cp -a "$m" "$DEST/"

@@ -11,7 +11,7 @@ import sys
 import time
 from contextlib import asynccontextmanager, contextmanager
 
-from daytona import AsyncDaytona, Daytona, DaytonaConfig
+from daytona import AsyncDaytona, Daytona, DaytonaConfig, DaytonaNotFoundError
 
 
 def config() -> DaytonaConfig:
@@ -50,6 +50,15 @@ async def async_sandbox():
             yield s
         finally:
             await d.delete(s)
+
+
+def delete_all(d: Daytona, sandboxes):
+    """Deletes the sandboxes a flow made; ones already gone are fine."""
+    for s in sandboxes:
+        try:
+            d.delete(s)
+        except DaytonaNotFoundError:
+            pass
 
 
 def check(cond, what, detail=None):

@@ -10,7 +10,7 @@ import tempfile
 import time
 import uuid
 
-from common import check, client, expect_error, main
+from common import check, client, delete_all, expect_error, main
 from daytona import (
     CreateSandboxFromImageParams,
     CreateSandboxFromSnapshotParams,
@@ -156,11 +156,7 @@ def body():
         sandbox_from_image(d, tag, made)
         failing_image(d, tag)
     finally:
-        for s in made:
-            try:
-                d.delete(s)
-            except DaytonaNotFoundError:
-                pass
+        delete_all(d, made)
 
 
 main("python images", body)

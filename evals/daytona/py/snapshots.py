@@ -8,7 +8,7 @@ snapshot."""
 import time
 import uuid
 
-from common import check, client, expect_error, main
+from common import check, client, delete_all, expect_error, main
 from daytona import CreateSandboxFromSnapshotParams, DaytonaError, DaytonaNotFoundError, SandboxState
 
 COUNTER = "/tmp/counter.py"
@@ -110,11 +110,7 @@ def body():
         expect_error(lambda: d.snapshot.get(name), DaytonaNotFoundError, "deleted snapshot")
         expect_error(lambda: d.create(CreateSandboxFromSnapshotParams(snapshot=name)), DaytonaNotFoundError, "create from a deleted snapshot")
     finally:
-        for s in made:
-            try:
-                d.delete(s)
-            except DaytonaNotFoundError:
-                pass
+        delete_all(d, made)
 
 
 main("python snapshots", body)

@@ -17,6 +17,17 @@ export function client() {
   return new sdk.Daytona()
 }
 
+// Deletes the sandboxes a flow made; ones already gone are fine.
+export async function deleteAll(d, sandboxes) {
+  for (const s of sandboxes) {
+    try {
+      await d.delete(s)
+    } catch (e) {
+      if (!(e instanceof sdk.DaytonaNotFoundError)) throw e
+    }
+  }
+}
+
 export function check(cond, what, detail) {
   if (!cond) throw new Error(detail === undefined ? what : `${what}: ${JSON.stringify(detail)}`)
 }

@@ -3,7 +3,7 @@
 // daytona.snapshot, a sandbox from it with what the image installed, snapshot.delete;
 // create({ image }) building an image within the create and reusing it for the next create of
 // the same image; and a failing image (build_failed, the failure as the reason).
-import { check, client, expectError, run, sdk } from './common.mjs'
+import { check, client, deleteAll, expectError, run, sdk } from './common.mjs'
 
 // Builds run in VMs (slow under emulation): generous limits, seconds.
 const BUILD_TIMEOUT = 900
@@ -80,12 +80,6 @@ await run('typescript images', async () => {
     check(failed.state === 'build_failed' && failed.errorReason.includes('exit 3'), 'build_failed with its reason', failed)
     await d.snapshot.delete(failing)
   } finally {
-    for (const s of made) {
-      try {
-        await d.delete(s)
-      } catch (e) {
-        if (!(e instanceof sdk.DaytonaNotFoundError)) throw e
-      }
-    }
+    await deleteAll(d, made)
   }
 })

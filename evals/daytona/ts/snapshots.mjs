@@ -2,7 +2,7 @@
 // counter: sandbox.createSnapshot(name), the snapshot under daytona.snapshot, create({ snapshot })
 // (a new sandbox, another hostname, the counter still counting, the file there), sandbox.fork(),
 // pause and start (the counter goes on), and deleting the snapshot.
-import { check, client, expectError, run, sdk, sleep } from './common.mjs'
+import { check, client, deleteAll, expectError, run, sdk, sleep } from './common.mjs'
 
 const COUNTER = '/tmp/counter.py'
 // Writes an increasing counter to /tmp/count every 0.2 s (atomically, so reads never see half).
@@ -84,12 +84,6 @@ await run('typescript snapshots', async () => {
     await d.snapshot.delete(snap)
     await expectError(() => d.snapshot.get(name), sdk.DaytonaNotFoundError, 'deleted snapshot')
   } finally {
-    for (const s of made) {
-      try {
-        await d.delete(s)
-      } catch (e) {
-        if (!(e instanceof sdk.DaytonaNotFoundError)) throw e
-      }
-    }
+    await deleteAll(d, made)
   }
 })
