@@ -173,7 +173,7 @@ pub async fn run(cmd: TemplateCommand, url: Option<String>, data_dir: &Path) -> 
 /// Whether a Dockerfile has `COPY` or `ADD` lines (and so needs its context uploaded).
 fn copies_files(dockerfile: &str) -> bool {
     dockerfile.lines().any(|l| {
-        let word = l.trim_start().split_whitespace().next().unwrap_or("");
+        let word = l.split_whitespace().next().unwrap_or("");
         word.eq_ignore_ascii_case("COPY") || word.eq_ignore_ascii_case("ADD")
     })
 }

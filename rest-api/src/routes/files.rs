@@ -18,7 +18,6 @@ use utoipa::{IntoParams, ToSchema};
 use super::SandboxPath;
 use crate::error::{ApiJson, ApiQuery, ApiResult, ErrorBody};
 
-
 /// A path, and the user it is accessed as.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
