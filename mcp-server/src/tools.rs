@@ -8,7 +8,6 @@
 
 use bytes::Bytes;
 use platinum_engine::CreateAs;
-use platinum_engine::builds::model::TemplateList;
 use platinum_engine::model::ListQuery;
 use platinum_engine::model::{CreateSandbox, FileInfo, Sandbox, SandboxState};
 use rmcp::handler::server::common::FromContextPart;
@@ -143,6 +142,13 @@ pub struct SandboxList {
     pub sandboxes: Vec<SandboxInfo>,
     /// More sandboxes exist than were listed.
     pub truncated: bool,
+}
+
+/// Result of `list_templates`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TemplateNames {
+    /// Built-in, then custom.
+    pub templates: Vec<String>,
 }
 
 /// Result of `kill_sandbox`.
@@ -393,12 +399,16 @@ impl PlatinumMcp {
         }))
     }
 
-    /// List the templates sandboxes can start from: the built-in ones and custom ones built from
-    /// steps (with each custom template's base, start command and default size).
+    /// Templates create_sandbox can start from.
     #[tool(annotations(read_only_hint = true, open_world_hint = false))]
-    async fn list_templates(&self) -> Result<Json<TemplateList>, ToolError> {
-        Ok(Json(TemplateList {
-            templates: self.engine.list_templates(),
+    async fn list_templates(&self) -> Result<Json<TemplateNames>, ToolError> {
+        Ok(Json(TemplateNames {
+            templates: self
+                .engine
+                .templates()
+                .into_iter()
+                .map(|t| t.name)
+                .collect(),
         }))
     }
 
@@ -631,7 +641,7 @@ mod tests {
         );
         // Clients send the list to the model in every conversation: keep it lean (24 000, then
         // 25 000 when file entries said where a symlink leads, 26 000 with their metadata,
-        // 32 000 with the six snapshot tools).
+        // 32 000 with the six snapshot tools; list_templates fits in that).
         let size = serde_json::to_string(&tools).map_or(usize::MAX, |s| s.len());
         eprintln!("tools/list: {size} bytes");
         assert!(size < 32_000, "tools/list is {size} bytes");
