@@ -130,6 +130,11 @@ class Suite:
         r = await self.call("create_sandbox", {"vcpus": "two"}, ok=False)
         check(self.code(r) == "invalid_arguments", "bad arguments code", r.meta)
 
+        templates = (await self.call("list_templates", {})).structured_content
+        check("base" in templates["templates"], "list_templates names the built-in templates", templates)
+        if self.template:
+            check(self.template in templates["templates"], "list_templates names the template used", templates)
+
         t0 = time.monotonic()
         create = {"timeout_secs": 900, "metadata": {"suite": self.label}, "env": {"GREETING": "hi"}}
         if self.template:
