@@ -24,7 +24,7 @@ use crate::builds::{Running, files, keys};
 use crate::commands::sandbox::check_size;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{SandboxState, SnapshotKind};
+use crate::model::SandboxState;
 
 /// Most steps in one build.
 const MAX_STEPS: usize = 256;
@@ -410,23 +410,13 @@ impl Engine {
             .write()
             .expect("custom templates")
             .insert(tpl.name.clone(), tpl.clone());
-        let image = custom_image_id(&plan.base_image, tpl);
-        let prefix = format!("template:{}:", tpl.name);
-        for old in self
-            .store
-            .list_snapshots(None, Some(SnapshotKind::Template))
-            .await?
-        {
-            let replaced = old
-                .name
-                .as_deref()
-                .is_some_and(|n| n.starts_with(&prefix) && !n.ends_with(&format!(":{image}")));
-            if replaced {
-                tracing::info!(snapshot = %old.id, template = %tpl.name, "removing the ready snapshot of a replaced template");
-                self.discard_snapshot(&old.id).await;
-            }
-        }
-        Ok(())
+        let kept = format!(":{}", custom_image_id(&plan.base_image, tpl));
+        self.discard_ready_snapshots(
+            &format!("template:{}:", tpl.name),
+            |n| n.ends_with(&kept),
+            "of a replaced template",
+        )
+        .await
     }
 
     /// A template build, running or ended.
@@ -492,10 +482,11 @@ impl Engine {
 
     /// Every template: the built-in ones, then the custom ones by name.
     pub fn list_templates(&self) -> Vec<TemplateSummary> {
+        let builtin = self.host.templates();
         self.templates()
             .into_iter()
             .map(|t| TemplateSummary {
-                builtin: self.host.templates().contains(&t.name),
+                builtin: builtin.contains(&t.name),
                 custom: self.builds.template(&t.name),
                 name: t.name,
                 disk_mib: t.disk_mib,
@@ -581,16 +572,12 @@ impl Engine {
             .write()
             .expect("custom templates")
             .remove(&tpl.name);
-        let prefix = format!("template:{}:", tpl.name);
-        for snap in self
-            .store
-            .list_snapshots(None, Some(SnapshotKind::Template))
-            .await?
-        {
-            if snap.name.as_deref().is_some_and(|n| n.starts_with(&prefix)) {
-                self.discard_snapshot(&snap.id).await;
-            }
-        }
+        self.discard_ready_snapshots(
+            &format!("template:{}:", tpl.name),
+            |_| false,
+            "of a deleted template",
+        )
+        .await?;
         tracing::info!(template = %tpl.name, "custom template deleted");
         Ok(())
     }

@@ -225,20 +225,8 @@ impl Engine {
             tracing::warn!(vm = %builder.id, error = %e, "removing a template builder VM");
         }
         let snap = built?;
-        for old in self
-            .store
-            .list_snapshots(None, Some(SnapshotKind::Template))
-            .await?
-        {
-            let of_older_image = old
-                .name
-                .as_deref()
-                .is_some_and(|n| n.starts_with(&key.prefix()) && n != name);
-            if of_older_image {
-                tracing::info!(snapshot = %old.id, "removing the ready snapshot of an older image");
-                self.discard_snapshot(&old.id).await;
-            }
-        }
+        self.discard_ready_snapshots(&key.prefix(), |n| n == name, "of an older image")
+            .await?;
         tracing::info!(
             template = %key.template,
             snapshot = %snap.id,
@@ -246,6 +234,31 @@ impl Engine {
             "template ready snapshot built"
         );
         Ok(snap)
+    }
+
+    /// Removes the ready snapshots whose name starts with `prefix` (a template, or a template
+    /// and size), except those `keep` names; `why` is for the log.
+    pub(crate) async fn discard_ready_snapshots(
+        &self,
+        prefix: &str,
+        keep: impl Fn(&str) -> bool,
+        why: &str,
+    ) -> Result<()> {
+        for old in self
+            .store
+            .list_snapshots(None, Some(SnapshotKind::Template))
+            .await?
+        {
+            if old
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(prefix) && !keep(n))
+            {
+                tracing::info!(snapshot = %old.id, "removing the ready snapshot {why}");
+                self.discard_snapshot(&old.id).await;
+            }
+        }
+        Ok(())
     }
 
     /// Every template's ready snapshots (of every size and image), oldest first.
