@@ -81,7 +81,8 @@ apt_install() {
   for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; }
 }
 
 ensure_backports() {
@@ -99,6 +100,16 @@ host_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils
   fi
   apt_install nftables iproute2 mmdebstrap kmod e2fsprogs xfsprogs busybox-static pkg-config libseccomp-dev libcap-ng-dev curl ca-certificates
+}
+
+# Test-only packages: the OCI registry the template-build tests start on loopback. Its package
+# would start a registry service; a policy-rc.d that refuses service starts keeps it stopped.
+test_packages() {
+  dpkg -s docker-registry >/dev/null 2>&1 && return 0
+  local policy=/usr/sbin/policy-rc.d created=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; created=1; fi
+  apt_install docker-registry
+  if [ "$created" = 1 ]; then rm -f "$policy"; fi
 }
 
 ensure_vsock_daemon() {
@@ -162,6 +173,7 @@ cmd_test() {
   trap phase_table EXIT
   phase "host packages (apt, QEMU from backports)"
   host_packages
+  test_packages
   phase "vhost-device-vsock"
   ensure_vsock_daemon
   phase "format and lint"

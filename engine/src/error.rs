@@ -420,7 +420,9 @@ impl From<HostError> for Error {
             HostError::Timeout { .. } => Error::GuestUnreachable(e.to_string()),
             HostError::VmState { .. } => Error::Conflict(e.to_string()),
             HostError::Invalid(m) => Error::InvalidRequest(m),
-            HostError::PathEscape(_) => Error::InvalidRequest(e.to_string()),
+            HostError::PathEscape(_) | HostError::Registry { .. } => {
+                Error::InvalidRequest(e.to_string())
+            }
             HostError::Unsupported(m) => Error::Unsupported(m),
             HostError::VmmStart(_) | HostError::VmmControl { .. } | HostError::VmmExited(_) => {
                 Error::Vm(e.to_string())

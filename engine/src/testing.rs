@@ -82,6 +82,13 @@ impl HostAgent for NoVms {
     fn has_layer(&self, _: &str) -> bool {
         false
     }
+    async fn import_image(
+        &self,
+        _: platinum_hostagent::image::oci::ImportImage,
+        _: &(dyn Fn(String) + Send + Sync),
+    ) -> platinum_hostagent::Result<platinum_hostagent::image::oci::ImportedImage> {
+        no_vms()
+    }
     async fn create(&self, _: CreateVm) -> platinum_hostagent::Result<VmStatus> {
         no_vms()
     }

@@ -81,6 +81,15 @@ pub enum Error {
         /// Detail.
         message: String,
     },
+    /// Pulling an image from its registry failed (not found, refused, unreachable, an image
+    /// this host cannot use).
+    #[error("pulling {image}: {message}")]
+    Registry {
+        /// The image's full reference.
+        image: String,
+        /// What went wrong.
+        message: String,
+    },
     /// Setting up host networking (bridge, TAP, nftables) failed.
     #[error("network setup failed at {step}: {message}")]
     Network {

@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub mcp: platinum_mcp::McpOptions,
     /// Warm pools to keep at start: (template, size) at the default sandbox size.
     pub warm_pools: Vec<(String, u32)>,
+    /// Registries (`host[:port]`) template builds pull from over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 impl ServerConfig {
@@ -69,6 +71,7 @@ impl ServerConfig {
             network: Some(NetworkConfig::default()),
             mcp: platinum_mcp::McpOptions::default(),
             warm_pools: Vec::new(),
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -145,6 +148,7 @@ impl Server {
             config.agent_binary.clone(),
         );
         host_config.memory = config.memory;
+        host_config.registries.insecure = config.insecure_registries.clone();
         host_config.transport = match kind {
             // CH reaches guests only over vsock; its driver would override virtio-serial anyway.
             VmmKind::CloudHypervisor => TransportKind::Vsock,

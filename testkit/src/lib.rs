@@ -7,6 +7,8 @@
 //! server task is wedged) and, if the test failed, each sandbox's console tail is printed. Set
 //! `PLATINUM_TEST_KEEP=1` to keep the data directory for inspection.
 
+pub mod registry;
+
 use anyhow::{Context, Result, bail};
 use platinum::server::{RunningServer, Server, ServerConfig};
 use platinum_engine::EngineConfig;

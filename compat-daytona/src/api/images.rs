@@ -4,7 +4,8 @@
 //! - An image that is a bare `FROM` of what a template already is (`debian:12`, `python:3.11`
 //!   and the other bases the engine maps to a built-in template, `platinum/<template>`, a
 //!   template's name) starts from that template: nothing is built.
-//! - Any other image is built by the engine into a template named after its Dockerfile
+//! - Any other image (a registry's, pulled by the host, or a Dockerfile with steps) is built by
+//!   the engine into a template named after its Dockerfile
 //!   (`img-<hash>`, [`super::builds::image_template_name`]), once: a later create with the same
 //!   image finds the template and starts at once. Concurrent creates of one image wait for the
 //!   same build.
@@ -20,7 +21,7 @@
 //!   first (`GET /object-storage/push-access`); Platinum has none, so that call and any create
 //!   with `contextHashes` are refused, saying so.
 
-use platinum_engine::builds::base::resolve_base;
+use platinum_engine::builds::base::{Base, resolve_base};
 use platinum_engine::builds::model::{BuildStatus, TemplateBuildRequest};
 use std::time::Duration;
 
@@ -61,7 +62,10 @@ pub fn existing_template(ctx: &Ctx, dockerfile: &str) -> Option<String> {
         .filter(|s| s.builtin)
         .map(|s| s.name)
         .collect();
-    resolve_base(image, &builtin).ok().map(|r| r.template)
+    match resolve_base(image, &builtin) {
+        Ok(Base::Builtin(r)) => Some(r.template),
+        Ok(Base::Registry(_)) | Err(_) => None,
+    }
 }
 
 /// Whether template `name` exists.

@@ -10,8 +10,8 @@
 //! Refused: a name that is a built-in template's, or maps to the template of another snapshot
 //! (400); a name a snapshot has already (409); local files (`contextHashes`, 400: Platinum has
 //! no object storage for them); `gpu`; a `disk` larger than the base's. A snapshot of a
-//! registry image by name (`imageName`, no `buildInfo`) is refused too: Platinum does not pull
-//! images.
+//! registry image by name (`imageName`, no `buildInfo`) is a build of that image alone: the host
+//! pulls it (an image it cannot pull fails the build, naming the image).
 
 use axum::Json;
 use axum::extract::State;
@@ -85,16 +85,17 @@ pub async fn create_snapshot(
     State(ctx): State<Ctx>,
     DJson(req): DJson<CreateSnapshotRequest>,
 ) -> DResult<Json<Value>> {
-    let Some(build) = &req.build_info else {
-        return Err(DaytonaError::bad_request(format!(
-            "snapshot {}: Platinum does not pull registry images ({}); pass an Image \
-             (Image.base(...).run_commands(...)), which Platinum builds, or take a snapshot of \
-             a sandbox with sandbox.create_snapshot(name)",
-            req.name,
-            req.image_name.as_deref().unwrap_or("no image given")
-        )));
+    let (dockerfile, from_image) = match (&req.build_info, &req.image_name) {
+        (Some(build), _) => (Some(builds::check_build_info(build)?.to_string()), None),
+        (None, Some(image)) if !image.trim().is_empty() => (None, Some(image.trim().to_string())),
+        (None, _) => {
+            return Err(DaytonaError::bad_request(format!(
+                "snapshot {}: give an image (imageName, e.g. ubuntu:24.04) or an Image \
+                 (Image.base(...).run_commands(...))",
+                req.name
+            )));
+        }
     };
-    let dockerfile = builds::check_build_info(build)?;
     if req.gpu.is_some_and(|g| g > 0) {
         return Err(DaytonaError::bad_request(
             "gpu is not supported by Platinum",
@@ -111,7 +112,8 @@ pub async fn create_snapshot(
             .engine
             .build_template(TemplateBuildRequest {
                 name: template.clone(),
-                dockerfile: Some(dockerfile.to_string()),
+                dockerfile,
+                from_image,
                 vcpus,
                 memory_mib,
                 ..Default::default()

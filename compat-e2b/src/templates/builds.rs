@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use platinum_engine::ErrorCode;
 use platinum_engine::builds::model::{
-    BuildLogEntry, BuildStatus, LogLevel, TemplateBuild, TemplateBuildRequest,
+    BuildLogEntry, BuildStatus, LogLevel, RegistryAuth, TemplateBuild, TemplateBuildRequest,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -122,6 +122,36 @@ pub(crate) struct StartBuild {
     ready_cmd: Option<String>,
 }
 
+/// The credentials `fromImageRegistry` gives: `registry` (user name and password) as they are,
+/// `gcp` as the service account key with the user name `_json_key` (what GCR and Artifact
+/// Registry accept). `aws` would need an ECR token exchange, which this server does not do.
+fn registry_auth(r: &Value) -> Result<RegistryAuth, String> {
+    let field = |name: &str| {
+        r.get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("fromImageRegistry: {name} is required"))
+    };
+    match r.get("type").and_then(Value::as_str) {
+        Some("registry") => Ok(RegistryAuth {
+            username: field("username")?,
+            password: field("password")?,
+        }),
+        Some("gcp") => Ok(RegistryAuth {
+            username: "_json_key".into(),
+            password: field("serviceAccountJson")?,
+        }),
+        Some("aws") => Err(
+            "fromImageRegistry: AWS access keys are not supported; pass \
+             {type: registry, username: AWS, password: <aws ecr get-login-password>}"
+                .into(),
+        ),
+        other => Err(format!(
+            "fromImageRegistry: type {other:?} is not one of registry, gcp, aws"
+        )),
+    }
+}
+
 /// `POST /v2/templates/{templateID}/builds/{buildID}`: starts the engine's build; 202.
 pub(crate) async fn trigger(
     State(ctx): State<Ctx>,
@@ -133,22 +163,16 @@ pub(crate) async fn trigger(
         .get(&build_id)
         .filter(|r| names_template(&ctx, &template_id, &r.name))
         .ok_or_else(|| build_not_found(&build_id))?;
-    if req
-        .from_image_registry
-        .as_ref()
-        .is_some_and(|r| !r.is_null())
-    {
-        return Err(ApiError::bad_request(
-            "fromImageRegistry: images from private registries (credentials, AWS ECR, GCP) are \
-             not supported by this server; build from a public base such as python:3.11, \
-             node:20, debian:12 or e2bdev/base",
-        ));
-    }
+    let registry_auth = match &req.from_image_registry {
+        None | Some(Value::Null) => None,
+        Some(r) => Some(registry_auth(r).map_err(ApiError::bad_request)?),
+    };
     let steps =
         engine_steps(req.steps.as_deref().unwrap_or_default()).map_err(ApiError::bad_request)?;
     let build = TemplateBuildRequest {
         name: requested.name.clone(),
         from_image: req.from_image,
+        registry_auth,
         from_template: req.from_template,
         steps,
         start_cmd: req.start_cmd.filter(|c| !c.is_empty()),
@@ -427,6 +451,30 @@ pub(crate) async fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registries_credentials_map_to_a_user_and_password() {
+        let r = registry_auth(&json!({"type": "registry", "username": "u", "password": "p"}));
+        assert_eq!(
+            r.unwrap(),
+            RegistryAuth {
+                username: "u".into(),
+                password: "p".into()
+            }
+        );
+        let g = registry_auth(&json!({"type": "gcp", "serviceAccountJson": "{}"})).unwrap();
+        assert_eq!(
+            (g.username.as_str(), g.password.as_str()),
+            ("_json_key", "{}")
+        );
+        for bad in [
+            json!({"type": "aws", "awsAccessKeyId": "a", "awsSecretAccessKey": "b", "awsRegion": "c"}),
+            json!({"type": "registry", "username": "u"}),
+            json!({"type": "ftp"}),
+        ] {
+            assert!(registry_auth(&bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn log_queries_parse() {

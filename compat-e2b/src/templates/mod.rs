@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `POST /v3/templates` `{name, tags?, cpuCount?, memoryMB?}` (202) | none yet: the build is remembered ([`requests`]) |
 //! | `GET /templates/{templateID}/files/{hash}` (201 `{present, url}`), `PUT` the url | `has_template_files`, `upload_template_files` ([`files`]) |
-//! | `POST /v2/templates/{templateID}/builds/{buildID}` `{fromImage?, fromTemplate?, steps, startCmd?, readyCmd?, force?}` (202) | `build_template` (steps: [`steps`]) |
+//! | `POST /v2/templates/{templateID}/builds/{buildID}` `{fromImage?, fromImageRegistry?, fromTemplate?, steps, startCmd?, readyCmd?, force?}` (202) | `build_template` (steps: [`steps`]) |
 //! | `GET /templates/{templateID}/builds/{buildID}/status`, `/logs` | `template_build_logs` |
 //! | `GET /templates/aliases/{alias}` (200, 404) | `get_template` |
 //! | `GET /templates`, `GET /v2/templates` (`X-Next-Token`), `GET /templates/{templateID}` | `list_templates`, `get_template`, `template_build` |
@@ -15,7 +15,9 @@
 //! template's engine id (`tpl…`) is accepted too. Built-in templates are listed as public, cannot
 //! be built over and cannot be deleted. Platinum keeps one build per template: the only tag is
 //! `default` (and `latest`), and other tags are refused. `minFreeDiskMb` (best effort in E2B) is
-//! ignored. Private registries (`fromImageRegistry`) are refused.
+//! ignored. `fromImage` may name any image, which the host pulls from its registry; private
+//! registries' credentials (`fromImageRegistry`: `registry`, `gcp`) are used for that pull only
+//! (AWS access keys are refused: ECR's token, as a `registry` password, works).
 
 pub mod builds;
 pub mod files;

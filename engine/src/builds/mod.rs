@@ -10,10 +10,11 @@
 //! Then the start command is started and its ready command awaited, the VM is saved as the
 //! template's signed ready snapshot, and only then is the template recorded, so a failed build
 //! leaves no template and a template's sandboxes start by restore (or claim from a pool) like
-//! the built-in ones. Base images are named the way the SDKs name them ([`base`]).
+//! the built-in ones. Base images are named the way the SDKs name them ([`base`]); one that is
+//! no built-in template is pulled from its registry first (`pull.rs`).
 //!
 //! Files: `model.rs` the shapes, `base.rs` base image names, `dockerfile.rs` Dockerfiles, `keys.rs` layer keys and the
-//! cached prefix, `files.rs` uploads, `log.rs` the log followers read, `runner.rs` the build
+//! cached prefix, `pull.rs` bases from registries, `files.rs` uploads, `log.rs` the log followers read, `runner.rs` the build
 //! itself; the commands are in [`crate::commands::custom_templates`].
 
 pub mod base;
@@ -22,6 +23,7 @@ pub mod files;
 pub mod keys;
 pub mod log;
 pub mod model;
+mod pull;
 pub(crate) mod runner;
 
 use std::collections::{BTreeMap, HashMap};

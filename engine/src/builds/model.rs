@@ -13,11 +13,17 @@ pub struct TemplateBuildRequest {
     /// Name of the template to make (or replace): `[a-z0-9][a-z0-9._-]*`, at most 63
     /// characters, not a built-in template's.
     pub name: String,
-    /// Base image, as users write it: `debian:12`, `debian_slim`, `python:3.11`, `node:20`,
-    /// `e2bdev/base`, or a built-in template's name (`base`). Default `base`. The build log says
-    /// which base it used.
+    /// Base image, as users write it: `debian:12`, `debian_slim`, `python:3.11`, `node:20` and
+    /// `e2bdev/base` are the built-in Debian 12 template `base`; any other image reference
+    /// (`ubuntu:24.04`, `registry.example.com/team/app:1`) is pulled from its registry; a
+    /// built-in template's name names it. Default `base`. The build log says which base it used.
     #[serde(default)]
     pub from_image: Option<String>,
+    /// Credentials for `from_image`'s registry (a private image). Write-only: used for the pull
+    /// only, never stored, logged, answered or given to a VM.
+    #[serde(default, skip_serializing_if = "never_serialized")]
+    #[schema(write_only)]
+    pub registry_auth: Option<RegistryAuth>,
     /// Start from an existing template instead (built-in or custom: its disk, environment,
     /// working directory and user). Exclusive with `from_image`.
     #[serde(default)]
@@ -53,6 +59,31 @@ pub struct TemplateBuildRequest {
     /// Key of the uploaded build context (a tar archive) the Dockerfile's `COPY` reads from.
     #[serde(default)]
     pub context: Option<String>,
+}
+
+/// Keeps [`TemplateBuildRequest::registry_auth`] out of every serialization (answers, the
+/// store) while the schema still documents it as a request field.
+fn never_serialized(_: &Option<RegistryAuth>) -> bool {
+    true
+}
+
+/// User name and password (or token) for a registry; never answered or logged.
+// `Debug` (below) does not show the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct RegistryAuth {
+    /// User name (`_json_key` with a GCP service account key as the password).
+    pub username: String,
+    /// Password, access token or key.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Default of [`TemplateBuildRequest::timeout_secs`].

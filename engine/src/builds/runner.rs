@@ -40,41 +40,59 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const START_TAG: &str = "template-start";
 
 /// Unpacks an uploaded archive (`$ARCHIVE`) and copies what `$SRC` names in it (a path or a glob
-/// relative to the archive's root; empty = all of it) to `$DEST` with Docker's `COPY` rules, then
-/// sets `$OWNER` and `$MODE` on what it copied. Runs as root in the builder VM.
-const COPY_SCRIPT: &str = r#"set -euo pipefail
-shopt -s nullglob dotglob
+/// relative to the archive's root, `*` matching dot files too; empty = all of it) to `$DEST`
+/// with Docker's `COPY` rules, then sets `$OWNER` and `$MODE` on what it copied. Runs as root in
+/// the builder VM with `/bin/sh`, so POSIX shell and the tools busybox has too (images pulled
+/// from registries may have no bash).
+const COPY_SCRIPT: &str = r#"set -eu
 tmp=$(mktemp -d /tmp/.platinum-copy.XXXXXX)
-tar -xf "$ARCHIVE" -C "$tmp" --no-same-owner
+list="$tmp.list"
+copied="$tmp.copied"
+# Not every tar (busybox's) recognises gzip on its own.
+if [ "$(head -c 2 "$ARCHIVE" | od -An -tx1 | tr -d ' \n')" = 1f8b ]; then
+  gzip -dc "$ARCHIVE" > "$tmp.tar"
+  mv "$tmp.tar" "$ARCHIVE"
+fi
+tar -x -o -f "$ARCHIVE" -C "$tmp"
 rm -f "$ARCHIVE"
 cd "$tmp"
-if [ -n "$SRC" ]; then matches=( $SRC ); else matches=( . ); fi
-if [ ${#matches[@]} -eq 0 ]; then echo "nothing in the upload matches '$SRC'" >&2; exit 1; fi
-copied=()
-for m in "${matches[@]}"; do
+src=${SRC#./}
+if [ "$src" = . ]; then src=; fi
+if [ -n "$src" ]; then
+  # One level per component, so that `*` never matches across a `/`.
+  depth=$(printf '%s\n' "$src" | tr -s '/' '\n' | grep -c .)
+  find . -mindepth "$depth" -maxdepth "$depth" -path "./${src%/}" > "$list"
+else
+  echo . > "$list"
+fi
+n=$(grep -c '' "$list" || true)
+if [ "$n" -eq 0 ]; then echo "nothing in the upload matches '$SRC'" >&2; exit 1; fi
+: > "$copied"
+copy_into() { mkdir -p "$DEST"; cp -a "$1" "$DEST/"; printf '%s\n' "${DEST%/}/$(basename "$1")" >> "$copied"; }
+while IFS= read -r m; do
   if [ -d "$m" ]; then
     # A directory's contents, each on its own: `cp -a dir/. dest` would give dest the mode of
     # the directory copied from (a private temporary one for the whole upload).
     mkdir -p "$DEST"
-    for c in "$m"/*; do
-      cp -a "$c" "$DEST/"
-      copied+=( "${DEST%/}/$(basename "$c")" )
+    for c in "$m"/* "$m"/.[!.]* "$m"/..?*; do
+      if [ -e "$c" ] || [ -L "$c" ]; then copy_into "$c"; fi
     done
-  elif [ "${DEST%/}" != "$DEST" ] || [ -d "$DEST" ] || [ ${#matches[@]} -gt 1 ]; then
-    mkdir -p "$DEST"
-    cp -a "$m" "$DEST/"
-    copied+=( "${DEST%/}/$(basename "$m")" )
+  elif [ "${DEST%/}" != "$DEST" ] || [ -d "$DEST" ] || [ "$n" -gt 1 ]; then
+    copy_into "$m"
   else
     mkdir -p "$(dirname "$DEST")"
     cp -a "$m" "$DEST"
-    copied+=( "$DEST" )
+    printf '%s\n' "$DEST" >> "$copied"
   fi
-done
-if [ -n "$OWNER" ] && [ ${#copied[@]} -gt 0 ]; then chown -R "$OWNER" "${copied[@]}"; fi
-if [ -n "$MODE" ] && [ ${#copied[@]} -gt 0 ]; then chmod -R "$MODE" "${copied[@]}"; fi
+done < "$list"
+while IFS= read -r c; do
+  if [ -n "$OWNER" ]; then chown -R "$OWNER" "$c"; fi
+  if [ -n "$MODE" ]; then chmod -R "$MODE" "$c"; fi
+done < "$copied"
+count=$(grep -c '' "$copied" || true)
 cd /
-rm -rf "$tmp"
-echo "copied ${#copied[@]} entries to $DEST""#;
+rm -rf "$tmp" "$list" "$copied"
+echo "copied $count entries to $DEST""#;
 
 /// Makes a working directory and hands a new one to the user that works there.
 const WORKDIR_SCRIPT: &str = r#"set -eu
@@ -89,8 +107,10 @@ pub(crate) struct Plan {
     pub base_image: String,
     /// The base as the request named it.
     pub from_image: Option<String>,
-    /// The layer of the template it builds on, if that is a custom one.
+    /// The layer of the template it builds on, if that is a custom one (or the pulled image's).
     pub start_layer: Option<String>,
+    /// An image to pull from its registry before anything else: its full reference.
+    pub pull: Option<String>,
     /// What the template it builds on gives processes.
     pub defaults: ProcessDefaults,
     /// The key after each step.
@@ -519,7 +539,7 @@ impl Engine {
             } => {
                 let archive = self.upload_to_builder(id, files).await?;
                 spec.command =
-                    Command::Argv(vec!["/bin/bash".into(), "-c".into(), COPY_SCRIPT.into()]);
+                    Command::Argv(vec!["/bin/sh".into(), "-c".into(), COPY_SCRIPT.into()]);
                 spec.user = Some("root".into());
                 spec.env.insert("ARCHIVE".into(), archive);
                 spec.env

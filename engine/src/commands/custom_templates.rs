@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use crate::builds::base::resolve_base;
+use crate::builds::base::{Base, PULLED_IMAGE_TEMPLATE, resolve_base};
 use crate::builds::log::BuildLog;
 use crate::builds::model::{
     BuildLogEntry, BuildLogs, BuildStatus, CustomTemplate, LogLevel, MAX_BUILD_TIMEOUT_SECS,
@@ -208,6 +208,7 @@ impl Engine {
         {
             req.from_template = req.from_image.take();
         }
+        let mut pull = None;
         let (base, from_image, start_layer, defaults, note, parent_size) =
             match (&req.from_template, &req.from_image) {
                 (Some(t), _) => match self.builds.template(t) {
@@ -231,17 +232,29 @@ impl Engine {
                 },
                 (None, image) => {
                     let image = image.clone().unwrap_or_else(|| "base".to_string());
-                    let resolved = resolve_base(&image, &self.host.templates())?;
+                    let (template, note) = match resolve_base(&image, &self.host.templates())? {
+                        Base::Builtin(resolved) => (resolved.template, resolved.note),
+                        Base::Registry(reference) => {
+                            let note = format!("base: {reference}, from its registry");
+                            pull = Some(reference);
+                            (PULLED_IMAGE_TEMPLATE.to_string(), note)
+                        }
+                    };
                     (
-                        resolved.template,
+                        template,
                         Some(image),
                         None,
                         ProcessDefaults::default(),
-                        resolved.note,
+                        note,
                         None,
                     )
                 }
             };
+        if req.registry_auth.is_some() && pull.is_none() {
+            return Err(Error::InvalidRequest(
+                "registry_auth goes with a from_image pulled from a registry".into(),
+            ));
+        }
         let existing = self.builds.template(&req.name);
         let (def_vcpus, def_memory) = existing
             .as_ref()
@@ -303,6 +316,7 @@ impl Engine {
                 base,
                 from_image,
                 start_layer,
+                pull,
                 defaults,
                 keys: Vec::new(),
                 cached: 0,
@@ -325,6 +339,15 @@ impl Engine {
                 .prepare_template(&plan.base)
                 .await
                 .map_err(Error::from)?;
+            if let Some(reference) = plan.pull.clone() {
+                self.pull_base(
+                    &mut plan,
+                    &reference,
+                    build.request.registry_auth.as_ref(),
+                    &log,
+                )
+                .await?;
+            }
             let base = keys::base_key(&plan.base_image, plan.start_layer.as_deref());
             plan.keys = keys::chain(&base, &build.request.steps);
             plan.cached =

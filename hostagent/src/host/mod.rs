@@ -18,6 +18,7 @@ use tokio::sync::broadcast;
 
 use crate::error::Result;
 use crate::guest::GuestClient;
+use crate::image::oci::{ImportImage, ImportedImage};
 use crate::vmm::{Accel, TransportKind, VmExit, VmmKind};
 use snapshot::{AfterSave, RestoreVm, SaveReport};
 
@@ -159,6 +160,16 @@ pub trait HostAgent: Send + Sync {
 
     /// Whether disk layer `key` exists.
     fn has_layer(&self, key: &str) -> bool;
+
+    /// Pulls an image from its OCI registry and makes its file system a disk layer that VMs of
+    /// `req.template` can start from ([`crate::image::oci`]). An image imported before (same
+    /// digest) is not downloaded again. `report` gets a line per step (pull, layers, unpack,
+    /// disk).
+    async fn import_image(
+        &self,
+        req: ImportImage,
+        report: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<ImportedImage>;
 
     /// Creates the VM's disk, boots it and waits for its guest agent.
     async fn create(&self, req: CreateVm) -> Result<VmStatus>;

@@ -37,7 +37,8 @@
 //! build the three kinds of entries (the last from a `template.rs` recipe), `entry.rs` keeps the
 //! cache consistent (locks, partial builds, atomic publication), `manifest.rs` records and
 //! checks file hashes, `crate::tool` runs the external programs and `progress.rs` reports to
-//! terminals and logs. `cache.rs` ties them together behind [`ImageCache`].
+//! terminals and logs. `cache.rs` ties them together behind [`ImageCache`]. Images pulled from
+//! OCI registries for custom templates are not cached here but made into disk layers: [`oci`].
 
 mod apt;
 mod cache;
@@ -46,6 +47,7 @@ mod initramfs;
 mod kernel;
 mod manifest;
 mod modules;
+pub mod oci;
 mod progress;
 mod rootfs;
 mod template;
@@ -57,6 +59,11 @@ pub use kernel::{ConsoleLog, KERNEL_PACKAGE, Kernel, kernel_cmdline};
 pub use manifest::{EntryKind, FileRecord, Manifest};
 pub use progress::Progress;
 pub use rootfs::host_ca_bundle;
+
+/// Removes a build or import directory (unmounting anything left mounted inside it first).
+pub fn remove_build_dir(path: &std::path::Path) -> crate::Result<()> {
+    entry::remove_tree(path)
+}
 pub use template::{DEFAULT_DISK_SIZE_MIB, Template, builtin_templates, template};
 
 /// Version of the image builder. Part of every cache key: bump it whenever a change to the

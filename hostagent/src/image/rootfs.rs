@@ -51,9 +51,9 @@ pub(crate) const SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security"
 const BUILDER_PACKAGES: &[&str] = &["bash", "passwd", "sudo"];
 
 /// The unprivileged account sandboxes run commands as (E2B's default user).
-const USER: &str = "user";
+pub(crate) const USER: &str = "user";
 /// Its uid and gid.
-const USER_ID: u32 = 1000;
+pub(crate) const USER_ID: u32 = 1000;
 /// Hostname baked into the image (the agent may set another one at boot).
 const HOSTNAME: &str = "sandbox";
 
@@ -415,6 +415,29 @@ fn report_line(step: &Step, line: &str) {
 
 /// Host-side finishing touches on the bootstrapped tree.
 fn finish_tree(tree: &Path) -> Result<()> {
+    write_host_files(tree)?;
+    std::fs::create_dir_all(tree.join("etc/sudoers.d"))
+        .ctx(|| "creating etc/sudoers.d".to_owned())?;
+    write_sudoers(tree)?;
+    for dir in ["var/lib/apt/lists", "var/cache/apt"] {
+        remove_contents(&tree.join(dir))?;
+    }
+    check_user(tree)
+}
+
+/// Passwordless sudo for `user` (`etc/sudoers.d` must be a directory).
+pub(crate) fn write_sudoers(tree: &Path) -> Result<()> {
+    write_file(
+        tree,
+        "etc/sudoers.d/user",
+        &format!("{USER} ALL=(ALL:ALL) NOPASSWD: ALL\n"),
+        0o440,
+    )
+}
+
+/// The files every root gets from the host: `/etc/hostname`, `/etc/hosts`, a placeholder
+/// `/etc/resolv.conf` and an emptied `/etc/machine-id`. `tree/etc` must be a directory.
+pub(crate) fn write_host_files(tree: &Path) -> Result<()> {
     write_file(tree, "etc/hostname", &format!("{HOSTNAME}\n"), 0o644)?;
     write_file(
         tree,
@@ -431,22 +454,11 @@ fn finish_tree(tree: &Path) -> Result<()> {
         "# Placeholder: the Platinum guest agent writes the sandbox's resolvers here at boot.\n",
         0o644,
     )?;
-    std::fs::create_dir_all(tree.join("etc/sudoers.d"))
-        .ctx(|| "creating etc/sudoers.d".to_owned())?;
-    write_file(
-        tree,
-        "etc/sudoers.d/user",
-        &format!("{USER} ALL=(ALL:ALL) NOPASSWD: ALL\n"),
-        0o440,
-    )?;
-    if tree.join("etc/machine-id").exists() {
+    if tree.join("etc/machine-id").symlink_metadata().is_ok() {
         // Every sandbox must not share one machine id; systemd-less guests leave it empty.
         write_file(tree, "etc/machine-id", "", 0o444)?;
     }
-    for dir in ["var/lib/apt/lists", "var/cache/apt"] {
-        remove_contents(&tree.join(dir))?;
-    }
-    check_user(tree)
+    Ok(())
 }
 
 /// Replaces `rel` (a file or a symlink) in `tree` with a regular file of `mode`.
@@ -517,7 +529,7 @@ fn check_user(tree: &Path) -> Result<()> {
 }
 
 /// Bytes allocated by the tree's files and the number of inodes it uses. Hard links count once.
-fn tree_usage(tree: &Path) -> Result<(u64, u64)> {
+pub(crate) fn tree_usage(tree: &Path) -> Result<(u64, u64)> {
     let mut seen = std::collections::HashSet::new();
     let mut bytes = 0;
     let mut stack = vec![tree.to_path_buf()];
@@ -541,12 +553,12 @@ fn tree_usage(tree: &Path) -> Result<(u64, u64)> {
 
 /// The image size: what the template asks for, or the content plus headroom rounded up to
 /// 256 MiB when that is more.
-fn disk_size_mib(asked_mib: u64, content_bytes: u64) -> u64 {
+pub(crate) fn disk_size_mib(asked_mib: u64, content_bytes: u64) -> u64 {
     let needed = (content_bytes + content_bytes / 10).div_ceil(1 << 20) + HEADROOM_MIB;
     asked_mib.max(needed.next_multiple_of(256))
 }
 
-async fn make_ext4(tree: &Path, image: &Path, size_mib: u64, inodes: u64) -> Result<()> {
+pub(crate) async fn make_ext4(tree: &Path, image: &Path, size_mib: u64, inodes: u64) -> Result<()> {
     File::create(image)
         .and_then(|f| f.set_len(size_mib << 20))
         .ctx(|| format!("creating the sparse file {}", image.display()))?;

@@ -47,6 +47,10 @@ pub enum TemplateCommand {
         /// Start the build and print it as JSON instead of following its log.
         #[arg(long)]
         detach: bool,
+        /// User name for the registry of the Dockerfile's `FROM` image (a private one); the
+        /// password is read from `PLATINUM_REGISTRY_PASSWORD`, never from the command line.
+        #[arg(long, env = "PLATINUM_REGISTRY_USERNAME")]
+        registry_username: Option<String>,
     },
     /// List templates (built-in and custom).
     Ls {
@@ -83,7 +87,17 @@ pub async fn run(cmd: TemplateCommand, url: Option<String>, data_dir: &Path) -> 
             force,
             timeout,
             detach,
+            registry_username,
         } => {
+            let registry_auth = match registry_username {
+                Some(username) => {
+                    let password = std::env::var("PLATINUM_REGISTRY_PASSWORD").context(
+                        "--registry-username needs the password in PLATINUM_REGISTRY_PASSWORD",
+                    )?;
+                    Some(json!({ "username": username, "password": password }))
+                }
+                None => None,
+            };
             let dockerfile = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let context_dir = context.unwrap_or_else(|| {
@@ -105,6 +119,7 @@ pub async fn run(cmd: TemplateCommand, url: Option<String>, data_dir: &Path) -> 
                 "memory_mib": memory,
                 "force": force,
                 "timeout_secs": timeout,
+                "registry_auth": registry_auth,
             });
             let build: Value = client
                 .json(client.request(Method::POST, "/v1/templates").json(&body))

@@ -81,6 +81,15 @@ pub struct UpArgs {
         value_delimiter = ','
     )]
     pub allow_private_nets: Vec<platinum_hostagent::net::Ipv4Net>,
+    /// A registry (`host[:port]`) template builds pull images from over plain HTTP instead of
+    /// HTTPS, e.g. a registry on this host. Repeat or separate with commas.
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST[:PORT]",
+        env = "PLATINUM_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
 }
 
 /// Transport choice on the command line.
@@ -185,6 +194,7 @@ async fn start(args: &UpArgs, data_dir: &std::path::Path) -> Result<crate::serve
         Transport::Vsock => TransportKind::Vsock,
     };
     config.warm_pools = args.warm_pools.clone();
+    config.insecure_registries = args.insecure_registries.clone();
     config.memory = match args.memory_backing {
         Memory::Auto => MemoryBacking::Auto,
         Memory::Anonymous => MemoryBacking::Anonymous,

@@ -11,6 +11,10 @@
 //!     layer.json   its format and size
 //! ```
 //!
+//! A layer is made either from a running VM's disk ([`LocalHost::commit_layer_of`], a build
+//! step) or from an image pulled from an OCI registry ([`LocalHost::import_image_layer`], a
+//! build's `FROM`; see [`crate::image::oci`]), whose key hashes the image's digest.
+//!
 //! A commit stops the vCPUs (QEMU drains and flushes every block device when it stops, so the
 //! file is consistent; the caller has the guest `sync` first), copies the file (a reflink where
 //! the filesystem can, else a sparse copy) into `<key>.partial` and renames it, so a layer that
@@ -18,11 +22,13 @@
 //! disk of their own, so it must stay while any disk made from it exists.
 
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::LocalHost;
 use crate::disk::copy_disk;
 use crate::error::{Error, IoContext, Result};
+use crate::host::HostAgent;
+use crate::image::oci::{self, ImportImage, ImportedImage, Registry};
 use crate::vmm::DiskFormat;
 
 /// The file name of a layer's disk.
@@ -121,6 +127,112 @@ impl LocalHost {
         let bytes = written?;
         tracing::info!(vm = %id, layer = %key, bytes, "disk layer committed");
         Ok(bytes)
+    }
+}
+
+impl LocalHost {
+    /// Imports `req`'s image as a raw disk layer (see the module docs); an image whose layer
+    /// exists is only resolved, not downloaded. Work happens in `<key>.import-<random>`, renamed
+    /// into place when whole, so two imports of one image at once both succeed.
+    pub(super) async fn import_image_layer(
+        &self,
+        req: ImportImage,
+        report: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<ImportedImage> {
+        let template = crate::image::template(&req.template)
+            .ok_or_else(|| Error::Invalid(format!("no built-in template {:?}", req.template)))?;
+        let disk_mib = template.disk_size_mib;
+        let registry = Registry::new(
+            &req.reference,
+            req.credentials.as_ref(),
+            &self.config.registries,
+        )?;
+        let image = registry.resolve().await?;
+        let key = oci::layer_key(&image.repository, &image.digest, disk_mib);
+        let imported = |reused| ImportedImage {
+            reference: image.reference.clone(),
+            digest: image.digest.clone(),
+            layer: key.clone(),
+            config: image.config.clone(),
+            reused,
+        };
+        if self.layer(&key)?.is_some() {
+            report(format!(
+                "{} ({}) was imported before: layer {}",
+                image.reference,
+                image.digest,
+                &key[..12]
+            ));
+            return Ok(imported(true));
+        }
+        // The download, the unpacked tree (at most the disk) and the disk image (at most the
+        // tree) at once.
+        let compressed: u64 = image
+            .manifest
+            .layers
+            .iter()
+            .map(|l| l.size.max(0) as u64)
+            .sum();
+        let need = compressed + (disk_mib << 21);
+        if let Some(free) = self.disk_free_bytes()
+            && free < need
+        {
+            return Err(Error::Registry {
+                image: image.reference.clone(),
+                message: format!(
+                    "importing it needs up to {} MB free in the data directory; {} MB are",
+                    need / 1_000_000,
+                    free / 1_000_000
+                ),
+            });
+        }
+        let dir = self.layer_dir(&key)?;
+        let work = dir.with_extension(format!("import-{:016x}", rand::random::<u64>()));
+        crate::private_file::create_dir(&work).ctx(|| format!("creating {}", work.display()))?;
+        let published = async {
+            oci::import_into(&work, &registry, &image, disk_mib, report).await?;
+            let bytes = allocated_bytes(&work.join(DISK_FILE))?;
+            let layer = Layer {
+                format: DiskFormat::Raw,
+                bytes,
+                disk: PathBuf::new(),
+            };
+            let text = serde_json::to_vec_pretty(&layer)
+                .map_err(|e| Error::Invalid(format!("layer {key}: {e}")))?;
+            std::fs::write(work.join(LAYER_FILE), text).ctx(|| format!("writing layer {key}"))?;
+            match std::fs::rename(&work, &dir) {
+                Ok(()) => Ok(bytes),
+                // Another import of the same image finished first; its layer is as good.
+                Err(_) if self.layer(&key)?.is_some() => {
+                    let _ = std::fs::remove_dir_all(&work);
+                    Ok(bytes)
+                }
+                Err(e) => Err(Error::io(format!("publishing layer {key}"), e)),
+            }
+        }
+        .await;
+        if published.is_err() {
+            let _ = crate::image::remove_build_dir(&work);
+        }
+        let bytes = published?;
+        tracing::info!(image = %image.reference, digest = %image.digest, layer = %key, bytes, "image imported");
+        Ok(imported(false))
+    }
+}
+
+/// Removes what commits and imports cut short (a crash, a kill) left in `<data>/layers`.
+pub(super) fn remove_unfinished(data: &Path) {
+    let Ok(list) = std::fs::read_dir(data.join("layers")) else {
+        return;
+    };
+    for entry in list.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".partial") || name.contains(".import-") {
+            tracing::info!(dir = %name, "removing an unfinished disk layer");
+            if let Err(e) = crate::image::remove_build_dir(&entry.path()) {
+                tracing::warn!(dir = %name, error = %e, "cannot remove an unfinished disk layer");
+            }
+        }
     }
 }
 

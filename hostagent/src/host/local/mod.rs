@@ -39,6 +39,7 @@ use crate::disk::{CloneMethod, DiskOptions, create_disk_from};
 use crate::error::{Error, IoContext, Result};
 use crate::guest::GuestClient;
 use crate::host::memory::{MEMORY_FILE_NAME, MemoryBacking, resolve as resolve_memory};
+use crate::image::oci::{ImportImage, ImportedImage, RegistryOptions};
 use crate::image::{
     ConsoleLog, GuestImage, ImageCache, Progress, builtin_templates, kernel_cmdline, template,
 };
@@ -69,6 +70,8 @@ pub struct LocalHostConfig {
     pub health_failures: u32,
     /// How long a graceful stop may take before the VMM is killed.
     pub stop_grace: Duration,
+    /// How registries are reached when images are imported.
+    pub registries: RegistryOptions,
 }
 
 impl LocalHostConfig {
@@ -85,6 +88,7 @@ impl LocalHostConfig {
             health_interval: Duration::from_secs(10),
             health_failures: 3,
             stop_grace: Duration::from_secs(10),
+            registries: RegistryOptions::default(),
         }
     }
 }
@@ -165,6 +169,7 @@ impl LocalHost {
         crate::private_file::create_dir(&sandboxes)
             .ctx(|| format!("creating {}", sandboxes.display()))?;
         kill_leftovers(&sandboxes);
+        layers::remove_unfinished(&config.data_dir);
         for (id, record) in stored_records(&sandboxes) {
             if let Some(lease) = record.lease {
                 network.adopt(&id, lease);
@@ -748,6 +753,14 @@ impl HostAgent for LocalHost {
 
     fn has_layer(&self, key: &str) -> bool {
         matches!(self.layer(key), Ok(Some(_)))
+    }
+
+    async fn import_image(
+        &self,
+        req: ImportImage,
+        report: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<ImportedImage> {
+        self.import_image_layer(req, report).await
     }
 
     async fn create(&self, req: CreateVm) -> Result<VmStatus> {
