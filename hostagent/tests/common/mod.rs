@@ -134,6 +134,16 @@ echo {ready}
         .expect("write initramfs")
         .finish()
         .expect("finish initramfs");
+    // Zero-padded to whole pages, as the product's initramfs is: an archive that ends in the
+    // last bytes of a page overwrites microvm's ACPI tables and the guest hangs at boot (see
+    // `platinum_hostagent::image` initramfs docs).
+    let len = std::fs::metadata(path).expect("stat initramfs").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open initramfs");
+    file.set_len(len.next_multiple_of(4096))
+        .expect("pad initramfs");
     path.to_path_buf()
 }
 
