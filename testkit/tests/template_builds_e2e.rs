@@ -469,6 +469,7 @@ async fn images_from_a_registry_are_pulled_unpacked_and_built_on() {
         "steps": [
             { "type": "copy", "files": key, "src": "site", "dest": "/srv/site/", "user": "user" },
             { "type": "run", "command": "echo \"$GREETING\" > /etc/greeting && pwd > /etc/built-in", "user": "root" },
+            { "type": "user", "name": "root" },
         ],
         "start_cmd": "httpd -f -p 8080 -h /srv/site",
         "ready_cmd": "wget -q -O /dev/null http://127.0.0.1:8080/index.html",
@@ -497,9 +498,15 @@ async fn images_from_a_registry_are_pulled_unpacked_and_built_on() {
         "hello from the image"
     );
     assert_eq!(out(&t, &id, "cat /etc/built-in").await, "/opt");
+    // The template's last `user` step is its sandboxes' default user; `user` was added.
     assert_eq!(
-        out(&t, &id, "echo \"$GREETING\"; pwd; id -un").await,
-        "hello from the image\n/opt\nuser"
+        out(
+            &t,
+            &id,
+            "echo \"$GREETING\"; pwd; id -un; grep -c '^user:' /etc/passwd"
+        )
+        .await,
+        "hello from the image\n/opt\nroot\n1"
     );
     assert_eq!(
         out(&t, &id, "wget -q -O- http://127.0.0.1:8080/index.html").await,

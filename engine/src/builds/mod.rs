@@ -56,13 +56,13 @@ impl Builds {
             .cloned()
     }
 
-    /// The working directory a custom template's processes start in, if it set one.
-    pub(crate) fn workdir_of(&self, template: &str) -> Option<String> {
+    /// The working directory and user a custom template's processes get, where it set them.
+    pub(crate) fn defaults_of(&self, template: &str) -> Option<model::ProcessDefaults> {
         self.templates
             .read()
             .expect("custom templates")
             .get(template)
-            .and_then(|t| t.defaults.workdir.clone())
+            .map(|t| t.defaults.clone())
     }
 
     /// The build in progress that makes `template`, if any.

@@ -93,10 +93,12 @@ impl Engine {
     ) -> Result<(ExecStream, Option<u64>)> {
         let mut spec = self.exec_spec(req, default_timeout, opts)?;
         let (sandbox, guest) = self.running_guest(id).await?;
-        // Commands of a custom template's sandbox start in its working directory (its last
-        // `workdir` step), as the SDKs' images do.
-        if spec.cwd.is_none() {
-            spec.cwd = self.builds.workdir_of(&sandbox.template);
+        // Commands of a custom template's sandbox start in its working directory and as its
+        // user (its last `workdir` and `user` steps, or a pulled image's), as the SDKs' images
+        // and `docker run` do, unless the request says otherwise.
+        if let Some(defaults) = self.builds.defaults_of(&sandbox.template) {
+            spec.cwd = spec.cwd.or(defaults.workdir);
+            spec.user = spec.user.or(defaults.user);
         }
         let timeout_ms = spec.timeout_ms;
         Ok((ExecStream::new(guest.exec(spec).await?), timeout_ms))
