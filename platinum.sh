@@ -194,7 +194,8 @@ cmd_test() {
   phase "cargo test --workspace (real VMs)"
   # VM-booting tests share two cores; run test binaries' tests two at a time.
   TEST_LOG=$(mktemp)
-  cargo test --workspace -- --test-threads=2 2>&1 | tee "$TEST_LOG"
+  # Every test binary runs even after one fails, so a red run lists every failure.
+  cargo test --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee "$TEST_LOG"
   phase "Daytona SDK conformance (pinned Python and TypeScript SDKs, real VMs)"
   PLATINUM_BIN="$CARGO_TARGET_DIR/debug/platinum" evals/daytona/run.sh
   phase "benchmarks (figures only, no thresholds)"
