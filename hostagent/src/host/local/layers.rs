@@ -165,15 +165,16 @@ impl LocalHost {
             ));
             return Ok(imported(true));
         }
-        // The download, the unpacked tree (at most the disk) and the disk image (at most the
-        // tree) at once.
+        // The download, the unpacked tree and the disk image (sparse: about the tree) at once,
+        // taking the tree as three times the compressed layers (unpacking stops at the disk's
+        // size anyway, and a full data directory fails the import cleanly).
         let compressed: u64 = image
             .manifest
             .layers
             .iter()
             .map(|l| l.size.max(0) as u64)
             .sum();
-        let need = compressed + (disk_mib << 21);
+        let need = compressed.saturating_mul(7);
         if let Some(free) = self.disk_free_bytes()
             && free < need
         {
