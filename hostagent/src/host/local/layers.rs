@@ -108,18 +108,7 @@ impl LocalHost {
         let resumed = slot.vm.resume().await;
         let written = copied.and_then(|_| {
             resumed?;
-            let bytes = allocated_bytes(&partial.join(DISK_FILE))?;
-            let layer = Layer {
-                format: disk.format,
-                bytes,
-                disk: PathBuf::new(),
-            };
-            let text = serde_json::to_vec_pretty(&layer)
-                .map_err(|e| Error::Invalid(format!("layer {key}: {e}")))?;
-            std::fs::write(partial.join(LAYER_FILE), text)
-                .ctx(|| format!("writing layer {key}"))?;
-            std::fs::rename(&partial, &dir).ctx(|| format!("publishing layer {key}"))?;
-            Ok(bytes)
+            self.publish_layer(&partial, key, disk.format)
         });
         if written.is_err() {
             let _ = std::fs::remove_dir_all(&partial);
@@ -192,24 +181,7 @@ impl LocalHost {
         crate::private_file::create_dir(&work).ctx(|| format!("creating {}", work.display()))?;
         let published = async {
             oci::import_into(&work, &registry, &image, disk_mib, report).await?;
-            let bytes = allocated_bytes(&work.join(DISK_FILE))?;
-            let layer = Layer {
-                format: DiskFormat::Raw,
-                bytes,
-                disk: PathBuf::new(),
-            };
-            let text = serde_json::to_vec_pretty(&layer)
-                .map_err(|e| Error::Invalid(format!("layer {key}: {e}")))?;
-            std::fs::write(work.join(LAYER_FILE), text).ctx(|| format!("writing layer {key}"))?;
-            match std::fs::rename(&work, &dir) {
-                Ok(()) => Ok(bytes),
-                // Another import of the same image finished first; its layer is as good.
-                Err(_) if self.layer(&key)?.is_some() => {
-                    let _ = std::fs::remove_dir_all(&work);
-                    Ok(bytes)
-                }
-                Err(e) => Err(Error::io(format!("publishing layer {key}"), e)),
-            }
+            self.publish_layer(&work, &key, DiskFormat::Raw)
         }
         .await;
         if published.is_err() {
@@ -218,6 +190,31 @@ impl LocalHost {
         let bytes = published?;
         tracing::info!(image = %image.reference, digest = %image.digest, layer = %key, bytes, "image imported");
         Ok(imported(false))
+    }
+}
+
+impl LocalHost {
+    /// Describes the disk in `work` (`layer.json`) and renames `work` to layer `key`'s
+    /// directory; returns the bytes the layer takes. When another commit or import of the same
+    /// key finished first, its layer is as good: `work` is removed.
+    fn publish_layer(&self, work: &Path, key: &str, format: DiskFormat) -> Result<u64> {
+        let bytes = allocated_bytes(&work.join(DISK_FILE))?;
+        let layer = Layer {
+            format,
+            bytes,
+            disk: PathBuf::new(),
+        };
+        let text = serde_json::to_vec_pretty(&layer)
+            .map_err(|e| Error::Invalid(format!("layer {key}: {e}")))?;
+        std::fs::write(work.join(LAYER_FILE), text).ctx(|| format!("writing layer {key}"))?;
+        match std::fs::rename(work, self.layer_dir(key)?) {
+            Ok(()) => Ok(bytes),
+            Err(_) if self.layer(key)?.is_some() => {
+                let _ = std::fs::remove_dir_all(work);
+                Ok(bytes)
+            }
+            Err(e) => Err(Error::io(format!("publishing layer {key}"), e)),
+        }
     }
 }
 
