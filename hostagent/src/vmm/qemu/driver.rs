@@ -396,8 +396,10 @@ impl Vmm for QemuVmm {
         self.accel.accel
     }
 
+    /// QEMU's version and the machine layout's revision (`10.0.2+m2`): a snapshot restores
+    /// only into the same QEMU and the same machine.
     fn version(&self) -> String {
-        self.version.clone()
+        format!("{}+m{}", self.version, super::cmdline::MACHINE_REVISION)
     }
 
     async fn boot(&self, spec: &VmSpec) -> Result<Arc<dyn Vm>> {
