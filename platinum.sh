@@ -119,6 +119,16 @@ ensure_vsock_daemon() {
   fi
 }
 
+# Test-only: the S3-compatible server the archive tests start on loopback (s3s-fs keeps objects
+# as files; 0.14 is the newest release that builds with this project's Rust).
+S3S_FS_VERSION=0.14.1
+ensure_s3_server() {
+  if ! s3s-fs --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+    log "cargo install s3s-fs $S3S_FS_VERSION (cached in $CARGO_INSTALL_ROOT)"
+    cargo install --locked --quiet s3s-fs --version "$S3S_FS_VERSION" --features binary
+  fi
+}
+
 # Cargo rebuilds a crate when a source file is newer than its last build, and a fresh clone makes
 # every file new. In CI (`.ci/run`: a clean clone each time, builds only through this script),
 # each tracked file whose content is what the last successful build saw gets an old fixed time,
@@ -174,8 +184,9 @@ cmd_test() {
   phase "host packages (apt, QEMU from backports)"
   host_packages
   test_packages
-  phase "vhost-device-vsock"
+  phase "vhost-device-vsock, s3s-fs (cargo install, cached)"
   ensure_vsock_daemon
+  ensure_s3_server
   phase "format and lint"
   reuse_unchanged_builds
   cargo fmt --all --check

@@ -112,7 +112,10 @@ impl From<EngineError> for DaytonaError {
             C::SessionEnded => (S::GONE, "SESSION_ENDED"),
             C::CommandFinished => (S::GONE, "COMMAND_ALREADY_COMPLETED"),
             C::CapacityExhausted => (S::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
-            C::PortNotOpen | C::GuestUnreachable | C::VmError => (S::BAD_GATEWAY, "BAD_GATEWAY"),
+            C::PortNotOpen | C::GuestUnreachable | C::VmError | C::ObjectStoreUnavailable => {
+                (S::BAD_GATEWAY, "BAD_GATEWAY")
+            }
+            C::ArchiveCorrupt => (S::UNPROCESSABLE_ENTITY, "ARCHIVE_CORRUPT"),
             C::Unsupported => (S::NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
             C::GuestIoError | C::NoSpace => (S::INTERNAL_SERVER_ERROR, "FILE_READ_FAILED"),
             C::StoreError | C::Internal => (S::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR"),

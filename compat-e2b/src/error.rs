@@ -124,6 +124,8 @@ fn api_status(code: ErrorCode) -> u16 {
         | C::SnapshotCorrupt
         | C::SnapshotKeyUnknown
         | C::SnapshotIncompatible
+        | C::ObjectStoreUnavailable
+        | C::ArchiveCorrupt
         | C::StoreError
         | C::Internal => code.http_status(),
     }
@@ -270,7 +272,8 @@ fn connect_code(code: ErrorCode) -> ConnectCode {
         | E::InvalidState
         | E::GuestUnreachable
         | E::VmError
-        | E::PortNotOpen => C::Unavailable,
+        | E::PortNotOpen
+        | E::ObjectStoreUnavailable => C::Unavailable,
         E::InvalidRequest | E::NotADirectory | E::IsADirectory | E::SpawnFailed => {
             C::InvalidArgument
         }
@@ -296,7 +299,8 @@ fn connect_code(code: ErrorCode) -> ConnectCode {
         | E::SnapshotIncompatible
         | E::SnapshotSignatureInvalid
         | E::SnapshotCorrupt
-        | E::SnapshotKeyUnknown => C::FailedPrecondition,
+        | E::SnapshotKeyUnknown
+        | E::ArchiveCorrupt => C::FailedPrecondition,
         E::Unsupported => C::Unimplemented,
         E::GuestIoError | E::StoreError | E::Internal => C::Internal,
     }
@@ -394,6 +398,8 @@ fn http_status(code: ErrorCode) -> u16 {
         | C::SnapshotCorrupt
         | C::SnapshotKeyUnknown
         | C::SnapshotIncompatible
+        | C::ObjectStoreUnavailable
+        | C::ArchiveCorrupt
         | C::StoreError
         | C::Internal => code.http_status(),
     }

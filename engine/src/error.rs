@@ -88,6 +88,10 @@ pub enum ErrorCode {
     SnapshotKeyUnknown,
     /// A snapshot was taken where this host cannot restore it (VMM, version, accelerator, CPU).
     SnapshotIncompatible,
+    /// The object store archives go to failed or could not be reached.
+    ObjectStoreUnavailable,
+    /// An archive cannot be restored: a chunk is missing or altered.
+    ArchiveCorrupt,
     /// Storage failed.
     StoreError,
     /// A bug or a host problem.
@@ -96,7 +100,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, once.
-    pub const ALL: [ErrorCode; 40] = [
+    pub const ALL: [ErrorCode; 42] = [
         ErrorCode::SandboxNotFound,
         ErrorCode::TemplateNotFound,
         ErrorCode::InvalidRequest,
@@ -135,6 +139,8 @@ impl ErrorCode {
         ErrorCode::SnapshotCorrupt,
         ErrorCode::SnapshotKeyUnknown,
         ErrorCode::SnapshotIncompatible,
+        ErrorCode::ObjectStoreUnavailable,
+        ErrorCode::ArchiveCorrupt,
         ErrorCode::StoreError,
         ErrorCode::Internal,
     ];
@@ -180,6 +186,8 @@ impl ErrorCode {
             ErrorCode::SnapshotCorrupt => "snapshot_corrupt",
             ErrorCode::SnapshotKeyUnknown => "snapshot_key_unknown",
             ErrorCode::SnapshotIncompatible => "snapshot_incompatible",
+            ErrorCode::ObjectStoreUnavailable => "object_store_unavailable",
+            ErrorCode::ArchiveCorrupt => "archive_corrupt",
             ErrorCode::StoreError => "store_error",
             ErrorCode::Internal => "internal",
         }
@@ -202,7 +210,8 @@ impl ErrorCode {
             ErrorCode::SessionEnded | ErrorCode::CommandFinished => 410,
             ErrorCode::SnapshotSignatureInvalid
             | ErrorCode::SnapshotCorrupt
-            | ErrorCode::SnapshotKeyUnknown => 422,
+            | ErrorCode::SnapshotKeyUnknown
+            | ErrorCode::ArchiveCorrupt => 422,
             ErrorCode::InvalidRequest
             | ErrorCode::NotADirectory
             | ErrorCode::IsADirectory
@@ -219,7 +228,10 @@ impl ErrorCode {
             ErrorCode::CapacityExhausted => 503,
             ErrorCode::ExecTimeout => 408,
             ErrorCode::NoSpace => 507,
-            ErrorCode::PortNotOpen | ErrorCode::GuestUnreachable | ErrorCode::VmError => 502,
+            ErrorCode::PortNotOpen
+            | ErrorCode::GuestUnreachable
+            | ErrorCode::VmError
+            | ErrorCode::ObjectStoreUnavailable => 502,
             ErrorCode::Unsupported => 501,
             ErrorCode::GuestIoError | ErrorCode::StoreError | ErrorCode::Internal => 500,
         }
@@ -343,6 +355,12 @@ pub enum Error {
     /// A snapshot may not be used (signature, hashes, key, compatibility), or storing one failed.
     #[error(transparent)]
     Snapshot(#[from] crate::snapshots::SnapshotError),
+    /// The object store archives go to failed or could not be reached; the sandbox is as it was.
+    #[error("object store unavailable: {0}")]
+    ObjectStore(String),
+    /// An archive cannot be restored (a chunk missing or altered); nothing was started.
+    #[error("archive corrupt: {0}")]
+    ArchiveCorrupt(String),
     /// The host's data directory is full.
     #[error("no space left on the host: {0}")]
     NoSpace(String),
@@ -381,6 +399,8 @@ impl Error {
             Error::PoolNotFound(_) => ErrorCode::PoolNotFound,
             Error::BuildNotFound(_) => ErrorCode::BuildNotFound,
             Error::Snapshot(e) => e.error_code(),
+            Error::ObjectStore(_) => ErrorCode::ObjectStoreUnavailable,
+            Error::ArchiveCorrupt(_) => ErrorCode::ArchiveCorrupt,
             Error::NoSpace(_) => ErrorCode::NoSpace,
             Error::Store(_) => ErrorCode::StoreError,
             Error::Internal(_) => ErrorCode::Internal,
@@ -424,6 +444,8 @@ impl From<HostError> for Error {
                 Error::InvalidRequest(e.to_string())
             }
             HostError::Unsupported(m) => Error::Unsupported(m),
+            HostError::ObjectStore { .. } => Error::ObjectStore(e.to_string()),
+            HostError::ArchiveCorrupt(m) => Error::ArchiveCorrupt(m),
             HostError::VmmStart(_) | HostError::VmmControl { .. } | HostError::VmmExited(_) => {
                 Error::Vm(e.to_string())
             }

@@ -129,7 +129,9 @@ fn due_rule(
         {
             Some(RuleAction::Delete)
         }
-        SandboxState::Stopped if passed(rules.archive_after_stopped_secs) => {
+        SandboxState::Stopped | SandboxState::Suspended
+            if passed(rules.archive_after_stopped_secs) =>
+        {
             Some(RuleAction::Archive)
         }
         _ => None,
@@ -235,9 +237,13 @@ mod tests {
             due_rule(&sandbox(SandboxState::Paused), rules, t0, at(1_000_000)),
             None
         );
-        // A sandbox paused to disk counts as stopped for deletion, never for archiving.
+        // A sandbox paused to disk counts as stopped: archived (memory and all), then deleted.
         let suspended = sandbox(SandboxState::Suspended);
-        assert_eq!(due_rule(&suspended, rules, t0, at(599)), None);
+        assert_eq!(due_rule(&suspended, rules, t0, at(119)), None);
+        assert_eq!(
+            due_rule(&suspended, rules, t0, at(120)),
+            Some(RuleAction::Archive)
+        );
         assert_eq!(
             due_rule(&suspended, rules, t0, at(600)),
             Some(RuleAction::Delete)

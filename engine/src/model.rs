@@ -34,8 +34,10 @@ pub enum SandboxState {
     Stopping,
     /// VM off, disk kept; start boots it again.
     Stopped,
-    /// Stopped for long enough to be set aside (lifecycle rules or an explicit archive); the disk
-    /// stays where it is and start boots it again.
+    /// Set aside in object storage (lifecycle rules or an explicit archive of a stopped or
+    /// paused sandbox): its disk and, when it was paused, its memory image are in the archive
+    /// store and nothing of it stays on the host. Start (or resume) brings it back onto any host
+    /// that shares the store and database, with its processes when it was paused.
     Archived,
     /// The VM failed; see `error`.
     Error,
@@ -121,10 +123,10 @@ impl SandboxState {
             (Creating, Running | Error | Deleted)
                 | (Running, Paused | Suspended | Stopping | Error | Deleted)
                 | (Paused, Running | Suspended | Stopping | Error | Deleted)
-                | (Suspended, Starting | Stopped | Deleted | Error)
+                | (Suspended, Starting | Stopped | Archived | Deleted | Error)
                 | (Stopping, Stopped | Error | Deleted)
                 | (Stopped, Starting | Archived | Deleted | Error)
-                | (Archived, Starting | Deleted | Error)
+                | (Archived, Starting | Stopped | Suspended | Deleted | Error)
                 | (Starting, Running | Error | Deleted)
                 | (Error, Starting | Deleted)
         )
@@ -793,6 +795,8 @@ mod tests {
         assert!(!Stopped.can_become(Paused));
         assert!(!Creating.can_become(Paused));
         assert!(Stopped.can_become(Archived) && Archived.can_become(Starting));
+        assert!(Suspended.can_become(Archived) && Archived.can_become(Suspended));
+        assert!(Archived.can_become(Stopped) && !Archived.can_become(Paused));
         assert!(!Running.can_become(Archived) && !Archived.can_become(Running));
         for s in [
             Creating, Starting, Running, Paused, Stopping, Stopped, Archived, Error, Deleted,

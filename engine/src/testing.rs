@@ -118,6 +118,21 @@ impl HostAgent for NoVms {
     async fn destroy(&self, _: &str) -> platinum_hostagent::Result<()> {
         Ok(())
     }
+    async fn archive(
+        &self,
+        _: &str,
+        _: &[platinum_hostagent::archive::ArchiveDir],
+    ) -> platinum_hostagent::Result<platinum_hostagent::archive::Archived> {
+        no_vms()
+    }
+    async fn restore_archive(
+        &self,
+        _: &str,
+        _: &platinum_hostagent::archive::Archive,
+        _: &[platinum_hostagent::archive::ArchiveDir],
+    ) -> platinum_hostagent::Result<platinum_hostagent::archive::Restored> {
+        no_vms()
+    }
     async fn guest(&self, _: &str) -> platinum_hostagent::Result<GuestClient> {
         no_vms()
     }

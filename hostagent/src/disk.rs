@@ -206,6 +206,14 @@ fn reflink_unsupported(err: &std::io::Error) -> bool {
     )
 }
 
+/// The name `qemu-img` calls a format.
+fn format_name(format: DiskFormat) -> &'static str {
+    match format {
+        DiskFormat::Raw => "raw",
+        DiskFormat::Qcow2 => "qcow2",
+    }
+}
+
 /// `qemu-img create -f qcow2 -F <raw|qcow2> -b <base> <dest>`.
 async fn qcow2_overlay(
     qemu_img: Option<&Path>,
@@ -213,18 +221,63 @@ async fn qcow2_overlay(
     base_format: DiskFormat,
     dest: &Path,
 ) -> Result<()> {
+    let args = [
+        "create".as_ref(),
+        "-q".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        "-F".as_ref(),
+        format_name(base_format).as_ref(),
+        "-b".as_ref(),
+        base.as_os_str(),
+        dest.as_os_str(),
+    ];
+    let what = || {
+        format!(
+            "qemu-img create overlay {} over {}",
+            dest.display(),
+            base.display()
+        )
+    };
+    run_qemu_img(qemu_img, &args, dest, what).await
+}
+
+/// Writes what the guest sees of disk `src` (a qcow2 overlay with its whole backing chain, or a
+/// raw file) into a new sparse raw file `dest`: `qemu-img convert -O raw`.
+pub async fn flatten_to_raw(
+    qemu_img: Option<&Path>,
+    src: &Path,
+    format: DiskFormat,
+    dest: &Path,
+) -> Result<()> {
+    let args = [
+        "convert".as_ref(),
+        "-q".as_ref(),
+        "-f".as_ref(),
+        format_name(format).as_ref(),
+        "-O".as_ref(),
+        "raw".as_ref(),
+        src.as_os_str(),
+        dest.as_os_str(),
+    ];
+    let what = || format!("qemu-img convert {} to raw", src.display());
+    run_qemu_img(qemu_img, &args, dest, what).await
+}
+
+/// Runs `qemu-img` (on `PATH` when `None`); on failure removes the partial `output` and says
+/// `what` failed with qemu-img's own words.
+async fn run_qemu_img(
+    qemu_img: Option<&Path>,
+    args: &[&std::ffi::OsStr],
+    output: &Path,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
     let program = qemu_img
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("qemu-img"));
-    let output = tokio::process::Command::new(&program)
-        .args(["create", "-q", "-f", "qcow2", "-F"])
-        .arg(match base_format {
-            DiskFormat::Raw => "raw",
-            DiskFormat::Qcow2 => "qcow2",
-        })
-        .arg("-b")
-        .arg(base)
-        .arg(dest)
+    let ran = tokio::process::Command::new(&program)
+        .args(args)
+        .kill_on_drop(true)
         .output()
         .await
         .map_err(|e| {
@@ -237,18 +290,12 @@ async fn qcow2_overlay(
                 Error::io(format!("running {}", program.display()), e)
             }
         })?;
-    if !output.status.success() {
-        // qemu-img may have left a partial overlay; it is ours to remove.
-        let _ = std::fs::remove_file(dest);
+    if !ran.status.success() {
+        // qemu-img may have left a partial file; it is ours to remove.
+        let _ = std::fs::remove_file(output);
         return Err(Error::Io {
-            context: format!(
-                "qemu-img create overlay {} over {}",
-                dest.display(),
-                base.display()
-            ),
-            source: std::io::Error::other(
-                String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            ),
+            context: what(),
+            source: std::io::Error::other(String::from_utf8_lossy(&ran.stderr).trim().to_string()),
         });
     }
     Ok(())

@@ -98,6 +98,18 @@ pub enum Error {
         /// Detail.
         message: String,
     },
+    /// The object store that archives go to failed or could not be reached.
+    #[error("object store: {operation} failed: {message}")]
+    ObjectStore {
+        /// What was asked, of which store.
+        operation: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An archive cannot be restored: a chunk is missing or does not match its hash, or the
+    /// archive's own list is malformed. Nothing of it was started.
+    #[error("archive corrupt: {0}")]
+    ArchiveCorrupt(String),
     /// A request is malformed or refers to something impossible on this host.
     #[error("invalid request: {0}")]
     Invalid(String),

@@ -5,6 +5,7 @@
 //! - [`transport`]: byte streams to the guest agent (virtio-serial chardev socket, hybrid vsock).
 //! - [`disk`]: per-sandbox copy-on-write root disks (reflink, qcow2 overlay, copy).
 //! - [`image`]: building and caching guest images (kernel, initramfs, root filesystem).
+//! - [`archive`]: sandboxes archived to object storage (a directory or S3), content-addressed.
 //! - [`net`]: sandbox networking: a bridge, one TAP per VM, NAT and isolation with nftables.
 //! - [`accel`]: deciding between KVM and TCG.
 //! - [`process`]: child processes (VMMs, helper daemons) in their own process groups.
@@ -14,6 +15,7 @@
 //! - [`host`]: the `HostAgent` trait the engine calls, and its in-process implementation.
 
 pub mod accel;
+pub mod archive;
 pub mod console;
 pub mod disk;
 pub mod error;

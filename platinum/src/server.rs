@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use platinum_engine::store::sqlite::SqliteStore;
 use platinum_engine::{Engine, EngineConfig};
 use platinum_hostagent::accel::AccelChoice;
+use platinum_hostagent::archive::ObjectStoreConfig;
 use platinum_hostagent::host::HostAgent;
 use platinum_hostagent::host::local::{LocalHost, LocalHostConfig};
 use platinum_hostagent::host::memory::MemoryBacking;
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     pub warm_pools: Vec<(String, u32)>,
     /// Registries (`host[:port]`) template builds pull from over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Where archived sandboxes go (`None`: the directory `<data>/archive`).
+    pub archive: Option<ObjectStoreConfig>,
 }
 
 impl ServerConfig {
@@ -72,6 +75,7 @@ impl ServerConfig {
             mcp: platinum_mcp::McpOptions::default(),
             warm_pools: Vec::new(),
             insecure_registries: Vec::new(),
+            archive: None,
         }
     }
 }
@@ -149,6 +153,7 @@ impl Server {
         );
         host_config.memory = config.memory;
         host_config.registries.insecure = config.insecure_registries.clone();
+        host_config.archive = config.archive.clone();
         host_config.transport = match kind {
             // CH reaches guests only over vsock; its driver would override virtio-serial anyway.
             VmmKind::CloudHypervisor => TransportKind::Vsock,

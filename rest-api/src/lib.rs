@@ -106,6 +106,7 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
         .routes(routes!(sandboxes::pause_sandbox))
         .routes(routes!(sandboxes::resume_sandbox))
         .routes(routes!(sandboxes::stop_sandbox))
+        .routes(routes!(sandboxes::archive_sandbox))
         .routes(routes!(sandboxes::start_sandbox))
         .routes(routes!(sandboxes::set_timeout))
         .routes(routes!(sandboxes::metrics))

@@ -8,6 +8,7 @@
 //! `PLATINUM_TEST_KEEP=1` to keep the data directory for inspection.
 
 pub mod registry;
+pub mod s3;
 
 use anyhow::{Context, Result, bail};
 use platinum::server::{RunningServer, Server, ServerConfig};
@@ -16,6 +17,11 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// A shell command that starts a background process writing an increasing counter to
+/// `/tmp/count` every 0.2 s (find it with `pgrep -f 'import[ ]time'`): a process whose survival
+/// across a pause, snapshot or archive a test can check.
+pub const COUNTER: &str = "nohup python3 -c 'import time\nn = 0\nwhile True:\n    n += 1\n    open(\"/tmp/count.tmp\", \"w\").write(str(n))\n    __import__(\"os\").replace(\"/tmp/count.tmp\", \"/tmp/count\")\n    time.sleep(0.2)\n' >/dev/null 2>&1 &";
 
 /// A running server for one test.
 pub struct TestServer {
@@ -91,11 +97,21 @@ impl TestServer {
 
     /// Shuts the server down gracefully (sandboxes are stopped) and starts a new one on the same
     /// data directory, as a restart of the service would.
-    pub async fn restart(mut self, tweak: impl FnOnce(&mut ServerConfig)) -> Result<Self> {
+    pub async fn restart(self, tweak: impl FnOnce(&mut ServerConfig)) -> Result<Self> {
+        self.restart_after(|_| Ok(()), tweak).await
+    }
+
+    /// [`TestServer::restart`], with `between` run on the data directory while no server runs.
+    pub async fn restart_after(
+        mut self,
+        between: impl FnOnce(&Path) -> Result<()>,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> Result<Self> {
         if let Some(s) = self.server.take() {
             s.shutdown().await?;
         }
         let dir = self.dir.take().context("test server has no directory")?;
+        between(&dir.path().join("data"))?;
         Self::start_in(dir, tweak).await
     }
 

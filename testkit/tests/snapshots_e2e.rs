@@ -6,14 +6,12 @@
 //! code, starts nothing and deletes nothing; a rotated key still verifies old snapshots; and the
 //! lifecycle loop pauses an expired `on_timeout: pause` sandbox to disk.
 
+use platinum_testkit::COUNTER;
 use platinum_testkit::{TestServer, processes_mentioning, sandbox_path, test_network};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// A background process that writes an increasing counter to /tmp/count every 0.2 s.
-const COUNTER: &str = "nohup python3 -c 'import time\nn = 0\nwhile True:\n    n += 1\n    open(\"/tmp/count.tmp\", \"w\").write(str(n))\n    __import__(\"os\").replace(\"/tmp/count.tmp\", \"/tmp/count\")\n    time.sleep(0.2)\n' >/dev/null 2>&1 &";
 
 async fn out(t: &TestServer, id: &str, cmd: &str) -> String {
     let r = t.exec(id, cmd).await.unwrap();

@@ -8,7 +8,7 @@
 //! - [`files`]: read and write (streamed), list, stat, mkdir, remove, move, chmod, chown.
 //! - [`search`]: lines matching a regex, files matching a glob, replace in files, listening ports.
 //! - [`sessions`]: named background shells; commands run in them with their own exit codes and logs.
-//! - [`settings`]: names, labels, lifecycle rules, archive, activity, templates.
+//! - [`settings`]: names, labels, lifecycle rules, activity, templates.
 //! - [`tokens`]: revoked tokens (kept by hash until they expire; survive restarts).
 //! - [`watch`]: directory watching (changes streamed as they happen).
 //! - [`code`]: stateful Python and JavaScript code contexts (the E2B code interpreter's `run_code`).
@@ -16,12 +16,14 @@
 //! - [`lsp`]: language servers: start, stop, open and close documents, symbols, completions.
 //! - [`snapshots`]: signed snapshots and checkpoints: take, list, delete, roll back.
 //! - [`suspend`]: pause to disk (with or without memory); resume goes through `start`.
+//! - [`archive`]: archive to object storage (disk, memory image) and back, onto any host.
 //! - [`fork`]: copies of a running sandbox, each restored from one save of it.
 //! - [`templates`]: template ready snapshots, which creates restore instead of booting.
 //! - [`custom_templates`]: template builds, custom templates, uploads for their `copy` steps.
 //! - [`pools`]: warm pools: running sandboxes a create claims in one store transaction.
 //! - [`capacity`]: what holds a VM against the host's limits; admission.
 
+pub mod archive;
 pub mod capacity;
 pub mod code;
 pub mod custom_templates;

@@ -512,6 +512,8 @@ impl Engine {
         if self.config.data_dir.is_some() {
             self.discard_snapshots_of(id, with_snapshots).await?;
         }
+        // Its chunks stay in the object store (others may share them).
+        self.store.delete_archive(id).await?;
         s.error = None;
         self.transition(&mut s, SandboxState::Deleted, serde_json::json!({}))
             .await?;
@@ -586,6 +588,10 @@ impl Engine {
                 SandboxState::Suspended,
             ],
         )?;
+        // In object storage: back onto this host first (stopped, or suspended with its memory).
+        if s.state == SandboxState::Archived {
+            self.restore_archived(&mut s).await?;
+        }
         // Paused to disk with its memory: restore from the checked image (a refused one leaves
         // the sandbox suspended).
         let image = self.checked_suspend_image(&s).await?;

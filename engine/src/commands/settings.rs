@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::commands::sandbox::{Pairs, check_pairs, require};
+use crate::commands::sandbox::{Pairs, check_pairs};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::check_sandbox_id;
@@ -104,16 +104,6 @@ impl Engine {
                 "lifecycle_rules",
                 &serde_json::to_value(rules).unwrap_or_default(),
             )
-            .await?;
-        Ok(s)
-    }
-
-    /// Archives a stopped sandbox: it stays off with its disk kept, and `start` boots it again.
-    pub async fn archive_sandbox(&self, id: &str) -> Result<Sandbox> {
-        let _g = self.lock(id).await;
-        let mut s = self.load(id).await?;
-        require(&s, "archive", &[SandboxState::Stopped])?;
-        self.transition(&mut s, SandboxState::Archived, serde_json::json!({}))
             .await?;
         Ok(s)
     }

@@ -58,11 +58,7 @@ pub fn seal(
         .collect();
     manifest.add_files(dir, &names)?;
     let signed = keys.sign(manifest)?;
-    let json = serde_json::to_vec_pretty(&signed)
-        .map_err(|e| SnapshotError::Io(format!("encoding the manifest: {e}")))?;
-    let path = dir.join(MANIFEST_FILE);
-    platinum_hostagent::private_file::write(&path, &json)
-        .map_err(|e| SnapshotError::io(&path, &e))?;
+    write_signed(dir, &signed)?;
     let ms = started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
     Ok((signed.kid, ms))
 }
@@ -87,6 +83,30 @@ pub fn signed_manifest(
         )));
     }
     Ok(signed)
+}
+
+/// Re-hashes `changed` files of a finished snapshot that this server rewrote on purpose (an
+/// archive restored onto this host: its disks made raw, the host record saying so) and signs the
+/// manifest again, keeping everything else of it. The old signature is checked first.
+pub fn reseal(
+    dir: &Path,
+    id: &str,
+    changed: &[String],
+    keys: &SnapshotKeys,
+) -> Result<(), SnapshotError> {
+    let signed = signed_manifest(dir, id, keys)?;
+    let mut manifest = signed.manifest;
+    let names: Vec<&str> = changed.iter().map(String::as_str).collect();
+    manifest.add_files(dir, &names)?;
+    write_signed(dir, &keys.sign(manifest)?)
+}
+
+/// Writes [`MANIFEST_FILE`].
+fn write_signed(dir: &Path, signed: &SignedManifest) -> Result<(), SnapshotError> {
+    let json = serde_json::to_vec_pretty(signed)
+        .map_err(|e| SnapshotError::Io(format!("encoding the manifest: {e}")))?;
+    let path = dir.join(MANIFEST_FILE);
+    platinum_hostagent::private_file::write(&path, &json).map_err(|e| SnapshotError::io(&path, &e))
 }
 
 /// Everything [`open`] checks, in order: signature, identity, compatibility, files (those

@@ -9,10 +9,12 @@
 //! - [`signing`]: the Ed25519 keys that sign manifests (kept in the data directory, rotated,
 //!   retired) and their public half as a JWKS (RFC 8037).
 //! - [`verified`]: files hashed already this run, by inode and change time (not hashed again).
+//! - [`archive`]: a sandbox's archive in object storage (its chunk lists), signed the same way.
 //!
 //! A snapshot is restored only after its signature and then every file's size and hash check
 //! out; anything else is a typed [`SnapshotError`] and nothing of the snapshot is touched.
 
+pub mod archive;
 pub mod compat;
 pub mod dir;
 pub mod manifest;

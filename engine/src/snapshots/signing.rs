@@ -123,16 +123,10 @@ impl SnapshotKeys {
 
     /// Signs a manifest with the current key.
     pub fn sign(&self, manifest: Manifest) -> Result<SignedManifest, SnapshotError> {
-        let file = self.file.lock().expect("snapshot keys");
-        let current = file
-            .keys
-            .iter()
-            .find(|k| k.kid == file.current)
-            .ok_or_else(|| SnapshotError::Io("no current key".into()))?;
-        let signature = signing_key(current)?.sign(&manifest.signed_bytes());
+        let (kid, signature) = self.sign_bytes(&manifest.signed_bytes())?;
         Ok(SignedManifest {
-            kid: current.kid.clone(),
-            signature: URL_SAFE_NO_PAD.encode(signature.to_bytes()),
+            kid,
+            signature,
             manifest,
         })
     }
@@ -140,15 +134,42 @@ impl SnapshotKeys {
     /// Checks a signed manifest: a key this server has and has not retired, and a signature
     /// that verifies (strictly) over the manifest.
     pub fn verify(&self, signed: &SignedManifest) -> Result<(), SnapshotError> {
+        self.verify_bytes(
+            &signed.kid,
+            &signed.signature,
+            &signed.manifest.signed_bytes(),
+        )
+    }
+
+    /// Signs `bytes` with the current key: `(kid, signature)`, the signature base64url without
+    /// padding.
+    pub fn sign_bytes(&self, bytes: &[u8]) -> Result<(String, String), SnapshotError> {
+        let file = self.file.lock().expect("snapshot keys");
+        let current = file
+            .keys
+            .iter()
+            .find(|k| k.kid == file.current)
+            .ok_or_else(|| SnapshotError::Io("no current key".into()))?;
+        let signature = signing_key(current)?.sign(bytes);
+        Ok((
+            current.kid.clone(),
+            URL_SAFE_NO_PAD.encode(signature.to_bytes()),
+        ))
+    }
+
+    /// Checks `signature` over `bytes`: key `kid` exists here and is not retired, and the
+    /// signature verifies strictly.
+    pub fn verify_bytes(
+        &self,
+        kid: &str,
+        signature: &str,
+        bytes: &[u8],
+    ) -> Result<(), SnapshotError> {
         let key = {
             let file = self.file.lock().expect("snapshot keys");
-            let stored = file
-                .keys
-                .iter()
-                .find(|k| k.kid == signed.kid)
-                .ok_or_else(|| {
-                    SnapshotError::KeyUnknown(format!("no key {:?} on this server", signed.kid))
-                })?;
+            let stored = file.keys.iter().find(|k| k.kid == kid).ok_or_else(|| {
+                SnapshotError::KeyUnknown(format!("no key {kid:?} on this server"))
+            })?;
             if stored.retired {
                 return Err(SnapshotError::KeyUnknown(format!(
                     "key {} was retired",
@@ -157,18 +178,15 @@ impl SnapshotKeys {
             }
             signing_key(stored)?.verifying_key()
         };
-        let bytes: [u8; 64] = URL_SAFE_NO_PAD
-            .decode(&signed.signature)
+        let sig: [u8; 64] = URL_SAFE_NO_PAD
+            .decode(signature)
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| SnapshotError::SignatureInvalid("no valid signature".into()))?;
-        key.verify_strict(
-            &signed.manifest.signed_bytes(),
-            &Signature::from_bytes(&bytes),
-        )
-        .map_err(|_| {
-            SnapshotError::SignatureInvalid("the signature does not match the manifest".into())
-        })
+        key.verify_strict(bytes, &Signature::from_bytes(&sig))
+            .map_err(|_| {
+                SnapshotError::SignatureInvalid("the signature does not match what it signs".into())
+            })
     }
 
     /// Makes a new key current (the old ones keep verifying); returns its id.

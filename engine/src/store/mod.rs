@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use crate::builds::model::{BuildLogEntry, BuildStatus, CustomTemplate, TemplateBuild};
 use crate::error::Result;
 use crate::model::{ListQuery, Page, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind};
+use crate::snapshots::archive::SignedArchive;
 
 /// A stored API key (only its hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,4 +149,13 @@ pub trait Store: Send + Sync {
 
     /// Template builds in one status, oldest first.
     async fn builds_in(&self, status: BuildStatus) -> Result<Vec<TemplateBuild>>;
+
+    /// Inserts or replaces the signed archive manifest of a sandbox.
+    async fn put_archive(&self, archive: &SignedArchive) -> Result<()>;
+
+    /// A sandbox's signed archive manifest, if it has one.
+    async fn get_archive(&self, sandbox_id: &str) -> Result<Option<SignedArchive>>;
+
+    /// Removes a sandbox's archive manifest (none is fine).
+    async fn delete_archive(&self, sandbox_id: &str) -> Result<()>;
 }

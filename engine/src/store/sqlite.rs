@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::model::{
     LifecycleRules, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind, TimeoutAction,
 };
+use crate::snapshots::archive::SignedArchive;
 
+mod archives;
 mod templates;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -683,6 +685,18 @@ impl Store for SqliteStore {
 
     async fn builds_in(&self, status: BuildStatus) -> Result<Vec<TemplateBuild>> {
         self.build_rows_in(status).await
+    }
+
+    async fn put_archive(&self, archive: &SignedArchive) -> Result<()> {
+        self.put_archive_row(archive).await
+    }
+
+    async fn get_archive(&self, sandbox_id: &str) -> Result<Option<SignedArchive>> {
+        self.archive_row(sandbox_id).await
+    }
+
+    async fn delete_archive(&self, sandbox_id: &str) -> Result<()> {
+        self.delete_archive_row(sandbox_id).await
     }
 
     async fn insert_pooled_sandbox(&self, s: &Sandbox, pool_id: &str) -> Result<()> {

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tokio::sync::broadcast;
 
+use crate::archive::{Archive, ArchiveDir, Archived, Restored};
 use crate::error::Result;
 use crate::guest::GuestClient;
 use crate::image::oci::{ImportImage, ImportedImage};
@@ -197,6 +198,21 @@ pub trait HostAgent: Send + Sync {
 
     /// Removes everything of the VM: processes, sockets, disks, directory. Idempotent.
     async fn destroy(&self, id: &str) -> Result<()>;
+
+    /// Uploads what stopped sandbox `id` needs to run again (its record and disks, flattened to
+    /// raw) and the files of each `extra` directory to this host's object store. The local copy
+    /// stays until [`HostAgent::destroy`].
+    async fn archive(&self, id: &str, extra: &[ArchiveDir]) -> Result<Archived>;
+
+    /// Writes archived sandbox `id` back onto this host (its directory, which must hold no
+    /// running VM, and each extra set into the directory `extra` names for it), checking every
+    /// chunk. Nothing is left behind when it fails.
+    async fn restore_archive(
+        &self,
+        id: &str,
+        archive: &Archive,
+        extra: &[ArchiveDir],
+    ) -> Result<Restored>;
 
     /// The guest agent session of a running VM (reconnecting if the connection dropped).
     async fn guest(&self, id: &str) -> Result<GuestClient>;

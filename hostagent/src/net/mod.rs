@@ -193,6 +193,54 @@ impl Network {
             .insert(id.to_string(), lease);
     }
 
+    /// A lease on the lowest free address.
+    fn fresh_lease(
+        &self,
+        id: &str,
+        leases: &BTreeMap<String, Lease>,
+        internet: bool,
+    ) -> Result<Lease> {
+        let used = leases.values().map(|l| l.ip).collect();
+        let ip = ipam::allocate(&self.config, &used)?;
+        Ok(Lease {
+            tap: tap_name(id),
+            ip,
+            prefix: self.config.prefix,
+            mac: ipam::mac_for(ip),
+            gateway: self.config.gateway(),
+            dns: self.dns.clone(),
+            internet,
+        })
+    }
+
+    /// Takes `wanted` (a lease sandbox `id` had elsewhere or earlier: an archived sandbox coming
+    /// back) back for it when its address is in this network and free, else gives it a fresh one
+    /// with the same internet access. Returns the lease it holds now.
+    pub fn claim(&self, id: &str, wanted: Lease) -> Result<Lease> {
+        let mut leases = self.leases.lock().expect("network leases");
+        if let Some(held) = leases.get(id) {
+            return Ok(held.clone());
+        }
+        let subnet = Ipv4Net::new(self.config.subnet, self.config.prefix)
+            .map_err(|e| Error::Invalid(format!("sandbox subnet: {e}")))?;
+        let free = subnet.contains(&wanted.ip)
+            && wanted.ip != self.config.gateway()
+            && leases.values().all(|l| l.ip != wanted.ip);
+        let lease = if free {
+            Lease {
+                tap: tap_name(id),
+                prefix: self.config.prefix,
+                gateway: self.config.gateway(),
+                dns: self.dns.clone(),
+                ..wanted
+            }
+        } else {
+            self.fresh_lease(id, &leases, wanted.internet)?
+        };
+        leases.insert(id.to_string(), lease.clone());
+        Ok(lease)
+    }
+
     /// Gives sandbox `id` a lease (keeping one it already has), pins it in the firewall and
     /// creates its TAP.
     pub async fn attach(&self, id: &str, internet: bool, previous: Option<Lease>) -> Result<Lease> {
@@ -208,19 +256,7 @@ impl Network {
                     l.internet = internet;
                     l
                 }
-                None => {
-                    let used = leases.values().map(|l| l.ip).collect();
-                    let ip = ipam::allocate(&self.config, &used)?;
-                    Lease {
-                        tap: tap_name(id),
-                        ip,
-                        prefix: self.config.prefix,
-                        mac: ipam::mac_for(ip),
-                        gateway: self.config.gateway(),
-                        dns: self.dns.clone(),
-                        internet,
-                    }
-                }
+                None => self.fresh_lease(id, &leases, internet)?,
             };
             leases.insert(id.to_string(), lease.clone());
             lease

@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch. Each subcommand lives in its own
 //! module; every one that prints data takes `--json` for scripts.
 
+pub mod archive_store;
 pub mod doctor;
 pub mod image;
 pub mod keys;
@@ -42,7 +43,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Set up this machine (dependencies, guest image) and run the server in the foreground.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Check this host: dependencies, KVM or TCG, images, agent binary.
     Doctor(doctor::DoctorArgs),
     /// Build and inspect guest images.
@@ -76,7 +77,7 @@ pub fn default_data_dir() -> PathBuf {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     match cli.command {
-        Command::Up(args) => up::run(args, data_dir).await.map(|_| 0),
+        Command::Up(args) => up::run(*args, data_dir).await.map(|_| 0),
         Command::Doctor(args) => doctor::run(args, &data_dir).await,
         Command::Image(cmd) => image::run(cmd).await.map(|_| 0),
         Command::Sandbox(cmd) => sandbox::run(cmd, cli.url, &data_dir).await,

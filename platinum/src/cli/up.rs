@@ -90,6 +90,9 @@ pub struct UpArgs {
         value_delimiter = ','
     )]
     pub insecure_registries: Vec<String>,
+    /// Where archived sandboxes go.
+    #[command(flatten)]
+    pub archive: super::archive_store::ArchiveStoreArgs,
 }
 
 /// Transport choice on the command line.
@@ -195,6 +198,7 @@ async fn start(args: &UpArgs, data_dir: &std::path::Path) -> Result<crate::serve
     };
     config.warm_pools = args.warm_pools.clone();
     config.insecure_registries = args.insecure_registries.clone();
+    config.archive = args.archive.config()?;
     config.memory = match args.memory_backing {
         Memory::Auto => MemoryBacking::Auto,
         Memory::Anonymous => MemoryBacking::Anonymous,

@@ -254,7 +254,27 @@ pub async fn stop_sandbox(
     Ok(Json(engine.stop_sandbox(&p.id).await?))
 }
 
-/// Start a stopped (or failed) sandbox again from its disk.
+/// Archive a stopped or paused sandbox to the object store: its disk (and, when paused, its
+/// memory and processes) leave the host, content-addressed, so chunks stored before are not sent
+/// again. `start` brings it back, onto any host sharing the store and database. The transfer
+/// (chunks sent and reused, bytes, time) is in the sandbox's `archived` event.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/archive", tag = "sandboxes", operation_id = "archiveSandbox",
+    params(SandboxPath),
+    responses(
+        (status = 200, description = "Archived", body = Sandbox),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "Not stopped or paused", body = ErrorBody),
+        (status = 502, description = "The object store failed or is unreachable (`object_store_unavailable`); the sandbox stays on this host as it was", body = ErrorBody)))]
+pub async fn archive_sandbox(
+    State(engine): State<Arc<Engine>>,
+    Path(p): Path<SandboxPath>,
+) -> ApiResult<Json<Sandbox>> {
+    Ok(Json(engine.archive_sandbox(&p.id).await?))
+}
+
+/// Start a stopped, failed, paused-to-disk or archived sandbox again (an archived one is
+/// brought back from the object store first).
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/start", tag = "sandboxes", operation_id = "startSandbox",
     params(SandboxPath),
     responses(
@@ -262,7 +282,8 @@ pub async fn stop_sandbox(
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such sandbox", body = ErrorBody),
         (status = 409, description = "Not stopped", body = ErrorBody),
-        (status = 502, description = "The VM failed to boot", body = ErrorBody)))]
+        (status = 422, description = "Its archive cannot be restored: a chunk is missing or altered (`archive_corrupt`), or its signature fails; nothing was started", body = ErrorBody),
+        (status = 502, description = "The VM failed to boot, or the object store failed (`object_store_unavailable`)", body = ErrorBody)))]
 pub async fn start_sandbox(
     State(engine): State<Arc<Engine>>,
     Path(p): Path<SandboxPath>,

@@ -29,11 +29,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
+mod archive;
 mod layers;
 mod snapshot;
 
 use super::snapshot::{AfterSave, RestoreVm, SaveReport};
 use super::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
+use crate::archive::{
+    Archive, ArchiveDir, Archived, ObjectStore, ObjectStoreConfig, Restored, open_store,
+};
 use crate::console;
 use crate::disk::{CloneMethod, DiskOptions, create_disk_from};
 use crate::error::{Error, IoContext, Result};
@@ -72,6 +76,8 @@ pub struct LocalHostConfig {
     pub stop_grace: Duration,
     /// How registries are reached when images are imported.
     pub registries: RegistryOptions,
+    /// Where archived sandboxes go (`None`: the directory `<data>/archive`).
+    pub archive: Option<ObjectStoreConfig>,
 }
 
 impl LocalHostConfig {
@@ -89,6 +95,7 @@ impl LocalHostConfig {
             health_failures: 3,
             stop_grace: Duration::from_secs(10),
             registries: RegistryOptions::default(),
+            archive: None,
         }
     }
 }
@@ -115,6 +122,10 @@ struct VmRecord {
     /// Kernel command line without the network parameters (which follow the lease).
     #[serde(default)]
     base_cmdline: String,
+    /// The guest's memory image knows another address than `lease` (an archive restored where
+    /// its old address was taken): the next restore from it gives the guest its lease again.
+    #[serde(default)]
+    reidentify: bool,
 }
 
 struct Slot {
@@ -154,6 +165,8 @@ pub struct LocalHost {
     images: Mutex<HashMap<String, GuestImage>>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     events: broadcast::Sender<HostEvent>,
+    /// Where archives go.
+    archive_store: Arc<dyn ObjectStore>,
 }
 
 impl LocalHost {
@@ -170,6 +183,17 @@ impl LocalHost {
             .ctx(|| format!("creating {}", sandboxes.display()))?;
         kill_leftovers(&sandboxes);
         layers::remove_unfinished(&config.data_dir);
+        archive::remove_unfinished(&config.data_dir);
+        let archive_store =
+            open_store(
+                &config
+                    .archive
+                    .clone()
+                    .unwrap_or_else(|| ObjectStoreConfig::Dir {
+                        path: config.data_dir.join("archive"),
+                    }),
+            )?;
+        tracing::info!(store = %archive_store.describe(), "archives");
         for (id, record) in stored_records(&sandboxes) {
             if let Some(lease) = record.lease {
                 network.adopt(&id, lease);
@@ -204,6 +228,7 @@ impl LocalHost {
             images: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             events,
+            archive_store,
         }))
     }
 
@@ -812,6 +837,7 @@ impl HostAgent for LocalHost {
             disk_clone: clone_method_name(disk.method).into(),
             lease: None,
             base_cmdline,
+            reidentify: false,
         };
         write_record(&record)?;
         self.boot(record, NetPlan::Auto(req.internet), None).await
@@ -825,7 +851,9 @@ impl HostAgent for LocalHost {
                 actual: "running".into(),
             });
         }
-        let record = read_record(&dir, id)?;
+        let mut record = read_record(&dir, id)?;
+        // A cold boot gets its address from the kernel command line.
+        record.reidentify = false;
         let internet = record.lease.as_ref().map(|l| l.internet);
         self.boot(record, NetPlan::Auto(internet), None).await
     }
@@ -897,6 +925,19 @@ impl HostAgent for LocalHost {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("removing {}", dir.display()), e)),
         }
+    }
+
+    async fn archive(&self, id: &str, extra: &[ArchiveDir]) -> Result<Archived> {
+        self.archive_sandbox(id, extra).await
+    }
+
+    async fn restore_archive(
+        &self,
+        id: &str,
+        archive: &Archive,
+        extra: &[ArchiveDir],
+    ) -> Result<Restored> {
+        self.restore_archive_of(id, archive, extra).await
     }
 
     async fn guest(&self, id: &str) -> Result<GuestClient> {

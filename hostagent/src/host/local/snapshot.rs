@@ -161,6 +161,7 @@ impl LocalHost {
                     disk_clone: saved.disk_clone.clone(),
                     lease: None,
                     base_cmdline,
+                    reidentify: false,
                 };
                 write_record(&record)?;
                 (
@@ -191,9 +192,10 @@ impl LocalHost {
             }
             copy_disk(&src, &disk.path).await?;
         }
+        let moved = std::mem::take(&mut record.reidentify);
         write_record(&record)?;
         let status = self.boot(record, net, Some(&req.snapshot_dir)).await?;
-        if let RestoreAs::New { .. } = req.restore_as {
+        if moved || matches!(req.restore_as, RestoreAs::New { .. }) {
             let slot = self.slot(&req.id)?;
             let lease = slot.record.lease.as_ref();
             let mut entropy = vec![0u8; IDENTITY_ENTROPY];

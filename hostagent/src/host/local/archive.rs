@@ -1,0 +1,302 @@
+//! Archive and restore of the local host's sandboxes (see [`crate::archive`] for the format).
+//!
+//! Archive (the VM must not run): upload `sandbox.json` and every disk, a qcow2 overlay first
+//! flattened into a raw file next to it (`qemu-img convert`, removed afterwards), then each extra
+//! directory's files, where a hard link of one of the sandbox's disks is recorded as a link
+//! instead of being stored twice. The local copy stays: the caller removes it
+//! ([`crate::host::HostAgent::destroy`]) once it has kept the archive.
+//!
+//! Restore: everything is downloaded into `<data>/restoring/<id>` (and the extra directories),
+//! checked chunk by chunk; the sandbox's record is rewritten for this host (its directory, this
+//! host's kernel and initramfs of its template, raw disks, its old address when it is free here,
+//! else a new one that a memory restore then gives the guest), and only then is the directory
+//! renamed into place. A restore that fails leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{LocalHost, VmRecord, write_record};
+use crate::archive::chunks::{self, Counts};
+use crate::archive::{
+    Archive, ArchiveDir, Archived, ArchivedSet, CHUNK_SIZE, Restored, SANDBOX_SET, TransferReport,
+};
+use crate::disk::{flatten_to_raw, same_file};
+use crate::error::{Error, IoContext, Result};
+use crate::host::memory::MEMORY_FILE_NAME;
+use crate::host::snapshot::{HOST_FILE, SavedVm, disk_file_name, list_files};
+use crate::vmm::DiskFormat;
+use crate::vmm::manifest::{MANIFEST_FILE as VM_MANIFEST_FILE, read_manifest, write_manifest};
+
+/// The record's file in a sandbox directory.
+const RECORD_FILE: &str = "sandbox.json";
+/// Where restores are assembled, under the data directory.
+const RESTORING_DIR: &str = "restoring";
+
+/// Removes restores a stopped server left half done.
+pub(super) fn remove_unfinished(data: &Path) {
+    let dir = data.join(RESTORING_DIR);
+    if let Err(e) = std::fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "removing unfinished restores");
+    }
+}
+
+fn report(counts: &Counts, files: &[&ArchivedSet], started: Instant) -> TransferReport {
+    let all = files.iter().flat_map(|s| &s.files);
+    TransferReport {
+        files: all.clone().count() as u64,
+        bytes_total: all.map(|f| f.size).sum(),
+        chunks_moved: counts.moved.load(Ordering::Relaxed),
+        chunks_reused: counts.reused.load(Ordering::Relaxed),
+        chunks_zero: counts.zero.load(Ordering::Relaxed),
+        bytes_moved: counts.bytes.load(Ordering::Relaxed),
+        ms: started.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
+    }
+}
+
+impl LocalHost {
+    pub(super) async fn archive_sandbox(&self, id: &str, extra: &[ArchiveDir]) -> Result<Archived> {
+        let dir = self.dir(id)?;
+        if self.slots.lock().expect("host slots").contains_key(id) {
+            return Err(Error::VmState {
+                expected: "stopped".into(),
+                actual: "running".into(),
+            });
+        }
+        let record = super::read_record(&dir, id)?;
+        let store = self.archive_store.clone();
+        let started = Instant::now();
+        let counts = Counts::default();
+        tracing::info!(sandbox = %id, store = %store.describe(), "archiving");
+
+        let mut sandbox = ArchivedSet {
+            name: SANDBOX_SET.into(),
+            files: vec![
+                chunks::upload_file(&store, &dir.join(RECORD_FILE), RECORD_FILE, &counts).await?,
+            ],
+            disk_links: Vec::new(),
+        };
+        for disk in &record.spec.disks {
+            let name = disk_file_name(&disk.id);
+            let file = match disk.format {
+                DiskFormat::Raw => chunks::upload_file(&store, &disk.path, &name, &counts).await?,
+                DiskFormat::Qcow2 => {
+                    let flat = dir.join(format!(".archive-{name}"));
+                    let _ = std::fs::remove_file(&flat);
+                    flatten_to_raw(
+                        self.config.disk.qemu_img.as_deref(),
+                        &disk.path,
+                        disk.format,
+                        &flat,
+                    )
+                    .await?;
+                    let uploaded = chunks::upload_file(&store, &flat, &name, &counts).await;
+                    let _ = std::fs::remove_file(&flat);
+                    uploaded?
+                }
+            };
+            sandbox.files.push(file);
+        }
+        let mut sets = vec![sandbox];
+        for extra in extra {
+            if extra.set == SANDBOX_SET {
+                return Err(Error::Invalid(format!(
+                    "{SANDBOX_SET:?} is the sandbox's own set"
+                )));
+            }
+            let mut set = ArchivedSet {
+                name: extra.set.clone(),
+                files: Vec::new(),
+                disk_links: Vec::new(),
+            };
+            for name in list_files(&extra.dir)? {
+                let path = extra.dir.join(&name);
+                if let Some(disk) = record.spec.disks.iter().find(|d| same_file(&d.path, &path)) {
+                    set.disk_links.push((name, disk.id.clone()));
+                    continue;
+                }
+                set.files
+                    .push(chunks::upload_file(&store, &path, &name, &counts).await?);
+            }
+            sets.push(set);
+        }
+        let report = report(&counts, &sets.iter().collect::<Vec<_>>(), started);
+        tracing::info!(sandbox = %id, ?report, "archived");
+        Ok(Archived {
+            archive: Archive {
+                chunk_size: CHUNK_SIZE,
+                sets,
+            },
+            report,
+        })
+    }
+
+    pub(super) async fn restore_archive_of(
+        &self,
+        id: &str,
+        archive: &Archive,
+        extra: &[ArchiveDir],
+    ) -> Result<Restored> {
+        archive.check()?;
+        let dir = self.dir(id)?;
+        if self.slots.lock().expect("host slots").contains_key(id) {
+            return Err(Error::VmState {
+                expected: "archived".into(),
+                actual: "running".into(),
+            });
+        }
+        let staging = self.config.data_dir.join(RESTORING_DIR).join(id);
+        let mut made: Vec<PathBuf> = vec![staging.clone()];
+        let restored = self
+            .restore_into(id, archive, extra, &staging, &dir, &mut made)
+            .await;
+        if restored.is_err() {
+            for path in made {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+        restored
+    }
+
+    async fn restore_into(
+        &self,
+        id: &str,
+        archive: &Archive,
+        extra: &[ArchiveDir],
+        staging: &Path,
+        dir: &Path,
+        made: &mut Vec<PathBuf>,
+    ) -> Result<Restored> {
+        let store = self.archive_store.clone();
+        let started = Instant::now();
+        let counts = Counts::default();
+        let _ = std::fs::remove_dir_all(staging);
+        std::fs::create_dir_all(staging).ctx(|| format!("creating {}", staging.display()))?;
+        let sandbox = archive.set(SANDBOX_SET).expect("checked");
+        for file in &sandbox.files {
+            chunks::download_file(&store, file, &staging.join(&file.name), &counts).await?;
+        }
+        let mut changed = Vec::new();
+        for set in archive.sets.iter().filter(|s| s.name != SANDBOX_SET) {
+            let target = extra.iter().find(|e| e.set == set.name).ok_or_else(|| {
+                Error::Invalid(format!("no directory for the archive's set {:?}", set.name))
+            })?;
+            let _ = std::fs::remove_dir_all(&target.dir);
+            crate::private_file::create_dir(&target.dir)
+                .ctx(|| format!("creating {}", target.dir.display()))?;
+            made.push(target.dir.clone());
+            for file in &set.files {
+                chunks::download_file(&store, file, &target.dir.join(&file.name), &counts).await?;
+            }
+            changed.push((set.name.clone(), Vec::new()));
+        }
+
+        let record = self.rehome_record(id, staging, dir).await?;
+        // Extra sets get the sandbox's (now raw) disks linked back in, and their host record and
+        // the driver's record of the VM say so.
+        for (set, target) in archive
+            .sets
+            .iter()
+            .filter(|s| s.name != SANDBOX_SET)
+            .zip(changed.iter_mut())
+        {
+            let target_dir = &extra
+                .iter()
+                .find(|e| e.set == set.name)
+                .expect("found above")
+                .dir;
+            for (name, disk_id) in &set.disk_links {
+                check_plain(name)?;
+                let disk = staging.join(disk_file_name(disk_id));
+                std::fs::hard_link(&disk, target_dir.join(name))
+                    .ctx(|| format!("linking {} into {}", disk.display(), target_dir.display()))?;
+                target.1.push(name.clone());
+            }
+            if target_dir.join(HOST_FILE).is_file() {
+                let mut saved = SavedVm::read(target_dir)?;
+                for disk in &mut saved.disks {
+                    disk.format = DiskFormat::Raw;
+                }
+                saved.disk_clone = "copy".into();
+                saved.write(target_dir)?;
+                target.1.push(HOST_FILE.into());
+            }
+            if target_dir.join(VM_MANIFEST_FILE).is_file() {
+                let mut vm = read_manifest(target_dir, self.vmm.kind())?;
+                for disk in &mut vm.spec.disks {
+                    disk.format = DiskFormat::Raw;
+                }
+                write_manifest(target_dir, vm.vmm, &vm.spec, &vm.fs)?;
+                target.1.push(VM_MANIFEST_FILE.into());
+            }
+        }
+        // The sandbox's directory appears whole or not at all.
+        if dir.exists() {
+            crate::process::kill_processes_mentioning(&dir.join(""));
+            std::fs::remove_dir_all(dir)
+                .ctx(|| format!("removing the leftover {}", dir.display()))?;
+        }
+        std::fs::rename(staging, dir)
+            .ctx(|| format!("moving {} to {}", staging.display(), dir.display()))?;
+        made.push(dir.to_path_buf());
+        write_record(&record)?;
+        let sets: Vec<&ArchivedSet> = archive.sets.iter().collect();
+        let report = report(&counts, &sets, started);
+        tracing::info!(sandbox = %id, ?report, "restored from its archive");
+        Ok(Restored { report, changed })
+    }
+
+    /// Reads the archived record in `staging` and makes it this host's: paths under `dir`, this
+    /// host's kernel and initramfs of its template, raw disks, a lease here.
+    async fn rehome_record(&self, id: &str, staging: &Path, dir: &Path) -> Result<VmRecord> {
+        let mut record = super::read_record(staging, id)?;
+        if record.spec.id != id {
+            return Err(Error::ArchiveCorrupt(format!(
+                "the archived record is sandbox {}'s, not {id}'s",
+                record.spec.id
+            )));
+        }
+        let image = self.image(&record.template).await?;
+        record.spec.kernel = image.kernel.clone();
+        record.spec.initramfs = image.initramfs.clone();
+        record.spec.dir = dir.to_path_buf();
+        record.spec.console_log = dir.join("console.log");
+        for disk in &mut record.spec.disks {
+            let name = disk_file_name(&disk.id);
+            check_plain(&name)?;
+            if !staging.join(&name).is_file() {
+                return Err(Error::ArchiveCorrupt(format!(
+                    "the archive lacks disk {name}"
+                )));
+            }
+            disk.path = dir.join(name);
+            disk.format = DiskFormat::Raw;
+        }
+        if let Some(memory) = record.spec.memory_file.as_mut() {
+            *memory = dir.join(MEMORY_FILE_NAME);
+        }
+        record.base_cmdline = self.base_cmdline(id);
+        record.spec.cmdline = record.base_cmdline.clone();
+        record.spec.net = None;
+        record.disk_clone = "copy".into();
+        if let Some(old) = record.lease.take() {
+            let old_ip = old.ip;
+            let lease = self.network.claim(id, old)?;
+            record.reidentify = lease.ip != old_ip;
+            record.lease = Some(lease);
+        }
+        Ok(record)
+    }
+}
+
+/// A file name from an archive: one plain path component.
+fn check_plain(name: &str) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(Error::ArchiveCorrupt(format!(
+            "the archive names a file {name:?}"
+        )));
+    }
+    Ok(())
+}

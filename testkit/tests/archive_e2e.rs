@@ -1,0 +1,222 @@
+//! Archives in a real S3-compatible server (`s3s-fs` on loopback) with real VMs: a stopped
+//! sandbox and a paused one (with a counting process in memory) leave the host; the server
+//! restarts on a data directory that holds only the database and the signing keys, as another
+//! host would; both come back, the file and the very same process with them. A second archive
+//! sends only the chunks that changed (counted in the bucket), an altered chunk is refused with
+//! `archive_corrupt` and starts nothing, and an unreachable store fails the archive with
+//! `object_store_unavailable`, leaving the sandbox on the host as it was.
+
+use platinum_testkit::COUNTER;
+use platinum_testkit::s3::TestS3;
+use platinum_testkit::{TestServer, processes_mentioning};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+/// Key prefix of this test's objects.
+const PREFIX: &str = "archives";
+
+/// What the server keeps across hosts: the database and the signing keys.
+const SHARED: [&str; 4] = [
+    "platinum.db",
+    "platinum.db-wal",
+    "platinum.db-shm",
+    "snapshot-keys.json",
+];
+
+async fn out(t: &TestServer, id: &str, cmd: &str) -> String {
+    let r = t.exec(id, cmd).await.unwrap();
+    assert_eq!(r["exit_code"], 0, "{cmd}: {r}");
+    r["stdout"].as_str().unwrap_or_default().trim().to_string()
+}
+
+/// The counter's pid, once it is seen counting.
+async fn counter_pid(t: &TestServer, id: &str) -> String {
+    // python3 takes a moment to start under TCG.
+    out(
+        t,
+        id,
+        "for i in $(seq 100); do [ -s /tmp/count ] && break; sleep 0.2; done; cat /tmp/count",
+    )
+    .await;
+    let read = || out(t, id, "cat /tmp/count");
+    let a: u64 = read().await.parse().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let b: u64 = read().await.parse().unwrap();
+    assert!(b > a, "{id}: the counter stands still ({a} then {b})");
+    out(t, id, "pgrep -f 'import[ ]time' | head -1").await
+}
+
+async fn state(t: &TestServer, id: &str) -> String {
+    let s = t
+        .expect(t.req(Method::GET, &format!("/v1/sandboxes/{id}")), 200)
+        .await
+        .unwrap();
+    s["state"].as_str().unwrap_or_default().to_string()
+}
+
+/// The transfer of sandbox `id`'s latest event of `kind` (`archived`, `stopped` after a
+/// restore), printed for the record.
+async fn transfer(t: &TestServer, id: &str, kind: &str) -> Value {
+    let events = t
+        .expect(
+            t.req(Method::GET, &format!("/v1/sandboxes/{id}/events")),
+            200,
+        )
+        .await
+        .unwrap();
+    let detail = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == kind && e["detail"]["transfer"].is_object())
+        .map(|e| e["detail"]["transfer"].clone())
+        .unwrap_or_else(|| panic!("no {kind} event with a transfer: {events}"));
+    eprintln!("{id} {kind}: {detail}");
+    detail
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// Removes everything of the data directory but [`SHARED`].
+fn keep_only_shared(data: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(data)? {
+        let entry = entry?;
+        if SHARED.contains(&entry.file_name().to_string_lossy().as_ref()) {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archives_leave_the_host_and_come_back_onto_an_empty_data_directory() {
+    let mut s3 = TestS3::start().await.unwrap();
+    let store = s3.store(PREFIX);
+    let config = |c: &mut platinum::server::ServerConfig| c.archive = Some(store.clone());
+    let t = TestServer::start_with(config).await.unwrap();
+
+    // A stopped sandbox with a file: archived, its directory gone.
+    let a = id_of(&t.create(json!({})).await.unwrap());
+    out(&t, &a, "echo from-a > /home/user/a.txt && sync").await;
+    t.action(&a, "stop").await.unwrap();
+    let archived = t.action(&a, "archive").await.unwrap();
+    assert_eq!(archived["state"], "archived", "{archived}");
+    assert!(!t.data_dir().join("sandboxes").join(&a).exists());
+    let first = s3.object_files(PREFIX).len();
+    assert!(first > 0, "nothing reached the bucket");
+    let sent = transfer(&t, &a, "archived").await;
+    assert_eq!(sent["chunks_moved"], first as u64, "{sent}");
+
+    // A paused sandbox with a process in memory: archived (paused to disk on the way).
+    let b = id_of(&t.create(json!({})).await.unwrap());
+    out(&t, &b, COUNTER).await;
+    let pid = counter_pid(&t, &b).await;
+    t.action(&b, "pause").await.unwrap();
+    let archived = t.action(&b, "archive").await.unwrap();
+    assert_eq!(archived["state"], "archived", "{archived}");
+    // B shares A's template: most of its disk was in the bucket already.
+    let sent = transfer(&t, &b, "archived").await;
+    assert!(sent["chunks_reused"].as_u64().unwrap() > 0, "{sent}");
+    let b_dir = t.data_dir().join("sandboxes").join(&b);
+    assert!(!b_dir.exists() && processes_mentioning(&b_dir).is_empty());
+
+    // Another host: the same database, keys and bucket, nothing else.
+    let t = t.restart_after(keep_only_shared, config).await.unwrap();
+    let started = t.action(&a, "start").await.unwrap();
+    assert_eq!(started["state"], "running", "{started}");
+    assert_eq!(out(&t, &a, "cat /home/user/a.txt").await, "from-a");
+    transfer(&t, &a, "stopped").await;
+    let resumed = t.action(&b, "start").await.unwrap();
+    assert_eq!(resumed["state"], "running", "{resumed}");
+    assert_eq!(
+        counter_pid(&t, &b).await,
+        pid,
+        "the paused process did not come back"
+    );
+
+    // A second archive sends only what changed (a 1 MB file and the filesystem's metadata).
+    out(
+        &t,
+        &a,
+        "head -c 1000000 /dev/urandom > /home/user/new.bin && sync",
+    )
+    .await;
+    t.action(&a, "stop").await.unwrap();
+    let before = s3.object_files(PREFIX);
+    t.action(&a, "archive").await.unwrap();
+    let after = s3.object_files(PREFIX);
+    let sent = after.len() - before.len();
+    let report = transfer(&t, &a, "archived").await;
+    assert_eq!(report["chunks_moved"], sent as u64, "{report}");
+    assert!(
+        sent >= 1 && sent * 4 < first,
+        "the second archive sent {sent} chunks, the first {first}"
+    );
+
+    // An altered chunk (one this archive sent) is refused; nothing starts; fixed, it starts.
+    let (newest, _) = after
+        .iter()
+        .filter(|(p, _)| !before.iter().any(|(q, _)| q == p))
+        .max_by_key(|(_, modified)| *modified)
+        .cloned()
+        .unwrap();
+    let good = std::fs::read(&newest).unwrap();
+    let mut bad = good.clone();
+    bad[0] ^= 0xff;
+    std::fs::write(&newest, &bad).unwrap();
+    let refused = t
+        .expect_error(
+            t.req(Method::POST, &format!("/v1/sandboxes/{a}/start")),
+            422,
+            "archive_corrupt",
+        )
+        .await
+        .unwrap();
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not match"),
+        "{refused}"
+    );
+    assert_eq!(state(&t, &a).await, "archived");
+    let a_dir = t.data_dir().join("sandboxes").join(&a);
+    assert!(!a_dir.exists() && processes_mentioning(&a_dir).is_empty());
+    std::fs::write(&newest, &good).unwrap();
+    t.action(&a, "start").await.unwrap();
+    assert!(out(&t, &a, "stat -c %s /home/user/new.bin").await == "1000000");
+
+    // The store unreachable: the archive fails, typed; the sandbox stays here and starts.
+    s3.pause();
+    t.action(&a, "stop").await.unwrap();
+    let failed = t
+        .expect_error(
+            t.req(Method::POST, &format!("/v1/sandboxes/{a}/archive")),
+            502,
+            "object_store_unavailable",
+        )
+        .await
+        .unwrap();
+    assert!(
+        !failed.to_string().contains("platinum-test-secret-key"),
+        "{failed}"
+    );
+    assert_eq!(state(&t, &a).await, "stopped");
+    s3.resume().await.unwrap();
+    let again = t.action(&a, "start").await.unwrap();
+    assert_eq!(again["state"], "running", "{again}");
+    assert_eq!(out(&t, &a, "cat /home/user/a.txt").await, "from-a");
+
+    t.delete(&a).await.unwrap();
+    t.delete(&b).await.unwrap();
+}
