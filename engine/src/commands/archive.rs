@@ -21,6 +21,7 @@ use platinum_hostagent::archive::ArchiveDir;
 use time::OffsetDateTime;
 
 use crate::commands::sandbox::require;
+use crate::commands::snapshots::rfc3339;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{Sandbox, SandboxState};
@@ -29,6 +30,14 @@ use crate::snapshots::dir as snapdir;
 
 /// The archive set holding a paused sandbox's memory image.
 const SUSPEND_SET: &str = "suspend";
+
+/// The memory image in directory `dir` as an archive set.
+fn suspend_set(dir: &std::path::Path) -> ArchiveDir {
+    ArchiveDir {
+        set: SUSPEND_SET.into(),
+        dir: dir.to_path_buf(),
+    }
+}
 
 impl Engine {
     /// Archives a stopped or paused sandbox to the object store and frees its space on the host.
@@ -45,13 +54,7 @@ impl Engine {
         )?;
         let keys = self.keys()?;
         let image = self.checked_suspend_image(&s).await?;
-        let extra: Vec<ArchiveDir> = image
-            .iter()
-            .map(|(_, dir)| ArchiveDir {
-                set: SUSPEND_SET.into(),
-                dir: dir.clone(),
-            })
-            .collect();
+        let extra: Vec<ArchiveDir> = image.iter().map(|(_, dir)| suspend_set(dir)).collect();
         let archived = match self.host.archive(id, &extra).await {
             Ok(archived) => archived,
             Err(e) => {
@@ -67,9 +70,7 @@ impl Engine {
         };
         let manifest = ArchiveManifest {
             sandbox_id: id.to_string(),
-            created_at: OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            created_at: rfc3339(OffsetDateTime::now_utc()),
             suspend_snapshot: image.as_ref().map(|(snap, _)| snap.id.clone()),
             archive: archived.archive,
             report: archived.report.clone(),
@@ -115,13 +116,7 @@ impl Engine {
             Some(snap) => Some(self.snapshots_root()?.join(snap)),
             None => None,
         };
-        let extra: Vec<ArchiveDir> = image_dir
-            .iter()
-            .map(|dir| ArchiveDir {
-                set: SUSPEND_SET.into(),
-                dir: dir.clone(),
-            })
-            .collect();
+        let extra: Vec<ArchiveDir> = image_dir.iter().map(|dir| suspend_set(dir)).collect();
         let restored = self
             .host
             .restore_archive(&s.id, &manifest.archive, &extra)

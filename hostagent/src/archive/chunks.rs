@@ -152,20 +152,20 @@ fn count_download(counts: &Counts, bytes: u64) {
     counts.bytes.fetch_add(bytes, Ordering::Relaxed);
 }
 
+/// Checks a file name from an archive: one plain path component.
+pub fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(Error::ArchiveCorrupt(format!(
+            "the archive names a file {name:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that `file` describes a file this host can write: a plain name, and as many chunks as
 /// its size needs, each a BLAKE3 hash.
 pub fn check_file(file: &ArchivedFile) -> Result<()> {
-    let name_ok = !file.name.is_empty()
-        && file.name != "."
-        && file.name != ".."
-        && !file.name.contains('/')
-        && !file.name.contains('\0');
-    if !name_ok {
-        return Err(Error::ArchiveCorrupt(format!(
-            "the archive names a file {:?}",
-            file.name
-        )));
-    }
+    check_name(&file.name)?;
     if file.chunks.len() as u64 != file.size.div_ceil(CHUNK_SIZE) {
         return Err(Error::ArchiveCorrupt(format!(
             "{} has {} chunks for {} bytes",

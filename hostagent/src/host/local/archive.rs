@@ -16,20 +16,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{LocalHost, VmRecord, write_record};
-use crate::archive::chunks::{self, Counts};
+use super::{LocalHost, RECORD_FILE, VmRecord, write_record};
+use crate::archive::chunks::{self, Counts, check_name};
 use crate::archive::{
     Archive, ArchiveDir, Archived, ArchivedSet, CHUNK_SIZE, Restored, SANDBOX_SET, TransferReport,
 };
 use crate::disk::{flatten_to_raw, same_file};
 use crate::error::{Error, IoContext, Result};
-use crate::host::memory::MEMORY_FILE_NAME;
 use crate::host::snapshot::{HOST_FILE, SavedVm, disk_file_name, list_files};
 use crate::vmm::DiskFormat;
 use crate::vmm::manifest::{MANIFEST_FILE as VM_MANIFEST_FILE, read_manifest, write_manifest};
 
-/// The record's file in a sandbox directory.
-const RECORD_FILE: &str = "sandbox.json";
 /// Where restores are assembled, under the data directory.
 const RESTORING_DIR: &str = "restoring";
 
@@ -43,8 +40,8 @@ pub(super) fn remove_unfinished(data: &Path) {
     }
 }
 
-fn report(counts: &Counts, files: &[&ArchivedSet], started: Instant) -> TransferReport {
-    let all = files.iter().flat_map(|s| &s.files);
+fn report(counts: &Counts, sets: &[ArchivedSet], started: Instant) -> TransferReport {
+    let all = sets.iter().flat_map(|s| &s.files);
     TransferReport {
         files: all.clone().count() as u64,
         bytes_total: all.map(|f| f.size).sum(),
@@ -59,12 +56,7 @@ fn report(counts: &Counts, files: &[&ArchivedSet], started: Instant) -> Transfer
 impl LocalHost {
     pub(super) async fn archive_sandbox(&self, id: &str, extra: &[ArchiveDir]) -> Result<Archived> {
         let dir = self.dir(id)?;
-        if self.slots.lock().expect("host slots").contains_key(id) {
-            return Err(Error::VmState {
-                expected: "stopped".into(),
-                actual: "running".into(),
-            });
-        }
+        self.require_no_vm(id, "stopped")?;
         let record = super::read_record(&dir, id)?;
         let store = self.archive_store.clone();
         let started = Instant::now();
@@ -122,7 +114,7 @@ impl LocalHost {
             }
             sets.push(set);
         }
-        let report = report(&counts, &sets.iter().collect::<Vec<_>>(), started);
+        let report = report(&counts, &sets, started);
         tracing::info!(sandbox = %id, ?report, "archived");
         Ok(Archived {
             archive: Archive {
@@ -141,12 +133,7 @@ impl LocalHost {
     ) -> Result<Restored> {
         archive.check()?;
         let dir = self.dir(id)?;
-        if self.slots.lock().expect("host slots").contains_key(id) {
-            return Err(Error::VmState {
-                expected: "archived".into(),
-                actual: "running".into(),
-            });
-        }
+        self.require_no_vm(id, "archived")?;
         let staging = self.config.data_dir.join(RESTORING_DIR).join(id);
         let mut made: Vec<PathBuf> = vec![staging.clone()];
         let restored = self
@@ -178,59 +165,26 @@ impl LocalHost {
         for file in &sandbox.files {
             chunks::download_file(&store, file, &staging.join(&file.name), &counts).await?;
         }
+        let record = self.rehome_record(id, staging, dir).await?;
+        // Each further set into its directory, with the sandbox's (now raw) disks linked back
+        // in, and its host record and the driver's record of the VM saying so.
         let mut changed = Vec::new();
         for set in archive.sets.iter().filter(|s| s.name != SANDBOX_SET) {
-            let target = extra.iter().find(|e| e.set == set.name).ok_or_else(|| {
-                Error::Invalid(format!("no directory for the archive's set {:?}", set.name))
-            })?;
-            let _ = std::fs::remove_dir_all(&target.dir);
-            crate::private_file::create_dir(&target.dir)
-                .ctx(|| format!("creating {}", target.dir.display()))?;
-            made.push(target.dir.clone());
-            for file in &set.files {
-                chunks::download_file(&store, file, &target.dir.join(&file.name), &counts).await?;
-            }
-            changed.push((set.name.clone(), Vec::new()));
-        }
-
-        let record = self.rehome_record(id, staging, dir).await?;
-        // Extra sets get the sandbox's (now raw) disks linked back in, and their host record and
-        // the driver's record of the VM say so.
-        for (set, target) in archive
-            .sets
-            .iter()
-            .filter(|s| s.name != SANDBOX_SET)
-            .zip(changed.iter_mut())
-        {
-            let target_dir = &extra
+            let target = &extra
                 .iter()
                 .find(|e| e.set == set.name)
-                .expect("found above")
+                .ok_or_else(|| {
+                    Error::Invalid(format!("no directory for the archive's set {:?}", set.name))
+                })?
                 .dir;
-            for (name, disk_id) in &set.disk_links {
-                check_plain(name)?;
-                let disk = staging.join(disk_file_name(disk_id));
-                std::fs::hard_link(&disk, target_dir.join(name))
-                    .ctx(|| format!("linking {} into {}", disk.display(), target_dir.display()))?;
-                target.1.push(name.clone());
+            let _ = std::fs::remove_dir_all(target);
+            crate::private_file::create_dir(target)
+                .ctx(|| format!("creating {}", target.display()))?;
+            made.push(target.clone());
+            for file in &set.files {
+                chunks::download_file(&store, file, &target.join(&file.name), &counts).await?;
             }
-            if target_dir.join(HOST_FILE).is_file() {
-                let mut saved = SavedVm::read(target_dir)?;
-                for disk in &mut saved.disks {
-                    disk.format = DiskFormat::Raw;
-                }
-                saved.disk_clone = "copy".into();
-                saved.write(target_dir)?;
-                target.1.push(HOST_FILE.into());
-            }
-            if target_dir.join(VM_MANIFEST_FILE).is_file() {
-                let mut vm = read_manifest(target_dir, self.vmm.kind())?;
-                for disk in &mut vm.spec.disks {
-                    disk.format = DiskFormat::Raw;
-                }
-                write_manifest(target_dir, vm.vmm, &vm.spec, &vm.fs)?;
-                target.1.push(VM_MANIFEST_FILE.into());
-            }
+            changed.push((set.name.clone(), self.relink_disks(set, staging, target)?));
         }
         // The sandbox's directory appears whole or not at all.
         if dir.exists() {
@@ -242,10 +196,46 @@ impl LocalHost {
             .ctx(|| format!("moving {} to {}", staging.display(), dir.display()))?;
         made.push(dir.to_path_buf());
         write_record(&record)?;
-        let sets: Vec<&ArchivedSet> = archive.sets.iter().collect();
-        let report = report(&counts, &sets, started);
+        let report = report(&counts, &archive.sets, started);
         tracing::info!(sandbox = %id, ?report, "restored from its archive");
         Ok(Restored { report, changed })
+    }
+
+    /// Links the sandbox's disks (downloaded into `staging`) into `target` where `set` had them,
+    /// and makes the host record and the driver's record of the VM there say they are raw now.
+    /// Returns the names of the files this changed.
+    fn relink_disks(
+        &self,
+        set: &ArchivedSet,
+        staging: &Path,
+        target: &Path,
+    ) -> Result<Vec<String>> {
+        let mut changed = Vec::new();
+        for (name, disk_id) in &set.disk_links {
+            check_name(name)?;
+            let disk = staging.join(disk_file_name(disk_id));
+            std::fs::hard_link(&disk, target.join(name))
+                .ctx(|| format!("linking {} into {}", disk.display(), target.display()))?;
+            changed.push(name.clone());
+        }
+        if target.join(HOST_FILE).is_file() {
+            let mut saved = SavedVm::read(target)?;
+            for disk in &mut saved.disks {
+                disk.format = DiskFormat::Raw;
+            }
+            saved.disk_clone = "copy".into();
+            saved.write(target)?;
+            changed.push(HOST_FILE.into());
+        }
+        if target.join(VM_MANIFEST_FILE).is_file() {
+            let mut vm = read_manifest(target, self.vmm.kind())?;
+            for disk in &mut vm.spec.disks {
+                disk.format = DiskFormat::Raw;
+            }
+            write_manifest(target, vm.vmm, &vm.spec, &vm.fs)?;
+            changed.push(VM_MANIFEST_FILE.into());
+        }
+        Ok(changed)
     }
 
     /// Reads the archived record in `staging` and makes it this host's: paths under `dir`, this
@@ -261,25 +251,17 @@ impl LocalHost {
         let image = self.image(&record.template).await?;
         record.spec.kernel = image.kernel.clone();
         record.spec.initramfs = image.initramfs.clone();
-        record.spec.dir = dir.to_path_buf();
-        record.spec.console_log = dir.join("console.log");
         for disk in &mut record.spec.disks {
             let name = disk_file_name(&disk.id);
-            check_plain(&name)?;
+            check_name(&name)?;
             if !staging.join(&name).is_file() {
                 return Err(Error::ArchiveCorrupt(format!(
                     "the archive lacks disk {name}"
                 )));
             }
-            disk.path = dir.join(name);
             disk.format = DiskFormat::Raw;
         }
-        if let Some(memory) = record.spec.memory_file.as_mut() {
-            *memory = dir.join(MEMORY_FILE_NAME);
-        }
-        record.base_cmdline = self.base_cmdline(id);
-        record.spec.cmdline = record.base_cmdline.clone();
-        record.spec.net = None;
+        record.base_cmdline = self.place_spec(&mut record.spec, id, dir);
         record.disk_clone = "copy".into();
         if let Some(old) = record.lease.take() {
             let old_ip = old.ip;
@@ -289,14 +271,4 @@ impl LocalHost {
         }
         Ok(record)
     }
-}
-
-/// A file name from an archive: one plain path component.
-fn check_plain(name: &str) -> Result<()> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        return Err(Error::ArchiveCorrupt(format!(
-            "the archive names a file {name:?}"
-        )));
-    }
-    Ok(())
 }

@@ -33,7 +33,7 @@ mod archive;
 mod layers;
 mod snapshot;
 
-use super::snapshot::{AfterSave, RestoreVm, SaveReport};
+use super::snapshot::{AfterSave, RestoreVm, SaveReport, disk_file_name};
 use super::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
 use crate::archive::{
     Archive, ArchiveDir, Archived, ObjectStore, ObjectStoreConfig, Restored, open_store,
@@ -108,6 +108,11 @@ enum NetPlan {
     /// None (a snapshot taken without one must be restored without one).
     Off,
 }
+
+/// The record's file in a sandbox directory.
+const RECORD_FILE: &str = "sandbox.json";
+/// The guest console's log in a sandbox directory.
+const CONSOLE_FILE: &str = "console.log";
 
 /// What `sandbox.json` records about a VM.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -257,6 +262,37 @@ impl LocalHost {
             return Err(Error::PathEscape(PathBuf::from(id)));
         }
         Ok(self.config.data_dir.join("sandboxes").join(id))
+    }
+
+    /// Fails with [`Error::VmState`] (the sandbox should be `expected`) while a VM of sandbox
+    /// `id` runs.
+    fn require_no_vm(&self, id: &str, expected: &str) -> Result<()> {
+        if self.slots.lock().expect("host slots").contains_key(id) {
+            return Err(Error::VmState {
+                expected: expected.into(),
+                actual: "running".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Points `spec` at sandbox `id`'s directory `dir` on this host: its console log, disks
+    /// (`<disk id>.disk`) and memory file (where it has one) there, and the kernel command line
+    /// of `id` without network parameters (a boot adds those), which it returns.
+    fn place_spec(&self, spec: &mut VmSpec, id: &str, dir: &Path) -> String {
+        let base_cmdline = self.base_cmdline(id);
+        spec.id = id.to_string();
+        spec.dir = dir.to_path_buf();
+        spec.console_log = dir.join(CONSOLE_FILE);
+        spec.cmdline = base_cmdline.clone();
+        spec.net = None;
+        for disk in &mut spec.disks {
+            disk.path = dir.join(disk_file_name(&disk.id));
+        }
+        if let Some(memory) = spec.memory_file.as_mut() {
+            *memory = dir.join(MEMORY_FILE_NAME);
+        }
+        base_cmdline
     }
 
     /// Kernel command line of sandbox `id` without its network parameters.
@@ -603,7 +639,7 @@ impl LocalHost {
 
     fn console_tail_of(&self, id: &str, lines: usize) -> String {
         match self.dir(id) {
-            Ok(dir) => console::tail(&dir.join("console.log"), lines).unwrap_or_default(),
+            Ok(dir) => console::tail(&dir.join(CONSOLE_FILE), lines).unwrap_or_default(),
             Err(_) => String::new(),
         }
     }
@@ -706,15 +742,15 @@ fn kill_leftovers(sandboxes: &Path) {
 
 /// Writes `sandbox.json` (it holds the sandbox's environment variables: owner-only, atomic).
 fn write_record(record: &VmRecord) -> Result<()> {
-    let path = record.spec.dir.join("sandbox.json");
+    let path = record.spec.dir.join(RECORD_FILE);
     let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Invalid(e.to_string()))?;
     crate::private_file::write(&path, &json).ctx(|| format!("writing {}", path.display()))
 }
 
 /// Reads `sandbox.json` of sandbox `id` in `dir`.
 fn read_record(dir: &Path, id: &str) -> Result<VmRecord> {
-    let raw = std::fs::read(dir.join("sandbox.json"))
-        .ctx(|| format!("reading {}/sandbox.json", dir.display()))?;
+    let raw = std::fs::read(dir.join(RECORD_FILE))
+        .ctx(|| format!("reading {}/{RECORD_FILE}", dir.display()))?;
     let mut record: VmRecord = serde_json::from_slice(&raw)
         .map_err(|e| Error::Invalid(format!("corrupt sandbox.json of {id}: {e}")))?;
     if record.base_cmdline.is_empty() {
@@ -731,7 +767,7 @@ fn stored_records(sandboxes: &Path) -> Vec<(String, VmRecord)> {
     entries
         .flatten()
         .filter_map(|e| {
-            let raw = std::fs::read(e.path().join("sandbox.json")).ok()?;
+            let raw = std::fs::read(e.path().join(RECORD_FILE)).ok()?;
             Some((
                 e.file_name().into_string().ok()?,
                 serde_json::from_slice(&raw).ok()?,
@@ -826,7 +862,7 @@ impl HostAgent for LocalHost {
             memory_file: self.memory_in_file.then(|| dir.join(MEMORY_FILE_NAME)),
             transport,
             vsock_cid: 3,
-            console_log: dir.join("console.log"),
+            console_log: dir.join(CONSOLE_FILE),
             net: None,
         };
         let base_cmdline = spec.cmdline.clone();
@@ -845,12 +881,7 @@ impl HostAgent for LocalHost {
 
     async fn start(&self, id: &str) -> Result<VmStatus> {
         let dir = self.dir(id)?;
-        if self.slots.lock().expect("host slots").contains_key(id) {
-            return Err(Error::VmState {
-                expected: "stopped".into(),
-                actual: "running".into(),
-            });
-        }
+        self.require_no_vm(id, "stopped")?;
         let mut record = read_record(&dir, id)?;
         // A cold boot gets its address from the kernel command line.
         record.reidentify = false;
@@ -947,7 +978,7 @@ impl HostAgent for LocalHost {
 
     async fn console_tail(&self, id: &str, lines: usize) -> Result<String> {
         let dir = self.dir(id)?;
-        console::tail(&dir.join("console.log"), lines)
+        console::tail(&dir.join(CONSOLE_FILE), lines)
     }
 
     async fn running(&self) -> Vec<String> {

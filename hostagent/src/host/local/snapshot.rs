@@ -18,7 +18,6 @@ use super::{LocalHost, NetPlan, VmRecord, read_record, slot_guest, write_record}
 use crate::disk::{copy_disk, same_file};
 use crate::error::{Error, IoContext, Result};
 use crate::host::VmStatus;
-use crate::host::memory::MEMORY_FILE_NAME;
 use crate::host::snapshot::{
     AfterSave, RestoreAs, RestoreVm, SaveReport, SavedDisk, SavedVm, disk_file_name, list_files,
 };
@@ -141,19 +140,8 @@ impl LocalHost {
                     .create(&dir)
                     .ctx(|| format!("creating sandbox directory {}", dir.display()))?;
                 let mut spec = manifest.spec.clone();
-                let base_cmdline = self.base_cmdline(&req.id);
-                spec.id = req.id.clone();
-                spec.dir = dir.clone();
-                spec.console_log = dir.join("console.log");
-                spec.cmdline = base_cmdline.clone();
-                spec.net = None;
-                for disk in &mut spec.disks {
-                    disk.path = dir.join(disk_file_name(&disk.id));
-                }
                 // The RAM is where the snapshot's was: in a file (of this directory) or not.
-                if let Some(memory) = spec.memory_file.as_mut() {
-                    *memory = dir.join(MEMORY_FILE_NAME);
-                }
+                let base_cmdline = self.place_spec(&mut spec, &req.id, &dir);
                 let record = VmRecord {
                     spec,
                     template: saved.template.clone(),
