@@ -241,6 +241,16 @@ impl Network {
         Ok(lease)
     }
 
+    /// Whether sandbox `id` holds a lease.
+    pub fn holds(&self, id: &str) -> bool {
+        self.leases.lock().expect("network leases").contains_key(id)
+    }
+
+    /// Gives back a lease [`Network::claim`] took (no TAP or firewall element exists for it).
+    pub fn unclaim(&self, id: &str) {
+        self.leases.lock().expect("network leases").remove(id);
+    }
+
     /// Gives sandbox `id` a lease (keeping one it already has), pins it in the firewall and
     /// creates its TAP.
     pub async fn attach(&self, id: &str, internet: bool, previous: Option<Lease>) -> Result<Lease> {
@@ -311,6 +321,41 @@ pub fn tap_name(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claimed_address_is_kept_when_free_and_replaced_when_taken() {
+        let net = Network::disabled("test");
+        let old = |ip: Ipv4Addr| Lease {
+            tap: "elsewhere".into(),
+            ip,
+            prefix: 24,
+            mac: ipam::mac_for(ip),
+            gateway: Ipv4Addr::new(192, 168, 0, 1),
+            dns: Vec::new(),
+            internet: false,
+        };
+        let a = net.claim("a", old(Ipv4Addr::new(10, 42, 0, 7))).unwrap();
+        assert_eq!(
+            (a.ip, a.tap.as_str(), a.prefix),
+            (Ipv4Addr::new(10, 42, 0, 7), "pta", 16)
+        );
+        assert_eq!(a.gateway, NetworkConfig::default().gateway());
+        // Taken by `a`, or outside this network: a fresh address, same internet access.
+        let b = net.claim("b", old(Ipv4Addr::new(10, 42, 0, 7))).unwrap();
+        assert_ne!(b.ip, a.ip);
+        assert!(!b.internet);
+        let c = net.claim("c", old(Ipv4Addr::new(192, 168, 0, 9))).unwrap();
+        assert!(c.ip != b.ip && c.ip.octets()[..2] == [10, 42]);
+        // A sandbox that holds one keeps it; an unclaimed one is free again.
+        assert_eq!(
+            net.claim("a", old(Ipv4Addr::new(10, 42, 0, 99))).unwrap(),
+            a
+        );
+        assert!(net.holds("b"));
+        net.unclaim("b");
+        assert!(!net.holds("b"));
+        assert_eq!(net.claim("d", old(b.ip)).unwrap().ip, b.ip);
+    }
 
     #[test]
     fn lease_cmdline_and_names() {

@@ -136,12 +136,17 @@ impl LocalHost {
         self.require_no_vm(id, "archived")?;
         let staging = self.config.data_dir.join(RESTORING_DIR).join(id);
         let mut made: Vec<PathBuf> = vec![staging.clone()];
+        let had_lease = self.network.holds(id);
         let restored = self
             .restore_into(id, archive, extra, &staging, &dir, &mut made)
             .await;
         if restored.is_err() {
             for path in made {
                 let _ = std::fs::remove_dir_all(&path);
+            }
+            // The address the restore claimed goes back.
+            if !had_lease {
+                self.network.unclaim(id);
             }
         }
         restored
