@@ -119,6 +119,16 @@ ensure_vsock_daemon() {
   fi
 }
 
+# virtiofsd serves each sandbox's host share (/mnt/dnah-share); 1.11+ migrates its state, which
+# pause to disk needs.
+VIRTIOFSD_VERSION=1.14.0
+ensure_virtiofsd() {
+  if ! virtiofsd --version 2>/dev/null | grep -q "$VIRTIOFSD_VERSION"; then
+    log "cargo install virtiofsd $VIRTIOFSD_VERSION (cached in $CARGO_INSTALL_ROOT)"
+    cargo install --locked --quiet virtiofsd --version "$VIRTIOFSD_VERSION"
+  fi
+}
+
 # Test-only: the S3-compatible server the archive tests start on loopback (s3s-fs keeps objects
 # as files; 0.14 is the newest release that builds with this project's Rust).
 S3S_FS_VERSION=0.14.1
@@ -169,6 +179,7 @@ cmd_up() {
   ensure_rust
   host_packages
   ensure_vsock_daemon
+  ensure_virtiofsd
   build release
   # Where a new shell finds it, so every hint `up` prints works as printed.
   ln -sf "$CARGO_TARGET_DIR/release/platinum" /usr/local/bin/platinum
@@ -184,8 +195,9 @@ cmd_test() {
   phase "host packages (apt, QEMU from backports)"
   host_packages
   test_packages
-  phase "vhost-device-vsock, s3s-fs (cargo install, cached)"
+  phase "vhost-device-vsock, virtiofsd, s3s-fs (cargo install, cached)"
   ensure_vsock_daemon
+  ensure_virtiofsd
   ensure_s3_server
   phase "format and lint"
   reuse_unchanged_builds

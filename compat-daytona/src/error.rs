@@ -89,6 +89,7 @@ impl From<EngineError> for DaytonaError {
             | C::TemplateNotFound
             | C::SnapshotNotFound
             | C::PoolNotFound
+            | C::VolumeNotFound
             | C::BuildNotFound => (S::NOT_FOUND, "NOT_FOUND"),
             C::SnapshotSignatureInvalid | C::SnapshotCorrupt | C::SnapshotKeyUnknown => {
                 (S::UNPROCESSABLE_ENTITY, "SNAPSHOT_INVALID")

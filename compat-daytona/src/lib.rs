@@ -11,7 +11,7 @@
 //! Routes (all on the server's one port):
 //! - `/api/...`: the control plane ([`api`]): sandboxes, labels, lifecycle intervals, preview
 //!   links, snapshots (Platinum templates, built from Daytona `Image`s on request), sandboxes
-//!   from images, and volumes (none).
+//!   from images, and volumes (named persistent volumes, mounted at sandbox create).
 //! - `/toolbox/{sandboxId}/...`: the in-sandbox daemon ([`toolbox`]): process execute and
 //!   code-run, background sessions, files, git, PTY, directories, metrics.
 //! - `/preview/{sandboxId}/{port}/...` and `/preview/s/{token}/...`: preview links to ports

@@ -10,6 +10,7 @@
 //! | `POST /sandboxes/{id}/pause` (204, 409), `/resume` (201, 409) | `suspend_sandbox` (to disk, with memory unless `memory: false`), `resume_sandbox` |
 //! | `GET /sandboxes/{id}/metrics` | `metrics_history` (samples every 5 s, the last hour) |
 //! | snapshots and fork | see [`crate::snapshots`] |
+//! | volumes (`/volumes`, `volumeMounts` at create) | see [`crate::volumes`] |
 //! | templates and their builds | see [`crate::templates`] |
 //!
 //! States: creating, starting and running are E2B's `running`; paused, suspended, stopping,
@@ -42,6 +43,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::ApiError;
+use crate::volumes::{self, Mounted, SandboxVolumeMount};
 use crate::{Ctx, ENVD_VERSION, auth};
 
 /// Timeout of a create or resume that names none (E2B's default), seconds.
@@ -77,6 +79,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/sandboxes/{id}/metrics", get(metrics))
         .merge(crate::snapshots::routes())
         .merge(crate::templates::routes())
+        .merge(crate::volumes::routes())
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_key))
         .with_state(ctx)
 }
@@ -186,8 +189,8 @@ pub(crate) fn sandbox_json(ctx: &Ctx, s: &Sandbox) -> Value {
     })
 }
 
-/// The fields `SandboxDetail` and `ListedSandbox` share.
-fn listed_json(ctx: &Ctx, s: &Sandbox) -> Value {
+/// The fields `SandboxDetail` and `ListedSandbox` share (`volumeMounts` from `mounted`).
+fn listed_json(ctx: &Ctx, s: &Sandbox, mounted: &Mounted) -> Value {
     let disk_mb = ctx
         .engine
         .templates()
@@ -207,6 +210,7 @@ fn listed_json(ctx: &Ctx, s: &Sandbox) -> Value {
         "diskSizeMB": disk_mb,
         "state": e2b_state(s.state).unwrap_or("paused"),
         "metadata": s.metadata,
+        "volumeMounts": mounted.get(&s.id).cloned().unwrap_or_default(),
     })
 }
 
@@ -232,8 +236,8 @@ async fn pause_mode(ctx: &Ctx, s: &Sandbox) -> ApiResult<Option<&'static str>> {
     })
 }
 
-fn detail_json(ctx: &Ctx, s: &Sandbox, pause_mode: Option<&str>) -> Value {
-    let mut v = listed_json(ctx, s);
+fn detail_json(ctx: &Ctx, s: &Sandbox, pause_mode: Option<&str>, mounted: &Mounted) -> Value {
+    let mut v = listed_json(ctx, s, mounted);
     let on_timeout = match s.on_timeout {
         TimeoutAction::Kill => "kill",
         TimeoutAction::Pause | TimeoutAction::Stop => "pause",
@@ -338,7 +342,7 @@ struct NewSandbox {
     env_vars: Option<BTreeMap<String, String>>,
     mcp: Option<Value>,
     iam: Option<Value>,
-    volume_mounts: Option<Value>,
+    volume_mounts: Option<Vec<SandboxVolumeMount>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -402,16 +406,7 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
     };
     let source = source(&ctx, reference).await?;
     let timeout = timeout_secs(req.timeout)?;
-    for (field, present) in [
-        ("mcp", req.mcp.is_some()),
-        ("iam", req.iam.is_some()),
-        (
-            "volumeMounts",
-            req.volume_mounts
-                .as_ref()
-                .is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty())),
-        ),
-    ] {
+    for (field, present) in [("mcp", req.mcp.is_some()), ("iam", req.iam.is_some())] {
         if present {
             return Err(ApiError::bad_request(format!(
                 "{field} is not supported by this server"
@@ -454,6 +449,7 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
         on_timeout: Some(on_timeout),
         internet: internet(&req)?,
         auto_resume,
+        volumes: volumes::mounts(req.volume_mounts.as_deref().unwrap_or_default()),
         ..CreateSandbox::default()
     };
     let sandbox = ctx.engine.create_sandbox(create).await?;
@@ -474,7 +470,8 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
 async fn get_one(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let s = load(&ctx, &id).await?;
     let mode = pause_mode(&ctx, &s).await?;
-    Ok(Json(detail_json(&ctx, &s, mode)))
+    let mounted = volumes::mounted(&ctx).await?;
+    Ok(Json(detail_json(&ctx, &s, mode, &mounted)))
 }
 
 async fn kill(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -844,8 +841,9 @@ async fn matching(ctx: &Ctx, f: &ListFilter) -> ApiResult<Vec<Sandbox>> {
 async fn list_v1(State(ctx): State<Ctx>, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
     let f = list_filter(raw.as_deref(), false)?;
     let all = matching(&ctx, &f).await?;
+    let mounted = volumes::mounted(&ctx).await?;
     Ok(Json(Value::Array(
-        all.iter().map(|s| listed_json(&ctx, s)).collect(),
+        all.iter().map(|s| listed_json(&ctx, s, &mounted)).collect(),
     )))
 }
 
@@ -857,7 +855,13 @@ async fn list_v2(State(ctx): State<Ctx>, RawQuery(raw): RawQuery) -> ApiResult<R
         .iter()
         .filter(|s| e2b_state(s.state) == Some("running"))
         .count();
-    let body = Value::Array(items.iter().map(|s| listed_json(&ctx, s)).collect());
+    let mounted = volumes::mounted(&ctx).await?;
+    let body = Value::Array(
+        items
+            .iter()
+            .map(|s| listed_json(&ctx, s, &mounted))
+            .collect(),
+    );
     let mut headers = next_token_headers(next);
     headers.insert("x-total-running", HeaderValue::from(running));
     Ok((StatusCode::OK, headers, Json(body)).into_response())
@@ -919,6 +923,37 @@ mod tests {
         let (items, _) = page(&desc, key, Some(&(4, "id4".into())), false, 10);
         assert_eq!(items, &desc[2..]);
         assert_eq!(parse_limit("1001").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn volume_mounts_of_a_create_are_engine_volumes() {
+        // The Python SDK's body for `Sandbox.create(volume_mounts={"/data": vol})`.
+        let req: NewSandbox = serde_json::from_value(json!({
+            "templateID": "base",
+            "volumeMounts": [{"name": "data", "path": "/data"}],
+        }))
+        .unwrap();
+        let mounts = volumes::mounts(req.volume_mounts.as_deref().unwrap_or_default());
+        assert_eq!(
+            mounts,
+            [platinum_engine::model::VolumeMount {
+                volume: "data".into(),
+                path: "/data".into(),
+                readonly: false,
+            }]
+        );
+        for none in [
+            json!({}),
+            json!({"volumeMounts": null}),
+            json!({"volumeMounts": []}),
+        ] {
+            let req: NewSandbox = serde_json::from_value(none).unwrap();
+            assert!(volumes::mounts(req.volume_mounts.as_deref().unwrap_or_default()).is_empty());
+        }
+        assert!(
+            serde_json::from_value::<NewSandbox>(json!({"volumeMounts": [{"path": "/data"}]}))
+                .is_err()
+        );
     }
 
     #[test]

@@ -119,6 +119,7 @@ fn api_status(code: ErrorCode) -> u16 {
         | C::ApiKeyNotFound
         | C::SnapshotNotFound
         | C::PoolNotFound
+        | C::VolumeNotFound
         | C::BuildNotFound
         | C::SnapshotSignatureInvalid
         | C::SnapshotCorrupt
@@ -288,6 +289,7 @@ fn connect_code(code: ErrorCode) -> ConnectCode {
         | E::CommandNotFound
         | E::SnapshotNotFound
         | E::PoolNotFound
+        | E::VolumeNotFound
         | E::BuildNotFound
         | E::TemplateNotFound => C::NotFound,
         E::AlreadyExists => C::AlreadyExists,
@@ -393,6 +395,7 @@ fn http_status(code: ErrorCode) -> u16 {
         | C::ApiKeyNotFound
         | C::SnapshotNotFound
         | C::PoolNotFound
+        | C::VolumeNotFound
         | C::BuildNotFound
         | C::SnapshotSignatureInvalid
         | C::SnapshotCorrupt

@@ -11,7 +11,8 @@
 //! - The control plane ([`control`]): `/sandboxes`, `/v2/sandboxes`, ... behind `X-API-KEY`;
 //!   snapshots (`/sandboxes/{id}/snapshots`, `/snapshots`, `DELETE /templates/{id}`) and fork
 //!   ([`snapshots`]); templates and their builds (`/v3/templates`, `/templates/...`,
-//!   [`templates`]), whose file uploads go to a signed URL that needs no API key.
+//!   [`templates`]), whose file uploads go to a signed URL that needs no API key; volumes
+//!   (`/volumes`, and `volumeMounts` at create: [`volumes`]; no `/volumecontent`).
 //! - Sandbox traffic ([`routing`]): a request carrying `E2b-Sandbox-Id` + `E2b-Sandbox-Port`, or
 //!   whose Host is `{port}-{sandboxId}.{domain}`, goes to that sandbox's port: 49983 is envd
 //!   ([`envd`]: Connect RPCs for processes and files, `/files`, `/health`), 49999 the code
@@ -36,6 +37,7 @@ pub mod interpreter;
 pub mod routing;
 pub mod snapshots;
 pub mod templates;
+pub mod volumes;
 
 use axum::Router;
 use platinum_engine::Engine;

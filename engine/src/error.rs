@@ -78,6 +78,8 @@ pub enum ErrorCode {
     SnapshotNotFound,
     /// No warm pool with that id.
     PoolNotFound,
+    /// No volume with that id or name.
+    VolumeNotFound,
     /// No template build with that id.
     BuildNotFound,
     /// A snapshot's signature does not verify (altered manifest or signature, or none).
@@ -100,7 +102,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, once.
-    pub const ALL: [ErrorCode; 42] = [
+    pub const ALL: [ErrorCode; 43] = [
         ErrorCode::SandboxNotFound,
         ErrorCode::TemplateNotFound,
         ErrorCode::InvalidRequest,
@@ -134,6 +136,7 @@ impl ErrorCode {
         ErrorCode::ApiKeyNotFound,
         ErrorCode::SnapshotNotFound,
         ErrorCode::PoolNotFound,
+        ErrorCode::VolumeNotFound,
         ErrorCode::BuildNotFound,
         ErrorCode::SnapshotSignatureInvalid,
         ErrorCode::SnapshotCorrupt,
@@ -181,6 +184,7 @@ impl ErrorCode {
             ErrorCode::ApiKeyNotFound => "api_key_not_found",
             ErrorCode::SnapshotNotFound => "snapshot_not_found",
             ErrorCode::PoolNotFound => "pool_not_found",
+            ErrorCode::VolumeNotFound => "volume_not_found",
             ErrorCode::BuildNotFound => "build_not_found",
             ErrorCode::SnapshotSignatureInvalid => "snapshot_signature_invalid",
             ErrorCode::SnapshotCorrupt => "snapshot_corrupt",
@@ -204,6 +208,7 @@ impl ErrorCode {
             | ErrorCode::ApiKeyNotFound
             | ErrorCode::SnapshotNotFound
             | ErrorCode::PoolNotFound
+            | ErrorCode::VolumeNotFound
             | ErrorCode::BuildNotFound
             | ErrorCode::FileNotFound
             | ErrorCode::ProcessNotFound => 404,
@@ -349,6 +354,9 @@ pub enum Error {
     /// No warm pool with that id.
     #[error("pool {0} not found")]
     PoolNotFound(String),
+    /// No volume with that id or name.
+    #[error("volume {0} not found")]
+    VolumeNotFound(String),
     /// No template build with that id.
     #[error("template build {0} not found")]
     BuildNotFound(String),
@@ -397,6 +405,7 @@ impl Error {
             Error::ApiKeyNotFound(_) => ErrorCode::ApiKeyNotFound,
             Error::SnapshotNotFound(_) => ErrorCode::SnapshotNotFound,
             Error::PoolNotFound(_) => ErrorCode::PoolNotFound,
+            Error::VolumeNotFound(_) => ErrorCode::VolumeNotFound,
             Error::BuildNotFound(_) => ErrorCode::BuildNotFound,
             Error::Snapshot(e) => e.error_code(),
             Error::ObjectStore(_) => ErrorCode::ObjectStoreUnavailable,
@@ -433,7 +442,7 @@ impl From<GuestError> for Error {
 impl From<HostError> for Error {
     fn from(e: HostError) -> Self {
         match e {
-            HostError::Guest(g) => g.into(),
+            HostError::Guest(g) | HostError::Share(g) => g.into(),
             HostError::Transport(m) => Error::GuestUnreachable(m.to_string()),
             HostError::GuestUnreachable(m) => Error::GuestUnreachable(m),
             HostError::ProtocolMismatch { .. } => Error::GuestUnreachable(e.to_string()),
@@ -532,6 +541,7 @@ mod tests {
             (Error::ApiKeyNotFound(s()), "api_key_not_found", 404),
             (Error::SnapshotNotFound(s()), "snapshot_not_found", 404),
             (Error::PoolNotFound(s()), "pool_not_found", 404),
+            (Error::VolumeNotFound(s()), "volume_not_found", 404),
             (Error::BuildNotFound(s()), "build_not_found", 404),
             (
                 Error::Snapshot(crate::snapshots::SnapshotError::Incompatible(s())),

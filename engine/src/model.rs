@@ -469,6 +469,10 @@ pub struct CreateSandbox {
     /// create); `cold`: always boot. The sandbox's `runtime.start` says which happened.
     #[serde(default)]
     pub boot: BootMode,
+    /// Volumes to attach and mount once the sandbox runs (each by id or name; a volume may be
+    /// attached read-write to one sandbox at a time).
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
 }
 
 /// What to run.
@@ -985,6 +989,115 @@ pub struct Pool {
     #[schema(value_type = String, format = DateTime)]
     #[schemars(with = "String")]
     pub updated_at: OffsetDateTime,
+}
+
+/// A named persistent volume: an ext4 filesystem that outlives the sandboxes it is attached
+/// to, mounted in each at a path of its choosing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct Volume {
+    /// Id (`vol` + 16 lowercase alphanumerics).
+    pub id: String,
+    /// Unique name (1-64 of `A-Z a-z 0-9 . _ -`).
+    pub name: String,
+    /// Size of its filesystem, MiB.
+    pub size_mib: u64,
+    /// Where it is attached now.
+    pub attachments: Vec<VolumeAttachment>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    #[schemars(with = "String")]
+    pub created_at: OffsetDateTime,
+}
+
+/// An entry of a sandbox's host share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct ShareEntry {
+    /// File name (empty for the share's root).
+    pub name: String,
+    /// `file`, `dir`, `symlink` (listed, never followed) or `other`.
+    pub kind: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    #[schemars(with = "String")]
+    pub modified_at: OffsetDateTime,
+}
+
+/// A directory of a sandbox's host share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct ShareListing {
+    /// The directory (relative to the share's root).
+    pub path: String,
+    /// Its entries, by name.
+    pub entries: Vec<ShareEntry>,
+}
+
+/// Every volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct VolumeList {
+    /// Volumes, oldest first.
+    pub volumes: Vec<Volume>,
+}
+
+/// A volume attached to a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct VolumeAttachment {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// Where it is mounted in the sandbox.
+    pub path: String,
+    /// Mounted read-only.
+    pub readonly: bool,
+}
+
+/// Parameters of a new volume.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    /// Unique name (1-64 of `A-Z a-z 0-9 . _ -`).
+    pub name: String,
+    /// Size in MiB (16-1048576; default 1024). The image is sparse: the host's disk fills only
+    /// as the volume does.
+    #[serde(default)]
+    pub size_mib: Option<u64>,
+}
+
+/// A volume to mount in a sandbox (at create, or `POST /v1/volumes/{id}/attach`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// Volume id or name.
+    pub volume: String,
+    /// Absolute mount path in the sandbox (created if missing; not `/` and not under `/proc`,
+    /// `/sys`, `/dev` or `/run`).
+    pub path: String,
+    /// Mount read-only (several sandboxes may share a volume read-only).
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// Parameters of attaching a volume to a running sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachVolume {
+    /// The sandbox (running).
+    pub sandbox_id: String,
+    /// Absolute mount path in the sandbox.
+    pub path: String,
+    /// Mount read-only.
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// Parameters of detaching a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetachVolume {
+    /// The sandbox (running: the volume is unmounted first, or stopped).
+    pub sandbox_id: String,
 }
 
 /// Parameters of a new warm pool.

@@ -133,6 +133,50 @@ impl HostAgent for NoVms {
     ) -> platinum_hostagent::Result<platinum_hostagent::archive::Restored> {
         no_vms()
     }
+    async fn create_volume(&self, _: &str, _: u64) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
+    async fn delete_volume(&self, _: &str) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
+    async fn attach_volume(&self, _: &str, _: &str, _: bool) -> platinum_hostagent::Result<u32> {
+        no_vms()
+    }
+    async fn detach_volume(&self, _: &str, _: &str) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
+    async fn share_stat(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> platinum_hostagent::Result<platinum_hostagent::share::ShareEntry> {
+        no_vms()
+    }
+    async fn share_list(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> platinum_hostagent::Result<Vec<platinum_hostagent::share::ShareEntry>> {
+        no_vms()
+    }
+    async fn share_read(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> platinum_hostagent::Result<(std::fs::File, u64)> {
+        no_vms()
+    }
+    async fn share_write(
+        &self,
+        _: &str,
+        _: &str,
+        _: platinum_hostagent::share::ByteStream,
+    ) -> platinum_hostagent::Result<u64> {
+        no_vms()
+    }
+    async fn share_remove(&self, _: &str, _: &str, _: bool) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
     async fn guest(&self, _: &str) -> platinum_hostagent::Result<GuestClient> {
         no_vms()
     }

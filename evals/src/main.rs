@@ -12,6 +12,7 @@
 //! | pause to disk, resume, snapshot, restore, fork ×1/×4, checkpoint, rollback | see [`snapshots`] |
 //! | custom template builds (cold, cached), create from a custom template | see [`templates`] |
 //! | file upload / download over REST, MB/s | the same bytes through a process's stdin / stdout (the transport and the agent's stdio path), and `dd` of the same size inside the guest (its disk) |
+//! | the host share: host writes/reads over REST, guest reads/writes over virtio-fs, MB/s | the framed file API's upload/download, `dd` to the guest's disk |
 //!
 //! Nothing here asserts a threshold: speed goals are tracked by reading these numbers.
 
@@ -302,6 +303,9 @@ async fn main() -> Result<()> {
         .collect();
     let (mut up, mut down, mut guest_dd) = (Vec::new(), Vec::new(), Vec::new());
     let (mut to_stdin, mut from_stdout) = (Vec::new(), Vec::new());
+    let (mut share_up, mut share_down, mut share_guest_read, mut share_guest_write) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let has_share = engine.share_list(&id, "").await.is_ok();
     for _ in 0..args.iterations.max(3) {
         let t = Instant::now();
         http.put(format!("{url}/v1/sandboxes/{id}/files"))
@@ -348,7 +352,52 @@ async fn main() -> Result<()> {
         .await?;
         anyhow::ensure!(got == size, "`head` printed {got} bytes, expected {size}");
         from_stdout.push(args.file_mib as f64 / t.elapsed().as_secs_f64());
+
+        if has_share {
+            let t = Instant::now();
+            http.put(format!("{url}/v1/sandboxes/{id}/share/bench.bin"))
+                .bearer_auth(&key)
+                .body(data.clone())
+                .send()
+                .await?
+                .error_for_status()?;
+            share_up.push(args.file_mib as f64 / t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let got = http
+                .get(format!("{url}/v1/sandboxes/{id}/share/bench.bin"))
+                .bearer_auth(&key)
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await?;
+            anyhow::ensure!(
+                got.len() == size,
+                "share download returned {} bytes",
+                got.len()
+            );
+            share_down.push(args.file_mib as f64 / t.elapsed().as_secs_f64());
+            share_guest_read.push(
+                guest_dd_rate(
+                    &engine,
+                    &id,
+                    "if=/mnt/dnah-share/bench.bin of=/dev/null",
+                    args.file_mib,
+                )
+                .await?,
+            );
+            share_guest_write.push(
+                guest_dd_rate(
+                    &engine,
+                    &id,
+                    "if=/dev/zero of=/mnt/dnah-share/dd.bin conv=fsync",
+                    args.file_mib,
+                )
+                .await?,
+            );
+        }
     }
+    let (up_copy, down_copy, dd_copy) = (up.clone(), down.clone(), guest_dd.clone());
     stats.push(stat("file upload over REST (atomic, fsync)", "MB/s", up));
     stats.push(stat(
         "  baseline: same bytes to a process's stdin",
@@ -366,6 +415,43 @@ async fn main() -> Result<()> {
         "MB/s",
         from_stdout,
     ));
+    if has_share {
+        stats.push(stat(
+            "share: host writes a file (REST, no guest)",
+            "MB/s",
+            share_up,
+        ));
+        stats.push(stat(
+            "  baseline: the framed file API upload",
+            "MB/s",
+            up_copy.clone(),
+        ));
+        stats.push(stat(
+            "share: host reads a file (REST, no guest)",
+            "MB/s",
+            share_down,
+        ));
+        stats.push(stat(
+            "  baseline: the framed file API download",
+            "MB/s",
+            down_copy.clone(),
+        ));
+        stats.push(stat(
+            "share: guest reads it (dd over virtio-fs)",
+            "MB/s",
+            share_guest_read,
+        ));
+        stats.push(stat(
+            "share: guest writes (dd + fsync over virtio-fs)",
+            "MB/s",
+            share_guest_write,
+        ));
+        stats.push(stat(
+            "  baseline: dd + fsync to the guest's disk",
+            "MB/s",
+            dd_copy.clone(),
+        ));
+    }
     let last = engine.clock_skew(&id).await?;
     skew.push(last.guest_ahead.abs());
     skew_within.push(last.within);
@@ -397,4 +483,24 @@ async fn main() -> Result<()> {
         std::fs::write(&path, serde_json::to_vec_pretty(&stats)?)?;
     }
     server.shutdown().await
+}
+
+/// MB/s of `dd bs=1M count=<mib> <operands>` timed inside the guest.
+async fn guest_dd_rate(
+    engine: &platinum_engine::Engine,
+    id: &str,
+    operands: &str,
+    mib: usize,
+) -> Result<f64> {
+    let r = engine
+        .exec(
+            id,
+            ExecRequest::shell(format!(
+                "s=$(date +%s%N); dd {operands} bs=1M count={mib} status=none; e=$(date +%s%N); echo $(( (e-s)/1000 ))"
+            )),
+        )
+        .await?;
+    anyhow::ensure!(r.exit_code == Some(0), "dd {operands} failed: {}", r.stderr);
+    let micros: f64 = r.stdout.trim().parse().context("dd timing")?;
+    Ok(mib as f64 / (micros / 1e6))
 }

@@ -20,6 +20,7 @@ mod session;
 mod system;
 pub mod transport;
 mod users;
+mod volumes;
 
 pub use agent::{Agent, AgentConfig, DEFAULT_OUTPUT_RING_BYTES, Mode};
 

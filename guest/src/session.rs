@@ -14,7 +14,7 @@
 //! [`platinum_protocol::MakeDirReply`], everything else `null`.
 
 use crate::agent::Agent;
-use crate::{exec, files, identity, metrics, ports, system};
+use crate::{exec, files, identity, metrics, ports, system, volumes};
 use bytes::Bytes;
 use platinum_protocol::mux::Incoming;
 use platinum_protocol::{
@@ -172,6 +172,12 @@ impl Session {
                 .await
             }
             Request::Sync => files::sync().await,
+            Request::MountVolume {
+                serial,
+                path,
+                readonly,
+            } => volumes::mount_volume(serial, path, readonly).await,
+            Request::UnmountVolume { path } => volumes::unmount_volume(path).await,
             Request::Reidentify(identity) => {
                 identity::reidentify(agent, &identity)?;
                 Ok(Value::Null)

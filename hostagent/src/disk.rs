@@ -140,6 +140,7 @@ pub async fn create_disk_from(
             path: dest.to_path_buf(),
             format,
             readonly: false,
+            volume_slot: None,
         },
         method,
     })

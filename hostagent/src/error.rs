@@ -54,6 +54,10 @@ pub enum Error {
     /// The guest agent answered with an error.
     #[error(transparent)]
     Guest(#[from] platinum_protocol::GuestError),
+    /// A file operation in a sandbox's host share failed (classified like the guest's own file
+    /// errors).
+    #[error("share: {0}")]
+    Share(platinum_protocol::GuestError),
     /// The guest connection broke mid-request.
     #[error(transparent)]
     Transport(#[from] platinum_protocol::MuxError),

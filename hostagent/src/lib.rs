@@ -11,6 +11,7 @@
 //! - [`process`]: child processes (VMMs, helper daemons) in their own process groups.
 //! - [`console`]: bounded tails of console and VMM logs.
 //! - [`private_file`]: owner-only, atomic, durable writes of files that hold secrets.
+//! - [`share`]: file operations in a directory a guest writes to, never following its links.
 //! - [`guest`]: the typed client for the guest agent, over any transport.
 //! - [`host`]: the `HostAgent` trait the engine calls, and its in-process implementation.
 
@@ -25,6 +26,7 @@ pub mod image;
 pub mod net;
 pub mod private_file;
 pub mod process;
+pub mod share;
 pub(crate) mod tool;
 pub mod transport;
 pub mod vmm;

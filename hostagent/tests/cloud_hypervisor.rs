@@ -252,6 +252,7 @@ async fn cloud_hypervisor_end_to_end() {
         vsock_cid: 3,
         console_log: dir1.join("console.log"),
         net: None,
+        share: None,
     };
     let started = Instant::now();
     let vm1 = vmm.boot_vm(&spec1).await.expect("boot");
@@ -277,6 +278,7 @@ async fn cloud_hypervisor_end_to_end() {
         path: sparse_file(&dir1.join("data.raw"), 64 << 20),
         format: DiskFormat::Raw,
         readonly: false,
+        volume_slot: None,
     };
     vm1.add_disk(&data).await.expect("add-disk");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -66,6 +66,7 @@ fn vm_spec(id: &str, dir: &Path, images: &Path) -> VmSpec {
             path: touch(&dir.join("rootfs.disk")),
             format: DiskFormat::Raw,
             readonly: false,
+            volume_slot: None,
         }],
         vcpus: 2,
         memory_mib: 512,
@@ -74,6 +75,7 @@ fn vm_spec(id: &str, dir: &Path, images: &Path) -> VmSpec {
         vsock_cid: 3,
         console_log: dir.join("console.log"),
         net: None,
+        share: None,
     }
 }
 
@@ -153,6 +155,7 @@ async fn client_speaks_the_documented_protocol() {
         path: touch(&work.path().join("vol0.raw")),
         format: DiskFormat::Raw,
         readonly: true,
+        volume_slot: None,
     };
     let attached = api
         .add_disk(&config::disk_config(&disk))
@@ -491,6 +494,7 @@ async fn driver_boots_pauses_snapshots_and_restores_a_clone() {
         path: touch(&spec1.dir.join("vol1.raw")),
         format: DiskFormat::Raw,
         readonly: false,
+        volume_slot: None,
     };
     dyn_vm.add_disk(&vol).await.expect("add-disk");
     assert!(matches!(

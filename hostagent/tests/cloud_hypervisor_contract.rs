@@ -37,6 +37,7 @@ fn body_component(endpoint: Endpoint) -> Option<&'static str> {
         Endpoint::VmRestore => Some("RestoreConfig"),
         Endpoint::VmAddDisk => Some("DiskConfig"),
         Endpoint::VmAddFs => Some("FsConfig"),
+        Endpoint::VmRemoveDevice => Some("VmRemoveDevice"),
         _ => None,
     }
 }
@@ -54,6 +55,7 @@ fn spec(dir: &str) -> VmSpec {
             path: dir.join("rootfs.disk"),
             format: DiskFormat::Raw,
             readonly: false,
+            volume_slot: None,
         }],
         vcpus: 2,
         memory_mib: 1024,
@@ -62,6 +64,7 @@ fn spec(dir: &str) -> VmSpec {
         vsock_cid: 3,
         console_log: dir.join("console.log"),
         net: None,
+        share: None,
     }
 }
 
@@ -81,12 +84,14 @@ fn specs() -> Vec<VmSpec> {
         path: PathBuf::from("/var/lib/platinum/volumes/vol0.qcow2"),
         format: DiskFormat::Qcow2,
         readonly: false,
+        volume_slot: None,
     });
     many_disks.disks.push(DiskSpec {
         id: "ro-data".to_string(),
         path: PathBuf::from("/srv/data.raw"),
         format: DiskFormat::Raw,
         readonly: true,
+        volume_slot: None,
     });
     let mut no_disks = base.clone();
     no_disks.disks.clear();
@@ -153,6 +158,13 @@ fn hot_plug_snapshot_and_restore_bodies_validate() {
         for disk in &spec.disks {
             let body = serde_json::to_value(config::disk_config(disk)).expect("json");
             schema.assert_valid("DiskConfig", &body);
+            let remove = platinum_hostagent::vmm::cloud_hypervisor::api::RemoveDevice {
+                id: disk.id.clone(),
+            };
+            schema.assert_valid(
+                "VmRemoveDevice",
+                &serde_json::to_value(remove).expect("json"),
+            );
         }
     }
     let fs = FsSpec {
@@ -330,6 +342,7 @@ fn a_rewritten_restore_config_keeps_device_ids_and_order() {
         path: clone.dir.join("vol1.copy"),
         format: DiskFormat::Raw,
         readonly: false,
+        volume_slot: None,
     });
     let clone_paths = ChPaths::new(&clone.dir);
     let shares = [FsSpec {

@@ -26,6 +26,7 @@ pub mod resources;
 pub mod run;
 pub mod snapshots;
 pub mod tools;
+pub mod volumes;
 
 use platinum_engine::Engine;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -82,7 +83,7 @@ impl PlatinumMcp {
     }
 
     fn all_tools() -> ToolRouter<Self> {
-        Self::tool_router() + Self::snapshot_router()
+        Self::tool_router() + Self::snapshot_router() + Self::volume_router()
     }
 
     /// Serves one client on stdin/stdout until it disconnects.

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub insecure_registries: Vec<String>,
     /// Where archived sandboxes go (`None`: the directory `<data>/archive`).
     pub archive: Option<ObjectStoreConfig>,
+    /// Size of each sandbox's host share (`/mnt/dnah-share`), MiB.
+    pub share_mib: u64,
 }
 
 impl ServerConfig {
@@ -76,6 +78,7 @@ impl ServerConfig {
             warm_pools: Vec::new(),
             insecure_registries: Vec::new(),
             archive: None,
+            share_mib: 1024,
         }
     }
 }
@@ -154,6 +157,7 @@ impl Server {
         host_config.memory = config.memory;
         host_config.registries.insecure = config.insecure_registries.clone();
         host_config.archive = config.archive.clone();
+        host_config.share_mib = config.share_mib;
         host_config.transport = match kind {
             // CH reaches guests only over vsock; its driver would override virtio-serial anyway.
             VmmKind::CloudHypervisor => TransportKind::Vsock,

@@ -180,6 +180,24 @@ pub enum Request {
         #[serde(default)]
         reboot: bool,
     },
+    /// Mount the ext4 volume on the disk whose serial is `serial` at `path` (created if
+    /// missing), waiting a few seconds for a disk that was just hot-added to appear. Root only:
+    /// the agent does it, so images without `mount` work.
+    MountVolume {
+        /// The disk's serial (the volume's id).
+        serial: String,
+        /// Absolute mount path.
+        path: String,
+        /// Mount read-only (no journal replay).
+        #[serde(default)]
+        readonly: bool,
+    },
+    /// Flush and unmount `path`; fine when nothing is mounted there, an error while the mount
+    /// is busy.
+    UnmountVolume {
+        /// Absolute mount path.
+        path: String,
+    },
     /// Take on a new identity after a restore into another sandbox (fork, restore of a
     /// snapshot): hostname, network address and MAC, and fresh randomness, so copies of one
     /// memory image neither collide on the network nor share their random number generator's
@@ -218,6 +236,8 @@ impl Request {
             Request::Watch { .. } => "watch",
             Request::Shutdown { .. } => "shutdown",
             Request::Reidentify(_) => "reidentify",
+            Request::MountVolume { .. } => "mount_volume",
+            Request::UnmountVolume { .. } => "unmount_volume",
         }
     }
 }

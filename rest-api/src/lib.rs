@@ -24,7 +24,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use routes::{
-    capacity, exec, files, keys, pools, ports, processes, sandboxes, snapshots, templates,
+    capacity, exec, files, keys, pools, ports, processes, sandboxes, share, snapshots, templates,
+    volumes,
 };
 
 /// Top-level facts of the document; paths come from the handlers.
@@ -46,6 +47,8 @@ use routes::{
         (name = "ports", description = "HTTP and WebSocket to services inside a sandbox"),
         (name = "snapshots", description = "Signed snapshots, restore, fork, checkpoints and rollback"),
         (name = "pools", description = "Warm pools: running sandboxes a create claims without starting a VM"),
+        (name = "share", description = "The host share (`/mnt/dnah-share` in the guest), read and written on the host in any state"),
+        (name = "volumes", description = "Named persistent volumes, attached to sandboxes at create or while they run"),
         (name = "templates", description = "Templates: built-in ones, and custom ones built from steps in a builder VM"),
         (name = "keys", description = "API keys: list, create (Platinum or E2B form), revoke, rotate"),
         (name = "system", description = "Server health and capacity")
@@ -141,6 +144,11 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
             pools::update_pool,
             pools::delete_pool
         ))
+        .routes(routes!(share::share_root))
+        .routes(routes!(volumes::create_volume, volumes::list_volumes))
+        .routes(routes!(volumes::get_volume, volumes::delete_volume))
+        .routes(routes!(volumes::attach_volume))
+        .routes(routes!(volumes::detach_volume))
         .routes(routes!(
             templates::list_templates,
             templates::build_template
@@ -166,11 +174,26 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
         .routes(routes!(ports::proxy))
         .split_for_parts();
     doc.merge(proxy_doc);
+    // So do the share's `{path}` routes.
+    let (_, share_doc) = OpenApiRouter::<Arc<Engine>>::new()
+        .routes(routes!(
+            share::share_get,
+            share::share_put,
+            share::share_delete
+        ))
+        .split_for_parts();
+    doc.merge(share_doc);
     let [root, root_slash, rest] = PORT_PROXY_ROUTES;
     let v1 = v1
         .route(root, axum::routing::any(ports::proxy_root))
         .route(root_slash, axum::routing::any(ports::proxy_root))
-        .route(rest, axum::routing::any(ports::proxy));
+        .route(rest, axum::routing::any(ports::proxy))
+        .route(
+            share::SHARE_ROUTE,
+            axum::routing::get(share::share_get)
+                .put(share::share_put)
+                .delete(share::share_delete),
+        );
     (v1, open, doc)
 }
 

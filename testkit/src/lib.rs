@@ -178,6 +178,14 @@ impl TestServer {
             .await
     }
 
+    /// Runs a shell command that must exit 0 (it panics otherwise, with the result) and returns
+    /// its stdout, trimmed.
+    pub async fn out(&self, id: &str, command: &str) -> String {
+        let r = self.exec(id, command).await.unwrap();
+        assert_eq!(r["exit_code"], 0, "{command}: {r}");
+        r["stdout"].as_str().unwrap_or_default().trim().to_string()
+    }
+
     /// Runs a shell command and returns the exec result.
     pub async fn exec(&self, id: &str, command: &str) -> Result<Value> {
         self.exec_with(id, serde_json::json!({ "command": command }))
@@ -407,6 +415,11 @@ pub async fn poll_until_ok(req: impl Fn() -> RequestBuilder, timeout: Duration) 
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// The `id` of a JSON object (a created sandbox, volume, ...).
+pub fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_string()
 }
 
 /// The native API path of a sandbox: `/v1/sandboxes/{id}{rest}`.

@@ -8,7 +8,7 @@
 
 use platinum_testkit::COUNTER;
 use platinum_testkit::s3::TestS3;
-use platinum_testkit::{TestServer, processes_mentioning};
+use platinum_testkit::{TestServer, id_of, processes_mentioning};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -25,27 +25,20 @@ const SHARED: [&str; 4] = [
     "snapshot-keys.json",
 ];
 
-async fn out(t: &TestServer, id: &str, cmd: &str) -> String {
-    let r = t.exec(id, cmd).await.unwrap();
-    assert_eq!(r["exit_code"], 0, "{cmd}: {r}");
-    r["stdout"].as_str().unwrap_or_default().trim().to_string()
-}
-
 /// The counter's pid, once it is seen counting.
 async fn counter_pid(t: &TestServer, id: &str) -> String {
     // python3 takes a moment to start under TCG.
-    out(
-        t,
+    t.out(
         id,
         "for i in $(seq 100); do [ -s /tmp/count ] && break; sleep 0.2; done; cat /tmp/count",
     )
     .await;
-    let read = || out(t, id, "cat /tmp/count");
+    let read = || t.out(id, "cat /tmp/count");
     let a: u64 = read().await.parse().unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let b: u64 = read().await.parse().unwrap();
     assert!(b > a, "{id}: the counter stands still ({a} then {b})");
-    out(t, id, "pgrep -f 'import[ ]time' | head -1").await
+    t.out(id, "pgrep -f 'import[ ]time' | head -1").await
 }
 
 async fn state(t: &TestServer, id: &str) -> String {
@@ -78,10 +71,6 @@ async fn transfer(t: &TestServer, id: &str, kind: &str) -> Value {
     detail
 }
 
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_string()
-}
-
 /// Removes everything of the data directory but [`SHARED`].
 fn keep_only_shared(data: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(data)? {
@@ -107,7 +96,7 @@ async fn archives_leave_the_host_and_come_back_onto_an_empty_data_directory() {
 
     // A stopped sandbox with a file: archived, its directory gone.
     let a = id_of(&t.create(json!({})).await.unwrap());
-    out(&t, &a, "echo from-a > /home/user/a.txt && sync").await;
+    t.out(&a, "echo from-a > /home/user/a.txt && sync").await;
     t.action(&a, "stop").await.unwrap();
     let archived = t.action(&a, "archive").await.unwrap();
     assert_eq!(archived["state"], "archived", "{archived}");
@@ -119,7 +108,7 @@ async fn archives_leave_the_host_and_come_back_onto_an_empty_data_directory() {
 
     // A paused sandbox with a process in memory: archived (paused to disk on the way).
     let b = id_of(&t.create(json!({})).await.unwrap());
-    out(&t, &b, COUNTER).await;
+    t.out(&b, COUNTER).await;
     let pid = counter_pid(&t, &b).await;
     t.action(&b, "pause").await.unwrap();
     let archived = t.action(&b, "archive").await.unwrap();
@@ -134,7 +123,7 @@ async fn archives_leave_the_host_and_come_back_onto_an_empty_data_directory() {
     let t = t.restart_after(keep_only_shared, config).await.unwrap();
     let started = t.action(&a, "start").await.unwrap();
     assert_eq!(started["state"], "running", "{started}");
-    assert_eq!(out(&t, &a, "cat /home/user/a.txt").await, "from-a");
+    assert_eq!(t.out(&a, "cat /home/user/a.txt").await, "from-a");
     transfer(&t, &a, "stopped").await;
     let resumed = t.action(&b, "start").await.unwrap();
     assert_eq!(resumed["state"], "running", "{resumed}");
@@ -145,8 +134,7 @@ async fn archives_leave_the_host_and_come_back_onto_an_empty_data_directory() {
     );
 
     // A second archive sends only what changed (a 1 MB file and the filesystem's metadata).
-    out(
-        &t,
+    t.out(
         &a,
         "head -c 1000000 /dev/urandom > /home/user/new.bin && sync",
     )
@@ -194,7 +182,7 @@ async fn archives_leave_the_host_and_come_back_onto_an_empty_data_directory() {
     assert!(!a_dir.exists() && processes_mentioning(&a_dir).is_empty());
     std::fs::write(&newest, &good).unwrap();
     t.action(&a, "start").await.unwrap();
-    assert!(out(&t, &a, "stat -c %s /home/user/new.bin").await == "1000000");
+    assert!(t.out(&a, "stat -c %s /home/user/new.bin").await == "1000000");
 
     // The store unreachable: the archive fails, typed; the sandbox stays here and starts.
     s3.pause();
@@ -215,7 +203,7 @@ async fn archives_leave_the_host_and_come_back_onto_an_empty_data_directory() {
     s3.resume().await.unwrap();
     let again = t.action(&a, "start").await.unwrap();
     assert_eq!(again["state"], "running", "{again}");
-    assert_eq!(out(&t, &a, "cat /home/user/a.txt").await, "from-a");
+    assert_eq!(t.out(&a, "cat /home/user/a.txt").await, "from-a");
 
     t.delete(&a).await.unwrap();
     t.delete(&b).await.unwrap();

@@ -690,7 +690,7 @@ async fn bad_control_plane_input_gets_typed_daytona_errors_without_booting() {
     );
     t.expect(
         t.req(Method::POST, "/api/volumes")
-            .json(&json!({"name": "v"})),
+            .json(&json!({"name": "bad name"})),
         400,
     )
     .await

@@ -13,14 +13,8 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-async fn out(t: &TestServer, id: &str, cmd: &str) -> String {
-    let r = t.exec(id, cmd).await.unwrap();
-    assert_eq!(r["exit_code"], 0, "{cmd}: {r}");
-    r["stdout"].as_str().unwrap_or_default().trim().to_string()
-}
-
 async fn count(t: &TestServer, id: &str) -> u64 {
-    out(t, id, "cat /tmp/count").await.parse().unwrap()
+    t.out(id, "cat /tmp/count").await.parse().unwrap()
 }
 
 /// The counter's pid, and that it is counting (two reads 1 s apart differ).
@@ -29,7 +23,7 @@ async fn counting(t: &TestServer, id: &str) -> (String, u64) {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let b = count(t, id).await;
     assert!(b > a, "{id}: the counter stands still ({a} then {b})");
-    (out(t, id, "pgrep -f 'import[ ]time' | head -1").await, b)
+    (t.out(id, "pgrep -f 'import[ ]time' | head -1").await, b)
 }
 
 /// An agent's step: a directory with a file in it.
@@ -129,7 +123,8 @@ async fn pause_to_disk_snapshot_restore_fork_checkpoint_rollback_and_tampering()
     let a_ip = ip(&a);
     assert!(!a_ip.is_empty(), "no address: {a}");
     t.exec(&a_id, COUNTER).await.unwrap();
-    out(&t, &a_id, "echo kept > /home/user/kept.txt && sync").await;
+    t.out(&a_id, "echo kept > /home/user/kept.txt && sync")
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (pid, _) = counting(&t, &a_id).await;
 
@@ -193,8 +188,8 @@ async fn pause_to_disk_snapshot_restore_fork_checkpoint_rollback_and_tampering()
     );
     let (pid_after, _) = counting(&t, &a_id).await;
     assert_eq!(pid_after, pid, "the counting process restarted");
-    assert_eq!(out(&t, &a_id, "cat /home/user/kept.txt").await, "kept");
-    assert_eq!(out(&t, &a_id, "hostname").await, a_id);
+    assert_eq!(t.out(&a_id, "cat /home/user/kept.txt").await, "kept");
+    assert_eq!(t.out(&a_id, "hostname").await, a_id);
 
     // A named snapshot, restored into a new sandbox with its own identity.
     let snap = t
@@ -231,11 +226,11 @@ async fn pause_to_disk_snapshot_restore_fork_checkpoint_rollback_and_tampering()
         .unwrap();
     let b_id = id(&b);
     assert_ne!(ip(&b), a_ip, "the restored copy took the source's address");
-    assert_eq!(out(&t, &b_id, "hostname").await, b_id);
+    assert_eq!(t.out(&b_id, "hostname").await, b_id);
     let mac = "cat /sys/class/net/eth0/address";
-    assert_ne!(out(&t, &b_id, mac).await, out(&t, &a_id, mac).await);
+    assert_ne!(t.out(&b_id, mac).await, t.out(&a_id, mac).await);
     assert!(
-        out(&t, &b_id, "ip -4 -o addr show eth0")
+        t.out(&b_id, "ip -4 -o addr show eth0")
             .await
             .contains(&ip(&b)),
         "the guest does not use its new address"
@@ -245,7 +240,7 @@ async fn pause_to_disk_snapshot_restore_fork_checkpoint_rollback_and_tampering()
         b_pid, pid,
         "the restored copy's process is not the snapshot's"
     );
-    assert_eq!(out(&t, &b_id, "cat /home/user/kept.txt").await, "kept");
+    assert_eq!(t.out(&b_id, "cat /home/user/kept.txt").await, "kept");
     t.delete(&b_id).await.unwrap();
 
     // Bad input around snapshots.
@@ -294,14 +289,14 @@ async fn pause_to_disk_snapshot_restore_fork_checkpoint_rollback_and_tampering()
     for c in &copies {
         let (c_pid, _) = counting(&t, c).await;
         assert_eq!(c_pid, pid, "copy {c} runs another process");
-        assert_eq!(out(&t, c, "hostname").await, *c);
+        assert_eq!(t.out(c, "hostname").await, *c);
     }
     // They diverge: a file one copy writes is nowhere else.
-    out(&t, &copies[0], "echo mine > /home/user/only-here.txt").await;
+    t.out(&copies[0], "echo mine > /home/user/only-here.txt")
+        .await;
     for other in [&copies[1], &copies[2], &a_id] {
         assert_eq!(
-            out(
-                &t,
+            t.out(
                 other,
                 "test -e /home/user/only-here.txt && echo yes || echo no"
             )
@@ -321,19 +316,20 @@ async fn pause_to_disk_snapshot_restore_fork_checkpoint_rollback_and_tampering()
     // Checkpoint, an agent's destructive step, rollback: the same sandbox is back as it was.
     let cp = checkpoint(&t, &a_id).await;
     let cp_id = id(&cp);
-    out(&t, &a_id, MAKE_WORK).await;
+    t.out(&a_id, MAKE_WORK).await;
     let cp2 = checkpoint(&t, &a_id).await;
-    out(&t, &a_id, UNDO_WORK).await;
+    t.out(&a_id, UNDO_WORK).await;
     let rolled = rollback(&t, &a_id, &id(&cp2)).await;
     assert_eq!(rolled["id"], a_id);
     assert_eq!(ip(&rolled), a_ip);
-    assert_eq!(out(&t, &a_id, "cat /home/user/work/a.txt").await, "v1");
+    assert_eq!(t.out(&a_id, "cat /home/user/work/a.txt").await, "v1");
     let (rolled_pid, _) = counting(&t, &a_id).await;
     assert_eq!(rolled_pid, pid);
     // An earlier checkpoint goes further back.
     rollback(&t, &a_id, &cp_id).await;
     assert_eq!(
-        out(&t, &a_id, "test -e /home/user/work && echo yes || echo no").await,
+        t.out(&a_id, "test -e /home/user/work && echo yes || echo no")
+            .await,
         "no"
     );
     let listed = t
@@ -488,7 +484,7 @@ async fn pause_to_disk_snapshot_restore_fork_checkpoint_rollback_and_tampering()
     .await
     .unwrap();
     t.action(&e_id, "resume").await.unwrap();
-    assert_eq!(out(&t, &e_id, "echo back").await, "back");
+    assert_eq!(t.out(&e_id, "echo back").await, "back");
     t.delete(&e_id).await.unwrap();
 }
 
@@ -524,8 +520,8 @@ async fn memory_file_on_a_reflink_filesystem() {
         std::fs::metadata(cp_dir.join("memory")).unwrap().len(),
         512 << 20
     );
-    out(&t, &a_id, MAKE_WORK).await;
-    out(&t, &a_id, UNDO_WORK).await;
+    t.out(&a_id, MAKE_WORK).await;
+    t.out(&a_id, UNDO_WORK).await;
     let rolled = rollback(&t, &a_id, &id(&cp)).await;
     assert_eq!(rolled["id"], a_id);
     assert_eq!(
@@ -559,16 +555,12 @@ async fn memory_file_on_a_reflink_filesystem() {
             pid,
             "copy {c} runs another process"
         );
-        assert_eq!(out(&t, c, "hostname").await, *c);
+        assert_eq!(t.out(c, "hostname").await, *c);
     }
-    out(&t, &copies[0], "echo mine > /tmp/only-here").await;
+    t.out(&copies[0], "echo mine > /tmp/only-here").await;
     assert_eq!(
-        out(
-            &t,
-            &copies[1],
-            "test -e /tmp/only-here && echo yes || echo no"
-        )
-        .await,
+        t.out(&copies[1], "test -e /tmp/only-here && echo yes || echo no")
+            .await,
         "no"
     );
     assert_eq!(counting(&t, &a_id).await.0, pid);

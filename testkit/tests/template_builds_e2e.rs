@@ -99,12 +99,6 @@ fn steps(last: &str, files: &str) -> Value {
     ])
 }
 
-async fn out(t: &TestServer, id: &str, cmd: &str) -> String {
-    let r = t.exec(id, cmd).await.unwrap();
-    assert_eq!(r["exit_code"], 0, "{cmd}: {r}");
-    r["stdout"].as_str().unwrap_or_default().trim().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn builds_cache_layers_start_commands_and_refuse_bad_input() {
     let net = test_network();
@@ -256,35 +250,32 @@ async fn builds_cache_layers_start_commands_and_refuse_bad_input() {
     let id = s["id"].as_str().unwrap().to_string();
     assert_eq!(s["runtime"]["start"]["path"], "template_snapshot", "{s}");
     assert_eq!(
-        out(&t, &id, "curl -sf http://127.0.0.1:8080/index.html").await,
+        t.out(&id, "curl -sf http://127.0.0.1:8080/index.html")
+            .await,
         "<h1>platinum template</h1>"
     );
+    assert_eq!(t.out(&id, "stat -c %U /srv/site/index.html").await, "user");
+    assert_eq!(t.out(&id, "hello").await, "hello from the template");
     assert_eq!(
-        out(&t, &id, "stat -c %U /srv/site/index.html").await,
-        "user"
-    );
-    assert_eq!(out(&t, &id, "hello").await, "hello from the template");
-    assert_eq!(
-        out(&t, &id, "stat -c '%U %a' /opt/ctx && ls /opt/ctx").await,
+        t.out(&id, "stat -c '%U %a' /opt/ctx && ls /opt/ctx").await,
         "root 755\nbin\nsite",
         "the whole upload lands in a destination made as Docker makes it"
     );
     assert_eq!(
-        out(&t, &id, "cat /etc/greeting /etc/built-by").await,
+        t.out(&id, "cat /etc/greeting /etc/built-by").await,
         "hi from env\nroot"
     );
     assert_eq!(
-        out(
-            &t,
+        t.out(
             &id,
             "cat /srv/app/whoami /srv/app/where /srv/app/version.txt"
         )
         .await,
         "user\n/srv/app\nv1"
     );
-    assert_eq!(out(&t, &id, "echo $GREETING").await, "hi from env");
+    assert_eq!(t.out(&id, "echo $GREETING").await, "hi from env");
     assert_eq!(
-        out(&t, &id, "pwd").await,
+        t.out(&id, "pwd").await,
         "/srv/app",
         "commands start in the template's workdir"
     );
@@ -293,7 +284,8 @@ async fn builds_cache_layers_start_commands_and_refuse_bad_input() {
     t.action(&id, "stop").await.unwrap();
     t.action(&id, "start").await.unwrap();
     assert_eq!(
-        out(&t, &id, "curl -sf http://127.0.0.1:8080/index.html").await,
+        t.out(&id, "curl -sf http://127.0.0.1:8080/index.html")
+            .await,
         "<h1>platinum template</h1>"
     );
 
@@ -325,9 +317,9 @@ async fn builds_cache_layers_start_commands_and_refuse_bad_input() {
     );
     let s2 = t.create(json!({ "template": "web" })).await.unwrap();
     let id2 = s2["id"].as_str().unwrap().to_string();
-    assert_eq!(out(&t, &id2, "cat /srv/app/version.txt").await, "v2");
+    assert_eq!(t.out(&id2, "cat /srv/app/version.txt").await, "v2");
     assert_eq!(
-        out(&t, &id, "cat /srv/app/version.txt").await,
+        t.out(&id, "cat /srv/app/version.txt").await,
         "v1",
         "the older sandbox keeps its disk"
     );
@@ -482,10 +474,9 @@ async fn images_from_a_registry_are_pulled_unpacked_and_built_on() {
 
     let s = t.create(json!({ "template": "bb" })).await.unwrap();
     let id = s["id"].as_str().unwrap().to_string();
-    assert_eq!(out(&t, &id, "cat /etc/os-release").await, TEST_IMAGE_OS);
+    assert_eq!(t.out(&id, "cat /etc/os-release").await, TEST_IMAGE_OS);
     assert_eq!(
-        out(
-            &t,
+        t.out(
             &id,
             "test ! -e /etc/gone && test ! -e /opt/old && cat /opt/new"
         )
@@ -494,14 +485,13 @@ async fn images_from_a_registry_are_pulled_unpacked_and_built_on() {
         "the second layer's whiteout and opaque directory apply"
     );
     assert_eq!(
-        out(&t, &id, "cat /etc/greeting").await,
+        t.out(&id, "cat /etc/greeting").await,
         "hello from the image"
     );
-    assert_eq!(out(&t, &id, "cat /etc/built-in").await, "/opt");
+    assert_eq!(t.out(&id, "cat /etc/built-in").await, "/opt");
     // The template's last `user` step is its sandboxes' default user; `user` was added.
     assert_eq!(
-        out(
-            &t,
+        t.out(
             &id,
             "echo \"$GREETING\"; pwd; id -un; grep -c '^user:' /etc/passwd"
         )
@@ -509,7 +499,8 @@ async fn images_from_a_registry_are_pulled_unpacked_and_built_on() {
         "hello from the image\n/opt\nroot\n1"
     );
     assert_eq!(
-        out(&t, &id, "wget -q -O- http://127.0.0.1:8080/index.html").await,
+        t.out(&id, "wget -q -O- http://127.0.0.1:8080/index.html")
+            .await,
         "<h1>platinum template</h1>",
         "the start command runs in the restored sandbox"
     );

@@ -12,12 +12,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-async fn out(t: &TestServer, id: &str, cmd: &str) -> String {
-    let r = t.exec(id, cmd).await.unwrap();
-    assert_eq!(r["exit_code"], 0, "{cmd}: {r}");
-    r["stdout"].as_str().unwrap_or_default().trim().to_string()
-}
-
 fn id(s: &Value) -> String {
     s["id"].as_str().unwrap().to_string()
 }
@@ -93,20 +87,23 @@ async fn creates_restore_the_ready_snapshot_and_claim_from_warm_pools() {
         assert!(s["runtime"]["start"]["verify_ms"].is_u64(), "{s}");
     }
     let (a_id, b_id) = (id(&a), id(&b));
-    assert_eq!(out(&t, &a_id, "hostname").await, a_id);
-    assert_eq!(out(&t, &b_id, "hostname").await, b_id);
-    assert_eq!(out(&t, &a_id, "echo $WHO").await, "a");
-    assert_eq!(out(&t, &b_id, "echo $WHO").await, "b");
+    assert_eq!(t.out(&a_id, "hostname").await, a_id);
+    assert_eq!(t.out(&b_id, "hostname").await, b_id);
+    assert_eq!(t.out(&a_id, "echo $WHO").await, "a");
+    assert_eq!(t.out(&b_id, "echo $WHO").await, "b");
     let ip = |s: &Value| s["runtime"]["ip"].as_str().unwrap_or_default().to_string();
     assert!(!ip(&a).is_empty() && ip(&a) != ip(&b), "{a} {b}");
     let addr = |id: String| {
         let t = &t;
-        async move { out(t, &id, "ip -4 -o addr show eth0 | awk '{print $4}'").await }
+        async move {
+            t.out(&id, "ip -4 -o addr show eth0 | awk '{print $4}'")
+                .await
+        }
     };
     assert!(addr(a_id.clone()).await.starts_with(&ip(&a)));
     assert!(addr(b_id.clone()).await.starts_with(&ip(&b)));
     let random = "cat /proc/sys/kernel/random/uuid; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; python3 -c 'import os; print(os.urandom(16).hex())'";
-    let (ra, rb) = (out(&t, &a_id, random).await, out(&t, &b_id, random).await);
+    let (ra, rb) = (t.out(&a_id, random).await, t.out(&b_id, random).await);
     for (la, lb) in ra.lines().zip(rb.lines()) {
         assert_ne!(
             la, lb,
@@ -118,7 +115,7 @@ async fn creates_restore_the_ready_snapshot_and_claim_from_warm_pools() {
         .unwrap()
         .as_secs() as i64;
     for s in [&a_id, &b_id] {
-        let guest_now: i64 = out(&t, s, "date +%s").await.parse().unwrap();
+        let guest_now: i64 = t.out(s, "date +%s").await.parse().unwrap();
         assert!(
             (guest_now - host_now).abs() <= 5,
             "{s}: clock {guest_now} vs {host_now}"
@@ -136,13 +133,13 @@ async fn creates_restore_the_ready_snapshot_and_claim_from_warm_pools() {
     tamper(&dir);
     let c = t.create(json!({})).await.unwrap();
     assert_eq!(start_path(&c), "boot", "{c}");
-    assert_eq!(out(&t, &id(&c), "echo ok").await, "ok");
+    assert_eq!(t.out(&id(&c), "echo ok").await, "ok");
     assert!(!dir.exists(), "the refused ready snapshot was kept");
     let rebuilt = ready_snapshot(&t, Some(&ready)).await;
     let d = t.create(json!({})).await.unwrap();
     assert_eq!(start_path(&d), "template_snapshot", "{d}");
     assert_eq!(d["runtime"]["start"]["snapshot"], rebuilt.as_str());
-    assert_eq!(out(&t, &id(&d), "hostname").await, id(&d));
+    assert_eq!(t.out(&id(&d), "hostname").await, id(&d));
     for s in [&a, &b, &c, &d] {
         t.delete(&id(s)).await.unwrap();
     }
@@ -258,12 +255,12 @@ async fn warm_pools(t: TestServer, net: platinum_hostagent::net::NetworkConfig) 
     }
     assert_eq!(a["name"], "claimed-a");
     let (a_id, b_id) = (id(&a), id(&b));
-    assert_eq!(out(&t, &a_id, "echo $WHO").await, "a");
-    assert_eq!(out(&t, &b_id, "echo $WHO").await, "b");
-    assert_eq!(out(&t, &a_id, "hostname").await, a_id);
+    assert_eq!(t.out(&a_id, "echo $WHO").await, "a");
+    assert_eq!(t.out(&b_id, "echo $WHO").await, "b");
+    assert_eq!(t.out(&a_id, "hostname").await, a_id);
     assert_ne!(a["runtime"]["ip"], b["runtime"]["ip"]);
     let uuid = "cat /proc/sys/kernel/random/uuid";
-    assert_ne!(out(&t, &a_id, uuid).await, out(&t, &b_id, uuid).await);
+    assert_ne!(t.out(&a_id, uuid).await, t.out(&b_id, uuid).await);
     let listed = listed_ids(&t).await;
     assert_eq!(listed.len(), 2);
     let capacity = t
@@ -285,7 +282,7 @@ async fn warm_pools(t: TestServer, net: platinum_hostagent::net::NetworkConfig) 
     }
     let c = t.create(json!({})).await.unwrap();
     assert_ne!(id(&c), pooled[0], "a dead pooled VM was handed out");
-    assert_eq!(out(&t, &id(&c), "echo ok").await, "ok");
+    assert_eq!(t.out(&id(&c), "echo ok").await, "ok");
     pool_ready(&t, &pool_id, 2).await;
     assert!(!victim.exists(), "the dead pooled sandbox was not removed");
 
@@ -340,7 +337,7 @@ async fn warm_pools(t: TestServer, net: platinum_hostagent::net::NetworkConfig) 
             "{s}"
         );
         assert_eq!(
-            out(&t, &id(s), "echo $N-$(hostname)").await,
+            t.out(&id(s), "echo $N-$(hostname)").await,
             format!("{i}-{}", id(s))
         );
     }
@@ -383,7 +380,7 @@ async fn warm_pools(t: TestServer, net: platinum_hostagent::net::NetworkConfig) 
     }
     let fresh = t.create(json!({})).await.unwrap();
     assert_eq!(start_path(&fresh), "pool", "{fresh}");
-    assert_eq!(out(&t, &id(&fresh), "hostname").await, id(&fresh));
+    assert_eq!(t.out(&id(&fresh), "hostname").await, id(&fresh));
     t.delete(&id(&fresh)).await.unwrap();
     assert_ne!(new_ready, old_ready);
 

@@ -9,7 +9,7 @@
 //!   Daytona `Image`; [`build_logs`]: their build logs; [`builds`]: names and states of builds.
 //! - [`images`]: sandboxes created from an `Image` (built once per Dockerfile), and
 //!   `/object-storage/push-access` (none).
-//! - [`volumes`]: `/volumes` (none).
+//! - [`volumes`]: `/volumes` over the engine's named persistent volumes.
 //! - [`preview`]: preview links (`/sandbox/{id}/ports/{port}/...`) and the proxy they point at.
 //! - [`pools`]: `/warm-pools` over the engine's warm pools.
 
@@ -140,7 +140,7 @@ pub fn routes() -> Router<Ctx> {
         .route("/api/volumes/by-name/{name}", get(volumes::get_volume))
         .route(
             "/api/volumes/{id}",
-            get(volumes::get_volume).delete(volumes::get_volume),
+            get(volumes::get_volume).delete(volumes::delete_volume),
         )
         .route("/api/object-storage/push-access", get(images::push_access))
         .route("/api/warm-pools", get(pools::list).post(pools::create))

@@ -6,6 +6,8 @@
 //!   with its memory and disk. An image (`buildInfo.dockerfileContent`) that is a bare `FROM` of
 //!   what a template already is starts from that template; any other is built into a template
 //!   first, once per Dockerfile, within the create ([`super::images`]).
+//! - `volumes` (`[{volumeId, mountPath}]`) are mounted read-write at create ([`super::volumes`]);
+//!   create and get report what is attached.
 //! - Labels are the sandbox's metadata. Keys under `platinum.daytona/` are this front end's own
 //!   (public flag, signing-key generation) and never shown as labels.
 //! - `autoStopInterval` / `autoArchiveInterval` / `autoDeleteInterval` (minutes) are the engine's
@@ -35,6 +37,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::builds::{self, BuildInfo};
 use super::images;
+use super::volumes::{self, SandboxVolume};
 use crate::Ctx;
 use crate::error::{DJson, DPath, DResult, DaytonaError};
 
@@ -300,7 +303,7 @@ pub struct CreateRequest {
     auto_archive_interval: Option<i64>,
     auto_delete_interval: Option<i64>,
     ttl_minutes: Option<i64>,
-    volumes: Option<Vec<Value>>,
+    volumes: Option<Vec<SandboxVolume>>,
     build_info: Option<BuildInfo>,
     secrets: Option<Vec<Value>>,
 }
@@ -361,9 +364,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
     if req.gpu.is_some_and(|g| g > 0) {
         return refuse("gpu");
     }
-    if req.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
-        return refuse("mounting volumes");
-    }
+    let mounts = volumes::mounts(req.volumes.as_deref().unwrap_or_default())?;
     if req.secrets.as_ref().is_some_and(|v| !v.is_empty()) {
         return refuse("secrets");
     }
@@ -462,6 +463,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
         lifecycle_type: None,
         auto_resume: false,
         boot: BootMode::Auto,
+        volumes: mounts,
     };
     Ok(Prepared { create, image })
 }
@@ -485,7 +487,13 @@ pub async fn create(
     }
     let s = ctx.engine.create_sandbox(create).await?;
     tracing::info!(sandbox = %s.id, name = ?s.name, template = %s.template, "daytona sandbox created");
-    Ok(Json(dto(&ctx, &base, &s)))
+    with_volumes(&ctx, dto(&ctx, &base, &s)).await
+}
+
+/// A sandbox's DTO with the volumes attached to it.
+async fn with_volumes(ctx: &Ctx, mut d: SandboxDto) -> DResult<Json<SandboxDto>> {
+    d.volumes = volumes::attached(ctx, &d.id).await?;
+    Ok(Json(d))
 }
 
 /// `GET /sandbox/{idOrName}`.
@@ -495,7 +503,7 @@ pub async fn get(
     DPath(id): DPath<String>,
 ) -> DResult<Json<SandboxDto>> {
     let s = ctx.engine.find_sandbox(&id).await?;
-    Ok(Json(dto(&ctx, &base, &s)))
+    with_volumes(&ctx, dto(&ctx, &base, &s)).await
 }
 
 /// Query of `GET /sandbox` (repeated keys allowed).
@@ -921,6 +929,36 @@ mod tests {
         assert!(parse_list(Some("states=bogus")).is_err());
         assert!(parse_list(Some("labels=notjson")).is_err());
         assert_eq!(parse_list(None).unwrap().limit, 100);
+    }
+
+    #[test]
+    fn create_bodies_carry_volume_mounts() {
+        // The Python SDK's body for `volumes=[VolumeMount(volume_id="data", mount_path="/data")]`.
+        let req: CreateRequest = serde_json::from_value(serde_json::json!({
+            "env": {}, "labels": {}, "target": "local",
+            "volumes": [{"volumeId": "data", "mountPath": "/data"}],
+        }))
+        .unwrap();
+        let mounts = volumes::mounts(req.volumes.as_deref().unwrap_or_default()).unwrap();
+        assert_eq!(
+            mounts,
+            [platinum_engine::model::VolumeMount {
+                volume: "data".into(),
+                path: "/data".into(),
+                readonly: false,
+            }]
+        );
+        // What the SDK always sends without volumes.
+        let req: CreateRequest =
+            serde_json::from_value(serde_json::json!({ "volumes": [] })).unwrap();
+        assert!(volumes::mounts(&req.volumes.unwrap()).unwrap().is_empty());
+        // A mount without a path is a malformed body.
+        assert!(
+            serde_json::from_value::<CreateRequest>(serde_json::json!({
+                "volumes": [{"volumeId": "data"}]
+            }))
+            .is_err()
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ fn suspend_set(dir: &std::path::Path) -> ArchiveDir {
 impl Engine {
     /// Archives a stopped or paused sandbox to the object store and frees its space on the host.
     pub async fn archive_sandbox(&self, id: &str) -> Result<Sandbox> {
+        self.require_no_volumes(id, "archiving it").await?;
         if self.load(id).await?.state == SandboxState::Paused {
             self.suspend_sandbox(id, true).await?;
         }

@@ -52,6 +52,7 @@ impl Engine {
             &[SandboxState::Running, SandboxState::Paused],
         )?;
         self.check_room_for_snapshot(&source)?;
+        self.require_no_volumes(id, "forking it").await?;
         self.touch(&source).await;
         let mut copies: Vec<Sandbox> = (0..req.count).map(|_| copy_of(&source)).collect();
         if let Some(first) = copies.first_mut() {

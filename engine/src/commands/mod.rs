@@ -22,6 +22,8 @@
 //! - [`custom_templates`]: template builds, custom templates, uploads for their `copy` steps.
 //! - [`pools`]: warm pools: running sandboxes a create claims in one store transaction.
 //! - [`capacity`]: what holds a VM against the host's limits; admission.
+//! - [`share`]: the host share: files read and written on the host, whatever the VM's state.
+//! - [`volumes`]: named persistent volumes, attached (hot, or at create) and mounted in sandboxes.
 
 pub mod archive;
 pub mod capacity;
@@ -39,8 +41,10 @@ pub mod sandbox;
 pub mod search;
 pub mod sessions;
 pub mod settings;
+pub mod share;
 pub mod snapshots;
 pub mod suspend;
 pub mod templates;
 pub mod tokens;
+pub mod volumes;
 pub mod watch;

@@ -11,8 +11,8 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::{check_template_name, new_sandbox_id};
 use crate::model::{
-    BootMode, CreateSandbox, RuntimeInfo, Sandbox, SandboxMetrics, SandboxState, StartInfo,
-    StartPath,
+    AttachVolume, BootMode, CreateSandbox, RuntimeInfo, Sandbox, SandboxMetrics, SandboxState,
+    StartInfo, StartPath,
 };
 use crate::model::{ListQuery, Page};
 
@@ -128,8 +128,27 @@ impl Engine {
     /// Creates a sandbox and returns once it runs and its agent answers: a sandbox claimed from
     /// a warm pool of its kind when one is ready, else a new VM restored from the snapshot it
     /// names or its template's ready snapshot, else booted.
-    pub async fn create_sandbox(&self, req: CreateSandbox) -> Result<Sandbox> {
-        self.create_sandbox_in(req, None).await
+    /// Volumes it names are checked first and attached and mounted once it runs; when one
+    /// cannot be, the sandbox is removed again.
+    pub async fn create_sandbox(&self, mut req: CreateSandbox) -> Result<Sandbox> {
+        let mounts = std::mem::take(&mut req.volumes);
+        self.check_volume_mounts(&mounts).await?;
+        let sandbox = self.create_sandbox_in(req, None).await?;
+        for m in mounts {
+            let attach = AttachVolume {
+                sandbox_id: sandbox.id.clone(),
+                path: m.path,
+                readonly: m.readonly,
+            };
+            if let Err(e) = self.attach_volume(&m.volume, attach).await {
+                tracing::warn!(sandbox = %sandbox.id, volume = %m.volume, error = %e, "attaching a volume at create failed; removing the sandbox");
+                if let Err(kill) = self.kill_sandbox(&sandbox.id).await {
+                    tracing::error!(sandbox = %sandbox.id, error = %kill, "removing a sandbox whose volume failed");
+                }
+                return Err(e);
+            }
+        }
+        Ok(sandbox)
     }
 
     /// [`Engine::create_sandbox`], or with `pool` a new sandbox that waits in that warm pool.
@@ -518,6 +537,7 @@ impl Engine {
         self.transition(&mut s, SandboxState::Deleted, serde_json::json!({}))
             .await?;
         drop(guard);
+        self.forget_volumes_of(id).await;
         self.forget_lock(id);
         Ok(())
     }
@@ -607,8 +627,12 @@ impl Engine {
                 let _guard = guard;
                 let booted = match &image {
                     // A cold boot of a custom template's sandbox starts its start command again.
+                    // Its volumes are mounted before the start command runs.
                     None => match engine.boot_bounded(engine.host.start(&s.id)).await {
-                        Ok(status) => engine.start_custom(&s).await.map(|()| status),
+                        Ok(status) => match engine.mount_volumes(&s.id).await {
+                            Ok(()) => engine.start_custom(&s).await.map(|()| status),
+                            Err(e) => Err(e),
+                        },
                         Err(e) => Err(e),
                     },
                     Some((_, dir)) => {

@@ -94,6 +94,10 @@ impl Engine {
         then: AfterSave,
     ) -> Result<Snapshot> {
         let started = Instant::now();
+        if matches!(then, AfterSave::Continue) {
+            self.require_no_volumes(&sandbox.id, "taking a snapshot")
+                .await?;
+        }
         let root = self.snapshots_root()?;
         let keys = self.keys()?;
         self.check_room_for_snapshot(sandbox)?;

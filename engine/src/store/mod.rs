@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use crate::builds::model::{BuildLogEntry, BuildStatus, CustomTemplate, TemplateBuild};
 use crate::error::Result;
-use crate::model::{ListQuery, Page, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind};
+use crate::model::{ListQuery, Page, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind, Volume};
 use crate::snapshots::archive::SignedArchive;
 
 /// A stored API key (only its hash).
@@ -158,4 +158,19 @@ pub trait Store: Send + Sync {
 
     /// Removes a sandbox's archive manifest (none is fine).
     async fn delete_archive(&self, sandbox_id: &str) -> Result<()>;
+
+    /// Inserts a new volume; a taken name is [`crate::Error::Conflict`].
+    async fn insert_volume(&self, volume: &Volume) -> Result<()>;
+
+    /// Replaces a volume's record (by id).
+    async fn update_volume(&self, volume: &Volume) -> Result<()>;
+
+    /// A volume by id or name.
+    async fn get_volume(&self, id_or_name: &str) -> Result<Option<Volume>>;
+
+    /// Every volume, oldest first.
+    async fn list_volumes(&self) -> Result<Vec<Volume>>;
+
+    /// Removes a volume's record; false when there is none.
+    async fn delete_volume(&self, id: &str) -> Result<bool>;
 }

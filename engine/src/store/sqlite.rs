@@ -13,12 +13,13 @@ use super::{ApiKeyRecord, ListQuery, Page, Store};
 use crate::builds::model::{BuildLogEntry, BuildStatus, CustomTemplate, TemplateBuild};
 use crate::error::{Error, Result};
 use crate::model::{
-    LifecycleRules, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind, TimeoutAction,
+    LifecycleRules, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind, TimeoutAction, Volume,
 };
 use crate::snapshots::archive::SignedArchive;
 
 mod archives;
 mod templates;
+mod volumes;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -697,6 +698,26 @@ impl Store for SqliteStore {
 
     async fn delete_archive(&self, sandbox_id: &str) -> Result<()> {
         self.delete_archive_row(sandbox_id).await
+    }
+
+    async fn insert_volume(&self, volume: &Volume) -> Result<()> {
+        self.insert_volume_row(volume).await
+    }
+
+    async fn update_volume(&self, volume: &Volume) -> Result<()> {
+        self.update_volume_row(volume).await
+    }
+
+    async fn get_volume(&self, id_or_name: &str) -> Result<Option<Volume>> {
+        self.volume_row(id_or_name).await
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<Volume>> {
+        self.volume_rows().await
+    }
+
+    async fn delete_volume(&self, id: &str) -> Result<bool> {
+        self.delete_volume_row(id).await
     }
 
     async fn insert_pooled_sandbox(&self, s: &Sandbox, pool_id: &str) -> Result<()> {

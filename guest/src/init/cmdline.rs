@@ -9,6 +9,7 @@
 //! | `platinum.ip=` | none | `ADDR/PREFIX` for the first ethernet interface (no network without it) |
 //! | `platinum.gw=` | none | default gateway |
 //! | `platinum.dns=` | none | comma-separated name servers for `/etc/resolv.conf` |
+//! | `platinum.share=` | none | virtio-fs tag of the host share, mounted at `/mnt/dnah-share` |
 //!
 //! Anything else on the command line is the kernel's business and ignored here. Values may be
 //! double-quoted, as the kernel allows.
@@ -24,6 +25,8 @@ pub struct BootParams {
     pub hostname: String,
     /// Log at debug level.
     pub debug: bool,
+    /// The host share's virtio-fs tag, if the VM has one.
+    pub share: Option<String>,
     /// Network settings, when the host attached a network.
     pub net: Option<NetParams>,
 }
@@ -48,6 +51,7 @@ impl Default for BootParams {
             rootfstype: "ext4".into(),
             hostname: "platinum".into(),
             debug: false,
+            share: None,
             net: None,
         }
     }
@@ -71,6 +75,7 @@ pub fn parse(cmdline: &str) -> BootParams {
                 })
             }
             ("platinum.gw", Some(v)) => gw = v.parse().ok(),
+            ("platinum.share", Some(v)) if !v.is_empty() => params.share = Some(v.to_string()),
             ("platinum.dns", Some(v)) => {
                 dns = v.split(',').filter_map(|d| d.parse().ok()).collect()
             }
@@ -141,7 +146,7 @@ mod tests {
     fn reads_platinum_parameters_and_ignores_the_rest() {
         let p = parse(
             "console=ttyS0 platinum.root=/dev/vdb platinum.rootfstype=xfs platinum.hostname=\"sbx 42\" \
-             platinum.debug=1 platinum.unknown=x init=/init\n",
+             platinum.debug=1 platinum.unknown=x platinum.share=dnah-share init=/init\n",
         );
         assert_eq!(
             p,
@@ -150,6 +155,7 @@ mod tests {
                 rootfstype: "xfs".into(),
                 hostname: "sbx 42".into(),
                 debug: true,
+                share: Some("dnah-share".into()),
                 net: None,
             }
         );

@@ -71,6 +71,12 @@ pub fn run() -> ! {
     for e in mounts::mount_late() {
         warn!(error = %crate::error_chain(&e), "mount failed");
     }
+    if let Some(tag) = &params.share {
+        match mounts::mount_share(tag) {
+            Ok(()) => info!(tag, path = mounts::SHARE_MOUNT, "host share mounted"),
+            Err(e) => warn!(error = %crate::error_chain(&e), "cannot mount the host share"),
+        }
+    }
     if let Err(e) = nix::unistd::sethostname(&params.hostname) {
         warn!(hostname = params.hostname, error = %e, "cannot set the hostname");
     }

@@ -1,6 +1,6 @@
 //! The pseudo-filesystems PID 1 mounts: `/dev`, `/proc` and `/sys` in the initramfs (they move
 //! into the root at the switch), and once in the real root `/dev/pts`, `/dev/shm`, `/run`, `/tmp`,
-//! `/sys/fs/cgroup` and the `/dev` symlinks that no udev creates here.
+//! `/sys/fs/cgroup` and the `/dev` symlinks that no udev creates here; and the host share.
 
 use nix::errno::Errno;
 use nix::mount::{MsFlags, mount};
@@ -95,4 +95,26 @@ pub fn mount_late() -> Vec<MountError> {
         }
     }
     failed
+}
+
+/// Where the host share is mounted.
+pub const SHARE_MOUNT: &str = "/mnt/dnah-share";
+
+/// Mounts the host share (virtio-fs tag `tag`) at [`SHARE_MOUNT`].
+pub fn mount_share(tag: &str) -> Result<(), MountError> {
+    if let Err(e) = std::fs::create_dir_all(SHARE_MOUNT) {
+        debug!(target = SHARE_MOUNT, error = %e, "cannot create mount point");
+    }
+    mount(
+        Some(tag),
+        SHARE_MOUNT,
+        Some("virtiofs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|source| MountError {
+        fstype: "virtiofs".into(),
+        target: SHARE_MOUNT.into(),
+        source,
+    })
 }

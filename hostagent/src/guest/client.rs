@@ -308,6 +308,27 @@ impl GuestClient {
             .map(drop)
     }
 
+    /// Mounts the volume on the disk with serial `serial` at `path` (the agent waits a few
+    /// seconds for a hot-added disk to appear).
+    pub async fn mount_volume(&self, serial: &str, path: &str, readonly: bool) -> Result<()> {
+        self.call_timed::<serde_json::Value>(&Request::MountVolume {
+            serial: serial.to_string(),
+            path: path.to_string(),
+            readonly,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Flushes and unmounts the volume at `path` (fails while it is busy).
+    pub async fn unmount_volume(&self, path: &str) -> Result<()> {
+        self.call_timed::<serde_json::Value>(&Request::UnmountVolume {
+            path: path.to_string(),
+        })
+        .await
+        .map(drop)
+    }
+
     /// Asks the guest to power off. Returns once the agent acknowledged.
     pub async fn shutdown_guest(&self, reboot: bool) -> Result<()> {
         self.call_timed::<serde_json::Value>(&Request::Shutdown { reboot })

@@ -20,6 +20,7 @@ use crate::archive::{Archive, ArchiveDir, Archived, Restored};
 use crate::error::Result;
 use crate::guest::GuestClient;
 use crate::image::oci::{ImportImage, ImportedImage};
+use crate::share::{ByteStream, ShareEntry};
 use crate::vmm::{Accel, TransportKind, VmExit, VmmKind};
 use snapshot::{AfterSave, RestoreVm, SaveReport};
 
@@ -213,6 +214,40 @@ pub trait HostAgent: Send + Sync {
         archive: &Archive,
         extra: &[ArchiveDir],
     ) -> Result<Restored>;
+
+    /// Creates volume `id`: an image of `size_mib` holding an empty ext4 filesystem.
+    async fn create_volume(&self, id: &str, size_mib: u64) -> Result<()>;
+
+    /// Deletes volume `id`'s image (the caller made sure nothing has it attached).
+    async fn delete_volume(&self, id: &str) -> Result<()>;
+
+    /// Attaches volume `volume` to sandbox `id`, read-only or not, and returns its slot. Every
+    /// later boot and restore of the sandbox has it; when its VM runs it is hot-added now (the
+    /// guest sees a new disk whose serial is the volume's id).
+    async fn attach_volume(&self, id: &str, volume: &str, readonly: bool) -> Result<u32>;
+
+    /// Detaches volume `volume` from sandbox `id` (hot-removed when its VM runs: the guest
+    /// must have unmounted it).
+    async fn detach_volume(&self, id: &str, volume: &str) -> Result<()>;
+
+    /// What `path` (relative) is in sandbox `id`'s host share. The share's file operations
+    /// work whatever the VM's state, never follow a symlink and never leave the share
+    /// ([`crate::share`]).
+    async fn share_stat(&self, id: &str, path: &str) -> Result<ShareEntry>;
+
+    /// The entries of directory `path` in sandbox `id`'s host share, by name.
+    async fn share_list(&self, id: &str, path: &str) -> Result<Vec<ShareEntry>>;
+
+    /// Opens regular file `path` of sandbox `id`'s host share: the file and its size.
+    async fn share_read(&self, id: &str, path: &str) -> Result<(std::fs::File, u64)>;
+
+    /// Writes file `path` of sandbox `id`'s host share from `body` (parents created, replaced
+    /// whole); returns the bytes written.
+    async fn share_write(&self, id: &str, path: &str, body: ByteStream) -> Result<u64>;
+
+    /// Removes `path` from sandbox `id`'s host share (a directory's contents too with
+    /// `recursive`).
+    async fn share_remove(&self, id: &str, path: &str, recursive: bool) -> Result<()>;
 
     /// The guest agent session of a running VM (reconnecting if the connection dropped).
     async fn guest(&self, id: &str) -> Result<GuestClient>;

@@ -62,7 +62,12 @@ pub(crate) const GUEST_MODULES: &[WantedModule] = &[
         "Cloud Hypervisor devices (PCI only)",
     ),
     optional("virtio_pci", "Cloud Hypervisor devices (PCI only)"),
-    required("virtio_blk", "root filesystem and volumes"),
+    required(
+        "virtio_blk",
+        "root filesystem (and Cloud Hypervisor volumes)",
+    ),
+    required("virtio_scsi", "QEMU volumes (hot-pluggable SCSI disks)"),
+    required("sd_mod", "QEMU volumes (SCSI disks)"),
     optional("failover", "virtio-net standby support"),
     optional("net_failover", "virtio-net standby support"),
     optional("virtio_net", "sandbox network"),

@@ -109,10 +109,11 @@ pub fn check_layout(old: &VmSpec, new: &VmSpec) -> Result<()> {
             .iter()
             .map(|d| {
                 format!(
-                    "{}:{:?}:{}",
+                    "{}:{:?}:{}{}",
                     d.id,
                     d.format,
-                    if d.readonly { "ro" } else { "rw" }
+                    if d.readonly { "ro" } else { "rw" },
+                    d.volume_slot.map(|s| format!("@{s}")).unwrap_or_default()
                 )
             })
             .collect()
@@ -123,6 +124,16 @@ pub fn check_layout(old: &VmSpec, new: &VmSpec) -> Result<()> {
             layout(old).join(", "),
             layout(new).join(", ")
         ));
+    }
+    if old.share.is_some() != new.share.is_some() {
+        let has = |spec: &VmSpec| {
+            if spec.share.is_some() {
+                "a share"
+            } else {
+                "no share"
+            }
+        };
+        diffs.push(format!("{} vs {}", has(old), has(new)));
     }
     if old.memory_file.is_some() != new.memory_file.is_some() {
         let backing = |spec: &VmSpec| match spec.memory_file {

@@ -83,14 +83,29 @@ pub struct DiskSpec {
     pub format: DiskFormat,
     /// Attach read-only.
     pub readonly: bool,
+    /// `Some(slot)` for a volume: an image that lives outside the sandbox's directory and
+    /// outlives it, attached and detached while the VM runs, at a slot (0..[`MAX_VOLUMES`])
+    /// that stays its own until it is detached, so a restore rebuilds the same bus address. The
+    /// guest finds a volume by its serial, which is its id. QEMU puts volumes on the machine's
+    /// virtio-scsi bus (SCSI target = slot; the only bus `-M microvm` can hot-plug on); Cloud
+    /// Hypervisor hot-adds them as virtio-blk PCI devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_slot: Option<u32>,
 }
+
+/// How many volumes one VM can have attached.
+pub const MAX_VOLUMES: u32 = 16;
 
 impl DiskSpec {
     /// Its line in [`VmInfo::devices`], e.g. `virtio-blk rootfs (Raw): /path/to/disk`.
     pub fn describe(&self) -> String {
         let ro = if self.readonly { ", read-only" } else { "" };
+        let kind = match self.volume_slot {
+            Some(_) => "volume",
+            None => "virtio-blk",
+        };
         format!(
-            "virtio-blk {} ({:?}{ro}): {}",
+            "{kind} {} ({:?}{ro}): {}",
             self.id,
             self.format,
             self.path.display()
@@ -131,7 +146,14 @@ pub struct VmSpec {
     pub console_log: PathBuf,
     /// Optional network attachment.
     pub net: Option<NetSpec>,
+    /// A host directory shared with the guest over virtio-fs, tag [`SHARE_TAG`] (QEMU runs a
+    /// virtiofsd for it; the guest mounts it at `/mnt/dnah-share`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<PathBuf>,
 }
+
+/// The virtio-fs tag of a VM's host share ([`VmSpec::share`]).
+pub const SHARE_TAG: &str = "dnah-share";
 
 /// A virtio-net device on a pre-created TAP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +266,12 @@ pub trait Vmm: Send + Sync {
     /// The VMM's version (`10.0.2`): a snapshot restores only into the version that wrote it.
     fn version(&self) -> String;
 
+    /// Whether VMs of this driver can have a host share ([`VmSpec::share`]); drivers that
+    /// cannot keep this default and refuse specs with one.
+    fn serves_shares(&self) -> bool {
+        false
+    }
+
     /// Starts a VM and returns once the VMM reports it running (not once the guest has booted).
     async fn boot(&self, spec: &VmSpec) -> Result<Arc<dyn Vm>>;
 
@@ -296,6 +324,16 @@ pub trait Vm: Send + Sync {
             "{:?} VMs cannot hot-add disk {}",
             self.info().vmm,
             disk.id
+        )))
+    }
+
+    /// Hot-removes a disk [`Vm::add_disk`] added (or one the VM started with): the guest must
+    /// no longer use it. Drivers whose machine cannot hot-unplug keep this default, which
+    /// refuses.
+    async fn remove_disk(&self, id: &str) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "{:?} VMs cannot hot-remove disk {id}",
+            self.info().vmm
         )))
     }
 

@@ -37,6 +37,9 @@ pub fn validate(spec: &VmSpec) -> Result<()> {
     check_path("kernel", &spec.kernel)?;
     check_path("initramfs", &spec.initramfs)?;
     check_path("console log", &spec.console_log)?;
+    if let Some(share) = &spec.share {
+        check_path("share", share)?;
+    }
     if spec.vcpus == 0 || spec.vcpus > MAX_VCPUS {
         return Err(Error::Invalid(format!(
             "vcpus = {}, must be 1..={MAX_VCPUS}",
@@ -200,6 +203,7 @@ pub(crate) mod tests {
                 path: PathBuf::from("/run/platinum/sbx1/rootfs.raw"),
                 format: DiskFormat::Raw,
                 readonly: false,
+                volume_slot: None,
             }],
             vcpus: 2,
             memory_mib: 512,
@@ -208,6 +212,7 @@ pub(crate) mod tests {
             vsock_cid: 3,
             console_log: PathBuf::from("/run/platinum/sbx1/console.log"),
             net: None,
+            share: None,
         }
     }
 

@@ -172,6 +172,7 @@ pub fn spec(
         vsock_cid: 3,
         console_log: dir.join("console.log"),
         net: None,
+        share: None,
     }
 }
 

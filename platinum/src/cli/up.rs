@@ -93,6 +93,11 @@ pub struct UpArgs {
     /// Where archived sandboxes go.
     #[command(flatten)]
     pub archive: super::archive_store::ArchiveStoreArgs,
+    /// Size of each sandbox's host share (`/mnt/dnah-share`), MiB (16-1048576; sparse on the
+    /// host: it takes what is stored).
+    #[arg(long, value_name = "MIB", env = "PLATINUM_SHARE_MIB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub share_mib: u64,
 }
 
 /// Transport choice on the command line.
@@ -199,6 +204,7 @@ async fn start(args: &UpArgs, data_dir: &std::path::Path) -> Result<crate::serve
     config.warm_pools = args.warm_pools.clone();
     config.insecure_registries = args.insecure_registries.clone();
     config.archive = args.archive.config()?;
+    config.share_mib = args.share_mib;
     config.memory = match args.memory_backing {
         Memory::Auto => MemoryBacking::Auto,
         Memory::Anonymous => MemoryBacking::Anonymous,

@@ -9,8 +9,10 @@ pub mod pools;
 pub mod ports;
 pub mod processes;
 pub mod sandboxes;
+pub mod share;
 pub mod snapshots;
 pub mod templates;
+pub mod volumes;
 
 use axum::body::BodyDataStream;
 use futures::StreamExt;

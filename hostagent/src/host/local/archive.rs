@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::share::SHARE_IMAGE;
 use super::{LocalHost, RECORD_FILE, VmRecord, write_record};
 use crate::archive::chunks::{self, Counts, check_name};
 use crate::archive::{
@@ -57,6 +58,7 @@ impl LocalHost {
     pub(super) async fn archive_sandbox(&self, id: &str, extra: &[ArchiveDir]) -> Result<Archived> {
         let dir = self.dir(id)?;
         self.require_no_vm(id, "stopped")?;
+        self.require_no_volumes(id, "archiving it")?;
         let record = super::read_record(&dir, id)?;
         let store = self.archive_store.clone();
         let started = Instant::now();
@@ -90,6 +92,14 @@ impl LocalHost {
                 }
             };
             sandbox.files.push(file);
+        }
+        // The share's image, consistent once unmounted (nothing writes it while stopped).
+        if dir.join(SHARE_IMAGE).is_file() {
+            self.release_share(&dir).await?;
+            let image = dir.join(SHARE_IMAGE);
+            sandbox
+                .files
+                .push(chunks::upload_file(&store, &image, SHARE_IMAGE, &counts).await?);
         }
         let mut sets = vec![sandbox];
         for extra in extra {

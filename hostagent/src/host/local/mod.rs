@@ -31,7 +31,9 @@ use tokio::task::JoinHandle;
 
 mod archive;
 mod layers;
+mod share;
 mod snapshot;
+mod volumes;
 
 use super::snapshot::{AfterSave, RestoreVm, SaveReport, disk_file_name};
 use super::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
@@ -48,8 +50,9 @@ use crate::image::{
     ConsoleLog, GuestImage, ImageCache, Progress, builtin_templates, kernel_cmdline, template,
 };
 use crate::net::{Lease, Network};
+use crate::share::{ByteStream, ShareEntry};
 use crate::transport;
-use crate::vmm::{DiskFormat, NetSpec, TransportKind, Vm, VmSpec, Vmm};
+use crate::vmm::{DiskFormat, NetSpec, SHARE_TAG, TransportKind, Vm, VmSpec, Vmm};
 
 /// Settings of the local host agent.
 #[derive(Debug, Clone)]
@@ -78,6 +81,8 @@ pub struct LocalHostConfig {
     pub registries: RegistryOptions,
     /// Where archived sandboxes go (`None`: the directory `<data>/archive`).
     pub archive: Option<ObjectStoreConfig>,
+    /// Size of each sandbox's host share, MiB (a sparse image: it takes what is stored).
+    pub share_mib: u64,
 }
 
 impl LocalHostConfig {
@@ -96,6 +101,7 @@ impl LocalHostConfig {
             stop_grace: Duration::from_secs(10),
             registries: RegistryOptions::default(),
             archive: None,
+            share_mib: 1024,
         }
     }
 }
@@ -280,25 +286,34 @@ impl LocalHost {
     /// (`<disk id>.disk`) and memory file (where it has one) there, and the kernel command line
     /// of `id` without network parameters (a boot adds those), which it returns.
     fn place_spec(&self, spec: &mut VmSpec, id: &str, dir: &Path) -> String {
-        let base_cmdline = self.base_cmdline(id);
+        let base_cmdline = self.base_cmdline(id, spec.share.is_some());
         spec.id = id.to_string();
         spec.dir = dir.to_path_buf();
         spec.console_log = dir.join(CONSOLE_FILE);
         spec.cmdline = base_cmdline.clone();
         spec.net = None;
-        for disk in &mut spec.disks {
+        for disk in spec.disks.iter_mut().filter(|d| d.volume_slot.is_none()) {
             disk.path = dir.join(disk_file_name(&disk.id));
         }
         if let Some(memory) = spec.memory_file.as_mut() {
             *memory = dir.join(MEMORY_FILE_NAME);
         }
+        if let Some(share) = spec.share.as_mut() {
+            *share = dir.join(share::SHARE_DIR);
+        }
         base_cmdline
     }
 
-    /// Kernel command line of sandbox `id` without its network parameters.
-    fn base_cmdline(&self, id: &str) -> String {
+    /// Kernel command line of sandbox `id` without its network parameters; with `share`, the
+    /// guest mounts its host share.
+    fn base_cmdline(&self, id: &str, share: bool) -> String {
+        let share = if share {
+            format!(" platinum.share={SHARE_TAG}")
+        } else {
+            String::new()
+        };
         format!(
-            "{} platinum.hostname={id}",
+            "{} platinum.hostname={id}{share}",
             kernel_cmdline(self.config.console)
         )
     }
@@ -342,6 +357,9 @@ impl LocalHost {
         from: Option<&Path>,
     ) -> Result<VmStatus> {
         let id = record.spec.id.clone();
+        if record.spec.share.is_some() {
+            self.ensure_share(&record.spec.dir).await?;
+        }
         match net {
             NetPlan::Auto(internet) => self.plug_network(&mut record, internet).await?,
             NetPlan::Off => {
@@ -848,7 +866,8 @@ impl HostAgent for LocalHost {
             &self.config.disk,
         )
         .await?;
-        let cmdline = self.base_cmdline(&req.id);
+        let share = self.vmm.serves_shares().then(|| dir.join(share::SHARE_DIR));
+        let cmdline = self.base_cmdline(&req.id, share.is_some());
         let transport = req.transport.unwrap_or(self.config.transport);
         let spec = VmSpec {
             id: req.id.clone(),
@@ -864,6 +883,7 @@ impl HostAgent for LocalHost {
             vsock_cid: 3,
             console_log: dir.join(CONSOLE_FILE),
             net: None,
+            share,
         };
         let base_cmdline = spec.cmdline.clone();
         let record = VmRecord {
@@ -951,6 +971,7 @@ impl HostAgent for LocalHost {
         // Whatever a boot cut short (or an earlier server) left running for this directory.
         crate::process::kill_processes_mentioning(&dir.join(""));
         self.network.detach(id, true).await?;
+        self.release_share(&dir).await?;
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -969,6 +990,42 @@ impl HostAgent for LocalHost {
         extra: &[ArchiveDir],
     ) -> Result<Restored> {
         self.restore_archive_of(id, archive, extra).await
+    }
+
+    async fn create_volume(&self, id: &str, size_mib: u64) -> Result<()> {
+        self.make_volume(id, size_mib).await
+    }
+
+    async fn delete_volume(&self, id: &str) -> Result<()> {
+        self.remove_volume(id).await
+    }
+
+    async fn attach_volume(&self, id: &str, volume: &str, readonly: bool) -> Result<u32> {
+        self.attach(id, volume, readonly).await
+    }
+
+    async fn detach_volume(&self, id: &str, volume: &str) -> Result<()> {
+        self.detach(id, volume).await
+    }
+
+    async fn share_stat(&self, id: &str, path: &str) -> Result<ShareEntry> {
+        self.share_root(id).await?.stat(path)
+    }
+
+    async fn share_list(&self, id: &str, path: &str) -> Result<Vec<ShareEntry>> {
+        self.share_root(id).await?.list(path)
+    }
+
+    async fn share_read(&self, id: &str, path: &str) -> Result<(std::fs::File, u64)> {
+        self.share_root(id).await?.open_file(path)
+    }
+
+    async fn share_write(&self, id: &str, path: &str, body: ByteStream) -> Result<u64> {
+        self.share_root(id).await?.write(path, body).await
+    }
+
+    async fn share_remove(&self, id: &str, path: &str, recursive: bool) -> Result<()> {
+        self.share_root(id).await?.remove(path, recursive)
     }
 
     async fn guest(&self, id: &str) -> Result<GuestClient> {

@@ -34,6 +34,9 @@ impl LocalHost {
         then: AfterSave,
     ) -> Result<SaveReport> {
         let slot = self.slot(id)?;
+        if matches!(then, AfterSave::Continue) {
+            self.require_no_volumes(id, "a snapshot")?;
+        }
         if !dir.is_dir()
             || std::fs::read_dir(dir)
                 .ctx(|| format!("reading {}", dir.display()))?
@@ -58,7 +61,15 @@ impl LocalHost {
             let state_ms = millis(state_started.elapsed());
             let disks_started = Instant::now();
             let mut disks = Vec::new();
-            for disk in &slot.record.spec.disks {
+            // Volumes are not the sandbox's: they stay where they are (and only a pause to disk,
+            // whose restore finds them there again, may save a VM that has any).
+            for disk in slot
+                .record
+                .spec
+                .disks
+                .iter()
+                .filter(|d| d.volume_slot.is_none())
+            {
                 let dest = dir.join(disk_file_name(&disk.id));
                 match then {
                     // Nothing writes the disk once the VMM is gone: the snapshot shares it.
@@ -135,6 +146,12 @@ impl LocalHost {
                 (record, self.net_plan(&saved, internet)?)
             }
             RestoreAs::New { internet } => {
+                if let Some(volume) = manifest.spec.disks.iter().find(|d| d.volume_slot.is_some()) {
+                    return Err(Error::Invalid(format!(
+                        "the snapshot's VM had volume {} attached; it restores only into its own sandbox",
+                        volume.id
+                    )));
+                }
                 std::fs::DirBuilder::new()
                     .mode(0o700)
                     .create(&dir)
@@ -158,15 +175,25 @@ impl LocalHost {
                 )
             }
         };
-        if record.spec.disks.len() != saved.disks.len() {
+        let own = record
+            .spec
+            .disks
+            .iter()
+            .filter(|d| d.volume_slot.is_none())
+            .count();
+        if own != saved.disks.len() {
             return Err(Error::Invalid(format!(
-                "the snapshot has {} disks, sandbox {} has {}",
+                "the snapshot has {} disks, sandbox {} has {own}",
                 saved.disks.len(),
                 req.id,
-                record.spec.disks.len()
             )));
         }
-        for (disk, want) in record.spec.disks.iter_mut().zip(&saved.disks) {
+        let own = record
+            .spec
+            .disks
+            .iter_mut()
+            .filter(|d| d.volume_slot.is_none());
+        for (disk, want) in own.zip(&saved.disks) {
             let src = req.snapshot_dir.join(want.file_name());
             disk.format = want.format;
             if same_file(&src, &disk.path) {

@@ -69,11 +69,13 @@ pub enum Endpoint {
     VmAddDisk,
     /// `PUT vm.add-fs` with an `FsConfig`.
     VmAddFs,
+    /// `PUT vm.remove-device` with a `VmRemoveDevice` (the device's id).
+    VmRemoveDevice,
 }
 
 impl Endpoint {
     /// Every endpoint the driver uses.
-    pub const ALL: [Endpoint; 13] = [
+    pub const ALL: [Endpoint; 14] = [
         Endpoint::VmmPing,
         Endpoint::VmmShutdown,
         Endpoint::VmCreate,
@@ -87,6 +89,7 @@ impl Endpoint {
         Endpoint::VmRestore,
         Endpoint::VmAddDisk,
         Endpoint::VmAddFs,
+        Endpoint::VmRemoveDevice,
     ];
 
     /// The endpoint's name, as in the OpenAPI paths (`vm.boot`).
@@ -105,6 +108,7 @@ impl Endpoint {
             Endpoint::VmRestore => "vm.restore",
             Endpoint::VmAddDisk => "vm.add-disk",
             Endpoint::VmAddFs => "vm.add-fs",
+            Endpoint::VmRemoveDevice => "vm.remove-device",
         }
     }
 
@@ -120,6 +124,13 @@ impl Endpoint {
     pub fn path(self) -> String {
         format!("{API_ROOT}/{}", self.name())
     }
+}
+
+/// The body of `vm.remove-device` (`VmRemoveDevice`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveDevice {
+    /// The device's id.
+    pub id: String,
 }
 
 /// `vmm.ping`'s reply (`VmmPingResponse`).
@@ -266,6 +277,13 @@ impl ApiClient {
     /// `PUT vm.add-fs`; the PCI address when the VM runs (hot-plug), `None` for a cold add.
     pub async fn add_fs(&self, fs: &FsConfig) -> Result<Option<PciDeviceInfo>> {
         self.call_optional(Endpoint::VmAddFs, encode(fs)?).await
+    }
+
+    /// `PUT vm.remove-device`: hot-unplugs the device with this id.
+    pub async fn remove_device(&self, id: &str) -> Result<()> {
+        let body = encode(&RemoveDevice { id: id.to_string() })?;
+        self.call_empty(Endpoint::VmRemoveDevice, Some(body), self.timeout)
+            .await
     }
 
     async fn call_empty(

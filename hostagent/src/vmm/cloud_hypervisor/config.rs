@@ -447,6 +447,7 @@ mod tests {
             path: PathBuf::from("/data/vol0.qcow2"),
             format: DiskFormat::Qcow2,
             readonly: true,
+            volume_slot: None,
         };
         assert_eq!(
             serde_json::to_value(disk_config(&disk)).expect("json"),

@@ -346,10 +346,12 @@ impl Vmm for CloudHypervisorVmm {
     }
 
     async fn boot(&self, spec: &VmSpec) -> Result<Arc<dyn Vm>> {
+        refuse_share(spec)?;
         Ok(self.boot_vm(spec).await?)
     }
 
     async fn restore(&self, spec: &VmSpec, snapshot_dir: &Path) -> Result<Arc<dyn Vm>> {
+        refuse_share(spec)?;
         Ok(self
             .restore_vm_with(spec, snapshot_dir, &RestoreOptions::default())
             .await?)
@@ -481,6 +483,18 @@ async fn teardown(process: &ChildProcess, paths: &ChPaths) {
 fn discard_source(paths: &ChPaths) {
     if let Err(e) = snapshot::remove_source(&paths.restore_source) {
         warn!(error = %e, "could not remove the restore source directory");
+    }
+}
+
+/// This driver does not run virtiofsd for a spec's host share ([`Vmm::serves_shares`] says
+/// so); a caller that asks anyway is told, not silently given a VM without it.
+fn refuse_share(spec: &VmSpec) -> Result<()> {
+    match &spec.share {
+        Some(share) => Err(crate::error::Error::Unsupported(format!(
+            "the Cloud Hypervisor driver does not serve host shares ({})",
+            share.display()
+        ))),
+        None => Ok(()),
     }
 }
 

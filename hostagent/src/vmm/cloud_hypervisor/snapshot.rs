@@ -325,12 +325,14 @@ mod tests {
                 path: "/new/rootfs.raw".into(),
                 format: DiskFormat::Raw,
                 readonly: false,
+                volume_slot: None,
             },
             DiskSpec {
                 id: "vol0".into(),
                 path: "/new/vol0.qcow2".into(),
                 format: DiskFormat::Qcow2,
                 readonly: false,
+                volume_slot: None,
             },
         ];
         s.net = Some(NetSpec {
@@ -399,6 +401,7 @@ mod tests {
             path: "/new/vol1.raw".into(),
             format: DiskFormat::Raw,
             readonly: false,
+            volume_slot: None,
         });
         assert!(run(snapshot_config(), &extra_disk, &fs).contains("no disk vol1"));
         assert!(run(snapshot_config(), &spec, &[]).contains("virtio-fs share fs0"));

@@ -237,6 +237,20 @@ impl Vm for CloudHypervisorVm {
         Ok(())
     }
 
+    async fn remove_disk(&self, id: &str) -> Result<()> {
+        if !self.spec().disks.iter().any(|d| d.id == id) {
+            return Err(Error::Invalid(format!("disk {id} is not attached")));
+        }
+        self.api.remove_device(id).await?;
+        info!(vm = %self.id(), disk = %id, "disk hot-removed");
+        self.spec
+            .lock()
+            .expect("VM spec")
+            .disks
+            .retain(|d| d.id != id);
+        Ok(())
+    }
+
     async fn add_fs(&self, fs: &FsSpec) -> Result<()> {
         if !self.shared_memory {
             return Err(Error::Unsupported(format!(

@@ -6,11 +6,12 @@
 //! a `memory-backend-file,share=on` over the spec's memory file when it has one (snapshots then
 //! skip the RAM, see [`super::snapshot`]), else a `memory-backend-memfd,share=on`.
 //!
-//! Devices are emitted in a fixed order (disks in spec order, virtio-serial, vsock, rng, net),
+//! Devices are emitted in a fixed order (disks in spec order, virtio-serial, vsock, rng, the
+//! share, the SCSI controller and its volumes, net),
 //! because virtio-mmio slots, and with them the migration stream's section names, follow the
 //! order on the command line: a restore must rebuild exactly the same list.
 
-use crate::vmm::{Accel, DiskFormat, DiskSpec, TransportKind, VmSpec};
+use crate::vmm::{Accel, DiskFormat, DiskSpec, SHARE_TAG, TransportKind, VmSpec};
 use platinum_protocol::VIRTIO_SERIAL_PORT_NAME;
 
 use super::paths::VmPaths;
@@ -71,6 +72,13 @@ pub struct DiskFds {
 /// arguments; `fds` is in `spec.disks`' order.
 pub fn use_disk_fds(args: &mut Vec<String>, spec: &VmSpec, fds: &[DiskFds]) {
     for (disk, fd) in spec.disks.iter().zip(fds) {
+        if disk.volume_slot.is_some() {
+            let from = volume_blockdev(disk, &disk.path.display().to_string());
+            let to = volume_blockdev(disk, &format!("/dev/fdset/{}", fd.set));
+            for a in args.iter_mut().filter(|a| **a == from) {
+                *a = to.clone();
+            }
+        }
         let from = format!("id={},file={},", disk.id, disk.path.display());
         // Image locking is off: QEMU's locks live on open file descriptions, and the set's
         // two descriptions (kept open by the set) would lock each other out when a migration
@@ -106,7 +114,7 @@ pub const MACHINE: &str = "microvm,memory-backend=mem0,pit=off,pic=off";
 /// The revision of [`MACHINE`] and the device layout, part of the VMM version a snapshot
 /// records, so snapshots of an older layout are refused (and template snapshots rebuilt) rather
 /// than restored into a machine that differs.
-pub const MACHINE_REVISION: u32 = 2;
+pub const MACHINE_REVISION: u32 = 3;
 
 /// Builds QEMU's arguments (without the program name). `paths` must come from validating
 /// `spec`, which also guarantees every path is UTF-8 without commas. `incoming` adds
@@ -161,7 +169,7 @@ pub fn build(
         &append,
     ]);
 
-    for disk in &spec.disks {
+    for disk in spec.disks.iter().filter(|d| d.volume_slot.is_none()) {
         let format = match disk.format {
             DiskFormat::Raw => "raw",
             DiskFormat::Qcow2 => "qcow2",
@@ -219,6 +227,32 @@ pub fn build(
         "virtio-rng-device,rng=rng0",
     ]);
 
+    if spec.share.is_some() {
+        push(&[
+            "-chardev",
+            &format!("socket,id=share0,path={}", p(&paths.virtiofsd)),
+            "-device",
+            &format!("vhost-user-fs-device,chardev=share0,tag={SHARE_TAG}"),
+        ]);
+    }
+
+    // Volumes hang off a virtio-scsi controller every VM has, so they can come and go while it
+    // runs (virtio-mmio devices cannot be hot-plugged; SCSI disks on a controller can).
+    push(&[
+        "-device",
+        &format!("virtio-scsi-device,id={SCSI_CONTROLLER}"),
+    ]);
+    for disk in &spec.disks {
+        if let Some(slot) = disk.volume_slot {
+            push(&[
+                "-blockdev",
+                &volume_blockdev(disk, &p(&disk.path)),
+                "-device",
+                &volume_device(disk, slot),
+            ]);
+        }
+    }
+
     if let Some(net) = &spec.net {
         push(&[
             "-netdev",
@@ -242,6 +276,42 @@ pub fn build(
     args
 }
 
+/// The id of the virtio-scsi controller volumes attach to.
+pub const SCSI_CONTROLLER: &str = "scsi0";
+
+/// The `-blockdev` of a volume whose image QEMU opens as `file` (its path, or
+/// `/dev/fdset/<set>`): a raw node named after the volume. Image locking stays on for a path
+/// (two QEMUs cannot both open one volume for writing) and is off for fd sets (see
+/// [`use_disk_fds`]).
+pub fn volume_blockdev(disk: &DiskSpec, file: &str) -> String {
+    let read_only = if disk.readonly { "on" } else { "off" };
+    let locking = if file.starts_with("/dev/fdset/") {
+        ",file.locking=off"
+    } else {
+        ""
+    };
+    format!(
+        "driver=raw,node-name={},read-only={read_only},discard=unmap,file.driver=file,file.filename={file}{locking}",
+        disk.id
+    )
+}
+
+/// The `scsi-hd` of a volume at SCSI target `slot`: device id `<id>-dev`, serial = its id (how
+/// the guest finds it).
+pub fn volume_device(disk: &DiskSpec, slot: u32) -> String {
+    format!(
+        "scsi-hd,id={},bus={SCSI_CONTROLLER}.0,channel=0,scsi-id={slot},lun=0,drive={},serial={}",
+        volume_device_id(&disk.id),
+        disk.id,
+        disk.id
+    )
+}
+
+/// The QEMU device id of volume `id`.
+pub fn volume_device_id(id: &str) -> String {
+    format!("{id}-dev")
+}
+
 /// The device list for [`crate::vmm::VmInfo::devices`].
 pub fn describe_devices(spec: &VmSpec, paths: &VmPaths) -> Vec<String> {
     let mut devices: Vec<String> = spec.disks.iter().map(DiskSpec::describe).collect();
@@ -262,6 +332,14 @@ pub fn describe_devices(spec: &VmSpec, paths: &VmPaths) -> Vec<String> {
         ));
     }
     devices.push("virtio-rng: /dev/urandom".to_string());
+    if let Some(share) = &spec.share {
+        devices.push(format!(
+            "vhost-user-fs {SHARE_TAG}: {} (virtiofsd on {})",
+            share.display(),
+            paths.virtiofsd.display()
+        ));
+    }
+    devices.push(format!("virtio-scsi {SCSI_CONTROLLER} (volumes)"));
     if let Some(net) = &spec.net {
         devices.push(format!("virtio-net {} tap {}", net.mac, net.tap));
     }
@@ -337,6 +415,7 @@ mod tests {
                 "virtio-serial-device",
                 "virtserialport,chardev=agent,name=org.platinum.agent.0",
                 "virtio-rng-device,rng=rng0",
+                "virtio-scsi-device,id=scsi0",
             ]
         );
         assert_eq!(
@@ -410,6 +489,7 @@ mod tests {
             path: PathBuf::from("/data/vol0.qcow2"),
             format: DiskFormat::Qcow2,
             readonly: true,
+            volume_slot: None,
         });
         let a = args(&s, Accel::Tcg, false);
         let drives = values(&a, "-drive");
@@ -425,6 +505,59 @@ mod tests {
                 "virtio-blk-device,drive=vol0"
             ]
         );
+    }
+
+    #[test]
+    fn volumes_sit_on_the_scsi_controller_at_their_slot_and_take_fd_sets() {
+        let mut s = spec();
+        s.disks.push(DiskSpec {
+            id: "volabc".to_string(),
+            path: PathBuf::from("/data/volumes/volabc.ext4"),
+            format: DiskFormat::Raw,
+            readonly: false,
+            volume_slot: Some(3),
+        });
+        let mut a = args(&s, Accel::Tcg, false);
+        assert_eq!(
+            values(&a, "-drive").len(),
+            1,
+            "a volume is no virtio-blk drive"
+        );
+        let devices = values(&a, "-device");
+        let controller = devices
+            .iter()
+            .position(|d| *d == "virtio-scsi-device,id=scsi0")
+            .expect("controller");
+        assert_eq!(
+            devices[controller + 1],
+            "scsi-hd,id=volabc-dev,bus=scsi0.0,channel=0,scsi-id=3,lun=0,drive=volabc,serial=volabc"
+        );
+        assert_eq!(
+            values(&a, "-blockdev"),
+            [
+                "driver=raw,node-name=volabc,read-only=off,discard=unmap,file.driver=file,file.filename=/data/volumes/volabc.ext4"
+            ]
+        );
+        let fds = [
+            DiskFds {
+                set: 1,
+                rw: Some(10),
+                ro: 11,
+            },
+            DiskFds {
+                set: 2,
+                rw: Some(12),
+                ro: 13,
+            },
+        ];
+        use_disk_fds(&mut a, &s, &fds);
+        assert_eq!(
+            values(&a, "-blockdev"),
+            [
+                "driver=raw,node-name=volabc,read-only=off,discard=unmap,file.driver=file,file.filename=/dev/fdset/2,file.locking=off"
+            ]
+        );
+        assert!(values(&a, "-add-fd").contains(&"fd=12,set=2,opaque=volabc-rw"));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! 1. validate the spec and check that the VM directory, kernel, initramfs and disks exist;
 //! 2. remove stale sockets from an earlier run in the same directory; with a memory file, create
 //!    it empty (boot) or put the snapshot's clone there (restore);
-//! 3. for the vsock transport, start vhost-device-vsock and wait for its vhost-user socket;
+//! 3. start the helper daemons (vhost-device-vsock for the vsock transport, virtiofsd for a host
+//!    share) and wait for their vhost-user sockets;
 //! 4. spawn QEMU in its own process group, output appended to `<dir>/qemu.log`;
 //! 5. poll the QMP socket until it negotiates (bounded), failing fast with the log tail if QEMU
 //!    exits meanwhile;
@@ -34,11 +35,12 @@ use crate::vmm::{
 };
 use platinum_protocol::VSOCK_PORT;
 
+use super::daemon::Helpers;
 use super::paths::{self, VmPaths};
 use super::qmp::Qmp;
 use super::vm::{Parts, QemuVm};
-use super::vsock_daemon::VsockDaemon;
 use super::{cmdline, snapshot};
+use super::{virtiofsd, vsock_daemon};
 
 /// Default QEMU binary name.
 pub const QEMU_PROGRAM: &str = "qemu-system-x86_64";
@@ -57,6 +59,8 @@ pub struct QemuConfig {
     pub qemu: Option<PathBuf>,
     /// vhost-device-vsock binary; `PATH`, then `~/.cargo/bin`, when `None`.
     pub vhost_device_vsock: Option<PathBuf>,
+    /// virtiofsd binary (for host shares); `PATH`, then `~/.cargo/bin`, when `None`.
+    pub virtiofsd: Option<PathBuf>,
     /// Accelerator; detected with [`accel::detect`] when `None`.
     pub accel: Option<AccelChoice>,
     /// Bound on steps 3-5 (helpers up, QMP answering).
@@ -76,6 +80,7 @@ impl Default for QemuConfig {
         QemuConfig {
             qemu: None,
             vhost_device_vsock: None,
+            virtiofsd: None,
             accel: None,
             start_timeout: Duration::from_secs(15),
             qmp_timeout: Duration::from_secs(30),
@@ -90,6 +95,7 @@ impl Default for QemuConfig {
 pub struct QemuVmm {
     qemu: PathBuf,
     vhost_device_vsock: Option<PathBuf>,
+    virtiofsd: Option<PathBuf>,
     accel: AccelChoice,
     /// Kernel arguments that give TCG guests a real clock ([`super::tsc`]).
     tcg_clock: Option<&'static str>,
@@ -102,7 +108,7 @@ pub struct QemuVmm {
 struct Started {
     paths: VmPaths,
     qemu: Arc<ChildProcess>,
-    vsock: Option<Arc<VsockDaemon>>,
+    helpers: Arc<Helpers>,
     qmp: Qmp,
     /// How long cloning the snapshot's RAM file took (a restore into a RAM file).
     memory_placed: Option<Duration>,
@@ -118,7 +124,11 @@ impl QemuVmm {
         };
         let vhost_device_vsock = match &config.vhost_device_vsock {
             Some(path) => Some(path.clone()),
-            None => find_vsock_daemon(),
+            None => find_cargo_program(VSOCK_PROGRAM),
+        };
+        let virtiofsd = match &config.virtiofsd {
+            Some(path) => Some(path.clone()),
+            None => find_cargo_program(virtiofsd::PROGRAM),
         };
         let accel = match &config.accel {
             Some(choice) => choice.clone(),
@@ -133,6 +143,7 @@ impl QemuVmm {
         Ok(QemuVmm {
             qemu,
             vhost_device_vsock,
+            virtiofsd,
             accel,
             tcg_clock,
             version,
@@ -209,7 +220,7 @@ impl QemuVmm {
     ) -> Result<Arc<QemuVm>> {
         if let Err(e) = checked {
             let e = with_log_tail(e, &started.paths, started.qemu.try_exit().is_some());
-            teardown(&started.qemu, started.vsock.as_deref(), &started.paths).await;
+            teardown(&started.qemu, &started.helpers, &started.paths).await;
             return Err(e);
         }
         let guest = match spec.transport {
@@ -234,7 +245,7 @@ impl QemuVmm {
             spec: spec.clone(),
             paths: started.paths,
             qemu: started.qemu,
-            vsock: started.vsock,
+            helpers: started.helpers,
             qmp: started.qmp,
             snapshot_timeout: self.config.snapshot_timeout,
         }))
@@ -260,27 +271,7 @@ impl QemuVmm {
         remove_stale(&console_socket);
         let deadline = Instant::now() + self.config.start_timeout;
 
-        let vsock = match spec.transport {
-            TransportKind::VirtioSerial => None,
-            TransportKind::Vsock => {
-                let program =
-                    self.vhost_device_vsock
-                        .as_deref()
-                        .ok_or_else(|| Error::MissingProgram {
-                            program: VSOCK_PROGRAM.to_string(),
-                            hint: "cargo install vhost-device-vsock".to_string(),
-                        })?;
-                let daemon = VsockDaemon::start(
-                    program,
-                    &spec.id,
-                    spec.vsock_cid,
-                    &paths,
-                    self.config.start_timeout,
-                )
-                .await?;
-                Some(Arc::new(daemon))
-            }
-        };
+        let helpers = Arc::new(self.start_helpers(spec, &paths).await?);
 
         let mut args = cmdline::build(spec, &paths, self.accel.accel, self.tcg_clock, incoming);
         let mut inherit = Vec::new();
@@ -302,9 +293,7 @@ impl QemuVmm {
         let qemu = match ChildProcess::spawn(&process) {
             Ok(child) => Arc::new(child),
             Err(e) => {
-                if let Some(daemon) = &vsock {
-                    let _ = daemon.kill().await;
-                }
+                helpers.kill_all().await;
                 paths.remove_runtime_files();
                 return Err(e);
             }
@@ -340,17 +329,52 @@ impl QemuVmm {
                 Ok(Started {
                     paths,
                     qemu,
-                    vsock,
+                    helpers,
                     qmp,
                     memory_placed,
                 })
             }
             Err(e) => {
                 let e = with_log_tail(e, &paths, qemu.try_exit().is_some());
-                teardown(&qemu, vsock.as_deref(), &paths).await;
+                teardown(&qemu, &helpers, &paths).await;
                 Err(e)
             }
         }
+    }
+
+    /// Starts the helper daemons `spec` needs: vhost-device-vsock for the vsock transport,
+    /// virtiofsd for a share. One that fails stops the others.
+    async fn start_helpers(&self, spec: &VmSpec, paths: &VmPaths) -> Result<Helpers> {
+        let timeout = self.config.start_timeout;
+        let mut helpers = Helpers::default();
+        if spec.transport == TransportKind::Vsock {
+            let program =
+                self.vhost_device_vsock
+                    .as_deref()
+                    .ok_or_else(|| Error::MissingProgram {
+                        program: VSOCK_PROGRAM.to_string(),
+                        hint: "cargo install vhost-device-vsock".to_string(),
+                    })?;
+            helpers.vsock =
+                Some(vsock_daemon::start(program, &spec.id, spec.vsock_cid, paths, timeout).await?);
+        }
+        if let Some(share) = &spec.share {
+            let started = match self.virtiofsd.as_deref() {
+                Some(program) => virtiofsd::start(program, share, paths),
+                None => Err(Error::MissingProgram {
+                    program: virtiofsd::PROGRAM.to_string(),
+                    hint: "cargo install virtiofsd".to_string(),
+                }),
+            };
+            match started {
+                Ok(daemon) => helpers.virtiofsd = Some(daemon),
+                Err(e) => {
+                    helpers.kill_all().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(helpers)
     }
 
     /// Polls the QMP socket until it negotiates, QEMU exits, or the deadline passes.
@@ -396,10 +420,15 @@ impl Vmm for QemuVmm {
         self.accel.accel
     }
 
-    /// QEMU's version and the machine layout's revision (`10.0.2+m2`): a snapshot restores
+    /// QEMU's version and the machine layout's revision (`10.0.2+m3`): a snapshot restores
     /// only into the same QEMU and the same machine.
     fn version(&self) -> String {
         format!("{}+m{}", self.version, super::cmdline::MACHINE_REVISION)
+    }
+
+    /// When virtiofsd was found.
+    fn serves_shares(&self) -> bool {
+        self.virtiofsd.is_some()
     }
 
     async fn boot(&self, spec: &VmSpec) -> Result<Arc<dyn Vm>> {
@@ -418,11 +447,11 @@ fn missing_qemu(program: &str) -> Error {
     }
 }
 
-/// `PATH`, then `~/.cargo/bin` (where `cargo install vhost-device-vsock` puts it).
-fn find_vsock_daemon() -> Option<PathBuf> {
-    find_in_path(VSOCK_PROGRAM).or_else(|| {
+/// `PATH`, then `~/.cargo/bin` (where `cargo install <program>` puts it).
+fn find_cargo_program(program: &str) -> Option<PathBuf> {
+    find_in_path(program).or_else(|| {
         let home = std::env::var_os("HOME")?;
-        let path = Path::new(&home).join(".cargo/bin").join(VSOCK_PROGRAM);
+        let path = Path::new(&home).join(".cargo/bin").join(program);
         path.is_file().then_some(path)
     })
 }
@@ -437,16 +466,12 @@ fn with_log_tail(error: Error, paths: &VmPaths, exited: bool) -> Error {
     }
 }
 
-/// Kills a half-started VM and its daemon and removes its sockets.
-async fn teardown(qemu: &ChildProcess, vsock: Option<&VsockDaemon>, paths: &VmPaths) {
+/// Kills a half-started VM and its daemons and removes its sockets.
+async fn teardown(qemu: &ChildProcess, helpers: &Helpers, paths: &VmPaths) {
     if let Err(e) = qemu.kill(Duration::from_secs(2)).await {
         warn!(error = %e, "killing QEMU after a failed start failed");
     }
-    if let Some(daemon) = vsock
-        && let Err(e) = daemon.kill().await
-    {
-        warn!(error = %e, "killing vhost-device-vsock after a failed start failed");
-    }
+    helpers.kill_all().await;
     paths.remove_runtime_files();
     remove_stale(&console::socket_path(&paths.dir));
 }

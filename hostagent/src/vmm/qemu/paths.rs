@@ -30,6 +30,10 @@ pub struct VmPaths {
     pub qemu_log: PathBuf,
     /// vhost-device-vsock's stdout/stderr.
     pub vsock_log: PathBuf,
+    /// vhost-user socket between QEMU and virtiofsd (the host share).
+    pub virtiofsd: PathBuf,
+    /// virtiofsd's stdout/stderr.
+    pub virtiofsd_log: PathBuf,
 }
 
 impl VmPaths {
@@ -44,16 +48,19 @@ impl VmPaths {
             pid_file: dir.join("vmm.pid"),
             qemu_log: dir.join("qemu.log"),
             vsock_log: dir.join("vhost-device-vsock.log"),
+            virtiofsd: dir.join("virtiofsd.sock"),
+            virtiofsd_log: dir.join("virtiofsd.log"),
         }
     }
 
     /// Every socket and the pid file: what a dead VM leaves behind.
-    pub fn runtime_files(&self) -> [&Path; 5] {
+    pub fn runtime_files(&self) -> [&Path; 6] {
         [
             &self.qmp,
             &self.agent,
             &self.vhost_vsock,
             &self.vsock,
+            &self.virtiofsd,
             &self.pid_file,
         ]
     }
@@ -68,7 +75,13 @@ impl VmPaths {
 pub fn validate(spec: &VmSpec) -> Result<VmPaths> {
     spec::validate(spec)?;
     let paths = VmPaths::new(&spec.dir);
-    spec::check_sockets(&[&paths.qmp, &paths.agent, &paths.vhost_vsock, &paths.vsock])?;
+    spec::check_sockets(&[
+        &paths.qmp,
+        &paths.agent,
+        &paths.vhost_vsock,
+        &paths.vsock,
+        &paths.virtiofsd,
+    ])?;
     Ok(paths)
 }
 

@@ -250,8 +250,25 @@ impl Qmp {
     /// QEMU that dropped its privileges can open no new path, but it can use what it is given.
     /// Give the set back with [`Qmp::remove_fd_set`].
     pub async fn add_fd(&self, fd: BorrowedFd<'_>) -> Result<u64> {
+        self.add_fd_to(fd, None, None).await
+    }
+
+    /// [`Qmp::add_fd`] into fd set `set` (a new one for `None`), labelled `opaque` (which
+    /// `query-fdsets` shows, so a set can be found again by what it holds).
+    pub async fn add_fd_to(
+        &self,
+        fd: BorrowedFd<'_>,
+        set: Option<u64>,
+        opaque: Option<&str>,
+    ) -> Result<u64> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request = json!({ "execute": "add-fd", "id": id });
+        let mut request = json!({ "execute": "add-fd", "id": id, "arguments": {} });
+        if let Some(set) = set {
+            request["arguments"]["fdset-id"] = json!(set);
+        }
+        if let Some(opaque) = opaque {
+            request["arguments"]["opaque"] = json!(opaque);
+        }
         let reply = tokio::time::timeout(
             self.timeout,
             self.exchange("add-fd", id, &request, Some(fd)),
@@ -265,6 +282,22 @@ impl Qmp {
             request: "add-fd".to_string(),
             message: format!("no fdset-id in {reply}"),
         })
+    }
+
+    /// The fd sets whose descriptors carry an opaque label starting with `prefix`
+    /// (`query-fdsets`).
+    pub async fn fd_sets_labelled(&self, prefix: &str) -> Result<Vec<u64>> {
+        let sets: Vec<Value> = self.execute("query-fdsets", None).await?;
+        Ok(sets
+            .iter()
+            .filter(|set| {
+                set["fds"].as_array().is_some_and(|fds| {
+                    fds.iter()
+                        .any(|fd| fd["opaque"].as_str().is_some_and(|o| o.starts_with(prefix)))
+                })
+            })
+            .filter_map(|set| set["fdset-id"].as_u64())
+            .collect())
     }
 
     /// Closes QEMU's copies of the descriptors in fd set `set` (`remove-fd`).

@@ -1,8 +1,8 @@
-//! [`QemuVm`]: one running QEMU process (plus its vhost-device-vsock, if any) behind the [`Vm`]
+//! [`QemuVm`]: one running QEMU process (plus its helper daemons, if any) behind the [`Vm`]
 //! trait.
 //!
 //! Ownership: the VM owns its [`ChildProcess`]es and its QMP connection. A reaper task waits for
-//! QEMU to exit, however that happens, and then stops the vsock daemon and removes the sockets,
+//! QEMU to exit, however that happens, and then stops the helper daemons and removes the sockets,
 //! so a crashed VM leaves nothing running. `kill` does the same eagerly and is idempotent.
 //! `requested` is set before the host stops the VM on purpose, which is how [`Vm::wait_exit`]
 //! tells host-requested ends from crashes and guest power-offs.
@@ -17,12 +17,15 @@ use tracing::{info, warn};
 use crate::error::{Error, Result};
 use crate::process::ChildProcess;
 use crate::vmm::exit::EndRequest;
-use crate::vmm::{TransportKind, Vm, VmExit, VmInfo, VmRunState, VmSpec, VmmKind, manifest};
+use crate::vmm::{
+    DiskSpec, TransportKind, Vm, VmExit, VmInfo, VmRunState, VmSpec, VmmKind, manifest, spec,
+};
 
+use super::daemon::Helpers;
+use super::hotplug;
 use super::paths::VmPaths;
 use super::qmp::Qmp;
 use super::snapshot;
-use super::vsock_daemon::VsockDaemon;
 
 /// SIGTERM grace for QEMU in `kill`.
 const KILL_GRACE: Duration = Duration::from_secs(3);
@@ -34,10 +37,13 @@ const EXIT_SETTLE: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct QemuVm {
     info: VmInfo,
+    /// The spec it started with; its disks are [`QemuVm::disks`].
     spec: VmSpec,
+    /// Its disks now: the spec's, plus volumes added, less those removed since.
+    disks: std::sync::Mutex<Vec<DiskSpec>>,
     paths: VmPaths,
     qemu: Arc<ChildProcess>,
-    vsock: Option<Arc<VsockDaemon>>,
+    helpers: Arc<Helpers>,
     qmp: Qmp,
     requested: EndRequest,
     snapshot_timeout: Duration,
@@ -49,7 +55,7 @@ pub(super) struct Parts {
     pub spec: VmSpec,
     pub paths: VmPaths,
     pub qemu: Arc<ChildProcess>,
-    pub vsock: Option<Arc<VsockDaemon>>,
+    pub helpers: Arc<Helpers>,
     pub qmp: Qmp,
     pub snapshot_timeout: Duration,
 }
@@ -59,31 +65,35 @@ impl QemuVm {
     pub(super) fn new(parts: Parts) -> Arc<QemuVm> {
         let vm = Arc::new(QemuVm {
             info: parts.info,
+            disks: std::sync::Mutex::new(parts.spec.disks.clone()),
             spec: parts.spec,
             paths: parts.paths,
             qemu: parts.qemu,
-            vsock: parts.vsock,
+            helpers: parts.helpers,
             qmp: parts.qmp,
             requested: EndRequest::default(),
             snapshot_timeout: parts.snapshot_timeout,
         });
-        let (qemu, vsock, paths, id) = (
+        let (qemu, helpers, paths, id) = (
             vm.qemu.clone(),
-            vm.vsock.clone(),
+            vm.helpers.clone(),
             vm.paths.clone(),
             vm.spec.id.clone(),
         );
         tokio::spawn(async move {
             let exit = qemu.wait().await;
             info!(vm = %id, status = %exit.describe(), "QEMU exited");
-            release_helpers(vsock.as_deref(), &paths).await;
+            release_helpers(&helpers, &paths).await;
         });
         vm
     }
 
-    /// The spec the VM runs with.
-    pub fn spec(&self) -> &VmSpec {
-        &self.spec
+    /// The spec the VM runs with, its disks as they are now.
+    pub fn spec(&self) -> VmSpec {
+        VmSpec {
+            disks: self.disks.lock().expect("VM disks").clone(),
+            ..self.spec.clone()
+        }
     }
 
     /// The runtime layout of its directory.
@@ -93,7 +103,7 @@ impl QemuVm {
 
     /// vhost-device-vsock's pid, for the vsock transport.
     pub fn vsock_daemon_pid(&self) -> Option<u32> {
-        self.vsock.as_ref().map(|d| d.pid())
+        self.helpers.vsock.as_ref().map(|d| d.pid())
     }
 
     /// Snapshot with timings (the trait's [`Vm::snapshot`] discards them).
@@ -120,7 +130,7 @@ impl QemuVm {
             self.snapshot_timeout,
         )
         .await?;
-        manifest::write_manifest(dir, VmmKind::Qemu, &self.spec, &[])?;
+        manifest::write_manifest(dir, VmmKind::Qemu, &self.spec(), &[])?;
         Ok(stats)
     }
 
@@ -132,7 +142,7 @@ impl QemuVm {
     /// is gone; a snapshot has its own clone). Not done by the reaper for exits nobody asked
     /// for, which could race a restore placing the next VM's memory file.
     async fn release(&self) {
-        release_helpers(self.vsock.as_deref(), &self.paths).await;
+        release_helpers(&self.helpers, &self.paths).await;
         if let Some(memory) = &self.spec.memory_file
             && let Err(e) = snapshot::remove_memory(memory)
         {
@@ -141,13 +151,9 @@ impl QemuVm {
     }
 }
 
-/// Stops the vsock daemon and removes sockets and the pid file. Safe to run more than once.
-async fn release_helpers(vsock: Option<&VsockDaemon>, paths: &VmPaths) {
-    if let Some(daemon) = vsock
-        && let Err(e) = daemon.kill().await
-    {
-        warn!(error = %e, "stopping vhost-device-vsock failed");
-    }
+/// Stops the helper daemons and removes sockets and the pid file. Safe to run more than once.
+async fn release_helpers(helpers: &Helpers, paths: &VmPaths) {
+    helpers.kill_all().await;
     paths.remove_runtime_files();
 }
 
@@ -222,5 +228,48 @@ impl Vm for QemuVm {
     async fn wait_exit(&self) -> VmExit {
         let exit = self.qemu.wait().await;
         self.requested.vm_exit(exit)
+    }
+
+    async fn add_disk(&self, disk: &DiskSpec) -> Result<()> {
+        spec::check_name("disk id", &disk.id)?;
+        spec::check_path(&format!("disk {}", disk.id), &disk.path)?;
+        {
+            let disks = self.disks.lock().expect("VM disks");
+            if let Some(d) = disks.iter().find(|d| {
+                d.id == disk.id || (d.volume_slot.is_some() && d.volume_slot == disk.volume_slot)
+            }) {
+                return Err(Error::Invalid(format!(
+                    "disk {} is attached already (or holds slot {:?})",
+                    d.id, d.volume_slot
+                )));
+            }
+        }
+        hotplug::add_volume(&self.qmp, disk).await?;
+        info!(vm = %self.spec.id, disk = %disk.id, slot = ?disk.volume_slot, "volume hot-added");
+        self.disks.lock().expect("VM disks").push(disk.clone());
+        Ok(())
+    }
+
+    async fn remove_disk(&self, id: &str) -> Result<()> {
+        let known = self
+            .disks
+            .lock()
+            .expect("VM disks")
+            .iter()
+            .find(|d| d.id == id)
+            .map(|d| d.volume_slot.is_some());
+        match known {
+            None => return Err(Error::Invalid(format!("disk {id} is not attached"))),
+            Some(false) => {
+                return Err(Error::Invalid(format!(
+                    "disk {id} is not a volume: only volumes can be removed from a running VM"
+                )));
+            }
+            Some(true) => {}
+        }
+        hotplug::remove_volume(&self.qmp, id).await?;
+        info!(vm = %self.spec.id, disk = %id, "volume hot-removed");
+        self.disks.lock().expect("VM disks").retain(|d| d.id != id);
+        Ok(())
     }
 }
