@@ -356,6 +356,20 @@ class Suite:
             for copy in copies:
                 await self.call("kill_sandbox", {"sandbox_id": copy})
 
+        # A persistent volume: created on first attach, mounted at once, written, detached.
+        vol = f"mcp-{self.label}-{sid}"
+        v = (await self.call("attach_volume", {"volume": vol, "sandbox_id": sid, "path": "/data", "size_mib": 64})).structured_content
+        check(v["name"] == vol and v["attachments"] == [{"sandbox_id": sid, "path": "/data", "readonly": False}], "attach_volume", v)
+        await self.run("echo kept > /data/kept.txt && sync", sid)
+        listed = (await self.call("list_volumes", {})).structured_content
+        check(any(x["name"] == vol for x in listed["volumes"]), "list_volumes", listed)
+        r = await self.call("snapshot_sandbox", {"sandbox_id": sid}, ok=False)
+        check(self.code(r) == "conflict", "no snapshot while a volume is attached", r.meta)
+        d = (await self.call("detach_volume", {"volume": vol, "sandbox_id": sid})).structured_content
+        check(d["attachments"] == [], "detach_volume", d)
+        r = await self.run("test -e /data/kept.txt && echo mounted || echo gone", sid)
+        check(r["stdout"] == "gone\n", "detached: unmounted", r)
+
     async def has_matplotlib(self, sid: str) -> bool:
         r = await self.run("python3 -c 'import matplotlib' 2>/dev/null && echo yes || echo no", sid)
         return r["stdout"] == "yes\n"

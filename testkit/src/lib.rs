@@ -546,6 +546,20 @@ pub fn processes_mentioning(path: &Path) -> Vec<i32> {
     platinum_hostagent::process::processes_mentioning(path)
 }
 
+/// The processes whose command line mentions `path`, with their names (`/proc/<pid>/comm`:
+/// `qemu-system-x86`, `virtiofsd`, `vhost-device-vs`, ...), sorted by name.
+pub fn named_processes_mentioning(path: &Path) -> Vec<(String, i32)> {
+    let mut named: Vec<(String, i32)> = processes_mentioning(path)
+        .into_iter()
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            (comm.trim().to_string(), pid)
+        })
+        .collect();
+    named.sort();
+    named
+}
+
 fn kill_processes_under(root: &Path) {
     platinum_hostagent::process::kill_processes_mentioning(root);
 }

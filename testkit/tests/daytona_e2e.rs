@@ -635,7 +635,7 @@ async fn bad_control_plane_input_gets_typed_daytona_errors_without_booting() {
         (json!({"gpu": 1}), 400),
         (
             json!({"volumes": [{"volumeId": "v", "mountPath": "/data"}]}),
-            400,
+            404,
         ),
         (json!({"autoStopInterval": -5}), 400),
         (json!({"name": "bad name!"}), 400),

@@ -4,7 +4,7 @@
 //! during boot is booted once more, then the start fails with the kernel's last words in the
 //! error and nothing left running.
 
-use platinum_testkit::{TestServer, processes_mentioning};
+use platinum_testkit::{TestServer, named_processes_mentioning, processes_mentioning};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,14 @@ async fn an_unresponsive_guest_has_its_vm_killed_and_can_start_again() {
     let created = t.create(json!({})).await.unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     let dir = t.data_dir().join("sandboxes").join(&id);
-    let pids = processes_mentioning(&dir);
-    assert_eq!(pids.len(), 1, "one VMM process for the sandbox: {pids:?}");
-    let pid = pids[0];
+    let named = named_processes_mentioning(&dir);
+    let vmm: Vec<i32> = named
+        .iter()
+        .filter(|(name, _)| name.starts_with("qemu"))
+        .map(|(_, pid)| *pid)
+        .collect();
+    assert_eq!(vmm.len(), 1, "one VMM process for the sandbox: {named:?}");
+    let pid = vmm[0];
 
     // Freeze the VMM: the guest agent cannot answer anything any more.
     nix::sys::signal::kill(

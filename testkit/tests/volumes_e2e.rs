@@ -125,6 +125,12 @@ async fn volumes_move_between_running_sandboxes_and_keep_their_data() {
         )
         .await
         .unwrap();
+    // Background starts return at once: wait until it sits in the mount.
+    let cwd = format!(
+        "for i in $(seq 100); do [ \"$(readlink /proc/{0}/cwd)\" = /data ] && break; sleep 0.1; done; readlink /proc/{0}/cwd",
+        busy["pid"]
+    );
+    assert_eq!(t.out(&a, &cwd).await, "/data");
     t.expect_error(
         t.req(Method::POST, &format!("/v1/volumes/{vol_id}/detach"))
             .json(&json!({ "sandbox_id": a })),

@@ -53,7 +53,7 @@ impl LocalHost {
                 .args(["-q", "-F", "-t", "ext4", "-m", "0", "-L", "platinum-share"])
                 .arg("-E")
                 .arg(format!(
-                    "root_owner={SHARE_OWNER}:{SHARE_OWNER},lazy_itable_init=1"
+                    "root_owner={SHARE_OWNER}:{SHARE_OWNER},lazy_itable_init=1,lazy_journal_init=1"
                 ))
                 .arg(&partial)
                 .output()

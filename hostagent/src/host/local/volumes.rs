@@ -43,7 +43,9 @@ impl LocalHost {
         let made = Tool::new("mkfs.ext4", "mkfs.ext4")?
             .args(["-q", "-F", "-t", "ext4", "-m", "0", "-L", "platinum-vol"])
             .arg("-E")
-            .arg(format!("{ROOT_OWNER},lazy_itable_init=1"))
+            .arg(format!(
+                "{ROOT_OWNER},lazy_itable_init=1,lazy_journal_init=1"
+            ))
             .arg(&partial)
             .output()
             .await;
