@@ -11,6 +11,7 @@
 //! | guest clock skew, right after create and while running | the measurement's own uncertainty |
 //! | pause to disk, resume, snapshot, restore, fork ×1/×4, checkpoint, rollback | see [`snapshots`] |
 //! | custom template builds (cold, cached), create from a custom template | see [`templates`] |
+//! | volume hot-attach and detach | see [`volumes`] |
 //! | file upload / download over REST, MB/s | the same bytes through a process's stdin / stdout (the transport and the agent's stdio path), and `dd` of the same size inside the guest (its disk) |
 //! | the host share: host writes/reads over REST, guest reads/writes over virtio-fs, MB/s | the framed file API's upload/download, `dd` to the guest's disk |
 //!
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 mod creates;
 mod snapshots;
 mod templates;
+mod volumes;
 
 /// Benchmark options.
 #[derive(Debug, Parser)]
@@ -306,42 +308,20 @@ async fn main() -> Result<()> {
     let (mut share_up, mut share_down, mut share_guest_read, mut share_guest_write) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let has_share = engine.share_list(&id, "").await.is_ok();
+    let mib = args.file_mib;
+    let files = format!("{url}/v1/sandboxes/{id}/files");
+    let shared = format!("{url}/v1/sandboxes/{id}/share/bench.bin");
     for _ in 0..args.iterations.max(3) {
-        let t = Instant::now();
-        http.put(format!("{url}/v1/sandboxes/{id}/files"))
-            .bearer_auth(&key)
-            .query(&[("path", "bench.bin")])
-            .body(data.clone())
-            .send()
-            .await?
-            .error_for_status()?;
-        up.push(args.file_mib as f64 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let got = http
-            .get(format!("{url}/v1/sandboxes/{id}/files"))
-            .bearer_auth(&key)
-            .query(&[("path", "bench.bin")])
-            .send()
-            .await?
-            .error_for_status()?
-            .bytes()
-            .await?;
-        anyhow::ensure!(
-            got.len() == size,
-            "download returned {} bytes, expected {size}",
-            got.len()
-        );
-        down.push(args.file_mib as f64 / t.elapsed().as_secs_f64());
-        let r = engine
-            .exec(&id, ExecRequest::shell(format!("s=$(date +%s%N); dd if=/dev/zero of=dd.bin bs=1M count={} conv=fsync status=none; e=$(date +%s%N); echo $(( (e-s)/1000 ))", args.file_mib)))
-            .await?;
-        let micros: f64 = r.stdout.trim().parse().context("dd timing")?;
-        guest_dd.push(args.file_mib as f64 / (micros / 1e6));
+        let put = http.put(&files).query(&[("path", "bench.bin")]);
+        up.push(upload_rate(put.bearer_auth(&key).body(data.clone()), mib).await?);
+        let get = http.get(&files).query(&[("path", "bench.bin")]);
+        down.push(download_rate(get.bearer_auth(&key), size).await?);
+        guest_dd.push(guest_dd_rate(&engine, &id, "if=/dev/zero of=dd.bin conv=fsync", mib).await?);
 
         let t = Instant::now();
         let sent = pipe_through(&engine, &id, &["sh", "-c", "exec cat >/dev/null"], &data).await?;
         anyhow::ensure!(sent == 0, "`cat >/dev/null` printed {sent} bytes");
-        to_stdin.push(args.file_mib as f64 / t.elapsed().as_secs_f64());
+        to_stdin.push(mib as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();
         let got = pipe_through(
             &engine,
@@ -351,50 +331,16 @@ async fn main() -> Result<()> {
         )
         .await?;
         anyhow::ensure!(got == size, "`head` printed {got} bytes, expected {size}");
-        from_stdout.push(args.file_mib as f64 / t.elapsed().as_secs_f64());
+        from_stdout.push(mib as f64 / t.elapsed().as_secs_f64());
 
         if has_share {
-            let t = Instant::now();
-            http.put(format!("{url}/v1/sandboxes/{id}/share/bench.bin"))
-                .bearer_auth(&key)
-                .body(data.clone())
-                .send()
-                .await?
-                .error_for_status()?;
-            share_up.push(args.file_mib as f64 / t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            let got = http
-                .get(format!("{url}/v1/sandboxes/{id}/share/bench.bin"))
-                .bearer_auth(&key)
-                .send()
-                .await?
-                .error_for_status()?
-                .bytes()
-                .await?;
-            anyhow::ensure!(
-                got.len() == size,
-                "share download returned {} bytes",
-                got.len()
-            );
-            share_down.push(args.file_mib as f64 / t.elapsed().as_secs_f64());
-            share_guest_read.push(
-                guest_dd_rate(
-                    &engine,
-                    &id,
-                    "if=/mnt/dnah-share/bench.bin of=/dev/null",
-                    args.file_mib,
-                )
-                .await?,
-            );
-            share_guest_write.push(
-                guest_dd_rate(
-                    &engine,
-                    &id,
-                    "if=/dev/zero of=/mnt/dnah-share/dd.bin conv=fsync",
-                    args.file_mib,
-                )
-                .await?,
-            );
+            let put = http.put(&shared).bearer_auth(&key).body(data.clone());
+            share_up.push(upload_rate(put, mib).await?);
+            share_down.push(download_rate(http.get(&shared).bearer_auth(&key), size).await?);
+            let read = "if=/mnt/dnah-share/bench.bin of=/dev/null";
+            share_guest_read.push(guest_dd_rate(&engine, &id, read, mib).await?);
+            let write = "if=/dev/zero of=/mnt/dnah-share/dd.bin conv=fsync";
+            share_guest_write.push(guest_dd_rate(&engine, &id, write, mib).await?);
         }
     }
     let (up_copy, down_copy, dd_copy) = (up.clone(), down.clone(), guest_dd.clone());
@@ -467,6 +413,7 @@ async fn main() -> Result<()> {
     ));
     engine.kill_sandbox(&id).await?;
     stats.extend(snapshots::bench(&engine, args.iterations).await?);
+    stats.extend(volumes::bench(&engine, args.iterations).await?);
     if args.memory_file {
         stats.extend(memory_file_snapshots(args.iterations).await?);
     }
@@ -503,4 +450,23 @@ async fn guest_dd_rate(
     anyhow::ensure!(r.exit_code == Some(0), "dd {operands} failed: {}", r.stderr);
     let micros: f64 = r.stdout.trim().parse().context("dd timing")?;
     Ok(mib as f64 / (micros / 1e6))
+}
+
+/// MB/s of sending `req`, an upload of `mib` MiB.
+async fn upload_rate(req: reqwest::RequestBuilder, mib: usize) -> Result<f64> {
+    let t = Instant::now();
+    req.send().await?.error_for_status()?;
+    Ok(mib as f64 / t.elapsed().as_secs_f64())
+}
+
+/// MB/s of the download `req`, which must bring `size` bytes.
+async fn download_rate(req: reqwest::RequestBuilder, size: usize) -> Result<f64> {
+    let t = Instant::now();
+    let got = req.send().await?.error_for_status()?.bytes().await?;
+    anyhow::ensure!(
+        got.len() == size,
+        "a download returned {} bytes, expected {size}",
+        got.len()
+    );
+    Ok((size >> 20) as f64 / t.elapsed().as_secs_f64())
 }

@@ -9,6 +9,7 @@
 
 pub mod registry;
 pub mod s3;
+pub mod up;
 
 use anyhow::{Context, Result, bail};
 use platinum::server::{RunningServer, Server, ServerConfig};
@@ -444,7 +445,7 @@ pub fn test_network() -> platinum_hostagent::net::NetworkConfig {
 }
 
 /// Deletes a test network's TAPs, bridge and firewall table (synchronously; used from `Drop`).
-fn remove_network(net: &platinum_hostagent::net::NetworkConfig) {
+pub fn remove_network(net: &platinum_hostagent::net::NetworkConfig) {
     let run =
         |args: &[&str], program: &str| std::process::Command::new(program).args(args).output();
     if let Ok(out) = run(&["-o", "link", "show", "master", &net.bridge], "ip") {

@@ -1,42 +1,16 @@
 //! The `platinum` binary as a user runs it: `platinum up` in the foreground with the scriptable
 //! flags, then the client subcommands against it, then SIGTERM.
 
+use platinum_testkit::up::UpProcess;
 use platinum_testkit::{platinum_bin, processes_mentioning, temp_root};
 use serde_json::Value;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-struct Up {
-    child: Child,
-    data: tempfile::TempDir,
-    url: String,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for pid in processes_mentioning(self.data.path()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
 
 /// The server's key (strong enough: weak keys stop the server at start).
 const ENV_KEY: &str = "pt_cli_test_key_from_env_0123456789abcdef";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn cli(up: &Up, key: &str, args: &[&str]) -> Output {
+fn cli(up: &UpProcess, key: &str, args: &[&str]) -> Output {
     Command::new(platinum_bin())
         .args(args)
         .env("PLATINUM_URL", &up.url)
@@ -62,42 +36,9 @@ async fn up_serves_and_the_cli_drives_sandboxes() {
         .prefix("platinum-cli-")
         .tempdir_in(temp_root())
         .unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(platinum_bin())
-        .args([
-            "up",
-            "--no-install",
-            "--no-demo",
-            "--listen",
-            &listen,
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .env("PLATINUM_API_KEY", ENV_KEY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let up = Up {
-        child,
-        data,
-        url: format!("http://{listen}"),
-    };
-
-    // `GET /health` answers 200 once it serves.
-    let until = Instant::now() + Duration::from_secs(300);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{}/health", up.url)).await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < until, "server did not come up");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let up = UpProcess::start(data.path(), ENV_KEY, None).await.unwrap();
     // The environment's key was used, so no key file was written.
-    assert!(!up.data.path().join("api-key").exists());
+    assert!(!up.data.as_path().join("api-key").exists());
 
     let key = ENV_KEY;
     let created: Value = serde_json::from_str(&stdout(&cli(
@@ -135,7 +76,7 @@ async fn up_serves_and_the_cli_drives_sandboxes() {
     assert_eq!(j["stdout"], "42\n");
 
     // cp both ways.
-    let local = up.data.path().join("local.txt");
+    let local = up.data.as_path().join("local.txt");
     std::fs::write(&local, "from the host\n").unwrap();
     stdout(&cli(
         &up,
@@ -147,7 +88,7 @@ async fn up_serves_and_the_cli_drives_sandboxes() {
             &format!("{id}:docs/in.txt"),
         ],
     ));
-    let back = up.data.path().join("back.txt");
+    let back = up.data.as_path().join("back.txt");
     stdout(&cli(
         &up,
         key,
@@ -232,7 +173,7 @@ async fn up_serves_and_the_cli_drives_sandboxes() {
     // Templates from a Dockerfile: the context is packed and uploaded once, the log streams,
     // a sandbox of the template has the copied file and the build's result; an unchanged
     // rebuild uploads nothing and runs nothing; a failing build exits 1 naming the step.
-    let ctx = up.data.path().join("ctx");
+    let ctx = up.data.as_path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(ctx.join("hello.txt"), "hello from the context\n").unwrap();
     std::fs::write(
@@ -321,5 +262,5 @@ async fn up_serves_and_the_cli_drives_sandboxes() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "{status}");
-    assert!(processes_mentioning(up.data.path()).is_empty());
+    assert!(processes_mentioning(up.data.as_path()).is_empty());
 }
