@@ -95,6 +95,30 @@ fn in_guest(e: platinum_hostagent::Error, what: &str) -> Error {
     }
 }
 
+/// Whether `volume` may be attached (read-only or not) to sandbox `sandbox` (`None`: one not
+/// created yet): not twice to one sandbox, and read-write only where it is attached nowhere
+/// else; read-only attachments may share it.
+fn check_attachable(volume: &Volume, sandbox: Option<&str>, readonly: bool) -> Result<()> {
+    let Some(a) = volume
+        .attachments
+        .iter()
+        .find(|a| Some(a.sandbox_id.as_str()) == sandbox || !a.readonly || !readonly)
+    else {
+        return Ok(());
+    };
+    let why = if Some(a.sandbox_id.as_str()) == sandbox {
+        format!("is attached to sandbox {} already", a.sandbox_id)
+    } else if !a.readonly {
+        format!("is attached read-write to sandbox {}", a.sandbox_id)
+    } else {
+        format!(
+            "is attached (read-only) to sandbox {}; only read-only attachments can share it",
+            a.sandbox_id
+        )
+    };
+    Err(Error::Conflict(format!("volume {} {why}", volume.name)))
+}
+
 /// The lock key of a volume (sandbox ids are alphanumeric, so keys never collide).
 fn lock_key(volume_id: &str) -> String {
     format!("volume:{volume_id}")
@@ -176,28 +200,12 @@ impl Engine {
             "attaching a volume",
             &[SandboxState::Running, SandboxState::Stopped],
         )?;
-        if let Some(a) = volume
-            .attachments
-            .iter()
-            .find(|a| a.sandbox_id == sandbox.id || !a.readonly || !req.readonly)
-        {
-            let why = if a.sandbox_id == sandbox.id {
-                format!("is attached to sandbox {} already", a.sandbox_id)
-            } else if !a.readonly {
-                format!("is attached read-write to sandbox {}", a.sandbox_id)
-            } else {
-                format!(
-                    "is attached (read-only) to sandbox {}; only read-only attachments can share it",
-                    a.sandbox_id
-                )
-            };
-            return Err(Error::Conflict(format!("volume {} {why}", volume.name)));
-        }
+        check_attachable(&volume, Some(&sandbox.id), req.readonly)?;
         let mounted_here = self.attachments_of(&sandbox.id).await?;
         if let Some((other, _)) = mounted_here.iter().find(|(_, a)| a.path == req.path) {
             return Err(Error::Conflict(format!(
-                "sandbox {} has volume {other} mounted at {} already",
-                sandbox.id, req.path
+                "sandbox {} has volume {} mounted at {} already",
+                sandbox.id, other.name, req.path
             )));
         }
         self.host
@@ -266,22 +274,23 @@ impl Engine {
         Ok(volume)
     }
 
-    /// The volumes attached to a sandbox, by name, with their attachment.
+    /// The volumes attached to a sandbox, each with its attachment there.
     pub async fn attachments_of(
         &self,
         sandbox_id: &str,
-    ) -> Result<Vec<(String, VolumeAttachment)>> {
+    ) -> Result<Vec<(Volume, VolumeAttachment)>> {
         Ok(self
             .store
             .list_volumes()
             .await?
             .into_iter()
             .filter_map(|v| {
-                let name = v.name;
-                v.attachments
-                    .into_iter()
+                let a = v
+                    .attachments
+                    .iter()
                     .find(|a| a.sandbox_id == sandbox_id)
-                    .map(|a| (name, a))
+                    .cloned()?;
+                Some((v, a))
             })
             .collect())
     }
@@ -292,7 +301,7 @@ impl Engine {
         if attached.is_empty() {
             return Ok(());
         }
-        let names: Vec<&str> = attached.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = attached.iter().map(|(v, _)| v.name.as_str()).collect();
         Err(Error::Conflict(format!(
             "sandbox {sandbox_id} has volumes attached ({}); detach them before {action}: \
              their data would not be part of it",
@@ -308,8 +317,7 @@ impl Engine {
             return Ok(());
         }
         let guest = self.host.guest(sandbox_id).await?;
-        for (name, a) in attached {
-            let volume = self.get_volume(&name).await?;
+        for (volume, a) in attached {
             mount_in(&guest, &volume, &a.path, a.readonly).await?;
         }
         Ok(())
@@ -329,18 +337,7 @@ impl Engine {
                     m.volume, m.path
                 )));
             }
-            if let Some(a) = v.attachments.iter().find(|a| !a.readonly || !m.readonly) {
-                return Err(Error::Conflict(format!(
-                    "volume {} is attached to sandbox {}{}",
-                    v.name,
-                    a.sandbox_id,
-                    if a.readonly {
-                        " (read-only attachments only can share it)"
-                    } else {
-                        " read-write"
-                    }
-                )));
-            }
+            check_attachable(&v, None, m.readonly)?;
         }
         Ok(())
     }
@@ -354,9 +351,9 @@ impl Engine {
                 return;
             }
         };
-        for (name, _) in attached {
-            if let Err(e) = self.detach_volume(&name, sandbox_id).await {
-                tracing::warn!(sandbox = %sandbox_id, volume = %name, error = %e, "forgetting a deleted sandbox's volume");
+        for (volume, _) in attached {
+            if let Err(e) = self.detach_volume(&volume.id, sandbox_id).await {
+                tracing::warn!(sandbox = %sandbox_id, volume = %volume.name, error = %e, "forgetting a deleted sandbox's volume");
             }
         }
     }

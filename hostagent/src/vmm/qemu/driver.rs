@@ -539,28 +539,38 @@ mod version_tests {
     }
 }
 
+/// Opens `disk`'s image read-only and, unless the disk is read-only, read-write: the pair of
+/// descriptors an unprivileged QEMU is given for it.
+pub(super) fn open_image(
+    disk: &crate::vmm::DiskSpec,
+) -> Result<(std::os::fd::OwnedFd, Option<std::os::fd::OwnedFd>)> {
+    let open = |write: bool| -> Result<std::os::fd::OwnedFd> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&disk.path)
+            .ctx(|| format!("opening disk {}", disk.path.display()))?;
+        Ok(file.into())
+    };
+    let ro = open(false)?;
+    let rw = if disk.readonly {
+        None
+    } else {
+        Some(open(true)?)
+    };
+    Ok((ro, rw))
+}
+
 /// Opens every disk of `spec` read-write (unless read-only) and read-only, for
 /// [`cmdline::use_disk_fds`]; returns the fd sets and the descriptors to keep open until QEMU
 /// has them.
 fn open_disk_fds(spec: &VmSpec) -> Result<(Vec<cmdline::DiskFds>, Vec<Arc<std::os::fd::OwnedFd>>)> {
-    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     let mut sets = Vec::new();
     let mut held = Vec::new();
     for (i, disk) in spec.disks.iter().enumerate() {
-        let open = |write: bool| -> Result<Arc<OwnedFd>> {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(write)
-                .open(&disk.path)
-                .ctx(|| format!("opening disk {}", disk.path.display()))?;
-            Ok(Arc::new(OwnedFd::from(file)))
-        };
-        let ro = open(false)?;
-        let rw = if disk.readonly {
-            None
-        } else {
-            Some(open(true)?)
-        };
+        let (ro, rw) = open_image(disk)?;
+        let (ro, rw) = (Arc::new(ro), rw.map(Arc::new));
         sets.push(cmdline::DiskFds {
             set: i as u32 + 1,
             rw: rw.as_ref().map(|f| f.as_raw_fd()),

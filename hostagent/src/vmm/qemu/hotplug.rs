@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::cmdline::{self, SCSI_CONTROLLER};
 use super::qmp::Qmp;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::vmm::DiskSpec;
 
 /// How long a removed SCSI disk may take to let go of its node.
@@ -33,20 +33,12 @@ pub async fn add_volume(qmp: &Qmp, disk: &DiskSpec) -> Result<()> {
             disk.id
         ))
     })?;
-    let open = |write: bool| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(write)
-            .open(&disk.path)
-            .ctx(|| format!("opening volume {}", disk.path.display()))
-    };
-    let ro = open(false)?;
+    let (ro, rw) = super::driver::open_image(disk)?;
     let set = qmp
         .add_fd_to(ro.as_fd(), None, Some(&label(&disk.id, "ro")))
         .await?;
     let added = async {
-        if !disk.readonly {
-            let rw = open(true)?;
+        if let Some(rw) = &rw {
             qmp.add_fd_to(rw.as_fd(), Some(set), Some(&label(&disk.id, "rw")))
                 .await?;
         }
