@@ -14,9 +14,13 @@ pub mod snapshots;
 pub mod templates;
 pub mod volumes;
 
-use axum::body::BodyDataStream;
-use futures::StreamExt;
+use std::sync::Arc;
+
+use axum::body::{Body, BodyDataStream};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
+use tokio::sync::Mutex;
 use utoipa::IntoParams;
 
 /// How long a refused upload's remaining body is read before answering.
@@ -27,6 +31,29 @@ const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub(crate) async fn drain_refused(stream: &mut BodyDataStream) {
     let drain = async { while let Some(Ok(_)) = stream.next().await {} };
     let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+}
+
+/// A request body lent to a command that needs an owned (`'static`) stream, while the handler
+/// keeps the means to drain what the command left unread when it refuses.
+pub(crate) struct LentBody(Arc<Mutex<BodyDataStream>>);
+
+impl LentBody {
+    pub(crate) fn new(body: Body) -> Self {
+        Self(Arc::new(Mutex::new(body.into_data_stream())))
+    }
+
+    /// The body as an owned stream; each item is read through the shared handle.
+    pub(crate) fn stream(&self) -> impl Stream<Item = Result<Bytes, axum::Error>> + Send + 'static {
+        futures::stream::unfold(self.0.clone(), |body| async move {
+            let item = body.lock().await.next().await;
+            item.map(|item| (item, body))
+        })
+    }
+
+    /// Drains the rest after a refusal (see [`drain_refused`]).
+    pub(crate) async fn drain(&self) {
+        drain_refused(&mut *self.0.lock().await).await;
+    }
 }
 
 /// The `{id}` path parameter.

@@ -113,10 +113,14 @@ pub async fn share_put(
     Path(p): Path<SharePath>,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<ShareEntry>)> {
-    let entry = engine
-        .share_write(&p.id, &p.path, body.into_data_stream())
-        .await?;
-    Ok((StatusCode::CREATED, Json(entry)))
+    let body = super::LentBody::new(body);
+    match engine.share_write(&p.id, &p.path, body.stream()).await {
+        Ok(entry) => Ok((StatusCode::CREATED, Json(entry))),
+        Err(e) => {
+            body.drain().await;
+            Err(e.into())
+        }
+    }
 }
 
 /// Remove a file, a symbolic link (never what it points to) or a directory of the share.
