@@ -107,12 +107,14 @@ impl Engine {
         }))
     }
 
-    /// Reconciles the store with the host, then starts the lifecycle, event and metrics loops.
+    /// Reconciles the store with the host, then starts the lifecycle, backup, event and metrics
+    /// loops.
     pub async fn start(self: &Arc<Self>) -> Result<()> {
         self.load_custom_templates().await?;
         crate::reconciler::reconcile_at_start(self).await?;
         crate::reconciler::spawn_event_loop(self.clone());
         crate::lifecycle::spawn(self.clone());
+        crate::backups::spawn(self.clone());
         crate::metrics_history::spawn(self.clone());
         crate::pools::spawn(self.clone());
         let engine = self.clone();

@@ -20,6 +20,7 @@
 //!   [`commands::lsp`]).
 
 pub mod auth;
+pub mod backups;
 pub mod builds;
 mod code;
 pub mod commands;

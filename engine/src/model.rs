@@ -473,6 +473,10 @@ pub struct CreateSandbox {
     /// attached read-write to one sandbox at a time).
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
+    /// Continuous backup while it runs (default: none). A snapshot named by `snapshot` may be
+    /// a backup (`bkup…`): it is fetched from the object store first.
+    #[serde(default)]
+    pub backup: Option<BackupPolicy>,
 }
 
 /// What to run.
@@ -847,6 +851,9 @@ pub enum SnapshotKind {
     /// A template's ready snapshot: a VM of the template booted until its agent answered,
     /// restored by every create of that template and size. Rebuilt when the image changes.
     Template,
+    /// A backup: uploaded to the object store, its local copy removed; fetched again to
+    /// restore it. Kept after its sandbox is deleted.
+    Backup,
 }
 
 impl SnapshotKind {
@@ -857,6 +864,7 @@ impl SnapshotKind {
             SnapshotKind::Checkpoint => "checkpoint",
             SnapshotKind::Suspend => "suspend",
             SnapshotKind::Template => "template",
+            SnapshotKind::Backup => "backup",
         }
     }
 
@@ -867,6 +875,7 @@ impl SnapshotKind {
             "checkpoint" => SnapshotKind::Checkpoint,
             "suspend" => SnapshotKind::Suspend,
             "template" => SnapshotKind::Template,
+            "backup" => SnapshotKind::Backup,
             _ => return None,
         })
     }
@@ -930,6 +939,87 @@ pub struct Snapshot {
     /// Metadata of the sandbox it was taken of.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+}
+
+/// A sandbox's continuous backup: while it runs, a backup every `interval_secs`; the newest
+/// `keep` are kept, older ones deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupPolicy {
+    /// Seconds between backups (at least 5).
+    pub interval_secs: u64,
+    /// How many backups of the sandbox to keep (1-100; default 3).
+    #[serde(default = "BackupPolicy::default_keep")]
+    pub keep: u32,
+}
+
+impl BackupPolicy {
+    fn default_keep() -> u32 {
+        3
+    }
+}
+
+/// What a backup's upload moved: only chunks the object store lacked are sent, so a backup
+/// after the first sends what changed since.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema,
+)]
+pub struct BackupUpload {
+    /// Bytes of every file of the backup.
+    pub bytes_total: u64,
+    /// Chunks sent to the object store.
+    pub chunks_sent: u64,
+    /// Chunks the store had already (from this or any earlier upload).
+    pub chunks_reused: u64,
+    /// Chunks of zeros, stored nowhere.
+    pub chunks_zero: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// How long the upload took, milliseconds (the sandbox ran on meanwhile).
+    pub ms: u64,
+}
+
+/// A backup: a snapshot of a running (or paused) sandbox — memory, processes and disks — kept in
+/// the object store, content-addressed and signed. Restoring one makes a new sandbox; backups
+/// outlive the sandbox and its host's data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct Backup {
+    /// Id (`bkup` + 20 lowercase alphanumerics).
+    pub id: String,
+    /// The sandbox it was taken of.
+    pub sandbox_id: String,
+    /// That sandbox's template.
+    pub template: String,
+    /// vCPUs of a sandbox restored from it.
+    pub vcpus: u32,
+    /// Memory of a sandbox restored from it, MiB.
+    pub memory_mib: u32,
+    /// When it was taken.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    #[schemars(with = "String")]
+    pub created_at: OffsetDateTime,
+    /// What taking its snapshot cost; `paused_ms` is the sandbox's pause window and `state_ms`
+    /// the VMM's own device-state save within it.
+    pub timings: SnapshotTimings,
+    /// What its upload moved.
+    pub upload: BackupUpload,
+}
+
+/// A sandbox's backup schedule and its backups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct BackupStatus {
+    /// The schedule (`null`: no continuous backup).
+    pub policy: Option<BackupPolicy>,
+    /// Its backups, oldest first.
+    pub backups: Vec<Backup>,
+}
+
+/// Every backup (or one sandbox's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct BackupList {
+    /// Backups, oldest first.
+    pub backups: Vec<Backup>,
 }
 
 /// Parameters of taking a snapshot.

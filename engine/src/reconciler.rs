@@ -19,6 +19,7 @@ use crate::model::SandboxState;
 pub async fn reconcile_at_start(engine: &Arc<Engine>) -> Result<()> {
     // A pause to disk that finished writing its image makes a paused sandbox, not a lost one.
     engine.reconcile_snapshots().await?;
+    engine.reconcile_backups().await?;
     let running = engine.host.running().await;
     let claimed = engine
         .store

@@ -133,6 +133,19 @@ impl HostAgent for NoVms {
     ) -> platinum_hostagent::Result<platinum_hostagent::archive::Restored> {
         no_vms()
     }
+    async fn upload_snapshot(
+        &self,
+        _: &std::path::Path,
+    ) -> platinum_hostagent::Result<platinum_hostagent::archive::Archived> {
+        no_vms()
+    }
+    async fn download_snapshot(
+        &self,
+        _: &platinum_hostagent::archive::Archive,
+        _: &std::path::Path,
+    ) -> platinum_hostagent::Result<platinum_hostagent::archive::Restored> {
+        no_vms()
+    }
     async fn create_volume(&self, _: &str, _: u64) -> platinum_hostagent::Result<()> {
         no_vms()
     }

@@ -9,6 +9,7 @@
 //! | restore into a new sandbox (verify + restore + new identity) | `boot_ms` as above |
 //! | fork ×1, ×4 | the source's pause window |
 //! | checkpoint, rollback | the checkpoint's pause window |
+//! | backup (save, hash, upload of what changed) | its pause window; QEMU's save; MB sent |
 //!
 //! The cold boot these compare with is the run's cold spawn.
 
@@ -57,6 +58,12 @@ pub async fn bench(engine: &Engine, iterations: usize) -> Result<Vec<Stat>> {
     let [mut fork1, mut fork1_window, mut fork4, mut fork4_window]: [Series; 4] =
         Default::default();
     let [mut ckpt, mut ckpt_window, mut rollback]: [Series; 3] = Default::default();
+    let [
+        mut backup,
+        mut backup_window,
+        mut backup_raw,
+        mut backup_sent,
+    ]: [Series; 4] = Default::default();
     for _ in 0..iterations {
         let t = Instant::now();
         engine.suspend_sandbox(&id, true).await?;
@@ -110,6 +117,17 @@ pub async fn bench(engine: &Engine, iterations: usize) -> Result<Vec<Stat>> {
         engine.rollback(&id, &c.id).await?;
         rollback.push(ms(t.elapsed()));
         engine.delete_snapshot(&c.id).await?;
+
+        // The first backup sends everything, later ones what changed since.
+        let t = Instant::now();
+        let b = engine.backup_sandbox(&id).await?;
+        backup.push(ms(t.elapsed()));
+        backup_window.push(b.timings.paused_ms as f64);
+        backup_raw.push(b.timings.state_ms as f64);
+        backup_sent.push(b.upload.bytes_sent as f64 / 1e6);
+    }
+    for b in engine.list_backups(Some(&id)).await? {
+        engine.delete_backup(&b.id).await?;
     }
     engine.kill_sandbox(&id).await?;
     let s = |name: &str, v: Series| stat(name, "ms", v);
@@ -134,5 +152,9 @@ pub async fn bench(engine: &Engine, iterations: usize) -> Result<Vec<Stat>> {
         s("checkpoint", ckpt),
         s("  the sandbox's pause window", ckpt_window),
         s("rollback", rollback),
+        s("backup (save + hash + upload what changed)", backup),
+        s("  the sandbox's pause window", backup_window),
+        s("  baseline: QEMU's save of the same VM", backup_raw),
+        stat("  MB sent per backup (the first: all)", "MB", backup_sent),
     ])
 }

@@ -286,6 +286,7 @@ impl Drop for TestServer {
             dump_consoles(&root.join("data/sandboxes"));
         }
         kill_processes_under(&root);
+        unmount_beneath(&root);
         if let Some(net) = &self.network {
             remove_network(net);
         }
@@ -563,6 +564,51 @@ pub fn named_processes_mentioning(path: &Path) -> Vec<(String, i32)> {
 
 fn kill_processes_under(root: &Path) {
     platinum_hostagent::process::kill_processes_mentioning(root);
+}
+
+/// Detaches every mount beneath `root` (deepest first): the shares a server left mounted for
+/// its sandboxes, so removing a test's directory frees their images and loop devices.
+pub fn unmount_beneath(root: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|point| PathBuf::from(unescape_mount_point(point)))
+        .filter(|point| point.starts_with(root) && point != root)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A mount point as the kernel writes it in `mountinfo` (space, tab, newline and backslash as
+/// octal escapes) back to its bytes.
+fn unescape_mount_point(point: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = point.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
 }
 
 fn dump_consoles(sandboxes: &Path) {

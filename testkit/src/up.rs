@@ -92,6 +92,7 @@ impl Drop for UpProcess {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        crate::unmount_beneath(&self.data);
         if let Some(net) = &self.network {
             crate::remove_network(net);
         }

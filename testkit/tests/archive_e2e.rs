@@ -4,7 +4,8 @@
 //! host would; both come back, the file and the very same process with them. A second archive
 //! sends only the chunks that changed (counted in the bucket), an altered chunk is refused with
 //! `archive_corrupt` and starts nothing, and an unreachable store fails the archive with
-//! `object_store_unavailable`, leaving the sandbox on the host as it was.
+//! `object_store_unavailable`, leaving the sandbox on the host as it was. Continuous backups
+//! of a running sandbox go to the same server and restore after its host data is gone.
 
 use platinum_testkit::COUNTER;
 use platinum_testkit::s3::TestS3;
@@ -206,5 +207,176 @@ async fn archives_leave_the_host_and_come_back_onto_an_empty_data_directory() {
     assert_eq!(t.out(&a, "cat /home/user/a.txt").await, "from-a");
 
     t.delete(&a).await.unwrap();
+    t.delete(&b).await.unwrap();
+}
+
+/// The backups of sandbox `id` (its schedule's view), oldest first.
+async fn backups(t: &TestServer, id: &str) -> Vec<Value> {
+    let status = t
+        .expect(
+            t.req(Method::GET, &format!("/v1/sandboxes/{id}/backup")),
+            200,
+        )
+        .await
+        .unwrap();
+    status["backups"].as_array().unwrap().clone()
+}
+
+/// How many backups of `id` were taken so far (its `backup_stored` events).
+async fn backups_taken(t: &TestServer, id: &str) -> usize {
+    let events = t
+        .expect(
+            t.req(Method::GET, &format!("/v1/sandboxes/{id}/events")),
+            200,
+        )
+        .await
+        .unwrap();
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "backup_stored")
+        .count()
+}
+
+/// Waits until `id` has had `n` backups taken.
+async fn wait_for_backups(t: &TestServer, id: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while backups_taken(t, id).await < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id}: fewer than {n} backups after 300 s: {:?}",
+            backups(t, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Continuous backup into the S3 server: a running sandbox with a counting process is backed up
+/// every few seconds while it runs on (each backup's pause window and the VMM's device-state
+/// save reported), later backups send only what changed, the schedule keeps the newest two, and
+/// after the sandbox is deleted and its host's data wiped the latest backup restores as a new
+/// sandbox with the file written last and the very same process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn continuous_backups_restore_after_the_host_data_is_gone() {
+    let s3 = TestS3::start().await.unwrap();
+    let store = s3.store("backups");
+    let config = |c: &mut platinum::server::ServerConfig| c.archive = Some(store.clone());
+    let t = TestServer::start_with(config).await.unwrap();
+
+    // Bad schedules and states are typed errors.
+    let a = id_of(
+        &t.create(json!({ "memory_mib": 512, "backup": { "interval_secs": 5, "keep": 2 } }))
+            .await
+            .unwrap(),
+    );
+    for bad in [
+        json!({ "interval_secs": 1 }),
+        json!({ "interval_secs": 60, "keep": 0 }),
+    ] {
+        t.expect_error(
+            t.req(Method::PUT, &format!("/v1/sandboxes/{a}/backup"))
+                .json(&bad),
+            400,
+            "invalid_request",
+        )
+        .await
+        .unwrap();
+    }
+    t.expect_error(
+        t.req(Method::POST, "/v1/backups/bkupnosuchbackup0000000/restore"),
+        404,
+        "snapshot_not_found",
+    )
+    .await
+    .unwrap();
+
+    t.out(&a, "echo first > /home/user/data.txt && sync").await;
+    t.out(&a, COUNTER).await;
+    let pid = counter_pid(&t, &a).await;
+
+    // Two backups while it runs: the second sends far less than the first.
+    wait_for_backups(&t, &a, 2).await;
+    let taken = backups(&t, &a).await;
+    let (first, second) = (&taken[0]["upload"], &taken[1]["upload"]);
+    for b in &taken {
+        eprintln!(
+            "backup {}: paused {} ms (device state {} ms, disks {} ms), upload {}",
+            b["id"],
+            b["timings"]["paused_ms"],
+            b["timings"]["state_ms"],
+            b["timings"]["disks_ms"],
+            b["upload"]
+        );
+    }
+    assert!(second["chunks_reused"].as_u64().unwrap() > 0, "{second}");
+    assert!(
+        second["chunks_sent"].as_u64().unwrap() * 2 < first["chunks_sent"].as_u64().unwrap(),
+        "the second backup sent {second}, the first {first}"
+    );
+    assert!(
+        taken[0]["timings"]["paused_ms"].as_u64().unwrap()
+            >= taken[0]["timings"]["state_ms"].as_u64().unwrap()
+    );
+
+    // A file written now is in the next backup; the schedule keeps only the newest two.
+    t.out(&a, "echo latest > /home/user/data.txt && sync").await;
+    let n = backups_taken(&t, &a).await;
+    wait_for_backups(&t, &a, n + 1).await;
+    let kept = backups(&t, &a).await;
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let latest = kept[1]["id"].as_str().unwrap().to_string();
+
+    // The sandbox deleted (gone for a backup now), and everything of the host but the
+    // database and keys gone.
+    t.delete(&a).await.unwrap();
+    t.expect_error(
+        t.req(Method::POST, &format!("/v1/sandboxes/{a}/backups")),
+        404,
+        "sandbox_not_found",
+    )
+    .await
+    .unwrap();
+    let t = t.restart_after(keep_only_shared, config).await.unwrap();
+    let listed = t
+        .expect(
+            t.req(Method::GET, &format!("/v1/backups?sandbox_id={a}")),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed["backups"].as_array().unwrap().len(), 2, "{listed}");
+    let restored = t
+        .expect(
+            t.req(Method::POST, &format!("/v1/backups/{latest}/restore"))
+                .json(&json!({ "metadata": { "from": "backup" } })),
+            201,
+        )
+        .await
+        .unwrap();
+    let b = id_of(&restored);
+    assert_ne!(a, b);
+    assert_eq!(restored["state"], "running", "{restored}");
+    assert_eq!(t.out(&b, "cat /home/user/data.txt").await, "latest");
+    assert_eq!(
+        counter_pid(&t, &b).await,
+        pid,
+        "the backed-up process did not come back"
+    );
+    // The fetched copy is gone again; the backup stays.
+    assert!(!t.data_dir().join("snapshots").join(&latest).exists());
+    t.expect(t.req(Method::GET, &format!("/v1/backups/{latest}")), 200)
+        .await
+        .unwrap();
+    t.expect(t.req(Method::DELETE, &format!("/v1/backups/{latest}")), 204)
+        .await
+        .unwrap();
+    t.expect_error(
+        t.req(Method::GET, &format!("/v1/backups/{latest}")),
+        404,
+        "snapshot_not_found",
+    )
+    .await
+    .unwrap();
     t.delete(&b).await.unwrap();
 }

@@ -464,6 +464,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
         auto_resume: false,
         boot: BootMode::Auto,
         volumes: mounts,
+        backup: None,
     };
     Ok(Prepared { create, image })
 }

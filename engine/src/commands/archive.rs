@@ -73,6 +73,7 @@ impl Engine {
             sandbox_id: id.to_string(),
             created_at: rfc3339(OffsetDateTime::now_utc()),
             suspend_snapshot: image.as_ref().map(|(snap, _)| snap.id.clone()),
+            backup_snapshot: None,
             archive: archived.archive,
             report: archived.report.clone(),
         };

@@ -17,6 +17,8 @@
 //! - [`snapshots`]: signed snapshots and checkpoints: take, list, delete, roll back.
 //! - [`suspend`]: pause to disk (with or without memory); resume goes through `start`.
 //! - [`archive`]: archive to object storage (disk, memory image) and back, onto any host.
+//! - [`backups`]: continuous backup: snapshots of running sandboxes in object storage, restored
+//!   as new sandboxes.
 //! - [`fork`]: copies of a running sandbox, each restored from one save of it.
 //! - [`templates`]: template ready snapshots, which creates restore instead of booting.
 //! - [`custom_templates`]: template builds, custom templates, uploads for their `copy` steps.
@@ -26,6 +28,7 @@
 //! - [`volumes`]: named persistent volumes, attached (hot, or at create) and mounted in sandboxes.
 
 pub mod archive;
+pub mod backups;
 pub mod capacity;
 pub mod code;
 pub mod custom_templates;

@@ -130,10 +130,27 @@ impl Engine {
     /// names or its template's ready snapshot, else booted.
     /// Volumes it names are checked first and attached and mounted once it runs; when one
     /// cannot be, the sandbox is removed again.
+    /// A backup named as its `snapshot` is fetched from the object store first (and its fetched
+    /// copy removed after); a `backup` schedule is kept once the sandbox exists.
     pub async fn create_sandbox(&self, mut req: CreateSandbox) -> Result<Sandbox> {
         let mounts = std::mem::take(&mut req.volumes);
         self.check_volume_mounts(&mounts).await?;
-        let sandbox = self.create_sandbox_in(req, None).await?;
+        let policy = req.backup.take();
+        if let Some(p) = &policy {
+            crate::commands::backups::check_policy(p)?;
+        }
+        let fetched = match &req.snapshot {
+            Some(name) => self.fetch_backup_for_create(name).await?,
+            None => None,
+        };
+        let created = self.create_sandbox_in(req, None).await;
+        if let Some(fetched) = fetched {
+            fetched.release().await;
+        }
+        let sandbox = created?;
+        if policy.is_some() {
+            self.store.set_backup_policy(&sandbox.id, policy).await?;
+        }
         for m in mounts {
             let attach = AttachVolume {
                 sandbox_id: sandbox.id.clone(),
@@ -516,8 +533,8 @@ impl Engine {
     }
 
     /// Deletes a sandbox: VM, disks and directory are removed, with its checkpoints; its named
-    /// snapshots stay (see [`Engine::kill_sandbox_with_snapshots`]). The record stays as
-    /// `deleted`.
+    /// snapshots and its backups stay (see [`Engine::kill_sandbox_with_snapshots`]). The record
+    /// stays as `deleted`.
     pub async fn kill_sandbox(&self, id: &str) -> Result<()> {
         self.kill_sandbox_with_snapshots(id, false).await
     }
@@ -531,8 +548,10 @@ impl Engine {
         if self.config.data_dir.is_some() {
             self.discard_snapshots_of(id, with_snapshots).await?;
         }
-        // Its chunks stay in the object store (others may share them).
+        // Its chunks stay in the object store (others may share them). Its backups stay; their
+        // schedule ends.
         self.store.delete_archive(id).await?;
+        self.store.set_backup_policy(id, None).await?;
         s.error = None;
         self.transition(&mut s, SandboxState::Deleted, serde_json::json!({}))
             .await?;

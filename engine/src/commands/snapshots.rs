@@ -37,6 +37,7 @@ fn new_snapshot_id(kind: SnapshotKind) -> String {
         SnapshotKind::Checkpoint => "ckpt",
         SnapshotKind::Suspend => "susp",
         SnapshotKind::Template => "tmpl",
+        SnapshotKind::Backup => "bkup",
     };
     format!("{prefix}{}", crate::ids::new_sandbox_id())
 }
@@ -361,9 +362,13 @@ impl Engine {
     }
 
     /// Removes a deleted sandbox's checkpoints and pause-to-disk image, and with
-    /// `with_snapshots` its named snapshots too.
+    /// `with_snapshots` its named snapshots too (never its backups).
     pub(crate) async fn discard_snapshots_of(&self, id: &str, with_snapshots: bool) -> Result<()> {
         for snap in self.store.list_snapshots(Some(id), None).await? {
+            // Backups outlive their sandbox: that is what they are for.
+            if snap.kind == SnapshotKind::Backup {
+                continue;
+            }
             if snap.kind != SnapshotKind::Snapshot || with_snapshots {
                 self.discard_snapshot(&snap.id).await;
             }

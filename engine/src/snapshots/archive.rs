@@ -1,6 +1,6 @@
 //! A sandbox's archive as the engine keeps it: what the host uploaded (every file as a list of
 //! chunk hashes) with the sandbox it belongs to and what it was, signed with the snapshot keys.
-//! The store holds it (`archives` table); a restore checks the signature before the host
+//! The store holds it (`archives` table; a backup's in `backups`); a restore checks the signature before the host
 //! downloads a byte, and the host checks every chunk against the hashes signed here.
 
 use platinum_hostagent::archive::{Archive, TransferReport};
@@ -18,6 +18,10 @@ pub struct ArchiveManifest {
     pub created_at: String,
     /// Its memory image (a pause-to-disk snapshot) when it was archived paused, else `None`.
     pub suspend_snapshot: Option<String>,
+    /// For a backup: the backup's snapshot, whose directory the archive holds (left out of the
+    /// signed bytes when `None`, so archives signed before backups existed still verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_snapshot: Option<String>,
     /// The host's archive.
     pub archive: Archive,
     /// What the upload moved.
@@ -79,6 +83,7 @@ mod tests {
             sandbox_id: "sbx1".into(),
             created_at: "2026-12-04T00:00:00Z".into(),
             suspend_snapshot: None,
+            backup_snapshot: None,
             archive: Archive {
                 chunk_size: CHUNK_SIZE,
                 sets: vec![ArchivedSet {

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 
 use crate::builds::model::{BuildLogEntry, BuildStatus, CustomTemplate, TemplateBuild};
 use crate::error::Result;
-use crate::model::{ListQuery, Page, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind, Volume};
+use crate::model::{
+    BackupPolicy, ListQuery, Page, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind, Volume,
+};
 use crate::snapshots::archive::SignedArchive;
 
 /// A stored API key (only its hash).
@@ -158,6 +160,25 @@ pub trait Store: Send + Sync {
 
     /// Removes a sandbox's archive manifest (none is fine).
     async fn delete_archive(&self, sandbox_id: &str) -> Result<()>;
+
+    /// Keeps a backup's signed chunk list (its snapshot is `manifest.backup_snapshot`).
+    async fn put_backup(&self, archive: &SignedArchive) -> Result<()>;
+
+    /// A backup's signed chunk list, if its upload finished.
+    async fn get_backup(&self, snapshot_id: &str) -> Result<Option<SignedArchive>>;
+
+    /// Removes a backup's chunk list (none is fine).
+    async fn delete_backup(&self, snapshot_id: &str) -> Result<()>;
+
+    /// Sets (`Some`) or clears sandbox `sandbox_id`'s backup schedule.
+    async fn set_backup_policy(&self, sandbox_id: &str, policy: Option<BackupPolicy>)
+    -> Result<()>;
+
+    /// Sandbox `sandbox_id`'s backup schedule.
+    async fn get_backup_policy(&self, sandbox_id: &str) -> Result<Option<BackupPolicy>>;
+
+    /// Every backup schedule, by sandbox.
+    async fn backup_policies(&self) -> Result<Vec<(String, BackupPolicy)>>;
 
     /// Inserts a new volume; a taken name is [`crate::Error::Conflict`].
     async fn insert_volume(&self, volume: &Volume) -> Result<()>;

@@ -13,11 +13,13 @@ use super::{ApiKeyRecord, ListQuery, Page, Store};
 use crate::builds::model::{BuildLogEntry, BuildStatus, CustomTemplate, TemplateBuild};
 use crate::error::{Error, Result};
 use crate::model::{
-    LifecycleRules, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind, TimeoutAction, Volume,
+    BackupPolicy, LifecycleRules, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind,
+    TimeoutAction, Volume,
 };
 use crate::snapshots::archive::SignedArchive;
 
 mod archives;
+mod backups;
 mod templates;
 mod volumes;
 
@@ -698,6 +700,34 @@ impl Store for SqliteStore {
 
     async fn delete_archive(&self, sandbox_id: &str) -> Result<()> {
         self.delete_archive_row(sandbox_id).await
+    }
+
+    async fn put_backup(&self, archive: &SignedArchive) -> Result<()> {
+        self.put_backup_row(archive).await
+    }
+
+    async fn get_backup(&self, snapshot_id: &str) -> Result<Option<SignedArchive>> {
+        self.backup_row(snapshot_id).await
+    }
+
+    async fn delete_backup(&self, snapshot_id: &str) -> Result<()> {
+        self.delete_backup_row(snapshot_id).await
+    }
+
+    async fn set_backup_policy(
+        &self,
+        sandbox_id: &str,
+        policy: Option<BackupPolicy>,
+    ) -> Result<()> {
+        self.set_backup_policy_row(sandbox_id, policy).await
+    }
+
+    async fn get_backup_policy(&self, sandbox_id: &str) -> Result<Option<BackupPolicy>> {
+        self.backup_policy_row(sandbox_id).await
+    }
+
+    async fn backup_policies(&self) -> Result<Vec<(String, BackupPolicy)>> {
+        self.backup_policy_rows().await
     }
 
     async fn insert_volume(&self, volume: &Volume) -> Result<()> {

@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 
 /// The set holding the sandbox's own directory.
 pub const SANDBOX_SET: &str = "sandbox";
+/// The set holding a snapshot directory uploaded on its own (a backup).
+pub const SNAPSHOT_SET: &str = "snapshot";
 
 /// Where archives go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,19 +80,19 @@ impl Archive {
         self.sets.iter().find(|s| s.name == name)
     }
 
-    /// Checks what a restore relies on: this host's chunk size, the sandbox set present, every
+    /// Checks what a restore relies on: this host's chunk size, set `required` present, every
     /// file well formed.
-    pub fn check(&self) -> Result<()> {
+    pub fn check(&self, required: &str) -> Result<()> {
         if self.chunk_size != CHUNK_SIZE {
             return Err(Error::ArchiveCorrupt(format!(
                 "the archive's chunks are {} bytes, this host's {CHUNK_SIZE}",
                 self.chunk_size
             )));
         }
-        if self.set(SANDBOX_SET).is_none() {
-            return Err(Error::ArchiveCorrupt(
-                "the archive has no sandbox set".into(),
-            ));
+        if self.set(required).is_none() {
+            return Err(Error::ArchiveCorrupt(format!(
+                "the archive has no {required} set"
+            )));
         }
         for set in &self.sets {
             for file in &set.files {

@@ -215,6 +215,14 @@ pub trait HostAgent: Send + Sync {
         extra: &[ArchiveDir],
     ) -> Result<Restored>;
 
+    /// Uploads the files of snapshot directory `dir` (which [`HostAgent::save`] wrote) to this
+    /// host's object store as one set, disks flattened to raw. The directory stays.
+    async fn upload_snapshot(&self, dir: &Path) -> Result<Archived>;
+
+    /// Downloads the snapshot directory [`HostAgent::upload_snapshot`] uploaded into `dir`
+    /// (which must not exist), checking every chunk; `dir` appears whole or not at all.
+    async fn download_snapshot(&self, archive: &Archive, dir: &Path) -> Result<Restored>;
+
     /// Creates volume `id`: an image of `size_mib` holding an empty ext4 filesystem.
     async fn create_volume(&self, id: &str, size_mib: u64) -> Result<()>;
 

@@ -1,6 +1,7 @@
 //! Route handlers of `/v1`, one module per resource. Every handler carries `#[utoipa::path]` and is
 //! registered only through `utoipa_axum::routes!`, so an undocumented route cannot exist.
 
+pub mod backups;
 pub mod capacity;
 pub mod exec;
 pub mod files;

@@ -20,7 +20,8 @@ use super::share::SHARE_IMAGE;
 use super::{LocalHost, RECORD_FILE, VmRecord, write_record};
 use crate::archive::chunks::{self, Counts, check_name};
 use crate::archive::{
-    Archive, ArchiveDir, Archived, ArchivedSet, CHUNK_SIZE, Restored, SANDBOX_SET, TransferReport,
+    Archive, ArchiveDir, Archived, ArchivedSet, CHUNK_SIZE, Restored, SANDBOX_SET, SNAPSHOT_SET,
+    TransferReport,
 };
 use crate::disk::{flatten_to_raw, same_file};
 use crate::error::{Error, IoContext, Result};
@@ -135,13 +136,121 @@ impl LocalHost {
         })
     }
 
+    /// Uploads every file of snapshot directory `dir` as set [`SNAPSHOT_SET`], its qcow2 disks
+    /// flattened to raw (a restore then needs no base image of this host). The directory stays.
+    pub(super) async fn upload_snapshot_dir(&self, dir: &Path) -> Result<Archived> {
+        let saved = SavedVm::read(dir)?;
+        let store = self.archive_store.clone();
+        let started = Instant::now();
+        let counts = Counts::default();
+        let mut set = ArchivedSet {
+            name: SNAPSHOT_SET.into(),
+            files: Vec::new(),
+            disk_links: Vec::new(),
+        };
+        for name in list_files(dir)? {
+            let path = dir.join(&name);
+            let qcow2 = saved
+                .disks
+                .iter()
+                .any(|d| d.file_name() == name && d.format == DiskFormat::Qcow2);
+            let file = if qcow2 {
+                let flat = dir.join(format!(".upload-{name}"));
+                let _ = std::fs::remove_file(&flat);
+                flatten_to_raw(
+                    self.config.disk.qemu_img.as_deref(),
+                    &path,
+                    DiskFormat::Qcow2,
+                    &flat,
+                )
+                .await?;
+                let uploaded = chunks::upload_file(&store, &flat, &name, &counts).await;
+                let _ = std::fs::remove_file(&flat);
+                uploaded?
+            } else {
+                chunks::upload_file(&store, &path, &name, &counts).await?
+            };
+            set.files.push(file);
+        }
+        let sets = vec![set];
+        let report = report(&counts, &sets, started);
+        tracing::info!(dir = %dir.display(), ?report, "snapshot uploaded");
+        Ok(Archived {
+            archive: Archive {
+                chunk_size: CHUNK_SIZE,
+                sets,
+            },
+            report,
+        })
+    }
+
+    /// Downloads set [`SNAPSHOT_SET`] of `archive` into `dir` (which must not exist), checking
+    /// every chunk, and makes its records say the disks are raw. The directory appears whole or
+    /// not at all; the files changed after download are reported for re-sealing.
+    pub(super) async fn download_snapshot_dir(
+        &self,
+        archive: &Archive,
+        dir: &Path,
+    ) -> Result<Restored> {
+        archive.check(SNAPSHOT_SET)?;
+        let set = archive.set(SNAPSHOT_SET).expect("checked");
+        if dir.exists() {
+            return Err(Error::Invalid(format!("{} exists already", dir.display())));
+        }
+        let name = dir
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("{} has no name", dir.display())))?;
+        let staging = self
+            .config
+            .data_dir
+            .join(RESTORING_DIR)
+            .join(format!("snapshot-{}", name.to_string_lossy()));
+        let store = self.archive_store.clone();
+        let started = Instant::now();
+        let counts = Counts::default();
+        let downloaded = async {
+            let _ = std::fs::remove_dir_all(&staging);
+            crate::private_file::create_dir(&staging)
+                .ctx(|| format!("creating {}", staging.display()))?;
+            for file in &set.files {
+                chunks::download_file(&store, file, &staging.join(&file.name), &counts).await?;
+            }
+            // The disks the upload flattened differ from what the manifest hashed, and so do
+            // the records that now say they are raw.
+            let mut changed: Vec<String> = SavedVm::read(&staging)?
+                .disks
+                .iter()
+                .filter(|d| d.format == DiskFormat::Qcow2)
+                .map(|d| d.file_name())
+                .collect();
+            changed.extend(self.mark_disks_raw(&staging)?);
+            std::fs::rename(&staging, dir)
+                .ctx(|| format!("moving {} to {}", staging.display(), dir.display()))?;
+            Ok::<_, Error>(changed)
+        }
+        .await;
+        let changed = match downloaded {
+            Ok(changed) => changed,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        let report = report(&counts, &archive.sets, started);
+        tracing::info!(dir = %dir.display(), ?report, "snapshot downloaded");
+        Ok(Restored {
+            report,
+            changed: vec![(SNAPSHOT_SET.into(), changed)],
+        })
+    }
+
     pub(super) async fn restore_archive_of(
         &self,
         id: &str,
         archive: &Archive,
         extra: &[ArchiveDir],
     ) -> Result<Restored> {
-        archive.check()?;
+        archive.check(SANDBOX_SET)?;
         let dir = self.dir(id)?;
         self.require_no_vm(id, "archived")?;
         let staging = self.config.data_dir.join(RESTORING_DIR).join(id);
@@ -233,6 +342,14 @@ impl LocalHost {
                 .ctx(|| format!("linking {} into {}", disk.display(), target.display()))?;
             changed.push(name.clone());
         }
+        changed.extend(self.mark_disks_raw(target)?);
+        Ok(changed)
+    }
+
+    /// Makes the host record and the driver's record of the VM in snapshot directory `target`
+    /// say its disks are raw (what an upload flattened them to); returns the files it changed.
+    fn mark_disks_raw(&self, target: &Path) -> Result<Vec<String>> {
+        let mut changed = Vec::new();
         if target.join(HOST_FILE).is_file() {
             let mut saved = SavedVm::read(target)?;
             for disk in &mut saved.disks {

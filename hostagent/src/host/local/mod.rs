@@ -992,6 +992,14 @@ impl HostAgent for LocalHost {
         self.restore_archive_of(id, archive, extra).await
     }
 
+    async fn upload_snapshot(&self, dir: &Path) -> Result<Archived> {
+        self.upload_snapshot_dir(dir).await
+    }
+
+    async fn download_snapshot(&self, archive: &Archive, dir: &Path) -> Result<Restored> {
+        self.download_snapshot_dir(archive, dir).await
+    }
+
     async fn create_volume(&self, id: &str, size_mib: u64) -> Result<()> {
         self.make_volume(id, size_mib).await
     }
