@@ -477,6 +477,10 @@ pub struct CreateSandbox {
     /// a backup (`bkup…`): it is fetched from the object store first.
     #[serde(default)]
     pub backup: Option<BackupPolicy>,
+    /// What it may reach beyond the host (default: everything public); in force before its
+    /// first instruction runs, and replaceable later (`PUT …/egress-policy`).
+    #[serde(default)]
+    pub egress: Option<EgressPolicy>,
 }
 
 /// What to run.
@@ -939,6 +943,37 @@ pub struct Snapshot {
     /// Metadata of the sandbox it was taken of.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+}
+
+/// What a sandbox's traffic may reach when neither list names the destination.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EgressDefault {
+    /// Everything not denied.
+    #[default]
+    Allow,
+    /// Only what is allowed.
+    Deny,
+}
+
+/// What a sandbox may reach beyond the host, by address; replaced at any time, in force from
+/// the next packet. Entries are IPv4 addresses or CIDRs; `allow` wins over `deny`. Whatever it
+/// says, other sandboxes, the host, private, shared (CGNAT), link-local and cloud metadata
+/// addresses stay unreachable (the operator's allow-list of private ranges aside).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EgressPolicy {
+    /// `allow` (default) or `deny`: what happens to traffic neither list names.
+    #[serde(default)]
+    pub default: EgressDefault,
+    /// Always reachable (at most 256 entries), e.g. `203.0.113.0/24`, `198.51.100.7`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Never reachable unless also allowed (at most 256 entries).
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 /// A sandbox's continuous backup: while it runs, a backup every `interval_secs`; the newest

@@ -70,6 +70,13 @@ impl HostAgent for NoVms {
     ) -> platinum_hostagent::Result<()> {
         no_vms()
     }
+    async fn set_egress(
+        &self,
+        _: &str,
+        _: platinum_hostagent::net::EgressRules,
+    ) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
     async fn prepare_template(&self, _: &str) -> platinum_hostagent::Result<String> {
         no_vms()
     }

@@ -24,8 +24,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use routes::{
-    backups, capacity, exec, files, keys, pools, ports, processes, sandboxes, share, snapshots,
-    templates, volumes,
+    backups, capacity, egress, exec, files, keys, pools, ports, processes, sandboxes, share,
+    snapshots, templates, volumes,
 };
 
 /// Top-level facts of the document; paths come from the handlers.
@@ -48,6 +48,7 @@ use routes::{
         (name = "snapshots", description = "Signed snapshots, restore, fork, checkpoints and rollback"),
         (name = "pools", description = "Warm pools: running sandboxes a create claims without starting a VM"),
         (name = "share", description = "The host share (`/mnt/dnah-share` in the guest), read and written on the host in any state"),
+        (name = "network", description = "Egress policies: what a sandbox may reach beyond the host, changed at runtime"),
         (name = "backups", description = "Continuous backup: snapshots of running sandboxes in object storage, restored as new sandboxes"),
         (name = "volumes", description = "Named persistent volumes, attached to sandboxes at create or while they run"),
         (name = "templates", description = "Templates: built-in ones, and custom ones built from steps in a builder VM"),
@@ -154,6 +155,10 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
         .routes(routes!(backups::list_backups))
         .routes(routes!(backups::get_backup, backups::delete_backup))
         .routes(routes!(backups::restore_backup))
+        .routes(routes!(
+            egress::get_egress_policy,
+            egress::set_egress_policy
+        ))
         .routes(routes!(share::share_root))
         .routes(routes!(volumes::create_volume, volumes::list_volumes))
         .routes(routes!(volumes::get_volume, volumes::delete_volume))

@@ -1,7 +1,8 @@
 //! The sandbox network cannot be spoofed or used to reach private ranges, with real VMs: a
 //! guest that takes other addresses, forges ARP or speaks IPv6 gets nowhere, and the host, the
 //! other sandbox, cloud metadata and private addresses are refused while DNS and the allow-list
-//! work. Needs root (bridge, TAPs, nftables, a network namespace).
+//! work; egress policies narrow what a sandbox reaches at runtime and never widen it. Needs root
+//! (bridge, TAPs, nftables, a network namespace).
 //!
 //! Test traffic never leaves this machine: every target address (a stand-in for the internet,
 //! metadata addresses, private addresses) lives in a network namespace the test creates, with
@@ -51,7 +52,10 @@ struct Namespace {
 
 impl Namespace {
     fn create(addresses: &[Ipv4Addr]) -> Namespace {
-        let id = std::process::id() % 100_000;
+        // Unique per namespace of this process (tests of one binary run at once).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = std::process::id() % 10_000 * 10
+            + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
         let mut ns = Namespace {
             name: format!("ptsec{id}"),
             veth: format!("ptsh{id}"),
@@ -478,5 +482,122 @@ async fn guests_cannot_spoof_or_reach_private_ranges() {
         t.delete(id).await.unwrap();
     }
     drop(t);
+    drop(ns);
+}
+
+/// Egress policies, from inside a guest: a deny-all policy with an allow-list reaches only what
+/// it lists; a policy replaced at runtime holds for the next connection; deny loses to allow; a
+/// policy cannot open private ranges; a stopped and started sandbox keeps its policy; domain
+/// entries are refused as not enforced yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn egress_policies_narrow_what_a_sandbox_reaches_at_runtime() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root to create a bridge, TAPs, nftables rules and a namespace");
+    }
+    let net = test_network();
+    let n = (u32::from(net.subnet) >> 16 & 0xff) as u8;
+    let (a, b) = (
+        Ipv4Addr::new(203, 0, 113, 30),
+        Ipv4Addr::new(203, 0, 113, 31),
+    );
+    let private = Ipv4Addr::new(172, 29, n, 40);
+    let ns = Namespace::create(&[a, b, private]);
+    for addr in [a, b, private] {
+        assert!(
+            host_gets_200(addr, Duration::from_secs(20)),
+            "the namespace's listener on {addr} does not answer the host"
+        );
+    }
+    let t = TestServer::start_with(|c| c.network = Some(net.clone()))
+        .await
+        .unwrap();
+    let targets: Vec<String> = [a, b, private]
+        .iter()
+        .map(|x| format!("{x}:{PORT}"))
+        .collect();
+    let reach = |got: &BTreeMap<String, String>| -> Vec<bool> {
+        targets.iter().map(|x| got[x] == "200").collect()
+    };
+    let policy = |id: &str, body: Value| {
+        t.req(
+            reqwest::Method::PUT,
+            &format!("/v1/sandboxes/{id}/egress-policy"),
+        )
+        .json(&body)
+    };
+
+    // Deny all but A, from the first instruction on.
+    let s = t
+        .create(json!({"egress": {"default": "deny", "allow": [a.to_string()]}}))
+        .await
+        .unwrap();
+    let id = s["id"].as_str().unwrap();
+    assert_eq!(
+        reach(&probe(&t, id, None, &targets).await),
+        [true, false, false]
+    );
+
+    // Replaced at runtime: A denied, the rest allowed — private stays out even when listed.
+    let set = t
+        .expect(
+            policy(
+                id,
+                json!({"deny": [format!("{a}/32")], "allow": ["172.16.0.0/12"]}),
+            ),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(set["default"], "allow", "{set}");
+    assert_eq!(
+        reach(&probe(&t, id, None, &targets).await),
+        [false, true, false]
+    );
+
+    // Allow wins over deny.
+    t.expect(
+        policy(
+            id,
+            json!({"default": "deny", "allow": [b.to_string()], "deny": ["203.0.113.0/24"]}),
+        ),
+        200,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reach(&probe(&t, id, None, &targets).await),
+        [false, true, false]
+    );
+
+    // Bad entries are typed errors and change nothing.
+    for (entry, status, code) in [
+        ("api.example.com", 501, "unsupported"),
+        ("2001:db8::/32", 400, "invalid_request"),
+        ("203.0.113.0/40", 400, "invalid_request"),
+    ] {
+        t.expect_error(policy(id, json!({"allow": [entry]})), status, code)
+            .await
+            .unwrap();
+    }
+    let kept = t
+        .expect(
+            t.req(
+                reqwest::Method::GET,
+                &format!("/v1/sandboxes/{id}/egress-policy"),
+            ),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept["allow"], json!([b.to_string()]), "{kept}");
+
+    // Stopped and started: the policy holds from the boot on.
+    t.action(id, "stop").await.unwrap();
+    t.action(id, "start").await.unwrap();
+    assert_eq!(
+        reach(&probe(&t, id, None, &targets).await),
+        [false, true, false]
+    );
+    t.delete(id).await.unwrap();
     drop(ns);
 }

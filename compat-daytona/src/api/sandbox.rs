@@ -465,6 +465,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
         boot: BootMode::Auto,
         volumes: mounts,
         backup: None,
+        egress: None,
     };
     Ok(Prepared { create, image })
 }

@@ -454,6 +454,7 @@ impl Engine {
             env: Default::default(),
             transport: None,
             internet: None,
+            egress: Default::default(),
         }))
         .await
         .map_err(|e| failure(format!("starting the builder VM: {e}")))?;

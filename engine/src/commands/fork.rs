@@ -54,6 +54,12 @@ impl Engine {
         self.check_room_for_snapshot(&source)?;
         self.require_no_volumes(id, "forking it").await?;
         self.touch(&source).await;
+        // Copies reach what the source may reach.
+        let egress = self.store.get_egress_policy(id).await?;
+        let rules = match &egress {
+            Some(p) => crate::commands::egress::egress_rules(p)?,
+            None => Default::default(),
+        };
         let mut copies: Vec<Sandbox> = (0..req.count).map(|_| copy_of(&source)).collect();
         if let Some(first) = copies.first_mut() {
             first.name = req.name.clone();
@@ -70,6 +76,10 @@ impl Engine {
                     .insert_sandbox(copy)
                     .await
                     .map_err(|e| (inserted, e))?;
+                self.store
+                    .set_egress_policy(&copy.id, egress.as_ref())
+                    .await
+                    .map_err(|e| (inserted + 1, e))?;
             }
             Ok(())
         }
@@ -105,6 +115,7 @@ impl Engine {
         let restores = copies.iter().map(|copy| {
             let dir = dir.clone();
             let copy = copy.clone();
+            let egress = rules.clone();
             async move {
                 self.store
                     .append_event(&copy.id, "forking", &serde_json::json!({ "source": id }))
@@ -115,6 +126,7 @@ impl Engine {
                         snapshot_dir: dir,
                         env: copy.env.clone(),
                         restore_as: RestoreAs::New { internet: None },
+                        egress,
                     },
                     start: StartInfo {
                         path: StartPath::Fork,

@@ -136,6 +136,7 @@ impl Engine {
         let mounts = std::mem::take(&mut req.volumes);
         self.check_volume_mounts(&mounts).await?;
         let policy = req.backup.take();
+        let egress = req.egress.clone();
         if let Some(p) = &policy {
             crate::commands::backups::check_policy(p)?;
         }
@@ -150,6 +151,10 @@ impl Engine {
         let sandbox = created?;
         if policy.is_some() {
             self.store.set_backup_policy(&sandbox.id, policy).await?;
+        }
+        if let Some(egress) = egress {
+            // A sandbox claimed from a warm pool booted without it: in force from here on.
+            self.set_egress_policy(&sandbox.id, egress).await?;
         }
         for m in mounts {
             let attach = AttachVolume {
@@ -175,6 +180,10 @@ impl Engine {
         pool: Option<&str>,
     ) -> Result<Sandbox> {
         let cfg = &self.config;
+        let egress = match &req.egress {
+            Some(p) => crate::commands::egress::egress_rules(p)?,
+            None => Default::default(),
+        };
         // A snapshot is checked (signature, hashes, compatibility) before anything is created.
         let from = match req.snapshot.take() {
             Some(name) => {
@@ -327,6 +336,7 @@ impl Engine {
             env: sandbox.env.clone(),
             transport: None,
             internet: req.internet,
+            egress: egress.clone(),
         };
         let restore = |dir, start: StartInfo, fallback| NewVm::Restore {
             vm: RestoreVm {
@@ -336,6 +346,7 @@ impl Engine {
                 restore_as: RestoreAs::New {
                     internet: req.internet,
                 },
+                egress: egress.clone(),
             },
             start,
             fallback,
@@ -552,6 +563,7 @@ impl Engine {
         // schedule ends.
         self.store.delete_archive(id).await?;
         self.store.set_backup_policy(id, None).await?;
+        self.store.set_egress_policy(id, None).await?;
         s.error = None;
         self.transition(&mut s, SandboxState::Deleted, serde_json::json!({}))
             .await?;
@@ -660,6 +672,7 @@ impl Engine {
                             snapshot_dir: dir.clone(),
                             env: s.env.clone(),
                             restore_as: RestoreAs::Same,
+                            egress: Default::default(),
                         };
                         engine.boot_bounded(engine.host.restore(restore)).await
                     }

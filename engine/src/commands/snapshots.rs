@@ -331,6 +331,7 @@ impl Engine {
                 snapshot_dir: dir,
                 env: s.env.clone(),
                 restore_as: RestoreAs::Same,
+                egress: Default::default(),
             })
             .await;
         match restored {

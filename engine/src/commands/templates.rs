@@ -199,6 +199,7 @@ impl Engine {
                 env: Default::default(),
                 transport: None,
                 internet: None,
+                egress: Default::default(),
             }))
             .await?;
             if let Some(custom) = &image.custom {

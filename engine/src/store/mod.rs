@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use crate::builds::model::{BuildLogEntry, BuildStatus, CustomTemplate, TemplateBuild};
 use crate::error::Result;
 use crate::model::{
-    BackupPolicy, ListQuery, Page, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind, Volume,
+    BackupPolicy, EgressPolicy, ListQuery, Page, Pool, Sandbox, SandboxState, Snapshot,
+    SnapshotKind, Volume,
 };
 use crate::snapshots::archive::SignedArchive;
 
@@ -179,6 +180,16 @@ pub trait Store: Send + Sync {
 
     /// Every backup schedule, by sandbox.
     async fn backup_policies(&self) -> Result<Vec<(String, BackupPolicy)>>;
+
+    /// Sets (`Some`) or removes sandbox `sandbox_id`'s egress policy.
+    async fn set_egress_policy(
+        &self,
+        sandbox_id: &str,
+        policy: Option<&EgressPolicy>,
+    ) -> Result<()>;
+
+    /// Sandbox `sandbox_id`'s egress policy, if one was set.
+    async fn get_egress_policy(&self, sandbox_id: &str) -> Result<Option<EgressPolicy>>;
 
     /// Inserts a new volume; a taken name is [`crate::Error::Conflict`].
     async fn insert_volume(&self, volume: &Volume) -> Result<()>;

@@ -13,13 +13,14 @@ use super::{ApiKeyRecord, ListQuery, Page, Store};
 use crate::builds::model::{BuildLogEntry, BuildStatus, CustomTemplate, TemplateBuild};
 use crate::error::{Error, Result};
 use crate::model::{
-    BackupPolicy, LifecycleRules, Pool, Sandbox, SandboxState, Snapshot, SnapshotKind,
-    TimeoutAction, Volume,
+    BackupPolicy, EgressPolicy, LifecycleRules, Pool, Sandbox, SandboxState, Snapshot,
+    SnapshotKind, TimeoutAction, Volume,
 };
 use crate::snapshots::archive::SignedArchive;
 
 mod archives;
 mod backups;
+mod egress;
 mod templates;
 mod volumes;
 
@@ -728,6 +729,18 @@ impl Store for SqliteStore {
 
     async fn backup_policies(&self) -> Result<Vec<(String, BackupPolicy)>> {
         self.backup_policy_rows().await
+    }
+
+    async fn set_egress_policy(
+        &self,
+        sandbox_id: &str,
+        policy: Option<&EgressPolicy>,
+    ) -> Result<()> {
+        self.set_egress_policy_row(sandbox_id, policy).await
+    }
+
+    async fn get_egress_policy(&self, sandbox_id: &str) -> Result<Option<EgressPolicy>> {
+        self.egress_policy_row(sandbox_id).await
     }
 
     async fn insert_volume(&self, volume: &Volume) -> Result<()> {

@@ -20,6 +20,7 @@ use crate::archive::{Archive, ArchiveDir, Archived, Restored};
 use crate::error::Result;
 use crate::guest::GuestClient;
 use crate::image::oci::{ImportImage, ImportedImage};
+use crate::net::EgressRules;
 use crate::share::{ByteStream, ShareEntry};
 use crate::vmm::{Accel, TransportKind, VmExit, VmmKind};
 use snapshot::{AfterSave, RestoreVm, SaveReport};
@@ -72,6 +73,8 @@ pub struct CreateVm {
     /// `Some(true)` = required (fails where the host has none), `Some(false)` = a network
     /// interface without access beyond the host.
     pub internet: Option<bool>,
+    /// What it may reach beyond the host, by address (in force before the guest runs).
+    pub egress: EgressRules,
 }
 
 /// A VM as the host sees it.
@@ -187,6 +190,11 @@ pub trait HostAgent: Send + Sync {
 
     /// Restarts the vCPUs and re-syncs the guest clock.
     async fn resume(&self, id: &str) -> Result<()>;
+
+    /// Replaces what sandbox `id` may reach beyond the host: kept in its record (every later
+    /// boot and restore has it) and, while it holds a network lease, in force from the next
+    /// packet on.
+    async fn set_egress(&self, id: &str, rules: EgressRules) -> Result<()>;
 
     /// Writes the VM's full state (device state, memory, disks, [`snapshot::HOST_FILE`]) into
     /// `dir`, which exists and is empty, then lets it go on or exit ([`AfterSave`]).

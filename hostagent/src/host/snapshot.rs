@@ -125,6 +125,9 @@ pub struct RestoreVm {
     pub env: BTreeMap<String, String>,
     /// Same or new sandbox.
     pub restore_as: RestoreAs,
+    /// A new sandbox's egress rules (the same sandbox keeps its own).
+    #[serde(default)]
+    pub egress: crate::net::EgressRules,
 }
 
 /// Every regular file's name in `dir`, sorted.

@@ -10,7 +10,8 @@
 //!   the host (only replies pass) or to other sandboxes; nothing at all from sandboxes whose
 //!   internet access is off (set `no_internet`); nothing to private, shared (CGNAT), link-local
 //!   and cloud metadata addresses ([`BLOCKED_RANGES`]) except the resolvers each sandbox was given
-//!   (set `dns`, port 53) and the configured allow-list ([`NetworkConfig::allow_private`]).
+//!   (set `dns`, port 53) and the configured allow-list ([`NetworkConfig::allow_private`]);
+//!   after those, each sandbox's own egress rules (map `egress`, see [`super::egress`]).
 //!
 //! Both tables are replaced atomically on setup (one `nft -f` transaction), so a host restart or
 //! a changed subnet never leaves stale rules. Other tables on the host are not touched. Note that
@@ -82,6 +83,9 @@ table inet {table} {{
         type ipv4_addr
         flags interval{allowed}
     }}
+    map egress {{
+        type ipv4_addr : verdict
+    }}
     chain forward {{
         type filter hook forward priority filter; policy accept;
         iifname "{br}" meta nfproto != ipv4 drop
@@ -92,6 +96,7 @@ table inet {table} {{
         iifname "{br}" ip saddr . ip daddr @dns meta l4proto {{ tcp, udp }} th dport 53 accept
         iifname "{br}" ip daddr @allow_private accept
         iifname "{br}" ip daddr @private drop
+        iifname "{br}" ip saddr vmap @egress
     }}
     chain input {{
         type filter hook input priority filter; policy accept;
@@ -273,6 +278,22 @@ async fn delete_element(config: &NetworkConfig, e: &Element) -> Result<()> {
     }
 }
 
+/// Gives `ip` exactly the egress `rules` (see [`super::egress`]).
+pub async fn set_egress(
+    config: &NetworkConfig,
+    ip: Ipv4Addr,
+    rules: &super::egress::EgressRules,
+) -> Result<()> {
+    let script = super::egress::apply_script(&table(&config.bridge), ip, rules);
+    run_script("setting the egress rules", &script).await
+}
+
+/// Removes `ip`'s egress rules (fine when there are none).
+pub async fn remove_egress(config: &NetworkConfig, ip: Ipv4Addr) -> Result<()> {
+    let script = super::egress::removal_script(&table(&config.bridge), ip);
+    run_script("removing the egress rules", &script).await
+}
+
 /// Allows or blocks traffic from `ip` to anything beyond the host.
 pub async fn set_internet(config: &NetworkConfig, ip: Ipv4Addr, allowed: bool) -> Result<()> {
     let element = Element {
@@ -368,7 +389,10 @@ mod tests {
         }
         assert!(replies < inbound);
         assert!(dns < private && allowed < private, "{forward:#?}");
-        assert_eq!(forward.len(), 9, "{forward:#?}");
+        // A sandbox's own egress rules come last: they can narrow, never widen.
+        let egress = at(r#"iifname "pt-br0" ip saddr vmap @egress"#);
+        assert!(private < egress, "{forward:#?}");
+        assert_eq!(forward.len(), 10, "{forward:#?}");
     }
 
     #[test]

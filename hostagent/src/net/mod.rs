@@ -24,9 +24,12 @@
 //! host runs sandboxes without a network and says why ([`Network::unavailable_reason`]).
 
 pub mod dns;
+pub mod egress;
 pub mod firewall;
 pub mod ipam;
 mod link;
+
+pub use egress::EgressRules;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -251,9 +254,15 @@ impl Network {
         self.leases.lock().expect("network leases").remove(id);
     }
 
-    /// Gives sandbox `id` a lease (keeping one it already has), pins it in the firewall and
-    /// creates its TAP.
-    pub async fn attach(&self, id: &str, internet: bool, previous: Option<Lease>) -> Result<Lease> {
+    /// Gives sandbox `id` a lease (keeping one it already has), pins it in the firewall with
+    /// its `egress` rules and creates its TAP.
+    pub async fn attach(
+        &self,
+        id: &str,
+        internet: bool,
+        previous: Option<Lease>,
+        egress: &EgressRules,
+    ) -> Result<Lease> {
         if let Some(reason) = &self.unavailable {
             return Err(Error::Unsupported(format!(
                 "sandbox networking is unavailable on this host: {reason}"
@@ -274,6 +283,7 @@ impl Network {
         // The firewall knows the port before it exists, so the TAP is never unfiltered.
         let created = async {
             firewall::set_internet(&self.config, lease.ip, internet).await?;
+            firewall::set_egress(&self.config, lease.ip, egress).await?;
             firewall::add_lease(&self.config, &lease).await?;
             link::create_tap(&lease.tap, &self.config.bridge).await
         };
@@ -306,10 +316,28 @@ impl Network {
             return Ok(());
         }
         firewall::remove_lease(&self.config, &lease).await?;
+        firewall::remove_egress(&self.config, lease.ip).await?;
         if release {
             firewall::set_internet(&self.config, lease.ip, true).await?;
         }
         Ok(())
+    }
+
+    /// Replaces the egress rules of sandbox `id` when it holds a lease (they hold from the next
+    /// packet on); without one there is nothing to do until its next attach.
+    pub async fn set_egress(&self, id: &str, rules: &EgressRules) -> Result<()> {
+        let ip = self
+            .leases
+            .lock()
+            .expect("network leases")
+            .get(id)
+            .map(|l| l.ip);
+        match ip {
+            Some(ip) if self.unavailable.is_none() => {
+                firewall::set_egress(&self.config, ip, rules).await
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -49,7 +49,7 @@ use crate::image::oci::{ImportImage, ImportedImage, RegistryOptions};
 use crate::image::{
     ConsoleLog, GuestImage, ImageCache, Progress, builtin_templates, kernel_cmdline, template,
 };
-use crate::net::{Lease, Network};
+use crate::net::{EgressRules, Lease, Network};
 use crate::share::{ByteStream, ShareEntry};
 use crate::transport;
 use crate::vmm::{DiskFormat, NetSpec, SHARE_TAG, TransportKind, Vm, VmSpec, Vmm};
@@ -137,6 +137,9 @@ struct VmRecord {
     /// its old address was taken): the next restore from it gives the guest its lease again.
     #[serde(default)]
     reidentify: bool,
+    /// What the sandbox may reach beyond the host (applied whenever it gets its network).
+    #[serde(default)]
+    egress: EgressRules,
 }
 
 struct Slot {
@@ -457,7 +460,12 @@ impl LocalHost {
         };
         let lease = self
             .network
-            .attach(&record.spec.id, internet, record.lease.clone())
+            .attach(
+                &record.spec.id,
+                internet,
+                record.lease.clone(),
+                &record.egress,
+            )
             .await?;
         record.spec.net = Some(NetSpec {
             tap: lease.tap.clone(),
@@ -808,6 +816,13 @@ impl HostAgent for LocalHost {
         self.info.clone()
     }
 
+    async fn set_egress(&self, id: &str, rules: EgressRules) -> Result<()> {
+        let mut record = read_record(&self.dir(id)?, id)?;
+        record.egress = rules.clone();
+        write_record(&record)?;
+        self.network.set_egress(id, &rules).await
+    }
+
     async fn set_env(&self, id: &str, env: BTreeMap<String, String>) -> Result<()> {
         let slot = self.slot(id)?;
         let mut record = read_record(&self.dir(id)?, id)?;
@@ -894,6 +909,7 @@ impl HostAgent for LocalHost {
             lease: None,
             base_cmdline,
             reidentify: false,
+            egress: req.egress,
         };
         write_record(&record)?;
         self.boot(record, NetPlan::Auto(req.internet), None).await

@@ -167,6 +167,7 @@ impl LocalHost {
                     lease: None,
                     base_cmdline,
                     reidentify: false,
+                    egress: req.egress.clone(),
                 };
                 write_record(&record)?;
                 (

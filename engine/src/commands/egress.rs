@@ -1,0 +1,171 @@
+//! Egress policies: what a sandbox may reach beyond the host, by address, set at create and
+//! replaced at any time without restarting its VM.
+//!
+//! The engine checks the policy, keeps it (`egress_policies`) and hands the host its rules
+//! ([`EgressRules`]), which the host keeps in the sandbox's record (every boot and restore has
+//! them before the guest runs) and enforces in the bridge firewall from the next packet on
+//! (see `hostagent::net::egress`). The policy only ever narrows: the host, other sandboxes and
+//! private and metadata ranges stay unreachable whatever it allows.
+//!
+//! Domains are not accepted yet (a typed `unsupported`): they need a resolver and a TLS/HTTP
+//! name check on the host side to be enforced rather than trusted to the guest.
+
+use std::net::Ipv4Addr;
+
+use platinum_hostagent::net::{EgressRules, Ipv4Net};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::model::{EgressDefault, EgressPolicy, SandboxState};
+
+/// Entries per list.
+pub const MAX_ENTRIES: usize = 256;
+
+/// One entry as a network: `a.b.c.d` or `a.b.c.d/n`.
+fn network(entry: &str) -> Result<Ipv4Net> {
+    let entry = entry.trim();
+    if let Ok(net) = entry.parse::<Ipv4Net>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(ip) = entry.parse::<Ipv4Addr>() {
+        return Ok(Ipv4Net::from(ip));
+    }
+    if entry.contains(':') && entry.parse::<std::net::IpAddr>().is_ok()
+        || entry
+            .split('/')
+            .next()
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+    {
+        return Err(Error::InvalidRequest(format!(
+            "{entry:?}: sandboxes have no IPv6 route; give IPv4 addresses or CIDRs"
+        )));
+    }
+    let looks_like_a_name = !entry.is_empty()
+        && entry
+            .trim_start_matches("*.")
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if looks_like_a_name && entry.chars().any(|c| c.is_ascii_alphabetic()) {
+        return Err(Error::Unsupported(format!(
+            "{entry:?}: domain rules are not enforced yet; give IPv4 addresses or CIDRs"
+        )));
+    }
+    Err(Error::InvalidRequest(format!(
+        "{entry:?} is not an IPv4 address or CIDR"
+    )))
+}
+
+fn networks(list: &[String], which: &str) -> Result<Vec<Ipv4Net>> {
+    if list.len() > MAX_ENTRIES {
+        return Err(Error::InvalidRequest(format!(
+            "{which} has {} entries; at most {MAX_ENTRIES}",
+            list.len()
+        )));
+    }
+    list.iter().map(|e| network(e)).collect()
+}
+
+/// Checks a policy and turns it into the host's rules.
+pub(crate) fn egress_rules(policy: &EgressPolicy) -> Result<EgressRules> {
+    Ok(EgressRules {
+        default_deny: policy.default == EgressDefault::Deny,
+        allow: networks(&policy.allow, "allow")?,
+        deny: networks(&policy.deny, "deny")?,
+    })
+}
+
+impl Engine {
+    /// A sandbox's egress policy (everything public when none was set).
+    pub async fn get_egress_policy(&self, id: &str) -> Result<EgressPolicy> {
+        let s = self.load(id).await?;
+        Ok(self
+            .store
+            .get_egress_policy(&s.id)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Replaces a sandbox's egress policy; a running sandbox has it from its next packet on.
+    pub async fn set_egress_policy(&self, id: &str, policy: EgressPolicy) -> Result<EgressPolicy> {
+        let rules = egress_rules(&policy)?;
+        let _g = self.lock(id).await;
+        let s = self.load(id).await?;
+        if matches!(
+            s.state,
+            SandboxState::Archived | SandboxState::Deleted | SandboxState::Creating
+        ) {
+            return Err(Error::InvalidState {
+                id: s.id.clone(),
+                state: s.state.to_string(),
+                action: "an egress policy change".into(),
+                needed: "on this host (start an archived sandbox first)".into(),
+            });
+        }
+        self.host.set_egress(&s.id, rules).await?;
+        self.store.set_egress_policy(&s.id, Some(&policy)).await?;
+        let detail = serde_json::json!({
+            "default": policy.default, "allow": policy.allow, "deny": policy.deny,
+        });
+        self.store
+            .append_event(&s.id, "egress_policy_set", &detail)
+            .await?;
+        Ok(policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    fn policy(default: EgressDefault, allow: &[&str], deny: &[&str]) -> EgressPolicy {
+        EgressPolicy {
+            default,
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            deny: deny.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn addresses_and_cidrs_become_rules_and_anything_else_is_refused() {
+        let rules = egress_rules(&policy(
+            EgressDefault::Deny,
+            &["203.0.113.7", "198.51.100.9/24"],
+            &[" 192.0.2.0/28 "],
+        ))
+        .unwrap();
+        assert!(rules.default_deny);
+        assert_eq!(
+            rules.allow,
+            vec![
+                "203.0.113.7/32".parse::<Ipv4Net>().unwrap(),
+                "198.51.100.0/24".parse().unwrap()
+            ]
+        );
+        assert_eq!(rules.deny, vec!["192.0.2.0/28".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(
+            egress_rules(&EgressPolicy::default()).unwrap(),
+            EgressRules::default()
+        );
+        let code = |allow: &str| {
+            egress_rules(&policy(EgressDefault::Allow, &[allow], &[]))
+                .unwrap_err()
+                .code()
+        };
+        assert_eq!(code("example.com"), ErrorCode::Unsupported);
+        assert_eq!(code("*.example.com"), ErrorCode::Unsupported);
+        assert_eq!(code("2001:db8::/32"), ErrorCode::InvalidRequest);
+        assert_eq!(code("10.0.0.0/33"), ErrorCode::InvalidRequest);
+        assert_eq!(code("; drop"), ErrorCode::InvalidRequest);
+        assert_eq!(code(""), ErrorCode::InvalidRequest);
+        let many: Vec<String> = (0..=MAX_ENTRIES)
+            .map(|i| format!("203.0.113.{}", i % 250))
+            .collect();
+        let e = egress_rules(&EgressPolicy {
+            deny: many,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidRequest);
+    }
+}
