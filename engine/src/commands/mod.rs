@@ -24,6 +24,7 @@
 //! - [`capacity`]: what holds a VM against the host's limits; admission.
 //! - [`share`]: the host share: files read and written on the host, whatever the VM's state.
 //! - [`volumes`]: named persistent volumes, attached (hot, or at create) and mounted in sandboxes.
+//! - [`volume_files`]: files in a volume, through the sandbox that has it mounted or in its image.
 
 pub mod archive;
 pub mod capacity;
@@ -46,5 +47,6 @@ pub mod snapshots;
 pub mod suspend;
 pub mod templates;
 pub mod tokens;
+pub mod volume_files;
 pub mod volumes;
 pub mod watch;
