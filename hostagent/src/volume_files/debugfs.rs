@@ -1,8 +1,9 @@
 //! Running `debugfs` (and `e2fsck` for journal replay; both e2fsprogs) on a volume image a
-//! guest wrote, treating the image as hostile: a cleared environment, resource limits (CPU time, address space, size of the files
-//! it may write, no core dumps), a wall-clock timeout, and commands fed from a script file the
-//! host built. Only names the `debugfs` command parser carries intact are ever put in a script
-//! ([`quote`]); the only host paths in one are files in a private scratch directory.
+//! guest wrote, treating the image as hostile: a cleared environment, resource limits (CPU
+//! time, address space, size of the files it may write, no core dumps), a wall-clock timeout,
+//! output capped at 64 MiB, and commands fed from a script file the host built. Only names the
+//! `debugfs` command parser carries intact are ever put in a script ([`quote`]); the only host
+//! paths in one are files in a private scratch directory.
 //!
 //! `debugfs -f` echoes each command (`debugfs: <command>`) before its output, so the output
 //! splits into one [`Section`] per command; a section whose echo differs from the command sent
@@ -24,6 +25,8 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 const CPU_SECONDS: u64 = 60;
 /// Address space of one run (the block bitmaps of a 1 TiB volume take 32 MiB).
 const ADDRESS_SPACE: u64 = 4 << 30;
+/// Most output (each of stdout and stderr) one run may print.
+const MAX_OUTPUT: usize = 64 << 20;
 /// The echo `debugfs -f` prints before each command's output.
 const ECHO: &str = "debugfs: ";
 
@@ -164,14 +167,45 @@ async fn sandboxed(
         ?args,
         "running an e2fsprogs tool on a volume image"
     );
-    let child = command.spawn().ctx(|| format!("starting {program}"))?;
-    tokio::time::timeout(TIMEOUT, child.wait_with_output())
+    let mut child = command.spawn().ctx(|| format!("starting {program}"))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(Error::Invalid(format!(
+            "{program}'s output pipes are missing"
+        )));
+    };
+    let run = async {
+        let (stdout, stderr) = tokio::try_join!(capped(stdout), capped(stderr))?;
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        })
+    };
+    // On a timeout or too much output the child is dropped, which kills it.
+    tokio::time::timeout(TIMEOUT, run)
         .await
         .map_err(|_| Error::Timeout {
             what: format!("{program} on a volume image"),
             seconds: TIMEOUT.as_secs(),
         })?
-        .ctx(|| format!("waiting for {program}"))
+        .map_err(|e| volume_error(GuestErrorCode::Io, format!("running {program}: {e}")))
+}
+
+/// All of `pipe`, or an error once it passes [`MAX_OUTPUT`] bytes (a hostile image can make
+/// a listing as long as it likes).
+async fn capped(pipe: impl tokio::io::AsyncRead + Unpin) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    pipe.take(MAX_OUTPUT as u64 + 1)
+        .read_to_end(&mut out)
+        .await?;
+    if out.len() > MAX_OUTPUT {
+        return Err(std::io::Error::other(format!(
+            "more than {MAX_OUTPUT} bytes of output"
+        )));
+    }
+    Ok(out)
 }
 
 /// Sets resource limit `resource` (soft and hard) to `value`.
