@@ -13,6 +13,9 @@
 //! - Signed file URLs (`download_url`/`upload_url`): `signature = "v1_" +
 //!   base64_nopad(sha256("{path}:{read|write}:{username}:{token}[:{expiration}]"))`, and an
 //!   expiration, when given, must not have passed.
+//! - Volume token: `HMAC-SHA256(key, "volume-token:" + volume id)`, hex, handed out as the
+//!   `token` of `VolumeAndToken`; the volume content API takes it as `Authorization: Bearer`
+//!   (an API key works there too).
 //! - Template file upload URLs (handed out by `GET /templates/{id}/files/{hash}`, used without
 //!   the API key): `signature = hex(HMAC-SHA256(key, "template-files:{hash}:{expires}"))` with
 //!   `expires` in Unix seconds, which must not have passed ([`template_files_signature`]).
@@ -30,27 +33,38 @@ pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
 /// Header carrying the traffic access token (E2B's `E2B-Traffic-Access-Token`).
 pub const TRAFFIC_TOKEN_HEADER: &str = "e2b-traffic-access-token";
 
+/// `hex(HMAC-SHA256(secret, label + subject))`: every token and signature of this front end.
+fn hmac_hex(secret: &[u8], label: &str, subject: &str) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(label.as_bytes());
+    mac.update(subject.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// The envd access token of a sandbox.
 pub fn access_token(secret: &[u8], sandbox_id: &str) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(b"envd-access-token:");
-    mac.update(sandbox_id.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hmac_hex(secret, "envd-access-token:", sandbox_id)
 }
 
 /// The traffic access token of a sandbox (for its ports other than envd and the interpreter).
 pub fn traffic_token(secret: &[u8], sandbox_id: &str) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(b"traffic-access-token:");
-    mac.update(sandbox_id.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hmac_hex(secret, "traffic-access-token:", sandbox_id)
+}
+
+/// The token of a volume (`VolumeAndToken.token`), which the volume content API takes as
+/// `Authorization: Bearer`.
+pub fn volume_token(secret: &[u8], volume_id: &str) -> String {
+    hmac_hex(secret, "volume-token:", volume_id)
+}
+
+/// Whether `headers` carry volume `volume_id`'s token as `Authorization: Bearer`.
+pub fn has_volume_token(headers: &HeaderMap, secret: &[u8], volume_id: &str) -> bool {
+    bearer(headers).is_some_and(|t| same(t.as_bytes(), volume_token(secret, volume_id).as_bytes()))
 }
 
 /// The signature of a template file upload URL for `hash`, valid until `expires` (Unix seconds).
 pub fn template_files_signature(secret: &[u8], hash: &str, expires: i64) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(format!("template-files:{hash}:{expires}").as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hmac_hex(secret, "template-files:", &format!("{hash}:{expires}"))
 }
 
 /// Checks a template file upload URL's signature and expiration against `now_unix`; the error
@@ -161,6 +175,11 @@ pub fn api_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(v.trim());
     }
+    bearer(headers)
+}
+
+/// The credential of `Authorization: Bearer <credential>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
     let auth = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
@@ -206,6 +225,22 @@ mod tests {
         assert!(has_token(&h, &a));
         assert!(!has_token(&h, &access_token(b"key-two", "sbx1")));
         assert!(!has_token(&HeaderMap::new(), &a));
+    }
+
+    #[test]
+    fn volume_tokens_are_bearer_credentials_of_one_volume() {
+        let t = volume_token(b"key", "vol1");
+        assert_ne!(t, access_token(b"key", "vol1"));
+        let bearer = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("authorization", format!("Bearer {v}").parse().unwrap());
+            h
+        };
+        assert!(has_volume_token(&bearer(&t), b"key", "vol1"));
+        assert!(!has_volume_token(&bearer(&t), b"key", "vol2"));
+        assert!(!has_volume_token(&bearer(&t), b"other", "vol1"));
+        assert!(!has_volume_token(&bearer(""), b"key", "vol1"));
+        assert!(!has_volume_token(&HeaderMap::new(), b"key", "vol1"));
     }
 
     #[test]

@@ -65,7 +65,8 @@ const CODE_INTERPRETER_TEMPLATES: &[&str] = &["code-interpreter-v1"];
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The control-plane routes (API key required).
+/// The control-plane routes (API key required; the volume content routes check the volume's
+/// token or an API key themselves).
 pub fn router(ctx: Ctx) -> Router {
     Router::new()
         .route("/sandboxes", post(create).get(list_v1))
@@ -81,6 +82,7 @@ pub fn router(ctx: Ctx) -> Router {
         .merge(crate::templates::routes())
         .merge(crate::volumes::routes())
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_key))
+        .merge(crate::volume_content::routes())
         .with_state(ctx)
 }
 

@@ -12,7 +12,8 @@
 //!   snapshots (`/sandboxes/{id}/snapshots`, `/snapshots`, `DELETE /templates/{id}`) and fork
 //!   ([`snapshots`]); templates and their builds (`/v3/templates`, `/templates/...`,
 //!   [`templates`]), whose file uploads go to a signed URL that needs no API key; volumes
-//!   (`/volumes`, and `volumeMounts` at create: [`volumes`]; no `/volumecontent`).
+//!   (`/volumes`, and `volumeMounts` at create: [`volumes`]) and their files
+//!   (`/volumecontent/{id}/...`, [`volume_content`], behind the volume's token or an API key).
 //! - Sandbox traffic ([`routing`]): a request carrying `E2b-Sandbox-Id` + `E2b-Sandbox-Port`, or
 //!   whose Host is `{port}-{sandboxId}.{domain}`, goes to that sandbox's port: 49983 is envd
 //!   ([`envd`]: Connect RPCs for processes and files, `/files`, `/health`), 49999 the code
@@ -37,6 +38,7 @@ pub mod interpreter;
 pub mod routing;
 pub mod snapshots;
 pub mod templates;
+pub mod volume_content;
 pub mod volumes;
 
 use axum::Router;

@@ -14,11 +14,10 @@
 //! A volume is attached read-write to one sandbox at a time: mounting one that another sandbox
 //! still has is a 409 (kill that sandbox first; its volumes are detached as it goes).
 //!
-//! Not offered: E2B's volume content API (`/volumecontent/{volumeID}/...`, what
-//! `volume.list(path)`, `read_file`, `write_file`, `make_dir`... call, with the volume's
-//! `token`). Files on a volume are read and written through a sandbox that mounts it. The
-//! `token` of `VolumeAndToken` is therefore always the empty string (nothing to keep secret,
-//! nothing accepted anywhere), and no `domain` is returned.
+//! Each `VolumeAndToken` carries the volume's `token`, an HMAC of its id (see [`crate::auth`]):
+//! what the content API ([`crate::volume_content`], `volume.list(path)`, `read_file`,
+//! `write_file`...) takes as `Authorization: Bearer`. No `domain` is returned: the SDKs send
+//! content requests to `E2B_VOLUME_API_URL`, this server.
 
 use axum::Json;
 use axum::Router;
@@ -37,10 +36,6 @@ use crate::error::ApiError;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The `token` of every `VolumeAndToken`: Platinum serves no `/volumecontent` API (see the
-/// module documentation), so there is no token to hand out.
-const NO_TOKEN: &str = "";
-
 /// The volume routes (the caller adds the API-key check).
 pub(crate) fn routes() -> Router<Ctx> {
     Router::new()
@@ -53,9 +48,10 @@ fn volume_json(v: &Volume) -> Value {
     json!({ "volumeID": v.id, "name": v.name })
 }
 
-/// E2B's `VolumeAndToken` (create, get).
-fn volume_and_token_json(v: &Volume) -> Value {
-    json!({ "volumeID": v.id, "name": v.name, "token": NO_TOKEN })
+/// E2B's `VolumeAndToken` (create, get), with the volume's token under `secret`.
+fn volume_and_token_json(v: &Volume, secret: &[u8]) -> Value {
+    let token = crate::auth::volume_token(secret, &v.id);
+    json!({ "volumeID": v.id, "name": v.name, "token": token })
 }
 
 /// Body of `POST /volumes` (`NewVolume`).
@@ -76,7 +72,11 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewVolume>) -> ApiResult
         })
         .await?;
     tracing::info!(volume = %volume.id, name = %volume.name, "E2B volume created");
-    Ok((StatusCode::CREATED, Json(volume_and_token_json(&volume))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(volume_and_token_json(&volume, &ctx.config.secret)),
+    )
+        .into_response())
 }
 
 async fn list(State(ctx): State<Ctx>) -> ApiResult<Json<Value>> {
@@ -86,7 +86,7 @@ async fn list(State(ctx): State<Ctx>) -> ApiResult<Json<Value>> {
 
 async fn get_one(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let volume = ctx.engine.get_volume(&id).await?;
-    Ok(Json(volume_and_token_json(&volume)))
+    Ok(Json(volume_and_token_json(&volume, &ctx.config.secret)))
 }
 
 async fn remove(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -168,9 +168,11 @@ mod tests {
             json!({"volumeID": "vol0123456789abcdef", "name": "data"})
         );
         // What the SDKs parse: volumeID, name and token required; no domain (not BYOC).
+        let token = crate::auth::volume_token(b"key", "vol0123456789abcdef");
+        assert_eq!(token.len(), 64);
         assert_eq!(
-            volume_and_token_json(&v),
-            json!({"volumeID": "vol0123456789abcdef", "name": "data", "token": ""})
+            volume_and_token_json(&v, b"key"),
+            json!({"volumeID": "vol0123456789abcdef", "name": "data", "token": token})
         );
     }
 

@@ -442,7 +442,7 @@ impl From<GuestError> for Error {
 impl From<HostError> for Error {
     fn from(e: HostError) -> Self {
         match e {
-            HostError::Guest(g) | HostError::Share(g) => g.into(),
+            HostError::Guest(g) | HostError::Share(g) | HostError::Volume(g) => g.into(),
             HostError::Transport(m) => Error::GuestUnreachable(m.to_string()),
             HostError::GuestUnreachable(m) => Error::GuestUnreachable(m),
             HostError::ProtocolMismatch { .. } => Error::GuestUnreachable(e.to_string()),

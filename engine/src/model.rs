@@ -1135,6 +1135,38 @@ pub struct Volume {
     pub created_at: OffsetDateTime,
 }
 
+/// A file, directory or link in a named volume, as the volume content commands describe it
+/// ([`crate::commands::volume_files`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeFileEntry {
+    /// Last path component (empty for the volume's root).
+    pub name: String,
+    /// Path from the volume's root, starting with `/`.
+    pub path: String,
+    /// `file`, `dir`, `symlink` or `other`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits (e.g. 420 = 0o644).
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Group gid.
+    pub gid: u32,
+    /// Last access.
+    #[serde(with = "time::serde::rfc3339")]
+    pub atime: OffsetDateTime,
+    /// Last modification.
+    #[serde(with = "time::serde::rfc3339")]
+    pub mtime: OffsetDateTime,
+    /// Last change of the entry's metadata.
+    #[serde(with = "time::serde::rfc3339")]
+    pub ctime: OffsetDateTime,
+    /// A symlink's target, as the link holds it.
+    pub symlink_target: Option<String>,
+}
+
 /// An entry of a sandbox's host share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct ShareEntry {

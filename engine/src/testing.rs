@@ -6,6 +6,7 @@ use platinum_hostagent::guest::GuestClient;
 use platinum_hostagent::host::snapshot::{AfterSave, RestoreVm, SaveReport};
 use platinum_hostagent::host::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
 use platinum_hostagent::vmm::{Accel, TransportKind, VmmKind};
+use platinum_hostagent::volume_files::{VolumeAttrs, VolumeEntry};
 use std::sync::Arc;
 
 use crate::engine::Engine;
@@ -163,6 +164,54 @@ impl HostAgent for NoVms {
         no_vms()
     }
     async fn detach_volume(&self, _: &str, _: &str) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
+    async fn volume_stat(&self, _: &str, _: &str) -> platinum_hostagent::Result<VolumeEntry> {
+        no_vms()
+    }
+    async fn volume_list(
+        &self,
+        _: &str,
+        _: &str,
+        _: u32,
+    ) -> platinum_hostagent::Result<Vec<VolumeEntry>> {
+        no_vms()
+    }
+    async fn volume_read(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> platinum_hostagent::Result<(std::fs::File, u64)> {
+        no_vms()
+    }
+    async fn volume_write(
+        &self,
+        _: &str,
+        _: &str,
+        _: platinum_hostagent::share::ByteStream,
+        _: VolumeAttrs,
+        _: u64,
+    ) -> platinum_hostagent::Result<VolumeEntry> {
+        no_vms()
+    }
+    async fn volume_make_dir(
+        &self,
+        _: &str,
+        _: &str,
+        _: bool,
+        _: VolumeAttrs,
+    ) -> platinum_hostagent::Result<(VolumeEntry, bool)> {
+        no_vms()
+    }
+    async fn volume_remove(&self, _: &str, _: &str) -> platinum_hostagent::Result<()> {
+        no_vms()
+    }
+    async fn volume_set_attrs(
+        &self,
+        _: &str,
+        _: &str,
+        _: VolumeAttrs,
+    ) -> platinum_hostagent::Result<VolumeEntry> {
         no_vms()
     }
     async fn share_stat(

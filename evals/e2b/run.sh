@@ -11,8 +11,8 @@
 # Needs E2B_API_URL and either E2B_API_KEY (a Platinum API key in E2B's form, `e2b_` + hex: the
 # SDKs refuse any other form; `platinum keys create --name NAME --format e2b` makes one) or
 # PLATINUM_API_KEY (any Platinum key: the run creates an e2b-form key with it through
-# `POST /v1/keys` and revokes that key when it ends). E2B_SANDBOX_URL defaults to
-# E2B_API_URL (one port serves both). E2B_FLOW_UPLOAD_LIMIT (bytes) enables the oversized-upload
+# `POST /v1/keys` and revokes that key when it ends). E2B_SANDBOX_URL and E2B_VOLUME_API_URL
+# (the volume content API) default to E2B_API_URL (one port serves all three). E2B_FLOW_UPLOAD_LIMIT (bytes) enables the oversized-upload
 # checks. The SDKs live in $PLATINUM_CACHE_DIR/sdk/e2b (a venv and an npm prefix), never globally.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -106,6 +106,7 @@ if ! [[ "$E2B_API_KEY" =~ ^e2b_[0-9a-f]+$ ]]; then
   exit 2
 fi
 export E2B_SANDBOX_URL="${E2B_SANDBOX_URL:-$E2B_API_URL}"
+export E2B_VOLUME_API_URL="${E2B_VOLUME_API_URL:-$E2B_API_URL}"
 unset E2B_DOMAIN E2B_DEBUG
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
 export no_proxy="$NO_PROXY"

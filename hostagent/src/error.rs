@@ -58,6 +58,10 @@ pub enum Error {
     /// errors).
     #[error("share: {0}")]
     Share(platinum_protocol::GuestError),
+    /// A file operation in a volume's image, done by the host, failed (classified like the
+    /// guest's own file errors; see [`crate::volume_files`]).
+    #[error("volume: {0}")]
+    Volume(platinum_protocol::GuestError),
     /// The guest connection broke mid-request.
     #[error(transparent)]
     Transport(#[from] platinum_protocol::MuxError),

@@ -12,6 +12,7 @@
 //! - [`console`]: bounded tails of console and VMM logs.
 //! - [`private_file`]: owner-only, atomic, durable writes of files that hold secrets.
 //! - [`share`]: file operations in a directory a guest writes to, never following its links.
+//! - [`volume_files`]: files in a volume's ext4 image, through a sandboxed `debugfs`, unmounted.
 //! - [`guest`]: the typed client for the guest agent, over any transport.
 //! - [`host`]: the `HostAgent` trait the engine calls, and its in-process implementation.
 
@@ -30,5 +31,6 @@ pub mod share;
 pub(crate) mod tool;
 pub mod transport;
 pub mod vmm;
+pub mod volume_files;
 
 pub use error::{Error, Result};

@@ -100,6 +100,37 @@ impl CreateAs {
     }
 }
 
+/// `body` cut off with an error once more than `limit` bytes have come; the flag says whether
+/// that is why it failed (the caller answers `payload_too_large` then).
+pub(crate) fn counted_upload<S, E>(
+    body: S,
+    limit: u64,
+) -> (
+    impl Stream<Item = std::result::Result<Bytes, platinum_hostagent::Error>> + Send,
+    Arc<AtomicBool>,
+)
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    let too_large = Arc::new(AtomicBool::new(false));
+    let flag = too_large.clone();
+    let mut seen: u64 = 0;
+    let counted = body.map(move |chunk| {
+        let chunk =
+            chunk.map_err(|e| platinum_hostagent::Error::Invalid(format!("upload body: {e}")))?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            flag.store(true, Ordering::Relaxed);
+            return Err(platinum_hostagent::Error::Invalid(
+                "upload too large".into(),
+            ));
+        }
+        Ok(chunk)
+    });
+    (counted, too_large)
+}
+
 impl Engine {
     /// Opens a file for streaming download.
     pub async fn read_file(
@@ -168,21 +199,7 @@ impl Engine {
             metadata: how.metadata,
         };
         let (_, guest) = self.running_guest(id).await?;
-        let too_large = Arc::new(AtomicBool::new(false));
-        let flag = too_large.clone();
-        let mut seen: u64 = 0;
-        let counted = body.map(move |chunk| {
-            let chunk = chunk
-                .map_err(|e| platinum_hostagent::Error::Invalid(format!("upload body: {e}")))?;
-            seen += chunk.len() as u64;
-            if seen > limit {
-                flag.store(true, Ordering::Relaxed);
-                return Err(platinum_hostagent::Error::Invalid(
-                    "upload too large".into(),
-                ));
-            }
-            Ok(chunk)
-        });
+        let (counted, too_large) = counted_upload(body, limit);
         match guest.write_file(req, counted).await {
             Ok(entry) => Ok(entry.into()),
             Err(_) if too_large.load(Ordering::Relaxed) => Err(Error::PayloadTooLarge { limit }),

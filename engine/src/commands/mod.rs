@@ -27,6 +27,7 @@
 //! - [`share`]: the host share: files read and written on the host, whatever the VM's state.
 //! - [`egress`]: egress policies: what a sandbox may reach beyond the host, changed at runtime.
 //! - [`volumes`]: named persistent volumes, attached (hot, or at create) and mounted in sandboxes.
+//! - [`volume_files`]: files in a volume, through the sandbox that has it mounted or in its image.
 
 pub mod archive;
 pub mod backups;
@@ -51,5 +52,6 @@ pub mod snapshots;
 pub mod suspend;
 pub mod templates;
 pub mod tokens;
+pub mod volume_files;
 pub mod volumes;
 pub mod watch;

@@ -120,7 +120,7 @@ fn check_attachable(volume: &Volume, sandbox: Option<&str>, readonly: bool) -> R
 }
 
 /// The lock key of a volume (sandbox ids are alphanumeric, so keys never collide).
-fn lock_key(volume_id: &str) -> String {
+pub(crate) fn lock_key(volume_id: &str) -> String {
     format!("volume:{volume_id}")
 }
 

@@ -23,6 +23,7 @@ use crate::image::oci::{ImportImage, ImportedImage};
 use crate::net::EgressRules;
 use crate::share::{ByteStream, ShareEntry};
 use crate::vmm::{Accel, TransportKind, VmExit, VmmKind};
+use crate::volume_files::{VolumeAttrs, VolumeEntry};
 use snapshot::{AfterSave, RestoreVm, SaveReport};
 
 /// What a host is and how it runs VMs.
@@ -245,6 +246,49 @@ pub trait HostAgent: Send + Sync {
     /// Detaches volume `volume` from sandbox `id` (hot-removed when its VM runs: the guest
     /// must have unmounted it).
     async fn detach_volume(&self, id: &str, volume: &str) -> Result<()>;
+
+    /// What `path` is in volume `volume`'s image, read by the host without mounting it
+    /// ([`crate::volume_files`]). The caller makes sure no running guest has the volume
+    /// mounted while the host changes its image.
+    async fn volume_stat(&self, volume: &str, path: &str) -> Result<VolumeEntry>;
+
+    /// The entries of directory `path` in volume `volume`'s image, `depth` levels deep.
+    async fn volume_list(&self, volume: &str, path: &str, depth: u32) -> Result<Vec<VolumeEntry>>;
+
+    /// Copies regular file `path` out of volume `volume`'s image: the copy, open, and its size.
+    async fn volume_read(&self, volume: &str, path: &str) -> Result<(std::fs::File, u64)>;
+
+    /// Writes file `path` of volume `volume`'s image from `body` (parents created, replaced
+    /// whole, at most `limit` bytes).
+    async fn volume_write(
+        &self,
+        volume: &str,
+        path: &str,
+        body: ByteStream,
+        attrs: VolumeAttrs,
+        limit: u64,
+    ) -> Result<VolumeEntry>;
+
+    /// Creates directory `path` in volume `volume`'s image (`parents`: missing parents too);
+    /// returns it and whether it was created.
+    async fn volume_make_dir(
+        &self,
+        volume: &str,
+        path: &str,
+        parents: bool,
+        attrs: VolumeAttrs,
+    ) -> Result<(VolumeEntry, bool)>;
+
+    /// Removes `path` (a directory with its contents) from volume `volume`'s image.
+    async fn volume_remove(&self, volume: &str, path: &str) -> Result<()>;
+
+    /// Changes the owner, group and/or mode of `path` in volume `volume`'s image.
+    async fn volume_set_attrs(
+        &self,
+        volume: &str,
+        path: &str,
+        attrs: VolumeAttrs,
+    ) -> Result<VolumeEntry>;
 
     /// What `path` (relative) is in sandbox `id`'s host share. The share's file operations
     /// work whatever the VM's state, never follow a symlink and never leave the share

@@ -53,6 +53,7 @@ use crate::net::{EgressRules, Lease, Network};
 use crate::share::{ByteStream, ShareEntry};
 use crate::transport;
 use crate::vmm::{DiskFormat, NetSpec, SHARE_TAG, TransportKind, Vm, VmSpec, Vmm};
+use crate::volume_files::{VolumeAttrs, VolumeEntry};
 
 /// Settings of the local host agent.
 #[derive(Debug, Clone)]
@@ -1030,6 +1031,56 @@ impl HostAgent for LocalHost {
 
     async fn detach_volume(&self, id: &str, volume: &str) -> Result<()> {
         self.detach(id, volume).await
+    }
+
+    async fn volume_stat(&self, volume: &str, path: &str) -> Result<VolumeEntry> {
+        self.volume_image(volume)?.stat(path).await
+    }
+
+    async fn volume_list(&self, volume: &str, path: &str, depth: u32) -> Result<Vec<VolumeEntry>> {
+        self.volume_image(volume)?.list(path, depth).await
+    }
+
+    async fn volume_read(&self, volume: &str, path: &str) -> Result<(std::fs::File, u64)> {
+        self.volume_image(volume)?.read_file(path).await
+    }
+
+    async fn volume_write(
+        &self,
+        volume: &str,
+        path: &str,
+        body: ByteStream,
+        attrs: VolumeAttrs,
+        limit: u64,
+    ) -> Result<VolumeEntry> {
+        self.volume_image(volume)?
+            .write_file(path, body, attrs, limit)
+            .await
+    }
+
+    async fn volume_make_dir(
+        &self,
+        volume: &str,
+        path: &str,
+        parents: bool,
+        attrs: VolumeAttrs,
+    ) -> Result<(VolumeEntry, bool)> {
+        self.volume_image(volume)?
+            .make_dir(path, parents, attrs)
+            .await
+    }
+
+    async fn volume_remove(&self, volume: &str, path: &str) -> Result<()> {
+        self.volume_image(volume)?.remove(path).await
+    }
+
+    async fn volume_set_attrs(
+        &self,
+        volume: &str,
+        path: &str,
+        attrs: VolumeAttrs,
+    ) -> Result<VolumeEntry> {
+        self.volume_image(volume)?.set_attrs(path, attrs).await
     }
 
     async fn share_stat(&self, id: &str, path: &str) -> Result<ShareEntry> {

@@ -1,8 +1,9 @@
 //! Volumes on the local host: ext4 images under `<data>/volumes/`, attached to sandboxes.
 //!
 //! A volume is a raw image holding an empty ext4 filesystem made by `mkfs.ext4` on the host
-//! (the host never reads a filesystem a guest wrote: it only creates, attaches and deletes the
-//! file). Attaching records the volume in the sandbox's `sandbox.json`, at the lowest free slot,
+//! (the host never mounts a filesystem a guest wrote: it creates, attaches and deletes the
+//! file, and reads and writes files in it only through a sandboxed `debugfs`,
+//! [`crate::volume_files`]). Attaching records the volume in the sandbox's `sandbox.json`, at the lowest free slot,
 //! so every later boot and restore of that sandbox has it; when the sandbox's VM runs it is
 //! hot-added too. Detaching does the reverse. Which sandbox may attach which volume, and how
 //! often, is the engine's business.
@@ -13,6 +14,7 @@ use super::{LocalHost, read_record, write_record};
 use crate::error::{Error, IoContext, Result};
 use crate::tool::Tool;
 use crate::vmm::{DiskFormat, DiskSpec, MAX_VOLUMES, spec};
+use crate::volume_files::VolumeImage;
 
 /// The owner of a new volume's root directory: the templates' `user` account, so the default
 /// user can write to a fresh volume without `sudo`.
@@ -27,6 +29,17 @@ impl LocalHost {
     fn volume_path(&self, id: &str) -> Result<PathBuf> {
         spec::check_name("volume id", id)?;
         Ok(self.volumes_dir().join(format!("{id}.ext4")))
+    }
+
+    /// Volume `id`'s image, for file operations on it (scratch files go next to it).
+    pub(super) fn volume_image(&self, id: &str) -> Result<VolumeImage> {
+        let path = self.volume_path(id)?;
+        if !path.is_file() {
+            return Err(Error::Invalid(format!(
+                "volume {id} has no image on this host"
+            )));
+        }
+        Ok(VolumeImage::new(path, self.volumes_dir()))
     }
 
     pub(super) async fn make_volume(&self, id: &str, size_mib: u64) -> Result<()> {
