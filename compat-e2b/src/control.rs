@@ -81,6 +81,7 @@ pub fn router(ctx: Ctx) -> Router {
         .merge(crate::snapshots::routes())
         .merge(crate::templates::routes())
         .merge(crate::volumes::routes())
+        .merge(crate::network::routes())
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_key))
         .merge(crate::volume_content::routes())
         .with_state(ctx)
@@ -353,45 +354,6 @@ struct AutoResume {
     enabled: bool,
 }
 
-/// Internet access asked for by `allow_internet_access` and `network`; anything Platinum cannot
-/// enforce is refused rather than ignored.
-fn internet(req: &NewSandbox) -> ApiResult<Option<bool>> {
-    let mut internet = req.allow_internet_access;
-    let Some(network) = req.network.as_ref().and_then(Value::as_object) else {
-        return Ok(internet);
-    };
-    for (key, value) in network {
-        match key.as_str() {
-            "denyOut" => {
-                let deny: Vec<&str> = value
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                match deny.as_slice() {
-                    [] => {}
-                    ["0.0.0.0/0"] => internet = Some(false),
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "network.denyOut supports only [\"0.0.0.0/0\"] (no internet access)",
-                        ));
-                    }
-                }
-            }
-            // Read by `public_traffic`.
-            "allowPublicTraffic" if value.is_boolean() || value.is_null() => {}
-            _ if value.is_null()
-                || value.as_array().is_some_and(|a| a.is_empty())
-                || value.as_object().is_some_and(|o| o.is_empty()) => {}
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "network.{other} is not supported by this server"
-                )));
-            }
-        }
-    }
-    Ok(internet)
-}
-
 /// Whether the sandbox's ports are public: only an explicit `network.allowPublicTraffic: true`
 /// (E2B's default of true is not Platinum's; see the module documentation).
 fn public_traffic(req: &NewSandbox) -> bool {
@@ -449,7 +411,12 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
         attributes,
         timeout_secs: Some(timeout),
         on_timeout: Some(on_timeout),
-        internet: internet(&req)?,
+        internet: req.allow_internet_access.filter(|allowed| *allowed),
+        egress: crate::network::egress_policy(
+            req.allow_internet_access,
+            req.network.as_ref(),
+            true,
+        )?,
         auto_resume,
         volumes: volumes::mounts(req.volume_mounts.as_deref().unwrap_or_default()),
         ..CreateSandbox::default()
@@ -959,31 +926,15 @@ mod tests {
     }
 
     #[test]
-    fn network_options_map_to_internet_access() {
+    fn public_traffic_only_when_asked_for() {
         let req = |v: Value| NewSandbox {
             network: Some(v),
             ..NewSandbox::default()
         };
-        assert_eq!(
-            internet(&req(json!({"denyOut": ["0.0.0.0/0"]}))).unwrap(),
-            Some(false)
-        );
-        assert_eq!(internet(&req(json!({"allowOut": []}))).unwrap(), None);
-        assert!(internet(&req(json!({"allowOut": ["1.1.1.1"]}))).is_err());
-        assert_eq!(
-            internet(&req(json!({"allowPublicTraffic": false}))).unwrap(),
-            None
-        );
-        assert!(internet(&req(json!({"allowPublicTraffic": "yes"}))).is_err());
         // Public only when asked for explicitly (E2B's default is not Platinum's).
         assert!(public_traffic(&req(json!({"allowPublicTraffic": true}))));
         assert!(!public_traffic(&req(json!({"allowPublicTraffic": false}))));
         assert!(!public_traffic(&req(json!({"allowOut": []}))));
         assert!(!public_traffic(&NewSandbox::default()));
-        let plain = NewSandbox {
-            allow_internet_access: Some(true),
-            ..NewSandbox::default()
-        };
-        assert_eq!(internet(&plain).unwrap(), Some(true));
     }
 }

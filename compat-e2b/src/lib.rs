@@ -35,6 +35,7 @@ pub mod control;
 pub mod envd;
 pub mod error;
 pub mod interpreter;
+pub mod network;
 pub mod routing;
 pub mod snapshots;
 pub mod templates;

@@ -26,19 +26,11 @@ struct Schedule {
 
 /// Starts the loop; it ends when the engine's background work is stopped.
 pub fn spawn(engine: Arc<Engine>) {
-    tokio::spawn(async move {
-        let schedule = Arc::new(Mutex::new(Schedule::default()));
-        let mut tick = tokio::time::interval(engine.config.lifecycle_tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tokio::select! {
-                _ = engine.shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if let Err(e) = sweep(&engine, &schedule).await {
-                tracing::warn!(error = %e, "backup sweep failed");
-            }
-        }
+    let schedule = Arc::new(Mutex::new(Schedule::default()));
+    let tick = engine.config.lifecycle_tick;
+    engine.every(tick, "backup sweep", move |engine| {
+        let schedule = schedule.clone();
+        async move { sweep(&engine, &schedule).await }
     });
 }
 

@@ -155,6 +155,33 @@ impl Engine {
             .map_err(|_| Error::Internal("a lifecycle task ended without a result".into()))?
     }
 
+    /// Runs `pass` every `period` until the engine's background work is stopped (a late tick is
+    /// skipped, not caught up); a failed pass is logged as `what` and the next one runs on time.
+    pub(crate) fn every<F, Fut>(
+        self: &Arc<Self>,
+        period: std::time::Duration,
+        what: &'static str,
+        mut pass: F,
+    ) where
+        F: FnMut(Arc<Engine>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>> + Send,
+    {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = engine.shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = pass(engine.clone()).await {
+                    tracing::warn!(error = %e, "{what} failed");
+                }
+            }
+        });
+    }
+
     /// Runs background work (a template's ready snapshot build) on a task that shutdown waits
     /// for, like [`Engine::detached`]'s; the work watches [`Engine::shutdown`] to end early.
     pub(crate) fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {

@@ -18,21 +18,16 @@ use crate::model::{LifecycleRules, Sandbox, SandboxState, TimeoutAction};
 
 /// Starts the loop; it ends when the engine's background work is stopped.
 pub fn spawn(engine: Arc<Engine>) {
-    tokio::spawn(async move {
-        let in_flight = Arc::new(Mutex::new(HashSet::new()));
-        let mut tick = tokio::time::interval(engine.config.lifecycle_tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tokio::select! {
-                _ = engine.shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+    let in_flight: InFlight = Arc::new(Mutex::new(HashSet::new()));
+    let tick = engine.config.lifecycle_tick;
+    engine.every(tick, "lifecycle rules sweep", move |engine| {
+        let in_flight = in_flight.clone();
+        async move {
+            // The rules run even when the expiry pass failed.
             if let Err(e) = sweep(&engine, &in_flight).await {
                 tracing::warn!(error = %e, "lifecycle sweep failed");
             }
-            if let Err(e) = sweep_rules(&engine, &in_flight).await {
-                tracing::warn!(error = %e, "lifecycle rules sweep failed");
-            }
+            sweep_rules(&engine, &in_flight).await
         }
     });
 }

@@ -117,18 +117,8 @@ impl Engine {
 
 /// Starts the sampler; it ends when the engine's background work is stopped.
 pub fn spawn(engine: Arc<Engine>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SAMPLE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tokio::select! {
-                _ = engine.shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if let Err(e) = sample_all(&engine).await {
-                tracing::warn!(error = %e, "metrics sampling failed");
-            }
-        }
+    engine.every(SAMPLE_EVERY, "metrics sampling", |engine| async move {
+        sample_all(&engine).await
     });
 }
 

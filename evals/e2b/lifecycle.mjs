@@ -1,5 +1,5 @@
 // Control plane through the JS SDK: create (metadata, envs, timeout), getInfo, list (metadata and
-// state filters, paging), connect, setTimeout, getMetrics, pause and resume via connect, kill,
+// state filters, paging), updateNetwork (egress rules at runtime), connect, setTimeout, getMetrics, pause and resume via connect, kill,
 // expiry, and the errors for a bad key, an unknown template and a bad timeout.
 
 import { AuthenticationError, Sandbox, SandboxError, SandboxNotFoundError } from 'e2b'
@@ -36,6 +36,23 @@ try {
     const ids = items.map((s) => s.sandboxId).sort()
     check(JSON.stringify(ids) === JSON.stringify([a.sandboxId, b.sandboxId].sort()), `listed ${ids}`)
     check(pages >= 2, `${pages} pages`)
+  })
+
+  await step('updateNetwork: egress rules replaced at runtime', async () => {
+    const policy = async () => {
+      const r = await fetch(`${process.env.E2B_API_URL.replace(/\/$/, '')}/v1/sandboxes/${a.sandboxId}/egress-policy`, {
+        headers: { 'X-API-Key': process.env.E2B_API_KEY },
+      })
+      check(r.ok, `egress-policy: HTTP ${r.status}`)
+      return r.json()
+    }
+    await a.updateNetwork({ denyOut: ['0.0.0.0/0'], allowOut: ['203.0.113.9'] })
+    let got = await policy()
+    check(got.default === 'deny' && got.allow.join() === '203.0.113.9' && got.deny.length === 0, JSON.stringify(got))
+    await a.updateNetwork({ denyOut: ['192.0.2.0/24'] })
+    got = await policy()
+    check(got.default === 'allow' && got.allow.length === 0 && got.deny.join() === '192.0.2.0/24', JSON.stringify(got))
+    await rejects(SandboxError, () => a.updateNetwork({ allowOut: ['*.example.com'] }), 'a domain rule')
   })
 
   await step('connect, setTimeout, getMetrics', async () => {

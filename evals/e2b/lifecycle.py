@@ -1,8 +1,11 @@
 """Control plane through the Python SDK: create (metadata, envs, timeout, lifecycle), get_info,
-list (metadata and state filters, paging), connect, set_timeout, metrics, pause and resume via
+list (metadata and state filters, paging), update_network (egress rules at runtime), connect, set_timeout, metrics, pause and resume via
 connect, kill, expiry, and the errors for a bad key, an unknown template and a bad timeout."""
 
+import json
+import os
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 from common import check, raises, step, tag, wait_until
@@ -54,6 +57,23 @@ try:
         check(pages >= 2, f"{pages} pages with limit=1")
         _, one = listed(SandboxQuery(metadata={"flow": label, "n": "2"}))
         check([s.sandbox_id for s in one] == [b.sandbox_id], "metadata pair filter")
+
+    with step("network: egress rules replaced at runtime (update_network)"):
+        policy_url = f"{os.environ['E2B_API_URL'].rstrip('/')}/v1/sandboxes/{a.sandbox_id}/egress-policy"
+
+        def policy():
+            req = urllib.request.Request(policy_url, headers={"X-API-Key": os.environ["E2B_API_KEY"]})
+            with urllib.request.urlopen(req) as r:
+                return json.load(r)
+
+        a.update_network({"deny_out": ["0.0.0.0/0"], "allow_out": ["203.0.113.9", "198.51.100.0/24"]})
+        got = policy()
+        check(got == {"default": "deny", "allow": ["203.0.113.9", "198.51.100.0/24"], "deny": []}, f"{got}")
+        a.update_network({"deny_out": ["192.0.2.0/24"]})
+        got = policy()
+        check(got == {"default": "allow", "allow": [], "deny": ["192.0.2.0/24"]}, f"{got}")
+        raises(SandboxException, lambda: a.update_network({"allow_out": ["example.com"]}), "a domain rule")
+        check(policy()["deny"] == ["192.0.2.0/24"], "a refused update changes nothing")
 
     with step("connect to a running sandbox"):
         again = Sandbox.connect(a.sandbox_id)

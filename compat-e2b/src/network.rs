@@ -1,0 +1,176 @@
+//! E2B's egress settings as the engine's egress policies: `network` (and
+//! `allow_internet_access`) at create, and `PUT /sandboxes/{id}/network` (the SDKs'
+//! `update_network`, which replaces everything: an omitted field is cleared).
+//!
+//! | E2B | engine [`EgressPolicy`] |
+//! |---|---|
+//! | `allowOut` (IPv4 addresses, CIDRs) | `allow` |
+//! | `denyOut` (IPv4 addresses, CIDRs) | `deny` |
+//! | `"0.0.0.0/0"` in `denyOut`, or `allow_internet_access: false` | `default: deny` |
+//!
+//! Allowed entries win over denied ones, in E2B and in the engine alike, so "deny all but
+//! these" works as E2B documents it, and a runtime update holds from the next packet on.
+//! Domain entries (`example.com`, `*.example.com`) are refused by the engine (`unsupported`:
+//! they are not enforced on the host side yet); so are, here, `rules` (header transforms with
+//! secrets), `egressProxy`, non-empty `dnsServers` and `maskRequestHost` — never ignored.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::put;
+use platinum_engine::model::{EgressDefault, EgressPolicy};
+use serde_json::Value;
+
+use crate::Ctx;
+use crate::control::{Body, load};
+use crate::error::ApiError;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// All IPv4 traffic, as E2B spells "deny everything".
+const ALL_TRAFFIC: &str = "0.0.0.0/0";
+
+pub(crate) fn routes() -> Router<Ctx> {
+    Router::new().route("/sandboxes/{id}/network", put(update))
+}
+
+/// A list of strings at `key` of `network` (absent or null: empty).
+fn strings(network: &serde_json::Map<String, Value>, key: &str) -> ApiResult<Vec<String>> {
+    match network.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::bad_request(format!("network.{key} must be a list of strings"))
+                })
+            })
+            .collect(),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "network.{key} must be a list of strings"
+        ))),
+    }
+}
+
+/// The policy `network` (an E2B network object) and `allow_internet_access` ask for, `None`
+/// when they ask for nothing. `create` says whether create-only keys (`allowPublicTraffic`,
+/// read elsewhere) may appear.
+pub(crate) fn egress_policy(
+    allow_internet_access: Option<bool>,
+    network: Option<&Value>,
+    create: bool,
+) -> ApiResult<Option<EgressPolicy>> {
+    let empty = serde_json::Map::new();
+    let network = match network {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(ApiError::bad_request("network must be an object")),
+    };
+    for (key, value) in network {
+        let unset = value.is_null()
+            || value.as_array().is_some_and(|a| a.is_empty())
+            || value.as_object().is_some_and(|o| o.is_empty());
+        match key.as_str() {
+            "allowOut" | "denyOut" => {}
+            "allowPublicTraffic" if create && (value.is_boolean() || value.is_null()) => {}
+            _ if unset => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "network.{other} is not supported by this server"
+                )));
+            }
+        }
+    }
+    let allow = strings(network, "allowOut")?;
+    let mut deny = strings(network, "denyOut")?;
+    let all = deny.iter().any(|d| d.trim() == ALL_TRAFFIC);
+    deny.retain(|d| d.trim() != ALL_TRAFFIC);
+    let default = if all || allow_internet_access == Some(false) {
+        EgressDefault::Deny
+    } else {
+        EgressDefault::Allow
+    };
+    let policy = EgressPolicy {
+        default,
+        allow,
+        deny,
+    };
+    Ok((policy != EgressPolicy::default()).then_some(policy))
+}
+
+/// `PUT /sandboxes/{id}/network`: the whole egress configuration replaced (204).
+async fn update(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    Body(body): Body<Value>,
+) -> ApiResult<StatusCode> {
+    let s = load(&ctx, &id).await?;
+    let allow_internet_access = match body.get("allow_internet_access") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "allow_internet_access must be a boolean",
+            ));
+        }
+    };
+    let mut network = body.clone();
+    if let Some(o) = network.as_object_mut() {
+        o.remove("allow_internet_access");
+    }
+    let policy = egress_policy(allow_internet_access, Some(&network), false)?.unwrap_or_default();
+    ctx.engine.set_egress_policy(&s.id, policy).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(v: Value) -> ApiResult<Option<EgressPolicy>> {
+        egress_policy(None, Some(&v), true)
+    }
+
+    #[test]
+    fn e2b_network_settings_map_to_egress_policies() {
+        assert_eq!(policy(json!({})).unwrap(), None);
+        assert_eq!(
+            policy(json!({"allowOut": [], "denyOut": []})).unwrap(),
+            None
+        );
+        let deny_all = policy(json!({"denyOut": ["0.0.0.0/0"], "allowOut": ["1.1.1.1"]}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(deny_all.default, EgressDefault::Deny);
+        assert_eq!(deny_all.allow, ["1.1.1.1"]);
+        assert!(deny_all.deny.is_empty());
+        let some = policy(json!({"denyOut": ["8.8.8.0/24"]})).unwrap().unwrap();
+        assert_eq!(
+            (some.default, some.deny.as_slice()),
+            (EgressDefault::Allow, ["8.8.8.0/24".to_string()].as_slice())
+        );
+        let offline = egress_policy(Some(false), None, true).unwrap().unwrap();
+        assert_eq!(offline.default, EgressDefault::Deny);
+        assert_eq!(egress_policy(Some(true), None, true).unwrap(), None);
+        // Public traffic is read elsewhere, at create only.
+        assert_eq!(policy(json!({"allowPublicTraffic": true})).unwrap(), None);
+        assert!(egress_policy(None, Some(&json!({"allowPublicTraffic": true})), false).is_err());
+        for refused in [
+            json!({"rules": {"api.example.com": {"transform": {}}}}),
+            json!({"egressProxy": {"address": "x:1080"}}),
+            json!({"dnsServers": ["1.1.1.1"]}),
+            json!({"maskRequestHost": "x"}),
+            json!({"allowOut": "1.1.1.1"}),
+            json!({"allowOut": [1]}),
+            json!({"allowPublicTraffic": "yes"}),
+        ] {
+            assert_eq!(
+                policy(refused.clone()).unwrap_err().status,
+                400,
+                "{refused}"
+            );
+        }
+        assert!(egress_policy(None, Some(&json!([])), true).is_err());
+    }
+}
