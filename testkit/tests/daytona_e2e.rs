@@ -50,7 +50,8 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
         .expect(
             t.req(Method::POST, "/api/sandbox").json(&json!({
                 "name": "wire-test", "env": {"GREETING": "hi"},
-                "labels": {"code-toolbox-language": "python", "team": "a"}, "volumes": []
+                "labels": {"code-toolbox-language": "python", "team": "a"}, "volumes": [],
+                "networkAllowList": "203.0.113.0/24, 198.51.100.7/32"
             })),
             200,
         )
@@ -98,6 +99,28 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
         .unwrap();
     assert!(native["expires_at"].is_null(), "{native}");
     assert_eq!(native["lifecycle"]["stop_after_idle_secs"], 900);
+    // networkAllowList is the sandbox's egress policy: only those networks.
+    let egress = t
+        .expect(
+            t.req(Method::GET, &format!("/v1/sandboxes/{id}/egress-policy")),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        egress,
+        json!({"default": "deny", "allow": ["203.0.113.0/24", "198.51.100.7/32"], "deny": []})
+    );
+    for (body, status) in [
+        (json!({"domainAllowList": "example.com"}), 400),
+        (json!({"networkAllowList": "not-a-cidr"}), 400),
+    ] {
+        let e = t
+            .expect(t.req(Method::POST, "/api/sandbox").json(&body), status)
+            .await
+            .unwrap();
+        assert_daytona_error(&e, status);
+    }
 
     // Get by name; a duplicate name is a conflict; list pages and filters by label.
     let by_name = t

@@ -27,7 +27,8 @@ use axum::http::{HeaderMap, StatusCode};
 use platinum_engine::Engine;
 use platinum_engine::model::ListQuery;
 use platinum_engine::model::{
-    BootMode, CreateSandbox, LifecycleRules, Sandbox, SandboxState, TimeoutAction,
+    BootMode, CreateSandbox, EgressDefault, EgressPolicy, LifecycleRules, Sandbox, SandboxState,
+    TimeoutAction,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -354,6 +355,21 @@ struct Prepared {
     image: Option<String>,
 }
 
+/// Daytona's `networkAllowList` (comma-separated IPv4 CIDRs): only those are reachable. The
+/// engine checks every entry.
+fn allow_list_policy(list: &str) -> EgressPolicy {
+    EgressPolicy {
+        default: EgressDefault::Deny,
+        allow: list
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect(),
+        deny: Vec::new(),
+    }
+}
+
 /// Translates a create request into the engine's.
 fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
     let refuse = |what: &str| {
@@ -368,9 +384,14 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
     if req.secrets.as_ref().is_some_and(|v| !v.is_empty()) {
         return refuse("secrets");
     }
-    if req.network_allow_list.is_some() || req.domain_allow_list.is_some() {
-        return refuse("network allow lists (use networkBlockAll to cut the sandbox off)");
+    if req
+        .domain_allow_list
+        .as_deref()
+        .is_some_and(|d| !d.trim().is_empty())
+    {
+        return refuse("domainAllowList (domain rules are not enforced yet; use networkAllowList)");
     }
+    let egress = req.network_allow_list.as_deref().map(allow_list_policy);
     if req.auto_pause_interval.is_some_and(|m| m != 0) {
         return refuse("autoPauseInterval (use autoStopInterval)");
     }
@@ -465,7 +486,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
         boot: BootMode::Auto,
         volumes: mounts,
         backup: None,
-        egress: None,
+        egress,
     };
     Ok(Prepared { create, image })
 }
@@ -897,13 +918,24 @@ pub async fn unsupported(req: axum::extract::Request) -> DaytonaError {
         .unwrap_or_default()
         .to_string();
     DaytonaError::unsupported(format!(
-        "{what} is not supported by Platinum (resize, backups, network allow lists, secrets and \
-         SSH access are Daytona features Platinum does not have)"
+        "{what} is not supported by Platinum (resize, backups, network settings updates, secrets \
+         and SSH access are Daytona features Platinum does not have)"
     ))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_network_allow_list_denies_everything_else() {
+        use super::{EgressDefault, allow_list_policy};
+        let p = allow_list_policy(" 203.0.113.0/24, 198.51.100.7/32,,");
+        assert_eq!(p.default, EgressDefault::Deny);
+        assert_eq!(p.allow, ["203.0.113.0/24", "198.51.100.7/32"]);
+        assert!(p.deny.is_empty());
+        // An empty list: nothing but the host's DNS.
+        assert!(allow_list_policy("").allow.is_empty());
+    }
+
     use super::*;
 
     #[test]

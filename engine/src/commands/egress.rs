@@ -40,7 +40,7 @@ fn network(entry: &str) -> Result<Ipv4Net> {
             "{entry:?}: sandboxes have no IPv6 route; give IPv4 addresses or CIDRs"
         )));
     }
-    let looks_like_a_name = !entry.is_empty()
+    let looks_like_a_name = entry.contains('.')
         && entry
             .trim_start_matches("*.")
             .split('.')
@@ -157,6 +157,7 @@ mod tests {
         assert_eq!(code("2001:db8::/32"), ErrorCode::InvalidRequest);
         assert_eq!(code("10.0.0.0/33"), ErrorCode::InvalidRequest);
         assert_eq!(code("; drop"), ErrorCode::InvalidRequest);
+        assert_eq!(code("not-a-cidr"), ErrorCode::InvalidRequest);
         assert_eq!(code(""), ErrorCode::InvalidRequest);
         let many: Vec<String> = (0..=MAX_ENTRIES)
             .map(|i| format!("203.0.113.{}", i % 250))
