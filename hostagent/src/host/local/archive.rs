@@ -20,8 +20,8 @@ use super::share::SHARE_IMAGE;
 use super::{LocalHost, RECORD_FILE, VmRecord, write_record};
 use crate::archive::chunks::{self, Counts, check_name};
 use crate::archive::{
-    Archive, ArchiveDir, Archived, ArchivedSet, CHUNK_SIZE, Restored, SANDBOX_SET, SNAPSHOT_SET,
-    TransferReport,
+    Archive, ArchiveDir, Archived, ArchivedFile, ArchivedSet, CHUNK_SIZE, Restored, SANDBOX_SET,
+    SNAPSHOT_SET, TransferReport,
 };
 use crate::disk::{flatten_to_raw, same_file};
 use crate::error::{Error, IoContext, Result};
@@ -75,23 +75,9 @@ impl LocalHost {
         };
         for disk in &record.spec.disks {
             let name = disk_file_name(&disk.id);
-            let file = match disk.format {
-                DiskFormat::Raw => chunks::upload_file(&store, &disk.path, &name, &counts).await?,
-                DiskFormat::Qcow2 => {
-                    let flat = dir.join(format!(".archive-{name}"));
-                    let _ = std::fs::remove_file(&flat);
-                    flatten_to_raw(
-                        self.config.disk.qemu_img.as_deref(),
-                        &disk.path,
-                        disk.format,
-                        &flat,
-                    )
-                    .await?;
-                    let uploaded = chunks::upload_file(&store, &flat, &name, &counts).await;
-                    let _ = std::fs::remove_file(&flat);
-                    uploaded?
-                }
-            };
+            let file = self
+                .upload_disk(&disk.path, disk.format, &name, &dir, &counts)
+                .await?;
             sandbox.files.push(file);
         }
         // The share's image, consistent once unmounted (nothing writes it while stopped).
@@ -136,11 +122,34 @@ impl LocalHost {
         })
     }
 
+    /// Uploads the file at `path` as `name`; a qcow2 disk is flattened to raw first (into a
+    /// temporary file in `scratch`, removed afterwards), so no base image is needed to use it.
+    async fn upload_disk(
+        &self,
+        path: &Path,
+        format: DiskFormat,
+        name: &str,
+        scratch: &Path,
+        counts: &Counts,
+    ) -> Result<ArchivedFile> {
+        let store = &self.archive_store;
+        match format {
+            DiskFormat::Raw => chunks::upload_file(store, path, name, counts).await,
+            DiskFormat::Qcow2 => {
+                let flat = scratch.join(format!(".archive-{name}"));
+                let _ = std::fs::remove_file(&flat);
+                flatten_to_raw(self.config.disk.qemu_img.as_deref(), path, format, &flat).await?;
+                let uploaded = chunks::upload_file(store, &flat, name, counts).await;
+                let _ = std::fs::remove_file(&flat);
+                uploaded
+            }
+        }
+    }
+
     /// Uploads every file of snapshot directory `dir` as set [`SNAPSHOT_SET`], its qcow2 disks
     /// flattened to raw (a restore then needs no base image of this host). The directory stays.
     pub(super) async fn upload_snapshot_dir(&self, dir: &Path) -> Result<Archived> {
         let saved = SavedVm::read(dir)?;
-        let store = self.archive_store.clone();
         let started = Instant::now();
         let counts = Counts::default();
         let mut set = ArchivedSet {
@@ -149,27 +158,14 @@ impl LocalHost {
             disk_links: Vec::new(),
         };
         for name in list_files(dir)? {
-            let path = dir.join(&name);
-            let qcow2 = saved
+            let format = saved
                 .disks
                 .iter()
-                .any(|d| d.file_name() == name && d.format == DiskFormat::Qcow2);
-            let file = if qcow2 {
-                let flat = dir.join(format!(".upload-{name}"));
-                let _ = std::fs::remove_file(&flat);
-                flatten_to_raw(
-                    self.config.disk.qemu_img.as_deref(),
-                    &path,
-                    DiskFormat::Qcow2,
-                    &flat,
-                )
+                .find(|d| d.file_name() == name)
+                .map_or(DiskFormat::Raw, |d| d.format);
+            let file = self
+                .upload_disk(&dir.join(&name), format, &name, dir, &counts)
                 .await?;
-                let uploaded = chunks::upload_file(&store, &flat, &name, &counts).await;
-                let _ = std::fs::remove_file(&flat);
-                uploaded?
-            } else {
-                chunks::upload_file(&store, &path, &name, &counts).await?
-            };
             set.files.push(file);
         }
         let sets = vec![set];
