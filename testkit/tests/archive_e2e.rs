@@ -50,9 +50,8 @@ async fn state(t: &TestServer, id: &str) -> String {
     s["state"].as_str().unwrap_or_default().to_string()
 }
 
-/// The transfer of sandbox `id`'s latest event of `kind` (`archived`, `stopped` after a
-/// restore), printed for the record.
-async fn transfer(t: &TestServer, id: &str, kind: &str) -> Value {
+/// Sandbox `id`'s events, oldest first.
+async fn events(t: &TestServer, id: &str) -> Vec<Value> {
     let events = t
         .expect(
             t.req(Method::GET, &format!("/v1/sandboxes/{id}/events")),
@@ -60,14 +59,19 @@ async fn transfer(t: &TestServer, id: &str, kind: &str) -> Value {
         )
         .await
         .unwrap();
+    events.as_array().unwrap().clone()
+}
+
+/// The transfer of sandbox `id`'s latest event of `kind` (`archived`, `stopped` after a
+/// restore), printed for the record.
+async fn transfer(t: &TestServer, id: &str, kind: &str) -> Value {
+    let events = events(t, id).await;
     let detail = events
-        .as_array()
-        .unwrap()
         .iter()
         .rev()
         .find(|e| e["kind"] == kind && e["detail"]["transfer"].is_object())
         .map(|e| e["detail"]["transfer"].clone())
-        .unwrap_or_else(|| panic!("no {kind} event with a transfer: {events}"));
+        .unwrap_or_else(|| panic!("no {kind} event with a transfer: {events:?}"));
     eprintln!("{id} {kind}: {detail}");
     detail
 }
@@ -224,16 +228,8 @@ async fn backups(t: &TestServer, id: &str) -> Vec<Value> {
 
 /// How many backups of `id` were taken so far (its `backup_stored` events).
 async fn backups_taken(t: &TestServer, id: &str) -> usize {
-    let events = t
-        .expect(
-            t.req(Method::GET, &format!("/v1/sandboxes/{id}/events")),
-            200,
-        )
+    events(t, id)
         .await
-        .unwrap();
-    events
-        .as_array()
-        .unwrap()
         .iter()
         .filter(|e| e["kind"] == "backup_stored")
         .count()

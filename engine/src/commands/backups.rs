@@ -243,11 +243,11 @@ impl Engine {
         &self,
         name: &str,
     ) -> Result<Option<FetchedBackup>> {
-        match self.store.get_snapshot(name).await? {
-            Some(snap) if snap.kind == SnapshotKind::Backup => {}
+        let snap = match self.store.get_snapshot(name).await? {
+            Some(snap) if snap.kind == SnapshotKind::Backup => snap,
             _ => return Ok(None),
-        }
-        let (snap, signed) = self.backup_record(name).await?;
+        };
+        let signed = self.chunk_list(&snap).await?;
         let keys = self.keys()?;
         signed.verify(&snap.sandbox_id, &keys)?;
         if signed.manifest.backup_snapshot.as_deref() != Some(snap.id.as_str()) {
@@ -320,12 +320,16 @@ impl Engine {
             Some(s) if s.kind == SnapshotKind::Backup => s,
             _ => return Err(not_found()),
         };
-        let signed = self
-            .store
+        let signed = self.chunk_list(&snap).await?;
+        Ok((snap, signed))
+    }
+
+    /// The signed chunk list of backup `snap` (none while its upload runs: not found).
+    async fn chunk_list(&self, snap: &Snapshot) -> Result<SignedArchive> {
+        self.store
             .get_backup(&snap.id)
             .await?
-            .ok_or_else(not_found)?;
-        Ok((snap, signed))
+            .ok_or_else(|| Error::SnapshotNotFound(format!("{} (no backup has that id)", snap.id)))
     }
 
     /// Removes a backup's row, chunk list and any local copy.

@@ -136,7 +136,6 @@ impl Engine {
         let mounts = std::mem::take(&mut req.volumes);
         self.check_volume_mounts(&mounts).await?;
         let policy = req.backup.take();
-        let egress = req.egress.clone();
         if let Some(p) = &policy {
             crate::commands::backups::check_policy(p)?;
         }
@@ -151,10 +150,6 @@ impl Engine {
         let sandbox = created?;
         if policy.is_some() {
             self.store.set_backup_policy(&sandbox.id, policy).await?;
-        }
-        if let Some(egress) = egress {
-            // A sandbox claimed from a warm pool booted without it: in force from here on.
-            self.set_egress_policy(&sandbox.id, egress).await?;
         }
         for m in mounts {
             let attach = AttachVolume {
@@ -297,6 +292,10 @@ impl Engine {
                 memory_mib,
             };
             if let Some(claimed) = self.claim_pooled(&key, &sandbox).await? {
+                // A pooled sandbox booted without the policy: in force from here on.
+                if let Some(policy) = req.egress {
+                    self.set_egress_policy(&claimed.id, policy).await?;
+                }
                 return Ok(claimed);
             }
         }
@@ -323,6 +322,12 @@ impl Engine {
                 Some(pool) => self.store.insert_pooled_sandbox(&sandbox, pool).await?,
                 None => self.store.insert_sandbox(&sandbox).await?,
             }
+        }
+        // The VM boots with the rules (below); the policy is kept for later reads and changes.
+        if req.egress.is_some() {
+            self.store
+                .set_egress_policy(&sandbox.id, req.egress.as_ref())
+                .await?;
         }
         self.store
             .append_event(&sandbox.id, "creating", &serde_json::json!({ "template": template, "vcpus": vcpus, "memory_mib": memory_mib }))
