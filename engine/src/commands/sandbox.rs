@@ -376,7 +376,7 @@ impl Engine {
                     verify_ms: Some(ready.verify_ms),
                     vm_ms: 0,
                 },
-                Some(create),
+                Some(Box::new(create)),
             ),
             (None, None) => NewVm::Create(create),
         };
@@ -438,7 +438,7 @@ impl Engine {
                         self.discard_snapshot(snap).await;
                     }
                     (
-                        self.boot_bounded(self.host.create(create)).await,
+                        self.boot_bounded(self.host.create(*create)).await,
                         StartInfo::default(),
                     )
                 }
@@ -813,7 +813,7 @@ pub(crate) enum NewVm {
         /// How the sandbox's info describes it.
         start: StartInfo,
         /// A boot to fall back to when the restore fails (a ready snapshot's).
-        fallback: Option<CreateVm>,
+        fallback: Option<Box<CreateVm>>,
     },
 }
 
