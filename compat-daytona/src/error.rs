@@ -98,7 +98,9 @@ impl From<EngineError> for DaytonaError {
             C::SessionNotFound
             | C::CommandNotFound
             | C::CodeContextNotFound
-            | C::ApiKeyNotFound => (S::NOT_FOUND, "NOT_FOUND"),
+            | C::ApiKeyNotFound
+            | C::EdgeKeyNotFound
+            | C::PortNotExposed => (S::NOT_FOUND, "NOT_FOUND"),
             C::ProcessNotFound => (S::NOT_FOUND, "PROCESS_NOT_FOUND"),
             C::FileNotFound => (S::NOT_FOUND, "FILE_NOT_FOUND"),
             C::PermissionDenied | C::ReadOnly => (S::FORBIDDEN, "FILE_ACCESS_DENIED"),

@@ -117,6 +117,8 @@ fn api_status(code: ErrorCode) -> u16 {
         | C::CommandFinished
         | C::CodeContextNotFound
         | C::ApiKeyNotFound
+        | C::EdgeKeyNotFound
+        | C::PortNotExposed
         | C::SnapshotNotFound
         | C::PoolNotFound
         | C::VolumeNotFound
@@ -285,6 +287,8 @@ fn connect_code(code: ErrorCode) -> ConnectCode {
         | E::ProcessNotFound
         | E::CodeContextNotFound
         | E::ApiKeyNotFound
+        | E::EdgeKeyNotFound
+        | E::PortNotExposed
         | E::SessionNotFound
         | E::CommandNotFound
         | E::SnapshotNotFound
@@ -393,6 +397,8 @@ fn http_status(code: ErrorCode) -> u16 {
         | C::CommandFinished
         | C::CodeContextNotFound
         | C::ApiKeyNotFound
+        | C::EdgeKeyNotFound
+        | C::PortNotExposed
         | C::SnapshotNotFound
         | C::PoolNotFound
         | C::VolumeNotFound

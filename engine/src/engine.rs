@@ -51,6 +51,8 @@ pub struct Engine {
     pub(crate) admission: tokio::sync::Mutex<()>,
     /// Revoked tokens (`commands::tokens`), loaded from the store.
     pub(crate) revoked_tokens: crate::commands::tokens::RevokedTokens,
+    /// The edge proxy's keys, exposures and wake locks (`edge`), loaded from the store.
+    pub(crate) edge: crate::edge::Edge,
     /// Recent metrics samples per sandbox (`metrics_history`).
     pub(crate) metrics: crate::metrics_history::MetricsHistory,
     /// Keys that sign snapshot manifests; `None` when the engine has no data directory.
@@ -74,6 +76,7 @@ impl Engine {
     ) -> Result<Arc<Self>> {
         let keys = ApiKeys::load(store.as_ref()).await?;
         let revoked_tokens = crate::commands::tokens::RevokedTokens::load(store.as_ref()).await?;
+        let edge = crate::edge::Edge::load(store.as_ref()).await?;
         let snapshot_keys = match &config.data_dir {
             Some(dir) => Some(Arc::new(
                 crate::snapshots::signing::SnapshotKeys::load_or_create(
@@ -98,6 +101,7 @@ impl Engine {
             tasks: TaskTracker::new(),
             admission: tokio::sync::Mutex::new(()),
             revoked_tokens,
+            edge,
             metrics: Default::default(),
             snapshot_keys,
             verified: Default::default(),

@@ -74,6 +74,10 @@ pub enum ErrorCode {
     CodeContextNotFound,
     /// No API key with that id.
     ApiKeyNotFound,
+    /// No edge signing key with that id.
+    EdgeKeyNotFound,
+    /// The sandbox does not expose that port at the edge.
+    PortNotExposed,
     /// No snapshot or checkpoint with that id or name.
     SnapshotNotFound,
     /// No warm pool with that id.
@@ -102,7 +106,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, once.
-    pub const ALL: [ErrorCode; 43] = [
+    pub const ALL: [ErrorCode; 45] = [
         ErrorCode::SandboxNotFound,
         ErrorCode::TemplateNotFound,
         ErrorCode::InvalidRequest,
@@ -134,6 +138,8 @@ impl ErrorCode {
         ErrorCode::CommandFinished,
         ErrorCode::CodeContextNotFound,
         ErrorCode::ApiKeyNotFound,
+        ErrorCode::EdgeKeyNotFound,
+        ErrorCode::PortNotExposed,
         ErrorCode::SnapshotNotFound,
         ErrorCode::PoolNotFound,
         ErrorCode::VolumeNotFound,
@@ -182,6 +188,8 @@ impl ErrorCode {
             ErrorCode::CommandFinished => "command_finished",
             ErrorCode::CodeContextNotFound => "code_context_not_found",
             ErrorCode::ApiKeyNotFound => "api_key_not_found",
+            ErrorCode::EdgeKeyNotFound => "edge_key_not_found",
+            ErrorCode::PortNotExposed => "port_not_exposed",
             ErrorCode::SnapshotNotFound => "snapshot_not_found",
             ErrorCode::PoolNotFound => "pool_not_found",
             ErrorCode::VolumeNotFound => "volume_not_found",
@@ -206,6 +214,8 @@ impl ErrorCode {
             | ErrorCode::CommandNotFound
             | ErrorCode::CodeContextNotFound
             | ErrorCode::ApiKeyNotFound
+            | ErrorCode::EdgeKeyNotFound
+            | ErrorCode::PortNotExposed
             | ErrorCode::SnapshotNotFound
             | ErrorCode::PoolNotFound
             | ErrorCode::VolumeNotFound
@@ -348,6 +358,15 @@ pub enum Error {
     /// No API key with that id.
     #[error("API key {0} not found")]
     ApiKeyNotFound(String),
+    /// No edge signing key with that id.
+    #[error("edge key {0} not found")]
+    EdgeKeyNotFound(String),
+    /// The sandbox does not expose that port (`sandbox:port`).
+    #[error("port {0} is not exposed")]
+    PortNotExposed(String),
+    /// Edge traffic without a valid token or cookie for a port that is not public (the reason).
+    #[error("edge access refused: {0}")]
+    EdgeUnauthorized(String),
     /// No snapshot or checkpoint with that id or name.
     #[error("snapshot {0} not found")]
     SnapshotNotFound(String),
@@ -388,7 +407,7 @@ impl Error {
             Error::TemplateNotFound(_) => ErrorCode::TemplateNotFound,
             Error::InvalidRequest(_) => ErrorCode::InvalidRequest,
             Error::InvalidState { .. } => ErrorCode::InvalidState,
-            Error::Unauthorized => ErrorCode::Unauthorized,
+            Error::Unauthorized | Error::EdgeUnauthorized(_) => ErrorCode::Unauthorized,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::CapacityExhausted(_) => ErrorCode::CapacityExhausted,
             Error::ExecTimeout(_) => ErrorCode::ExecTimeout,
@@ -403,6 +422,8 @@ impl Error {
             Error::CommandFinished(_) => ErrorCode::CommandFinished,
             Error::CodeContextNotFound(_) => ErrorCode::CodeContextNotFound,
             Error::ApiKeyNotFound(_) => ErrorCode::ApiKeyNotFound,
+            Error::EdgeKeyNotFound(_) => ErrorCode::EdgeKeyNotFound,
+            Error::PortNotExposed(_) => ErrorCode::PortNotExposed,
             Error::SnapshotNotFound(_) => ErrorCode::SnapshotNotFound,
             Error::PoolNotFound(_) => ErrorCode::PoolNotFound,
             Error::VolumeNotFound(_) => ErrorCode::VolumeNotFound,
@@ -539,6 +560,8 @@ mod tests {
                 404,
             ),
             (Error::ApiKeyNotFound(s()), "api_key_not_found", 404),
+            (Error::EdgeKeyNotFound(s()), "edge_key_not_found", 404),
+            (Error::PortNotExposed(s()), "port_not_exposed", 404),
             (Error::SnapshotNotFound(s()), "snapshot_not_found", 404),
             (Error::PoolNotFound(s()), "pool_not_found", 404),
             (Error::VolumeNotFound(s()), "volume_not_found", 404),
@@ -559,6 +582,12 @@ mod tests {
                 "{e}"
             );
         }
+        // Edge refusals are the same code as a bad API key, with their own message.
+        let edge = Error::EdgeUnauthorized(s());
+        assert_eq!(
+            (edge.code(), edge.http_status()),
+            (ErrorCode::Unauthorized, 401)
+        );
         // One case per variant: the codes above are all different variants' codes.
         let seen: HashSet<&str> = cases.iter().map(|(_, c, _)| *c).collect();
         assert_eq!(seen.len(), cases.len());

@@ -25,6 +25,7 @@ pub mod builds;
 mod code;
 pub mod commands;
 pub mod config;
+pub mod edge;
 mod engine;
 pub mod env;
 pub mod error;

@@ -12,6 +12,7 @@
 //! | pause to disk, resume, snapshot, restore, fork ×1/×4, checkpoint, rollback | see [`snapshots`] |
 //! | custom template builds (cold, cached), create from a custom template | see [`templates`] |
 //! | volume hot-attach and detach | see [`volumes`] |
+//! | edge proxy request, running and paused (auto-resume) sandbox | see [`edge`] |
 //! | file upload / download over REST, MB/s | the same bytes through a process's stdin / stdout (the transport and the agent's stdio path), and `dd` of the same size inside the guest (its disk) |
 //! | the host share: host writes/reads over REST, guest reads/writes over virtio-fs, MB/s | the framed file API's upload/download, `dd` to the guest's disk |
 //!
@@ -27,6 +28,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 mod creates;
+mod edge;
 mod snapshots;
 mod templates;
 mod volumes;
@@ -414,6 +416,12 @@ async fn main() -> Result<()> {
     engine.kill_sandbox(&id).await?;
     stats.extend(snapshots::bench(&engine, args.iterations).await?);
     stats.extend(volumes::bench(&engine, args.iterations).await?);
+    let rest = creates::Rest {
+        http: http.clone(),
+        url: url.clone(),
+        key: key.clone(),
+    };
+    stats.extend(edge::bench(&engine, &rest, args.iterations, args.round_trips).await?);
     if args.memory_file {
         stats.extend(memory_file_snapshots(args.iterations).await?);
     }

@@ -3,9 +3,11 @@
 //!
 //! - [`relay`]: forwarding HTTP and WebSocket requests to a port inside a sandbox, with every
 //!   Platinum credential stripped and sandbox content kept out of the API's origin.
+//! - [`edge`]: the product's edge proxy (Host and path forms, tokens and cookies, waking).
 //! - [`ndjson`]: streaming responses of newline-delimited JSON.
 //! - [`origin`]: the URL a request reached the server at, for links handed back to clients.
 
+pub mod edge;
 pub mod ndjson;
 pub mod origin;
 pub mod relay;

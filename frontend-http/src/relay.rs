@@ -42,7 +42,8 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Request headers that carry Platinum credentials (lower case): the API key (`Authorization`,
-/// `X-API-Key`), E2B's envd access token and traffic access token, and Daytona's preview token.
+/// `X-API-Key`), E2B's envd access token and traffic access token, Daytona's preview token and
+/// the edge token (`X-Platinum-Edge-Token`).
 pub const CREDENTIAL_HEADERS: &[&str] = &[
     "authorization",
     "x-api-key",
@@ -50,11 +51,13 @@ pub const CREDENTIAL_HEADERS: &[&str] = &[
     "e2b-traffic-access-token",
     "x-daytona-preview-token",
     "proxy-authorization",
+    "x-platinum-edge-token",
 ];
 
 /// Query parameters that carry Platinum credentials (compared ASCII case-insensitively): every
 /// name a front end reads a token from (Daytona's `DAYTONA_SANDBOX_AUTH_KEY` preview token of
-/// browser clients, the `signature`/`signature_expiration` of signed URLs) and `preview_token`.
+/// browser clients, the `signature`/`signature_expiration` of signed URLs), `preview_token` and
+/// the edge's `platinum_token`.
 /// A generic `token` is not on the list: no front end reads a credential from it, and services
 /// in sandboxes use it for their own (Jupyter's `?token=`).
 pub const CREDENTIAL_QUERY_PARAMS: &[&str] = &[
@@ -62,10 +65,11 @@ pub const CREDENTIAL_QUERY_PARAMS: &[&str] = &[
     "signature",
     "signature_expiration",
     "preview_token",
+    "platinum_token",
 ];
 
 /// Cookie name prefixes that belong to Platinum (compared ASCII case-insensitively): its own
-/// `platinum*` cookies and Daytona's preview-auth cookie (`daytona-sandbox-auth-<id>`).
+/// `platinum*` cookies (the edge's `platinum_edge` among them) and Daytona's preview-auth cookie (`daytona-sandbox-auth-<id>`).
 pub const CREDENTIAL_COOKIE_PREFIXES: &[&str] = &["platinum", "daytona-sandbox-auth"];
 
 /// The policy on every proxied response: scripts, forms, popups, modals and downloads work, but
@@ -253,6 +257,7 @@ mod tests {
             ("e2b-traffic-access-token", "traffic-token"),
             ("x-daytona-preview-token", "preview-token"),
             ("proxy-authorization", "Basic eDp5"),
+            ("x-platinum-edge-token", "pte1.edge"),
             ("accept", "text/html"),
             ("x-custom", "kept"),
         ] {
@@ -260,7 +265,7 @@ mod tests {
         }
         h.append(
             COOKIE,
-            "theme=dark; platinum_session=s1; daytona-sandbox-auth-abc=t; PLATINUM=x"
+            "theme=dark; platinum_session=s1; daytona-sandbox-auth-abc=t; PLATINUM=x; platinum_edge=e"
                 .parse()
                 .unwrap(),
         );
@@ -296,6 +301,10 @@ mod tests {
         assert_eq!(
             scrub_path_and_query("/?signature_expiration=1&signature=x"),
             "/"
+        );
+        assert_eq!(
+            scrub_path_and_query("/p?platinum_token=pte1.x&q=2"),
+            "/p?q=2"
         );
     }
 

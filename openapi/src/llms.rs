@@ -32,7 +32,11 @@ http://127.0.0.1:7070 and prints the API key once; the key is also in `/var/lib/
 The loop: create a sandbox (it boots in seconds), run commands or code in it, move files in and \
 out, delete it. A sandbox is deleted after its `timeout_secs` (default 300; 0 = never), so delete \
 it yourself when done or give it a longer timeout. Relative paths are in /home/user. Services \
-inside a sandbox are reachable at `/v1/sandboxes/{id}/ports/{port}/` with the API key.
+inside a sandbox are reachable at `/v1/sandboxes/{id}/ports/{port}/` with the API key, or, \
+without it, at the edge `/edge/{id}/{port}/` (or `{port}-{id}.<domain>`) with a token from \
+`POST /v1/sandboxes/{id}/ports/{port}/tokens` (header `X-Platinum-Edge-Token` or \
+`?platinum_token=`, which a browser keeps as a cookie) or for a port made public with \
+`POST /v1/sandboxes/{id}/expose`; a paused sandbox is resumed by its edge traffic.
 
 Failures have a stable code. REST answers `{\"code\", \"message\"}` with the matching HTTP status; an \
 MCP tool returns a result with `isError: true` and the text `<code>: <message>`. Codes include \

@@ -3,8 +3,9 @@
 //! - Every operation has an `operationId` (unique), a summary, a tag, a `description` on every
 //!   response (OpenAPI 3.1 requires it), and every `/v1` operation a 4XX response.
 //! - Every route is documented: routes registered through utoipa's `OpenApiRouter` are in the
-//!   document by construction; the ones registered by hand (the port proxy) are listed in
-//!   `platinum_rest::PORT_PROXY_ROUTES` and must each be documented here.
+//!   document by construction; the ones registered by hand (the port proxy, edge token minting)
+//!   are listed in `platinum_rest::PORT_PROXY_ROUTES` and `EDGE_TOKEN_ROUTE` and must each be
+//!   documented here.
 //! - Every documented operation exists: a real server answers each one (without a key: 401 for
 //!   `/v1`, 200 for the open routes), never 404 or 405.
 
@@ -93,7 +94,10 @@ fn routes_registered_by_hand_are_documented() {
         .keys()
         .map(String::as_str)
         .collect();
-    for route in platinum_rest::PORT_PROXY_ROUTES {
+    for route in platinum_rest::PORT_PROXY_ROUTES
+        .into_iter()
+        .chain([platinum_rest::EDGE_TOKEN_ROUTE])
+    {
         assert!(
             paths.contains(normalised(route).as_str()),
             "route {route} is registered but not documented (documented paths: {paths:?})"

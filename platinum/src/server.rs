@@ -224,7 +224,13 @@ impl Server {
         // E2B: its control plane, plus sandbox traffic (routed by header or Host) ahead of all.
         let e2b = platinum_e2b::E2bConfig::from_data_dir(&config.data_dir, None)
             .context("loading the E2B token key")?;
+        // The product's edge (`<port>-<id>.<domain>`, `/edge/<id>/<port>/`) in front of E2B's
+        // routing: Host-form requests without a product credential or public port fall through.
         let app = platinum_e2b::install(app, engine.clone(), e2b)
+            .layer(axum::middleware::from_fn_with_state(
+                engine.clone(),
+                platinum_frontend_http::edge::middleware,
+            ))
             .layer(tower_http::trace::TraceLayer::new_for_http());
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

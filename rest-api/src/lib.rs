@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use routes::{
-    backups, capacity, egress, exec, files, keys, pools, ports, processes, sandboxes, share,
+    backups, capacity, edge, egress, exec, files, keys, pools, ports, processes, sandboxes, share,
     snapshots, templates, volumes,
 };
 
@@ -45,6 +45,7 @@ use routes::{
         (name = "processes", description = "Background processes: re-attach, signal, stdin"),
         (name = "files", description = "Files inside a sandbox"),
         (name = "ports", description = "HTTP and WebSocket to services inside a sandbox"),
+        (name = "edge", description = "The edge proxy: exposed ports, edge tokens and their signing keys"),
         (name = "snapshots", description = "Signed snapshots, restore, fork, checkpoints and rollback"),
         (name = "pools", description = "Warm pools: running sandboxes a create claims without starting a VM"),
         (name = "share", description = "The host share (`/mnt/dnah-share` in the guest), read and written on the host in any state"),
@@ -176,6 +177,12 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(keys::rotate_key))
+        .routes(routes!(edge::expose_port, edge::list_exposures))
+        .routes(routes!(edge::unexpose_port))
+        .routes(routes!(edge::revoke_token))
+        .routes(routes!(edge::list_keys))
+        .routes(routes!(edge::rotate_key))
+        .routes(routes!(edge::delete_key))
         .split_for_parts();
     let (open, open_doc) = OpenApiRouter::new()
         .routes(routes!(health))
@@ -184,9 +191,12 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
     doc.merge(open_doc);
     // The port proxy takes any method and a path with slashes, which the routes! macro cannot
     // express; it is documented by its `#[utoipa::path]`s and registered here by hand.
+    // Minting tokens shares its path with the proxy's `{*path}`: other methods on it are the
+    // proxy's, so it is registered by hand too.
     let (_, proxy_doc) = OpenApiRouter::<Arc<Engine>>::new()
         .routes(routes!(ports::proxy_root))
         .routes(routes!(ports::proxy))
+        .routes(routes!(edge::create_token))
         .split_for_parts();
     doc.merge(proxy_doc);
     // So do the share's `{path}` routes.
@@ -204,6 +214,10 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
         .route(root_slash, axum::routing::any(ports::proxy_root))
         .route(rest, axum::routing::any(ports::proxy))
         .route(
+            EDGE_TOKEN_ROUTE,
+            axum::routing::post(edge::create_token).fallback(ports::proxy_tokens),
+        )
+        .route(
             share::SHARE_ROUTE,
             axum::routing::get(share::share_get)
                 .put(share::share_put)
@@ -219,6 +233,10 @@ pub const PORT_PROXY_ROUTES: [&str; 3] = [
     "/v1/sandboxes/{id}/ports/{port}/",
     "/v1/sandboxes/{id}/ports/{port}/{*path}",
 ];
+
+/// Minting edge tokens (`POST`; every other method there is the port proxy's, for the
+/// service's own `/tokens`).
+pub const EDGE_TOKEN_ROUTE: &str = "/v1/sandboxes/{id}/ports/{port}/tokens";
 
 /// The OpenAPI 3.1 document of the API.
 pub fn openapi() -> OpenApiDoc {

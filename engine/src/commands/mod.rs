@@ -25,6 +25,7 @@
 //! - [`pools`]: warm pools: running sandboxes a create claims in one store transaction.
 //! - [`capacity`]: what holds a VM against the host's limits; admission.
 //! - [`share`]: the host share: files read and written on the host, whatever the VM's state.
+//! - [`edge`]: the edge proxy: tokens and their keys, exposed ports, waking for traffic.
 //! - [`egress`]: egress policies: what a sandbox may reach beyond the host, changed at runtime.
 //! - [`volumes`]: named persistent volumes, attached (hot, or at create) and mounted in sandboxes.
 //! - [`volume_files`]: files in a volume, through the sandbox that has it mounted or in its image.
@@ -34,6 +35,7 @@ pub mod backups;
 pub mod capacity;
 pub mod code;
 pub mod custom_templates;
+pub mod edge;
 pub mod egress;
 pub mod exec;
 pub mod files;

@@ -569,6 +569,7 @@ impl Engine {
         self.store.delete_archive(id).await?;
         self.store.set_backup_policy(id, None).await?;
         self.store.set_egress_policy(id, None).await?;
+        self.forget_exposures(id).await?;
         s.error = None;
         self.transition(&mut s, SandboxState::Deleted, serde_json::json!({}))
             .await?;

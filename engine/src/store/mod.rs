@@ -181,6 +181,27 @@ pub trait Store: Send + Sync {
     /// Every backup schedule, by sandbox.
     async fn backup_policies(&self) -> Result<Vec<(String, BackupPolicy)>>;
 
+    /// Every edge signing key.
+    async fn edge_keys(&self) -> Result<Vec<crate::edge::keys::EdgeKeyRecord>>;
+
+    /// Adds an edge signing key.
+    async fn insert_edge_key(&self, key: &crate::edge::keys::EdgeKeyRecord) -> Result<()>;
+
+    /// Deletes edge key `kid`; false when there was none.
+    async fn delete_edge_key(&self, kid: &str) -> Result<bool>;
+
+    /// Every exposed port of every sandbox.
+    async fn edge_exposures(&self) -> Result<Vec<crate::edge::Exposure>>;
+
+    /// Adds or replaces the exposure of (sandbox, port).
+    async fn put_edge_exposure(&self, exposure: &crate::edge::Exposure) -> Result<()>;
+
+    /// Removes the exposure of (sandbox, port); false when there was none.
+    async fn delete_edge_exposure(&self, sandbox_id: &str, port: u16) -> Result<bool>;
+
+    /// Removes every exposure of a sandbox.
+    async fn delete_edge_exposures(&self, sandbox_id: &str) -> Result<()>;
+
     /// Sets (`Some`) or removes sandbox `sandbox_id`'s egress policy.
     async fn set_egress_policy(
         &self,

@@ -20,6 +20,7 @@ use crate::snapshots::archive::SignedArchive;
 
 mod archives;
 mod backups;
+mod edge;
 mod egress;
 mod templates;
 mod volumes;
@@ -729,6 +730,34 @@ impl Store for SqliteStore {
 
     async fn backup_policies(&self) -> Result<Vec<(String, BackupPolicy)>> {
         self.backup_policy_rows().await
+    }
+
+    async fn edge_keys(&self) -> Result<Vec<crate::edge::keys::EdgeKeyRecord>> {
+        self.edge_key_rows().await
+    }
+
+    async fn insert_edge_key(&self, key: &crate::edge::keys::EdgeKeyRecord) -> Result<()> {
+        self.insert_edge_key_row(key).await
+    }
+
+    async fn delete_edge_key(&self, kid: &str) -> Result<bool> {
+        self.delete_edge_key_row(kid).await
+    }
+
+    async fn edge_exposures(&self) -> Result<Vec<crate::edge::Exposure>> {
+        self.edge_exposure_rows().await
+    }
+
+    async fn put_edge_exposure(&self, exposure: &crate::edge::Exposure) -> Result<()> {
+        self.put_edge_exposure_row(exposure).await
+    }
+
+    async fn delete_edge_exposure(&self, sandbox_id: &str, port: u16) -> Result<bool> {
+        self.delete_edge_exposure_row(sandbox_id, port).await
+    }
+
+    async fn delete_edge_exposures(&self, sandbox_id: &str) -> Result<()> {
+        self.delete_edge_exposure_rows(sandbox_id).await
     }
 
     async fn set_egress_policy(

@@ -3,6 +3,7 @@
 
 pub mod backups;
 pub mod capacity;
+pub mod edge;
 pub mod egress;
 pub mod exec;
 pub mod files;

@@ -103,3 +103,21 @@ pub async fn proxy_root(
     )
     .await
 }
+
+/// The proxy for `{path}` = `tokens` with a method other than `POST` (which mints edge tokens).
+pub async fn proxy_tokens(
+    State(engine): State<Arc<Engine>>,
+    Path((id, port)): Path<(String, u16)>,
+    req: Request,
+) -> ApiResult<Response<Body>> {
+    proxy(
+        State(engine),
+        Path(PortPath {
+            id,
+            port,
+            path: "tokens".into(),
+        }),
+        req,
+    )
+    .await
+}
