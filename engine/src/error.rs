@@ -80,6 +80,8 @@ pub enum ErrorCode {
     PoolNotFound,
     /// No volume with that id or name.
     VolumeNotFound,
+    /// No secret with that id or name.
+    SecretNotFound,
     /// No template build with that id.
     BuildNotFound,
     /// A snapshot's signature does not verify (altered manifest or signature, or none).
@@ -102,7 +104,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, once.
-    pub const ALL: [ErrorCode; 43] = [
+    pub const ALL: [ErrorCode; 44] = [
         ErrorCode::SandboxNotFound,
         ErrorCode::TemplateNotFound,
         ErrorCode::InvalidRequest,
@@ -137,6 +139,7 @@ impl ErrorCode {
         ErrorCode::SnapshotNotFound,
         ErrorCode::PoolNotFound,
         ErrorCode::VolumeNotFound,
+        ErrorCode::SecretNotFound,
         ErrorCode::BuildNotFound,
         ErrorCode::SnapshotSignatureInvalid,
         ErrorCode::SnapshotCorrupt,
@@ -185,6 +188,7 @@ impl ErrorCode {
             ErrorCode::SnapshotNotFound => "snapshot_not_found",
             ErrorCode::PoolNotFound => "pool_not_found",
             ErrorCode::VolumeNotFound => "volume_not_found",
+            ErrorCode::SecretNotFound => "secret_not_found",
             ErrorCode::BuildNotFound => "build_not_found",
             ErrorCode::SnapshotSignatureInvalid => "snapshot_signature_invalid",
             ErrorCode::SnapshotCorrupt => "snapshot_corrupt",
@@ -209,6 +213,7 @@ impl ErrorCode {
             | ErrorCode::SnapshotNotFound
             | ErrorCode::PoolNotFound
             | ErrorCode::VolumeNotFound
+            | ErrorCode::SecretNotFound
             | ErrorCode::BuildNotFound
             | ErrorCode::FileNotFound
             | ErrorCode::ProcessNotFound => 404,
@@ -357,6 +362,9 @@ pub enum Error {
     /// No volume with that id or name.
     #[error("volume {0} not found")]
     VolumeNotFound(String),
+    /// No secret with that id or name.
+    #[error("secret {0} not found")]
+    SecretNotFound(String),
     /// No template build with that id.
     #[error("template build {0} not found")]
     BuildNotFound(String),
@@ -406,6 +414,7 @@ impl Error {
             Error::SnapshotNotFound(_) => ErrorCode::SnapshotNotFound,
             Error::PoolNotFound(_) => ErrorCode::PoolNotFound,
             Error::VolumeNotFound(_) => ErrorCode::VolumeNotFound,
+            Error::SecretNotFound(_) => ErrorCode::SecretNotFound,
             Error::BuildNotFound(_) => ErrorCode::BuildNotFound,
             Error::Snapshot(e) => e.error_code(),
             Error::ObjectStore(_) => ErrorCode::ObjectStoreUnavailable,
@@ -542,6 +551,7 @@ mod tests {
             (Error::SnapshotNotFound(s()), "snapshot_not_found", 404),
             (Error::PoolNotFound(s()), "pool_not_found", 404),
             (Error::VolumeNotFound(s()), "volume_not_found", 404),
+            (Error::SecretNotFound(s()), "secret_not_found", 404),
             (Error::BuildNotFound(s()), "build_not_found", 404),
             (
                 Error::Snapshot(crate::snapshots::SnapshotError::Incompatible(s())),

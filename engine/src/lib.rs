@@ -43,6 +43,7 @@ pub mod store;
 #[cfg(test)]
 mod testing;
 pub mod text;
+pub mod vault;
 
 pub use commands::exec::StreamOptions;
 pub use commands::files::CreateAs;

@@ -175,6 +175,7 @@ impl Engine {
         pool: Option<&str>,
     ) -> Result<Sandbox> {
         let cfg = &self.config;
+        let wanted_secrets = std::mem::take(&mut req.secrets);
         let egress = match &req.egress {
             Some(p) => crate::commands::egress::egress_rules(p)?,
             None => Default::default(),
@@ -243,6 +244,8 @@ impl Engine {
                 cfg.max_timeout.as_secs()
             )));
         }
+        // The variables of granted secrets hold placeholders, never values.
+        let grants = self.grant_secrets(&wanted_secrets, &mut req.env).await?;
         check_pairs(Pairs::Env, &req.env)?;
         check_pairs(Pairs::Metadata, &req.metadata)?;
         check_pairs(Pairs::Attributes, &req.attributes)?;
@@ -296,6 +299,9 @@ impl Engine {
                 if let Some(policy) = req.egress {
                     self.set_egress_policy(&claimed.id, policy).await?;
                 }
+                if !grants.is_empty() {
+                    self.store_grants(&claimed.id, &grants).await?;
+                }
                 return Ok(claimed);
             }
         }
@@ -322,6 +328,10 @@ impl Engine {
                 Some(pool) => self.store.insert_pooled_sandbox(&sandbox, pool).await?,
                 None => self.store.insert_sandbox(&sandbox).await?,
             }
+        }
+        // Its secrets are brokered from its first request on.
+        if !grants.is_empty() {
+            self.store_grants(&sandbox.id, &grants).await?;
         }
         // The VM boots with the rules (below); the policy is kept for later reads and changes.
         if req.egress.is_some() {
@@ -569,6 +579,7 @@ impl Engine {
         self.store.delete_archive(id).await?;
         self.store.set_backup_policy(id, None).await?;
         self.store.set_egress_policy(id, None).await?;
+        self.forget_secrets(id).await?;
         s.error = None;
         self.transition(&mut s, SandboxState::Deleted, serde_json::json!({}))
             .await?;

@@ -40,6 +40,7 @@ use super::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
 use crate::archive::{
     Archive, ArchiveDir, Archived, ObjectStore, ObjectStoreConfig, Restored, open_store,
 };
+use crate::broker::{Broker, BrokerOptions, BrokeredSecret, HostCa, SecretRegistry};
 use crate::console;
 use crate::disk::{CloneMethod, DiskOptions, create_disk_from};
 use crate::error::{Error, IoContext, Result};
@@ -84,6 +85,9 @@ pub struct LocalHostConfig {
     pub archive: Option<ObjectStoreConfig>,
     /// Size of each sandbox's host share, MiB (a sparse image: it takes what is stored).
     pub share_mib: u64,
+    /// A PEM file of CA certificates the egress broker trusts for servers besides the host's
+    /// trust store (servers on a test network).
+    pub egress_extra_roots: Option<PathBuf>,
 }
 
 impl LocalHostConfig {
@@ -103,6 +107,7 @@ impl LocalHostConfig {
             registries: RegistryOptions::default(),
             archive: None,
             share_mib: 1024,
+            egress_extra_roots: None,
         }
     }
 }
@@ -182,6 +187,10 @@ pub struct LocalHost {
     events: broadcast::Sender<HostEvent>,
     /// Where archives go.
     archive_store: Arc<dyn ObjectStore>,
+    /// The secrets each sandbox's brokered requests may carry (`crate::broker`).
+    secrets: Arc<SecretRegistry>,
+    /// The egress broker and this host's CA; `None` when the CA could not be read or made.
+    broker: Option<Arc<Broker>>,
 }
 
 impl LocalHost {
@@ -233,6 +242,13 @@ impl LocalHost {
             memory: memory.reason,
         };
         let (events, _) = broadcast::channel(256);
+        let broker = match egress_broker(&config) {
+            Ok(b) => Some(Arc::new(b)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no egress CA: secrets cannot be brokered on this host");
+                None
+            }
+        };
         Ok(Arc::new_cyclic(|me| LocalHost {
             me: me.clone(),
             config,
@@ -244,7 +260,20 @@ impl LocalHost {
             slots: Mutex::new(HashMap::new()),
             events,
             archive_store,
+            secrets: Default::default(),
+            broker,
         }))
+    }
+
+    /// The secrets each sandbox may have brokered, by sandbox id (the egress proxy asks it
+    /// whether a connection to a host is brokered, and for what).
+    pub fn secret_registry(&self) -> &Arc<SecretRegistry> {
+        &self.secrets
+    }
+
+    /// The egress broker, when this host has its CA.
+    pub fn broker(&self) -> Option<&Arc<Broker>> {
+        self.broker.as_ref()
     }
 
     /// Removes the TAPs of sandboxes whose VM is not running (all of them right after start: an
@@ -724,6 +753,17 @@ async fn connect_agent(
     }
 }
 
+/// This host's CA (made on first use, in the data directory) and the broker over it.
+fn egress_broker(config: &LocalHostConfig) -> Result<Broker> {
+    let ca = Arc::new(HostCa::load_or_create(&config.data_dir)?);
+    let mut options = BrokerOptions::default();
+    if let Some(path) = &config.egress_extra_roots {
+        let pem = std::fs::read_to_string(path).ctx(|| format!("reading {}", path.display()))?;
+        options.extra_roots = crate::broker::ca::pem_certificates(&pem)?;
+    }
+    Broker::new(ca, options)
+}
+
 fn hello(env: &BTreeMap<String, String>) -> platinum_protocol::Hello {
     platinum_protocol::Hello {
         protocol: platinum_protocol::PROTOCOL_VERSION,
@@ -822,6 +862,12 @@ impl HostAgent for LocalHost {
         record.egress = rules.clone();
         write_record(&record)?;
         self.network.set_egress(id, &rules).await
+    }
+
+    async fn set_secrets(&self, id: &str, secrets: Vec<BrokeredSecret>) -> Result<()> {
+        self.dir(id)?;
+        self.secrets.set(id, secrets);
+        Ok(())
     }
 
     async fn set_env(&self, id: &str, env: BTreeMap<String, String>) -> Result<()> {
