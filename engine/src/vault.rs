@@ -5,6 +5,7 @@
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use sha2::Digest;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -27,12 +28,8 @@ impl Vault {
                     crate::secrets::load_or_create_secret(&dir.join(KEY_FILE), "secrets key")
                         .map_err(|e| Error::Internal(format!("the secrets key: {e}")))?,
                 );
-                let hex = std::str::from_utf8(&text)
-                    .map_err(|_| Error::Internal("the secrets key is not hex".into()))?;
-                Zeroizing::new(
-                    hex::decode(&hex[..64])
-                        .map_err(|_| Error::Internal("the secrets key is not hex".into()))?,
-                )
+                // At least 32 random bytes' worth of text; the key is its hash.
+                Zeroizing::new(sha2::Sha256::digest(text.as_slice()).to_vec())
             }
             None => Zeroizing::new(rand::random::<[u8; 32]>().to_vec()),
         };

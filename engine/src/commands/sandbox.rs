@@ -175,7 +175,10 @@ impl Engine {
         pool: Option<&str>,
     ) -> Result<Sandbox> {
         let cfg = &self.config;
-        let wanted_secrets = std::mem::take(&mut req.secrets);
+        // Secrets' variables hold placeholders, never values.
+        let (grants, secret_vars) = self
+            .grant_secrets(&std::mem::take(&mut req.secrets), &req.env)
+            .await?;
         let egress = match &req.egress {
             Some(p) => crate::commands::egress::egress_rules(p)?,
             None => Default::default(),
@@ -244,8 +247,7 @@ impl Engine {
                 cfg.max_timeout.as_secs()
             )));
         }
-        // The variables of granted secrets hold placeholders, never values.
-        let grants = self.grant_secrets(&wanted_secrets, &mut req.env).await?;
+        req.env.extend(secret_vars);
         check_pairs(Pairs::Env, &req.env)?;
         check_pairs(Pairs::Metadata, &req.metadata)?;
         check_pairs(Pairs::Attributes, &req.attributes)?;

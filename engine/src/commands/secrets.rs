@@ -225,14 +225,15 @@ impl Engine {
         Ok(out)
     }
 
-    /// Resolves a create's `secrets` (variable → secret id or name) and puts each placeholder
-    /// into `env`; the grants to store once the sandbox exists (variable → secret id).
+    /// Resolves a create's `secrets` (variable → secret id or name), none of which may also be
+    /// in its `env`: the grants to store once the sandbox exists (variable → secret id) and the
+    /// variables to set (variable → placeholder).
     pub(crate) async fn grant_secrets(
         &self,
         wanted: &BTreeMap<String, String>,
-        env: &mut BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, String>> {
-        let mut grants = BTreeMap::new();
+        env: &BTreeMap<String, String>,
+    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>)> {
+        let (mut grants, mut vars) = (BTreeMap::new(), BTreeMap::new());
         for (var, name) in wanted {
             crate::env::check_env_name(var)?;
             if env.contains_key(var) {
@@ -241,10 +242,10 @@ impl Engine {
                 )));
             }
             let secret = self.get_secret(name).await?;
-            env.insert(var.clone(), secret.placeholder.clone());
+            vars.insert(var.clone(), secret.placeholder);
             grants.insert(var.clone(), secret.id);
         }
-        Ok(grants)
+        Ok((grants, vars))
     }
 
     /// Stores sandbox `id`'s grants and gives the host their secrets.
@@ -300,7 +301,13 @@ impl Engine {
         ids.dedup();
         for id in ids {
             match self.store.get_sandbox(&id).await? {
-                Some(s) if s.state != SandboxState::Deleted => self.push_secrets(&id).await?,
+                // A sandbox whose secrets cannot be given (a value that no longer decrypts)
+                // loses only its own brokering.
+                Some(s) if s.state != SandboxState::Deleted => {
+                    if let Err(e) = self.push_secrets(&id).await {
+                        tracing::error!(sandbox = %id, error = %e, "its secrets cannot be brokered");
+                    }
+                }
                 _ => {
                     self.store
                         .set_sandbox_secrets(&id, &BTreeMap::new())

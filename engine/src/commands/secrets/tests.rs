@@ -137,36 +137,28 @@ async fn a_grant_puts_the_placeholder_in_the_env_and_blocks_deletion() {
         .create_secret(create("gh", &["api.github.com"]))
         .await
         .unwrap();
-    let mut env = BTreeMap::new();
     let wanted = BTreeMap::from([("GH_TOKEN".to_string(), "gh".to_string())]);
-    let grants = engine.grant_secrets(&wanted, &mut env).await.unwrap();
-    assert_eq!(env.get("GH_TOKEN"), Some(&s.placeholder));
+    let (grants, vars) = engine
+        .grant_secrets(&wanted, &BTreeMap::new())
+        .await
+        .unwrap();
+    assert_eq!(vars.get("GH_TOKEN"), Some(&s.placeholder));
     assert_eq!(grants.get("GH_TOKEN"), Some(&s.id));
-    let mut clash = BTreeMap::from([("GH_TOKEN".to_string(), "x".to_string())]);
+    let clash = BTreeMap::from([("GH_TOKEN".to_string(), "x".to_string())]);
+    let code =
+        |r: Result<(BTreeMap<String, String>, BTreeMap<String, String>)>| r.unwrap_err().code();
     assert_eq!(
-        engine
-            .grant_secrets(&wanted, &mut clash)
-            .await
-            .unwrap_err()
-            .code(),
+        code(engine.grant_secrets(&wanted, &clash).await),
         ErrorCode::InvalidRequest
     );
     let missing = BTreeMap::from([("X".to_string(), "nope".to_string())]);
     assert_eq!(
-        engine
-            .grant_secrets(&missing, &mut BTreeMap::new())
-            .await
-            .unwrap_err()
-            .code(),
+        code(engine.grant_secrets(&missing, &BTreeMap::new()).await),
         ErrorCode::SecretNotFound
     );
     let bad_var = BTreeMap::from([("1X".to_string(), "gh".to_string())]);
     assert_eq!(
-        engine
-            .grant_secrets(&bad_var, &mut BTreeMap::new())
-            .await
-            .unwrap_err()
-            .code(),
+        code(engine.grant_secrets(&bad_var, &BTreeMap::new()).await),
         ErrorCode::InvalidRequest
     );
 

@@ -154,6 +154,8 @@ struct Slot {
     env: Mutex<BTreeMap<String, String>>,
     vm: Arc<dyn Vm>,
     guest: tokio::sync::Mutex<Option<GuestClient>>,
+    /// The host's egress CA (PEM) every new guest session adds to the guest's trust store.
+    trust: Option<Arc<str>>,
     /// Signalled when `guest` gets a new session (the violation watcher follows it).
     guest_changed: Arc<Notify>,
     /// Set before the host itself ends the VM, so the exit watcher stays quiet.
@@ -274,6 +276,11 @@ impl LocalHost {
     /// The egress broker, when this host has its CA.
     pub fn broker(&self) -> Option<&Arc<Broker>> {
         self.broker.as_ref()
+    }
+
+    /// The CA certificate (PEM) sandboxes trust, when this host has one.
+    fn trust_pem(&self) -> Option<&str> {
+        self.broker.as_ref().map(|b| b.ca().certificate_pem())
     }
 
     /// Removes the TAPs of sandboxes whose VM is not running (all of them right after start: an
@@ -414,7 +421,9 @@ impl LocalHost {
                 } else {
                     BOOT_AGENT_DEADLINE
                 };
-                let e = match connect_agent(vm.as_ref(), &record.env, deadline).await {
+                let e = match connect_agent(vm.as_ref(), &record.env, self.trust_pem(), deadline)
+                    .await
+                {
                     Ok(g) => return Ok((vm, g, started)),
                     Err(e) => e,
                 };
@@ -454,6 +463,7 @@ impl LocalHost {
             record,
             vm: vm.clone(),
             guest: tokio::sync::Mutex::new(Some(guest)),
+            trust: self.trust_pem().map(Arc::from),
             guest_changed: Arc::new(Notify::new()),
             expected_exit: AtomicBool::new(false),
             paused: AtomicBool::new(false),
@@ -716,6 +726,7 @@ const RESTORE_AGENT_DEADLINE: Duration = Duration::from_secs(60);
 async fn connect_agent(
     vm: &dyn Vm,
     env: &BTreeMap<String, String>,
+    trust: Option<&str>,
     deadline: Duration,
 ) -> Result<GuestClient> {
     let endpoint = vm.info().guest.clone();
@@ -731,7 +742,7 @@ async fn connect_agent(
         }
         let attempt = async {
             let stream = transport::connect(&endpoint, Duration::from_secs(2)).await?;
-            GuestClient::start(stream, hello(env), Duration::from_secs(3)).await
+            GuestClient::start(stream, hello(env, trust), Duration::from_secs(3)).await
         };
         tokio::select! {
             exit = &mut exited => {
@@ -764,13 +775,22 @@ fn egress_broker(config: &LocalHostConfig) -> Result<Broker> {
     Broker::new(ca, options)
 }
 
-fn hello(env: &BTreeMap<String, String>) -> platinum_protocol::Hello {
+/// The `hello` of every guest session: its environment, and the host's egress CA for its trust
+/// store (at boot, reconnect and restore alike, so template snapshots and pools have it too).
+fn hello(env: &BTreeMap<String, String>, trust: Option<&str>) -> platinum_protocol::Hello {
+    let mut env = env.clone();
+    if trust.is_some() {
+        // Node.js keeps its own roots; this file is written by the agent with the CA.
+        env.entry("NODE_EXTRA_CA_CERTS".into())
+            .or_insert_with(|| format!("/{}", platinum_protocol::EGRESS_CA_FILE));
+    }
     platinum_protocol::Hello {
         protocol: platinum_protocol::PROTOCOL_VERSION,
         // Stamped by `GuestClient::start` when it is sent.
         unix_ns: 0,
-        env: env.clone(),
+        env,
         default_user: Some("user".into()),
+        trust_pem: trust.map(str::to_owned),
     }
 }
 
@@ -790,7 +810,7 @@ async fn slot_guest(slot: &Slot, timeout: Duration) -> Result<GuestClient> {
     }
     tracing::info!(sandbox = %slot.record.spec.id, "reconnecting to the guest agent");
     let env = slot.env.lock().expect("slot env").clone();
-    let g = connect_agent(slot.vm.as_ref(), &env, timeout).await?;
+    let g = connect_agent(slot.vm.as_ref(), &env, slot.trust.as_deref(), timeout).await?;
     *guard = Some(g.clone());
     slot.guest_changed.notify_waiters();
     Ok(g)
@@ -877,7 +897,7 @@ impl HostAgent for LocalHost {
         write_record(&record)?;
         *slot.env.lock().expect("slot env") = env.clone();
         let g = slot_guest(&slot, Duration::from_secs(5)).await?;
-        g.update_defaults(hello(&env)).await
+        g.update_defaults(hello(&env, self.trust_pem())).await
     }
 
     async fn prepare_template(&self, template: &str) -> Result<String> {
