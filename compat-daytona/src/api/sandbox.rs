@@ -381,9 +381,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
         return refuse("gpu");
     }
     let mounts = volumes::mounts(req.volumes.as_deref().unwrap_or_default())?;
-    if req.secrets.as_ref().is_some_and(|v| !v.is_empty()) {
-        return refuse("secrets");
-    }
+    let secrets = super::secrets::grants(req.secrets.as_deref().unwrap_or_default())?;
     if req
         .domain_allow_list
         .as_deref()
@@ -487,6 +485,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
         volumes: mounts,
         backup: None,
         egress,
+        secrets,
     };
     Ok(Prepared { create, image })
 }
