@@ -185,9 +185,16 @@ async fn the_bound_server_sees_the_secret_and_the_guest_never_does() {
     );
     assert!(!seen.contains(&format!("{OTHER_HOST} Bearer {SECRET}")));
 
-    // Nothing of the guest holds the secret: its memory (a snapshot), its disk, its console,
-    // its record; nor does the database.
-    ok(&t, id, "sync").await;
+    nothing_of_the_guest_holds_the_secret(&t, id, &placeholder).await;
+    t.delete(id).await.unwrap();
+    drop(servers);
+}
+
+/// Nothing of sandbox `id` holds [`SECRET`]: its memory (a snapshot), its disk, console and
+/// record; nor does the database. The snapshot does hold the placeholder (the search finds
+/// what is there).
+async fn nothing_of_the_guest_holds_the_secret(t: &TestServer, id: &str, placeholder: &str) {
+    ok(t, id, "sync").await;
     let snap = t
         .expect(
             t.req(Method::POST, &format!("/v1/sandboxes/{id}/snapshots"))
@@ -208,8 +215,69 @@ async fn the_bound_server_sees_the_secret_and_the_guest_never_does() {
         Vec::<String>::new()
     );
     assert!(!file_contains(&data.join("platinum.db"), SECRET.as_bytes()));
-    // The snapshot does hold the placeholder (the search can find what is there).
     assert!(!files_containing(&snap_dir, placeholder.as_bytes()).is_empty());
+}
+
+/// Without any network: the sandbox's variable holds the placeholder, the guest trusts the
+/// host's CA (and only its certificate reaches the guest), and nothing of the guest holds the
+/// secret; a secret is not deleted while a sandbox holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sandbox_holds_the_placeholder_and_trusts_the_host_ca() {
+    let t = TestServer::start().await.unwrap();
+    let secret = t
+        .expect(
+            t.req(Method::POST, "/v1/secrets").json(&json!({
+                "name": "api-token", "value": SECRET, "hosts": [API_HOST],
+            })),
+            201,
+        )
+        .await
+        .unwrap();
+    let placeholder = secret["placeholder"].as_str().unwrap().to_string();
+    let sb = t
+        .create(json!({"secrets": {"API_TOKEN": "api-token"}}))
+        .await
+        .unwrap();
+    let id = sb["id"].as_str().unwrap();
+    assert_eq!(ok(&t, id, "printenv API_TOKEN").await.trim(), placeholder);
+    let ca = std::fs::read_to_string(t.data_dir().join("egress-ca.pem")).unwrap();
+    // Once in the system bundle (its first line of base64 is as good as unique).
+    let line = ca.lines().nth(1).unwrap();
+    let count = format!("grep -cF '{line}' /etc/ssl/certs/ca-certificates.crt");
+    assert_eq!(ok(&t, id, &count).await.trim(), "1");
+    let extra = ok(&t, id, "cat \"$NODE_EXTRA_CA_CERTS\"").await;
+    assert_eq!(extra.trim(), ca.trim());
+    assert_eq!(
+        ok(
+            &t,
+            id,
+            "grep -rl 'PRIVATE KEY' /usr/local/share/ca-certificates/ || true"
+        )
+        .await,
+        ""
+    );
+    let held = t
+        .expect(
+            t.req(Method::GET, &format!("/v1/sandboxes/{id}/secrets")),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        held["secrets"]["API_TOKEN"]["name"].as_str(),
+        Some("api-token")
+    );
+    assert!(!held.to_string().contains(SECRET));
+    nothing_of_the_guest_holds_the_secret(&t, id, &placeholder).await;
+    t.expect_error(
+        t.req(Method::DELETE, "/v1/secrets/api-token"),
+        409,
+        "conflict",
+    )
+    .await
+    .unwrap();
     t.delete(id).await.unwrap();
-    drop(servers);
+    t.expect(t.req(Method::DELETE, "/v1/secrets/api-token"), 204)
+        .await
+        .unwrap();
 }

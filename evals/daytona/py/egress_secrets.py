@@ -1,3 +1,4 @@
+# (Not `secrets.py`: that name would shadow the standard library module pydantic imports.)
 """Secrets through the Python SDK: daytona.secret.create (the answer has a placeholder, never the
 value; a second one of the same name is a conflict), list (paged, filtered by name), get, update
 (hosts and value; the value is never answered), a sandbox created with secrets={"ENV": name}
@@ -7,8 +8,11 @@ that sandbox holds it, and can once the sandbox is gone (then not found)."""
 import uuid
 
 from common import check, client, delete_all, expect_error, main
-from daytona import CreateSandboxFromSnapshotParams, DaytonaConflictError, DaytonaNotFoundError
+from daytona import CreateSandboxFromSnapshotParams
 from daytona.common.secret import CreateSecretParams, UpdateSecretParams
+
+# The SDK's secret service passes the API client's exceptions through (its docstrings name them).
+from daytona_api_client.exceptions import ConflictException, NotFoundException
 
 VALUE = "sk-eval-" + uuid.uuid4().hex
 
@@ -20,7 +24,7 @@ def body():
     check(s.name == name and s.hosts == ["api.example.com"], "secret.create", s)
     check(s.placeholder and VALUE not in s.model_dump_json(), "the placeholder, never the value", s)
     expect_error(
-        lambda: d.secret.create(CreateSecretParams(name=name, value="x")), DaytonaConflictError, "a taken name"
+        lambda: d.secret.create(CreateSecretParams(name=name, value="x")), ConflictException, "a taken name"
     )
     page = d.secret.list(limit=50, name=name)
     check([x.id for x in page.items] == [s.id] and page.total == 1, "secret.list by name", page)
@@ -34,11 +38,11 @@ def body():
         r = sb.process.exec("printenv API_TOKEN; env | grep -c sk-eval- || true")
         lines = r.result.split()
         check(lines[:1] == [s.placeholder] and lines[-1] == "0", "the sandbox holds the placeholder only", r.result)
-        expect_error(lambda: d.secret.delete(s.id), DaytonaConflictError, "deleting a secret a sandbox holds")
+        expect_error(lambda: d.secret.delete(s.id), ConflictException, "deleting a secret a sandbox holds")
         d.delete(sb)
         made.clear()
         d.secret.delete(s.id)
-        expect_error(lambda: d.secret.get(s.id), DaytonaNotFoundError, "the deleted secret")
+        expect_error(lambda: d.secret.get(s.id), NotFoundException, "the deleted secret")
         s = None
     finally:
         delete_all(d, made)
@@ -46,4 +50,4 @@ def body():
             d.secret.delete(s.id)
 
 
-main("python secrets", body)
+main("python egress_secrets", body)

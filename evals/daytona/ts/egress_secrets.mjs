@@ -7,7 +7,7 @@ import { check, client, deleteAll, expectError, run, sdk } from './common.mjs'
 
 const VALUE = `sk-eval-${Date.now()}-${Math.random().toString(16).slice(2)}`
 
-await run('typescript secrets', async () => {
+await run('typescript egress_secrets', async () => {
   const d = client()
   const name = `sec-ts-${Date.now()}`
   let s = await d.secret.create({ name, value: VALUE, hosts: ['api.example.com'] })
