@@ -106,7 +106,7 @@ pub fn routes() -> Router<Ctx> {
             "/api/sandbox/{idOrName}/network-settings",
             post(s::unsupported),
         )
-        .route("/api/sandbox/{idOrName}/secrets", put(s::unsupported))
+        .route("/api/sandbox/{idOrName}/secrets", put(s::update_secrets))
         .route(
             "/api/sandbox/{idOrName}/ssh-access",
             post(s::unsupported).delete(s::unsupported),

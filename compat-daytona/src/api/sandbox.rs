@@ -528,6 +528,26 @@ pub async fn get(
     with_volumes(&ctx, dto(&ctx, &base, &s)).await
 }
 
+/// Body of `PUT /sandbox/{idOrName}/secrets` (`UpdateSandboxSecrets`).
+#[derive(Debug, Deserialize)]
+pub struct UpdateSecretsRequest {
+    secrets: Vec<Value>,
+}
+
+/// `PUT /sandbox/{idOrName}/secrets`: the secrets the sandbox holds, replaced
+/// (`[{ENV: secretName}]`; empty detaches all).
+pub async fn update_secrets(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath(id): DPath<String>,
+    DJson(req): DJson<UpdateSecretsRequest>,
+) -> DResult<Json<SandboxDto>> {
+    let found = ctx.engine.find_sandbox(&id).await?;
+    let grants = super::secrets::grants(&req.secrets)?;
+    let s = ctx.engine.set_sandbox_secrets(&found.id, grants).await?;
+    with_volumes(&ctx, dto(&ctx, &base, &s)).await
+}
+
 /// Query of `GET /sandbox` (repeated keys allowed).
 #[derive(Debug, Default)]
 struct ListParams {
@@ -917,8 +937,8 @@ pub async fn unsupported(req: axum::extract::Request) -> DaytonaError {
         .unwrap_or_default()
         .to_string();
     DaytonaError::unsupported(format!(
-        "{what} is not supported by Platinum (resize, backups, network settings updates, secrets \
-         and SSH access are Daytona features Platinum does not have)"
+        "{what} is not supported by Platinum (resize, backups, network settings updates and SSH \
+         access are Daytona features Platinum does not have)"
     ))
 }
 

@@ -8,6 +8,7 @@
 //! | `PATCH /secret/{secretId}` `{value?, description?, hosts?}` (200 `Secret`) | `update_secret` |
 //! | `DELETE /secret/{secretId}` (204; 409 while a sandbox holds it) | `delete_secret` |
 //! | `secrets: [{ENV: secretName}]` of `POST /sandbox` | `CreateSandbox.secrets` |
+//! | `PUT /sandbox/{idOrName}/secrets` `{secrets: [{ENV: secretName}]}` (200 `Sandbox`) | `set_sandbox_secrets` (running sandboxes) |
 //!
 //! The value is never answered. A sandbox's variable holds the secret's `placeholder`; the host
 //! puts the value into HTTPS request headers to the secret's `hosts` only. Daytona sends a

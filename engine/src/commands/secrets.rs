@@ -225,6 +225,48 @@ impl Engine {
         Ok(out)
     }
 
+    /// Replaces the secrets running sandbox `id` holds (variable → secret id or name): the
+    /// variables of its earlier grants leave its environment, the new ones hold placeholders.
+    /// New processes see the change; running ones keep the environment they started with.
+    pub async fn set_sandbox_secrets(
+        &self,
+        id: &str,
+        wanted: BTreeMap<String, String>,
+    ) -> Result<crate::model::Sandbox> {
+        let _g = self.lock(id).await;
+        let mut s = self.load(id).await?;
+        if s.state != SandboxState::Running {
+            return Err(Error::InvalidState {
+                id: s.id.clone(),
+                state: s.state.to_string(),
+                action: "a change of its secrets".into(),
+                needed: "running".into(),
+            });
+        }
+        let mut env = s.env.clone();
+        for g in self.store.secret_grants(Some(&s.id), None).await? {
+            env.remove(&g.env);
+        }
+        let (grants, vars) = self.grant_secrets(&wanted, &env).await?;
+        env.extend(vars);
+        crate::commands::sandbox::check_pairs(crate::commands::sandbox::Pairs::Env, &env)?;
+        if env != s.env {
+            self.host.set_env(&s.id, env.clone()).await?;
+            s.env = env;
+            self.store.update_sandbox(&s).await?;
+        }
+        self.store_grants(&s.id, &grants).await?;
+        let variables: Vec<&String> = grants.keys().collect();
+        self.store
+            .append_event(
+                &s.id,
+                "secrets_set",
+                &serde_json::json!({ "variables": variables }),
+            )
+            .await?;
+        Ok(s)
+    }
+
     /// Resolves a create's `secrets` (variable → secret id or name), none of which may also be
     /// in its `env`: the grants to store once the sandbox exists (variable → secret id) and the
     /// variables to set (variable → placeholder).

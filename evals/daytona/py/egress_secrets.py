@@ -3,7 +3,8 @@
 value; a second one of the same name is a conflict), list (paged, filtered by name), get, update
 (hosts and value; the value is never answered), a sandbox created with secrets={"ENV": name}
 sees the placeholder, never the value, in its environment; the secret cannot be deleted while
-that sandbox holds it, and can once the sandbox is gone (then not found)."""
+that sandbox holds it; update_secrets replaces the sandbox's variables, and once it detached
+them all the secret can be deleted (then not found)."""
 
 import uuid
 
@@ -39,8 +40,10 @@ def body():
         lines = r.result.split()
         check(lines[:1] == [s.placeholder] and lines[-1] == "0", "the sandbox holds the placeholder only", r.result)
         expect_error(lambda: d.secret.delete(s.id), ConflictException, "deleting a secret a sandbox holds")
-        d.delete(sb)
-        made.clear()
+        sb.update_secrets({"OTHER_TOKEN": name})
+        r = sb.process.exec("printenv OTHER_TOKEN; printenv API_TOKEN || echo gone")
+        check(r.result.split() == [s.placeholder, "gone"], "update_secrets replaces the variables", r.result)
+        sb.update_secrets({})
         d.secret.delete(s.id)
         expect_error(lambda: d.secret.get(s.id), NotFoundException, "the deleted secret")
         s = None

@@ -2,7 +2,8 @@
 // the value; a second one of the same name is a conflict), list (paged, filtered by name), get,
 // update (hosts and value; the value is never answered), a sandbox created with
 // secrets: { ENV: name } sees the placeholder, never the value, in its environment; the secret
-// cannot be deleted while that sandbox holds it, and can once the sandbox is gone.
+// cannot be deleted while that sandbox holds it; updateSecrets replaces the sandbox's variables,
+// and once it detached them all the secret can be deleted.
 import { check, client, deleteAll, expectError, run, sdk } from './common.mjs'
 
 const VALUE = `sk-eval-${Date.now()}-${Math.random().toString(16).slice(2)}`
@@ -27,8 +28,11 @@ await run('typescript egress_secrets', async () => {
     const lines = r.result.trim().split(/\s+/)
     check(lines[0] === s.placeholder && lines.at(-1) === '0', 'the sandbox holds the placeholder only', r.result)
     await expectError(() => d.secret.delete(s.id), sdk.DaytonaConflictError, 'deleting a secret a sandbox holds')
-    await d.delete(sb)
-    made.length = 0
+    await sb.updateSecrets({ OTHER_TOKEN: name })
+    const after = await sb.process.executeCommand('printenv OTHER_TOKEN; printenv API_TOKEN || echo gone')
+    check(JSON.stringify(after.result.trim().split(/\s+/)) === JSON.stringify([s.placeholder, 'gone']),
+      'updateSecrets replaces the variables', after.result)
+    await sb.updateSecrets({})
     await d.secret.delete(s.id)
     await expectError(() => d.secret.get(s.id), sdk.DaytonaNotFoundError, 'the deleted secret')
     s = null

@@ -183,3 +183,23 @@ async fn a_grant_puts_the_placeholder_in_the_env_and_blocks_deletion() {
         ErrorCode::SecretNotFound
     );
 }
+
+#[tokio::test]
+async fn only_a_running_sandbox_changes_its_secrets() {
+    let (engine, store) = testing::engine().await;
+    engine
+        .create_secret(create("k", &["a.test"]))
+        .await
+        .unwrap();
+    store
+        .insert_sandbox(&testing::sandbox("sbx2", SandboxState::Stopped))
+        .await
+        .unwrap();
+    let wanted = BTreeMap::from([("K".to_string(), "k".to_string())]);
+    let e = engine
+        .set_sandbox_secrets("sbx2", wanted)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidState);
+    assert!(engine.sandbox_secrets("sbx2").await.unwrap().is_empty());
+}
