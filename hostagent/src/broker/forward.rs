@@ -28,7 +28,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use zeroize::Zeroizing;
 
 use super::ca::{HostCa, provider};
-use super::registry::host_matches;
+use super::registry::{Replacements, host_matches};
 use super::replay::Replay;
 use crate::error::{Error, Result};
 
@@ -122,7 +122,7 @@ impl Broker {
         client_hello: Vec<u8>,
         sni: &str,
         upstream: SocketAddr,
-        replacements: Vec<(String, Zeroizing<String>)>,
+        replacements: Replacements,
     ) -> Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -148,7 +148,7 @@ impl Broker {
         sni: &str,
         name: ServerName<'static>,
         upstream: SocketAddr,
-        replacements: Vec<(String, Zeroizing<String>)>,
+        replacements: Replacements,
     ) -> Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

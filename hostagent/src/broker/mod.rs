@@ -21,4 +21,4 @@ pub mod replay;
 
 pub use ca::HostCa;
 pub use forward::{Broker, BrokerOptions};
-pub use registry::{BrokeredSecret, SecretRegistry, host_matches};
+pub use registry::{BrokeredSecret, Replacements, SecretRegistry, host_matches};

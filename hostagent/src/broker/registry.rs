@@ -55,6 +55,9 @@ fn normalize(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// (placeholder, secret) pairs a brokered connection replaces.
+pub type Replacements = Vec<(String, Zeroizing<String>)>;
+
 /// Every sandbox's brokered secrets, by sandbox id.
 #[derive(Default)]
 pub struct SecretRegistry {
@@ -75,7 +78,7 @@ impl SecretRegistry {
     /// The (placeholder, value) pairs sandbox `id` may send to `host`: what the broker replaces
     /// in requests to it. Empty when it has none for that host (then its traffic to the host is
     /// spliced, not brokered).
-    pub fn replacements(&self, id: &str, host: &str) -> Vec<(String, Zeroizing<String>)> {
+    pub fn replacements(&self, id: &str, host: &str) -> Replacements {
         let map = self.by_sandbox.read().expect("secret registry");
         let Some(secrets) = map.get(id) else {
             return Vec::new();

@@ -278,6 +278,19 @@ impl LocalHost {
         self.broker.as_ref()
     }
 
+    /// The egress proxy's decision for a TLS connection from sandbox `id` whose ClientHello
+    /// names `sni`: the broker and the (placeholder, secret) pairs to put in when the sandbox
+    /// has secrets bound to that name ([`Broker::broker`]), `None` to splice it untouched.
+    pub fn brokered(
+        &self,
+        id: &str,
+        sni: &str,
+    ) -> Option<(Arc<Broker>, crate::broker::Replacements)> {
+        let broker = self.broker.as_ref()?;
+        let replacements = self.secrets.replacements(id, sni);
+        (!replacements.is_empty()).then(|| (broker.clone(), replacements))
+    }
+
     /// The CA certificate (PEM) sandboxes trust, when this host has one.
     fn trust_pem(&self) -> Option<&str> {
         self.broker.as_ref().map(|b| b.ca().certificate_pem())
