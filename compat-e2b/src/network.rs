@@ -4,15 +4,15 @@
 //!
 //! | E2B | engine [`EgressPolicy`] |
 //! |---|---|
-//! | `allowOut` (IPv4 addresses, CIDRs) | `allow` |
-//! | `denyOut` (IPv4 addresses, CIDRs) | `deny` |
+//! | `allowOut` (IPv4 addresses, CIDRs, domains, `*.` wildcards) | `allow` |
+//! | `denyOut` (IPv4 addresses, CIDRs, domains, `*.` wildcards) | `deny` |
 //! | `"0.0.0.0/0"` in `denyOut`, or `allow_internet_access: false` | `default: deny` |
 //!
 //! Allowed entries win over denied ones, in E2B and in the engine alike, so "deny all but
 //! these" works as E2B documents it, and a runtime update holds from the next packet on.
-//! Domain entries (`example.com`, `*.example.com`) are refused by the engine (`unsupported`:
-//! they are not enforced on the host side yet); so are, here, `rules` (header transforms with
-//! secrets), `egressProxy`, non-empty `dnsServers` and `maskRequestHost` — never ignored.
+//! Domain entries are enforced on the host side (the engine's resolver and proxy). Refused
+//! here, never ignored: `rules` (header transforms with secrets), `egressProxy`, non-empty
+//! `dnsServers` and `maskRequestHost`.
 
 use axum::Router;
 use axum::extract::{Path, State};

@@ -963,17 +963,24 @@ pub enum EgressDefault {
     Deny,
 }
 
-/// What a sandbox may reach beyond the host, by address; replaced at any time, in force from
-/// the next packet. Entries are IPv4 addresses or CIDRs; `allow` wins over `deny`. Whatever it
-/// says, other sandboxes, the host, private, shared (CGNAT), link-local and cloud metadata
-/// addresses stay unreachable (the operator's allow-list of private ranges aside).
+/// What a sandbox may reach beyond the host, by address and by name; replaced at any time, in
+/// force for the next connection (by address: the next packet). Entries are IPv4 addresses,
+/// CIDRs, domain names (`api.example.com`) or wildcards (`*.example.com`: names under it);
+/// `allow` wins over `deny`. Names are enforced on the host: the sandbox's DNS is answered by
+/// the host (names the policy does not let it resolve get NXDOMAIN; with `default: deny` only
+/// allowed names resolve), and its HTTP (port 80) and HTTPS (443) by a host proxy that checks
+/// the TLS server name or HTTP Host and that the address is the name's. Other ports reach an
+/// allowed name's addresses once the sandbox resolved it. Whatever it says, other sandboxes,
+/// the host, private, shared (CGNAT), link-local and cloud metadata addresses stay unreachable
+/// (the operator's allow-list of private ranges aside).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EgressPolicy {
     /// `allow` (default) or `deny`: what happens to traffic neither list names.
     #[serde(default)]
     pub default: EgressDefault,
-    /// Always reachable (at most 256 entries), e.g. `203.0.113.0/24`, `198.51.100.7`.
+    /// Always reachable (at most 256 entries), e.g. `203.0.113.0/24`, `198.51.100.7`,
+    /// `api.example.com`, `*.example.org`.
     #[serde(default)]
     pub allow: Vec<String>,
     /// Never reachable unless also allowed (at most 256 entries).

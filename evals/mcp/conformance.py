@@ -370,6 +370,14 @@ class Suite:
         r = await self.run("test -e /data/kept.txt && echo mounted || echo gone", sid)
         check(r["stdout"] == "gone\n", "detached: unmounted", r)
 
+        # Egress: a policy by address and name, replaced at once; a bad entry is a typed error.
+        e = (await self.call("set_egress_policy", {"sandbox_id": sid, "deny_by_default": True, "allow": ["203.0.113.0/24", "*.example.org"]})).structured_content
+        check(e == {"deny_by_default": True, "allow": ["203.0.113.0/24", "*.example.org"], "deny": []}, "set_egress_policy", e)
+        r = await self.call("set_egress_policy", {"sandbox_id": sid, "allow": ["localhost"]}, ok=False)
+        check(self.code(r) == "invalid_request", "set_egress_policy: bad entry", r.meta)
+        e = (await self.call("set_egress_policy", {"sandbox_id": sid})).structured_content
+        check(e == {"deny_by_default": False, "allow": [], "deny": []}, "set_egress_policy: open", e)
+
     async def has_matplotlib(self, sid: str) -> bool:
         r = await self.run("python3 -c 'import matplotlib' 2>/dev/null && echo yes || echo no", sid)
         return r["stdout"] == "yes\n"

@@ -22,6 +22,7 @@ pub mod code;
 pub mod content;
 pub mod error;
 pub mod install;
+pub mod network;
 pub mod resources;
 pub mod run;
 pub mod snapshots;
@@ -83,7 +84,10 @@ impl PlatinumMcp {
     }
 
     fn all_tools() -> ToolRouter<Self> {
-        Self::tool_router() + Self::snapshot_router() + Self::volume_router()
+        Self::tool_router()
+            + Self::snapshot_router()
+            + Self::volume_router()
+            + Self::network_router()
     }
 
     /// Serves one client on stdin/stdout until it disconnects.

@@ -635,17 +635,17 @@ mod tests {
     fn every_tool_has_a_description_an_object_input_and_an_output_schema() {
         let tools = PlatinumMcp::tools();
         assert!(
-            tools.len() <= 25,
+            tools.len() <= 26,
             "keep the tool set small: {}",
             tools.len()
         );
         // Clients send the list to the model in every conversation: keep it lean (24 000, then
         // 25 000 when file entries said where a symlink leads, 26 000 with their metadata,
         // 32 000 with the six snapshot tools; list_templates fits in that; 37 000 with the
-        // three volume tools: 36 500).
+        // three volume tools: 36 500; 38 000 with set_egress_policy).
         let size = serde_json::to_string(&tools).map_or(usize::MAX, |s| s.len());
         eprintln!("tools/list: {size} bytes");
-        assert!(size < 37_000, "tools/list is {size} bytes");
+        assert!(size < 38_000, "tools/list is {size} bytes");
         for t in &tools {
             let d = t.description.as_deref().unwrap_or("");
             assert!(

@@ -442,7 +442,7 @@ pub fn test_network() -> platinum_hostagent::net::NetworkConfig {
         bridge: format!("ptt{:04x}", n),
         subnet: std::net::Ipv4Addr::new(10, 100 + (n % 100) as u8, 0, 0),
         prefix: 16,
-        allow_private: Vec::new(),
+        ..platinum_hostagent::net::NetworkConfig::default()
     }
 }
 

@@ -111,8 +111,43 @@ async fn daytona_wire_shapes_status_codes_files_sessions_and_faults() {
         egress,
         json!({"default": "deny", "allow": ["203.0.113.0/24", "198.51.100.7/32"], "deny": []})
     );
+    // update_network_settings replaces it: names too; block all; open again.
+    let settings = |body: Value| {
+        t.req(Method::POST, &format!("/api/sandbox/{id}/network-settings"))
+            .json(&body)
+    };
+    let policy = || t.req(Method::GET, &format!("/v1/sandboxes/{id}/egress-policy"));
+    for (body, want, blocked) in [
+        (
+            json!({"domainAllowList": "api.example.com,*.example.org"}),
+            json!({"default": "deny", "allow": ["api.example.com", "*.example.org"], "deny": []}),
+            false,
+        ),
+        (
+            json!({"networkBlockAll": true}),
+            json!({"default": "deny", "allow": [], "deny": []}),
+            true,
+        ),
+        (
+            json!({"networkBlockAll": false}),
+            json!({"default": "allow", "allow": [], "deny": []}),
+            false,
+        ),
+    ] {
+        let d = t.expect(settings(body.clone()), 200).await.unwrap();
+        assert_eq!(d["networkBlockAll"], blocked, "{body}: {d}");
+        assert_eq!(t.expect(policy(), 200).await.unwrap(), want, "{body}");
+    }
+    for body in [
+        json!({}),
+        json!({"networkBlockAll": true, "networkAllowList": "203.0.113.0/24"}),
+        json!({"domainAllowList": "localhost"}),
+    ] {
+        let e = t.expect(settings(body), 400).await.unwrap();
+        assert_daytona_error(&e, 400);
+    }
     for (body, status) in [
-        (json!({"domainAllowList": "example.com"}), 400),
+        (json!({"domainAllowList": "localhost"}), 400),
         (json!({"networkAllowList": "not-a-cidr"}), 400),
     ] {
         let e = t

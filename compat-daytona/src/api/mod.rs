@@ -104,7 +104,7 @@ pub fn routes() -> Router<Ctx> {
         .route("/api/sandbox/{idOrName}/backup", post(s::unsupported))
         .route(
             "/api/sandbox/{idOrName}/network-settings",
-            post(s::unsupported),
+            post(s::update_network_settings),
         )
         .route("/api/sandbox/{idOrName}/secrets", put(s::update_secrets))
         .route(

@@ -355,13 +355,15 @@ struct Prepared {
     image: Option<String>,
 }
 
-/// Daytona's `networkAllowList` (comma-separated IPv4 CIDRs): only those are reachable. The
-/// engine checks every entry.
-fn allow_list_policy(list: &str) -> EgressPolicy {
+/// Daytona's `networkAllowList` (comma-separated IPv4 CIDRs) and `domainAllowList`
+/// (comma-separated domain names, `*.` wildcards): only those are reachable. The engine checks
+/// every entry.
+fn allow_list_policy(lists: &[&str]) -> EgressPolicy {
     EgressPolicy {
         default: EgressDefault::Deny,
-        allow: list
-            .split(',')
+        allow: lists
+            .iter()
+            .flat_map(|l| l.split(','))
             .map(str::trim)
             .filter(|e| !e.is_empty())
             .map(str::to_string)
@@ -382,14 +384,11 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
     }
     let mounts = volumes::mounts(req.volumes.as_deref().unwrap_or_default())?;
     let secrets = super::secrets::grants(req.secrets.as_deref().unwrap_or_default())?;
-    if req
-        .domain_allow_list
-        .as_deref()
-        .is_some_and(|d| !d.trim().is_empty())
-    {
-        return refuse("domainAllowList (domain rules are not enforced yet; use networkAllowList)");
-    }
-    let egress = req.network_allow_list.as_deref().map(allow_list_policy);
+    let lists: Vec<&str> = [&req.network_allow_list, &req.domain_allow_list]
+        .into_iter()
+        .filter_map(|l| l.as_deref())
+        .collect();
+    let egress = (!lists.is_empty()).then(|| allow_list_policy(&lists));
     if req.auto_pause_interval.is_some_and(|m| m != 0) {
         return refuse("autoPauseInterval (use autoStopInterval)");
     }
@@ -927,6 +926,55 @@ pub async fn rotate_signing_key(
     Ok(Json(ctx.tokens.signing_key(&s.id, signing_generation(&s))))
 }
 
+/// Body of `POST /sandbox/{idOrName}/network-settings`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSettings {
+    network_block_all: Option<bool>,
+    network_allow_list: Option<String>,
+    domain_allow_list: Option<String>,
+}
+
+/// `POST /sandbox/{idOrName}/network-settings` (the SDK's `update_network_settings`): the
+/// sandbox's egress policy replaced, from its next connection on. Allow lists (CIDRs and
+/// domains) deny everything else; `networkBlockAll: true` denies everything; `false` alone opens
+/// everything again (clearing an allow list).
+pub async fn update_network_settings(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath(id): DPath<String>,
+    DJson(body): DJson<NetworkSettings>,
+) -> DResult<Json<SandboxDto>> {
+    let s = ctx.engine.find_sandbox(&id).await?;
+    let lists: Vec<&str> = [&body.network_allow_list, &body.domain_allow_list]
+        .into_iter()
+        .filter_map(|l| l.as_deref())
+        .collect();
+    let block_all = body.network_block_all == Some(true);
+    let policy = match (block_all, lists.is_empty()) {
+        (true, false) => {
+            return Err(DaytonaError::bad_request(
+                "networkBlockAll cannot be combined with an allow list",
+            ));
+        }
+        (true, true) => EgressPolicy {
+            default: EgressDefault::Deny,
+            ..EgressPolicy::default()
+        },
+        (false, false) => allow_list_policy(&lists),
+        (false, true) if body.network_block_all.is_some() => EgressPolicy::default(),
+        (false, true) => {
+            return Err(DaytonaError::bad_request(
+                "give networkBlockAll, networkAllowList or domainAllowList",
+            ));
+        }
+    };
+    ctx.engine.set_egress_policy(&s.id, policy).await?;
+    let mut d = dto(&ctx, &base, &ctx.engine.get_sandbox(&s.id).await?);
+    d.network_block_all |= block_all;
+    with_volumes(&ctx, d).await
+}
+
 /// Daytona sandbox operations Platinum does not offer: a clear 501.
 pub async fn unsupported(req: axum::extract::Request) -> DaytonaError {
     let what = req
@@ -937,8 +985,8 @@ pub async fn unsupported(req: axum::extract::Request) -> DaytonaError {
         .unwrap_or_default()
         .to_string();
     DaytonaError::unsupported(format!(
-        "{what} is not supported by Platinum (resize, backups, network settings updates and SSH \
-         access are Daytona features Platinum does not have)"
+        "{what} is not supported by Platinum (resize, backups and SSH access are Daytona \
+         features Platinum does not have)"
     ))
 }
 
@@ -947,12 +995,17 @@ mod tests {
     #[test]
     fn a_network_allow_list_denies_everything_else() {
         use super::{EgressDefault, allow_list_policy};
-        let p = allow_list_policy(" 203.0.113.0/24, 198.51.100.7/32,,");
+        let p = allow_list_policy(&[" 203.0.113.0/24, 198.51.100.7/32,,"]);
         assert_eq!(p.default, EgressDefault::Deny);
         assert_eq!(p.allow, ["203.0.113.0/24", "198.51.100.7/32"]);
         assert!(p.deny.is_empty());
         // An empty list: nothing but the host's DNS.
-        assert!(allow_list_policy("").allow.is_empty());
+        assert!(allow_list_policy(&[""]).allow.is_empty());
+        let both = allow_list_policy(&["203.0.113.0/24", "api.example.com, *.example.org"]);
+        assert_eq!(
+            both.allow,
+            ["203.0.113.0/24", "api.example.com", "*.example.org"]
+        );
     }
 
     use super::*;

@@ -7,12 +7,16 @@
 //! (see `hostagent::net::egress`). The policy only ever narrows: the host, other sandboxes and
 //! private and metadata ranges stay unreachable whatever it allows.
 //!
-//! Domains are not accepted yet (a typed `unsupported`): they need a resolver and a TLS/HTTP
-//! name check on the host side to be enforced rather than trusted to the guest.
+//! An entry is an IPv4 address, a CIDR, a domain name (`api.example.com`) or a wildcard
+//! (`*.example.com`: names under it). Names are enforced on the host, not trusted to the guest:
+//! the sandbox's DNS goes to the host's resolver, which answers only names the policy lets it
+//! resolve, and its HTTP(S) to the host's proxy, which checks each connection's TLS server name
+//! or HTTP Host against the policy and the addresses the name resolved to (see
+//! `hostagent::net::{resolver, proxy}`).
 
 use std::net::Ipv4Addr;
 
-use platinum_hostagent::net::{EgressRules, Ipv4Net};
+use platinum_hostagent::net::{EgressRules, Ipv4Net, NamePattern};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -21,14 +25,20 @@ use crate::model::{EgressDefault, EgressPolicy, SandboxState};
 /// Entries per list.
 pub const MAX_ENTRIES: usize = 256;
 
-/// One entry as a network: `a.b.c.d` or `a.b.c.d/n`.
-fn network(entry: &str) -> Result<Ipv4Net> {
+/// One entry of a list.
+enum Entry {
+    Network(Ipv4Net),
+    Name(NamePattern),
+}
+
+/// One entry: `a.b.c.d`, `a.b.c.d/n`, a name or a `*.` wildcard.
+fn entry(entry: &str) -> Result<Entry> {
     let entry = entry.trim();
     if let Ok(net) = entry.parse::<Ipv4Net>() {
-        return Ok(net.trunc());
+        return Ok(Entry::Network(net.trunc()));
     }
     if let Ok(ip) = entry.parse::<Ipv4Addr>() {
-        return Ok(Ipv4Net::from(ip));
+        return Ok(Entry::Network(Ipv4Net::from(ip)));
     }
     if entry.contains(':') && entry.parse::<std::net::IpAddr>().is_ok()
         || entry
@@ -40,37 +50,44 @@ fn network(entry: &str) -> Result<Ipv4Net> {
             "{entry:?}: sandboxes have no IPv6 route; give IPv4 addresses or CIDRs"
         )));
     }
-    let looks_like_a_name = entry.contains('.')
-        && entry
-            .trim_start_matches("*.")
-            .split('.')
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-    if looks_like_a_name && entry.chars().any(|c| c.is_ascii_alphabetic()) {
-        return Err(Error::Unsupported(format!(
-            "{entry:?}: domain rules are not enforced yet; give IPv4 addresses or CIDRs"
-        )));
+    if entry.chars().any(|c| c.is_ascii_alphabetic()) && !entry.contains('/') {
+        return NamePattern::parse(entry)
+            .map(Entry::Name)
+            .map_err(|e| Error::InvalidRequest(e.to_string()));
     }
     Err(Error::InvalidRequest(format!(
-        "{entry:?} is not an IPv4 address or CIDR"
+        "{entry:?} is not an IPv4 address, CIDR or domain name"
     )))
 }
 
-fn networks(list: &[String], which: &str) -> Result<Vec<Ipv4Net>> {
+/// A list's networks and names.
+fn entries(list: &[String], which: &str) -> Result<(Vec<Ipv4Net>, Vec<NamePattern>)> {
     if list.len() > MAX_ENTRIES {
         return Err(Error::InvalidRequest(format!(
             "{which} has {} entries; at most {MAX_ENTRIES}",
             list.len()
         )));
     }
-    list.iter().map(|e| network(e)).collect()
+    let (mut nets, mut names) = (Vec::new(), Vec::new());
+    for e in list {
+        match entry(e)? {
+            Entry::Network(n) => nets.push(n),
+            Entry::Name(n) => names.push(n),
+        }
+    }
+    Ok((nets, names))
 }
 
 /// Checks a policy and turns it into the host's rules.
 pub(crate) fn egress_rules(policy: &EgressPolicy) -> Result<EgressRules> {
+    let (allow, allow_names) = entries(&policy.allow, "allow")?;
+    let (deny, deny_names) = entries(&policy.deny, "deny")?;
     Ok(EgressRules {
         default_deny: policy.default == EgressDefault::Deny,
-        allow: networks(&policy.allow, "allow")?,
-        deny: networks(&policy.deny, "deny")?,
+        allow,
+        deny,
+        allow_names,
+        deny_names,
     })
 }
 
@@ -152,8 +169,23 @@ mod tests {
                 .unwrap_err()
                 .code()
         };
-        assert_eq!(code("example.com"), ErrorCode::Unsupported);
-        assert_eq!(code("*.example.com"), ErrorCode::Unsupported);
+        let named = egress_rules(&policy(
+            EgressDefault::Deny,
+            &["API.example.com", "*.example.org", "203.0.113.7"],
+            &["*.evil.example"],
+        ))
+        .unwrap();
+        assert_eq!(named.allow.len(), 1);
+        let names = |l: &[NamePattern]| l.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            names(&named.allow_names),
+            ["api.example.com", "*.example.org"]
+        );
+        assert_eq!(names(&named.deny_names), ["*.evil.example"]);
+        assert_eq!(code("*.com"), ErrorCode::InvalidRequest);
+        assert_eq!(code("localhost"), ErrorCode::InvalidRequest);
+        assert_eq!(code("a.*.example.com"), ErrorCode::InvalidRequest);
+        assert_eq!(code("example.com/24"), ErrorCode::InvalidRequest);
         assert_eq!(code("2001:db8::/32"), ErrorCode::InvalidRequest);
         assert_eq!(code("10.0.0.0/33"), ErrorCode::InvalidRequest);
         assert_eq!(code("; drop"), ErrorCode::InvalidRequest);

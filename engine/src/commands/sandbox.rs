@@ -388,7 +388,7 @@ impl Engine {
                     verify_ms: Some(ready.verify_ms),
                     vm_ms: 0,
                 },
-                Some(create),
+                Some(Box::new(create)),
             ),
             (None, None) => NewVm::Create(create),
         };
@@ -450,7 +450,7 @@ impl Engine {
                         self.discard_snapshot(snap).await;
                     }
                     (
-                        self.boot_bounded(self.host.create(create)).await,
+                        self.boot_bounded(self.host.create(*create)).await,
                         StartInfo::default(),
                     )
                 }
@@ -826,7 +826,7 @@ pub(crate) enum NewVm {
         /// How the sandbox's info describes it.
         start: StartInfo,
         /// A boot to fall back to when the restore fails (a ready snapshot's).
-        fallback: Option<CreateVm>,
+        fallback: Option<Box<CreateVm>>,
     },
 }
 

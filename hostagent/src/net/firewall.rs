@@ -11,7 +11,10 @@
 //!   internet access is off (set `no_internet`); nothing to private, shared (CGNAT), link-local
 //!   and cloud metadata addresses ([`BLOCKED_RANGES`]) except the resolvers each sandbox was given
 //!   (set `dns`, port 53) and the configured allow-list ([`NetworkConfig::allow_private`]);
-//!   after those, each sandbox's own egress rules (map `egress`, see [`super::egress`]).
+//!   after those, each sandbox's own egress rules (map `egress`, see [`super::egress`]). The
+//!   DNS and TCP ports 80 and 443 of *proxied* sandboxes (set `proxied`: rules that name
+//!   domains) are redirected to the host's resolver and proxy ([`ProxyPorts`]), and only that
+//!   redirected traffic may reach those ports on the host.
 //!
 //! Both tables are replaced atomically on setup (one `nft -f` transaction), so a host restart or
 //! a changed subnet never leaves stale rules. Other tables on the host are not touched. Note that
@@ -57,12 +60,32 @@ fn elements(nets: &[Ipv4Net]) -> String {
     format!("\n        elements = {{ {} }}", list.join(", "))
 }
 
+/// The host ports (on the bridge address) that proxied sandboxes' traffic is redirected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyPorts {
+    /// The resolver, UDP.
+    pub dns_udp: u16,
+    /// The resolver, TCP.
+    pub dns_tcp: u16,
+    /// The HTTP(S) proxy.
+    pub proxy: u16,
+}
+
+/// Most learned (sandbox, address) pairs the firewall holds at once.
+pub const LEARNED_SET_SIZE: u32 = 65_536;
+
 /// The ruleset for `config`, as `nft -f` input: both tables, each created if missing, deleted
 /// and recreated in one transaction.
-pub fn ruleset(config: &NetworkConfig) -> String {
+pub fn ruleset(config: &NetworkConfig, ports: ProxyPorts) -> String {
     let br = &config.bridge;
     let table = table(br);
     let net = format!("{}/{}", config.subnet, config.prefix);
+    let gw = config.gateway();
+    let ProxyPorts {
+        dns_udp,
+        dns_tcp,
+        proxy,
+    } = ports;
     let blocked = elements(&BLOCKED_RANGES);
     let allowed = elements(&config.allow_private);
     format!(
@@ -86,6 +109,20 @@ table inet {table} {{
     map egress {{
         type ipv4_addr : verdict
     }}
+    set proxied {{
+        type ipv4_addr
+    }}
+    set learned {{
+        type ipv4_addr . ipv4_addr
+        flags timeout
+        size {LEARNED_SET_SIZE}
+    }}
+    chain to_host {{
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "{br}" ip saddr @proxied udp dport 53 dnat ip to {gw}:{dns_udp}
+        iifname "{br}" ip saddr @proxied tcp dport 53 dnat ip to {gw}:{dns_tcp}
+        iifname "{br}" ip saddr @proxied ip daddr != {net} tcp dport {{ 80, 443 }} dnat ip to {gw}:{proxy}
+    }}
     chain forward {{
         type filter hook forward priority filter; policy accept;
         iifname "{br}" meta nfproto != ipv4 drop
@@ -101,6 +138,7 @@ table inet {table} {{
     chain input {{
         type filter hook input priority filter; policy accept;
         iifname "{br}" ct state established,related accept
+        iifname "{br}" ct status dnat ip saddr @proxied ip saddr != @no_internet ip daddr {gw} meta l4proto . th dport {{ udp . {dns_udp}, tcp . {dns_tcp}, tcp . {proxy} }} accept
         iifname "{br}" drop
     }}
     chain postrouting {{
@@ -228,8 +266,8 @@ async fn run_script(step: &'static str, script: &str) -> Result<()> {
 }
 
 /// Installs the ruleset.
-pub async fn apply(config: &NetworkConfig) -> Result<()> {
-    run_script("installing the nftables ruleset", &ruleset(config)).await
+pub async fn apply(config: &NetworkConfig, ports: ProxyPorts) -> Result<()> {
+    run_script("installing the nftables ruleset", &ruleset(config, ports)).await
 }
 
 /// Removes both tables (fine when they are already gone).
@@ -278,20 +316,37 @@ async fn delete_element(config: &NetworkConfig, e: &Element) -> Result<()> {
     }
 }
 
-/// Gives `ip` exactly the egress `rules` (see [`super::egress`]).
+/// Gives `ip` exactly the egress `rules` (see [`super::egress`]), written with `generation`, and
+/// forgets the learned addresses in `forget`.
 pub async fn set_egress(
     config: &NetworkConfig,
     ip: Ipv4Addr,
     rules: &super::egress::EgressRules,
+    generation: u32,
+    forget: &[Ipv4Addr],
 ) -> Result<()> {
-    let script = super::egress::apply_script(&table(&config.bridge), ip, rules);
+    let table = table(&config.bridge);
+    let mut script = super::egress::apply_script(&table, ip, rules, generation);
+    script.push_str(&super::egress::forget_script(&table, ip, forget));
     run_script("setting the egress rules", &script).await
 }
 
-/// Removes `ip`'s egress rules (fine when there are none).
-pub async fn remove_egress(config: &NetworkConfig, ip: Ipv4Addr) -> Result<()> {
-    let script = super::egress::removal_script(&table(&config.bridge), ip);
+/// Removes `ip`'s egress rules and the learned addresses in `forget` (fine when there are none).
+pub async fn remove_egress(
+    config: &NetworkConfig,
+    ip: Ipv4Addr,
+    forget: &[Ipv4Addr],
+) -> Result<()> {
+    let table = table(&config.bridge);
+    let mut script = super::egress::removal_script(&table, ip);
+    script.push_str(&super::egress::forget_script(&table, ip, forget));
     run_script("removing the egress rules", &script).await
+}
+
+/// Lets `sandbox` reach each learned address for its timeout (seconds), in table `table`.
+pub async fn learn(table: &str, sandbox: Ipv4Addr, learned: &[(Ipv4Addr, u64)]) -> Result<()> {
+    let script = super::egress::learn_script(table, sandbox, learned);
+    run_script("adding learned addresses", &script).await
 }
 
 /// Allows or blocks traffic from `ip` to anything beyond the host.
@@ -312,6 +367,12 @@ pub async fn set_internet(config: &NetworkConfig, ip: Ipv4Addr, allowed: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PORTS: ProxyPorts = ProxyPorts {
+        dns_udp: 40053,
+        dns_tcp: 40054,
+        proxy: 40080,
+    };
 
     fn lease() -> Lease {
         Lease {
@@ -342,7 +403,7 @@ mod tests {
 
     #[test]
     fn ruleset_isolates_and_nats_the_subnet() {
-        let r = ruleset(&NetworkConfig::default());
+        let r = ruleset(&NetworkConfig::default(), PORTS);
         assert!(r.contains(r#"ip saddr 10.42.0.0/16 oifname != "pt-br0" masquerade"#));
         assert!(r.contains(r#"iifname "pt-br0" ip saddr @no_internet drop"#));
         assert!(
@@ -363,7 +424,7 @@ mod tests {
 
     #[test]
     fn forward_chain_orders_isolation_before_exceptions() {
-        let r = ruleset(&NetworkConfig::default());
+        let r = ruleset(&NetworkConfig::default(), PORTS);
         let forward = chain(&r, "forward");
         let at = |rule: &str| {
             forward
@@ -396,6 +457,25 @@ mod tests {
     }
 
     #[test]
+    fn proxied_sandboxes_are_redirected_and_only_redirected_traffic_reaches_the_host() {
+        let r = ruleset(&NetworkConfig::default(), PORTS);
+        assert_eq!(
+            chain(&r, "to_host")[1..],
+            [
+                r#"iifname "pt-br0" ip saddr @proxied udp dport 53 dnat ip to 10.42.0.1:40053"#,
+                r#"iifname "pt-br0" ip saddr @proxied tcp dport 53 dnat ip to 10.42.0.1:40054"#,
+                r#"iifname "pt-br0" ip saddr @proxied ip daddr != 10.42.0.0/16 tcp dport { 80, 443 } dnat ip to 10.42.0.1:40080"#,
+            ]
+        );
+        let input = chain(&r, "input");
+        assert_eq!(
+            input[2],
+            r#"iifname "pt-br0" ct status dnat ip saddr @proxied ip saddr != @no_internet ip daddr 10.42.0.1 meta l4proto . th dport { udp . 40053, tcp . 40054, tcp . 40080 } accept"#
+        );
+        assert_eq!(input[3], r#"iifname "pt-br0" drop"#);
+    }
+
+    #[test]
     fn private_ranges_cover_metadata_addresses_but_not_the_internet() {
         let blocked = |a: [u8; 4]| {
             BLOCKED_RANGES
@@ -421,7 +501,7 @@ mod tests {
         ] {
             assert!(!blocked(a), "{a:?} must stay reachable");
         }
-        let r = ruleset(&NetworkConfig::default());
+        let r = ruleset(&NetworkConfig::default(), PORTS);
         assert!(r.contains(
             "elements = { 10.0.0.0/8, 100.64.0.0/10, 168.63.129.16/32, 169.254.0.0/16, \
              172.16.0.0/12, 192.168.0.0/16 }"
@@ -442,7 +522,7 @@ mod tests {
             ],
             ..NetworkConfig::default()
         };
-        let r = ruleset(&config);
+        let r = ruleset(&config, PORTS);
         assert!(
             r.contains("flags interval\n        elements = { 10.9.0.0/16, 192.168.7.0/24 }"),
             "{r}"
@@ -451,7 +531,7 @@ mod tests {
 
     #[test]
     fn bridge_table_pins_sources_and_drops_everything_else() {
-        let r = ruleset(&NetworkConfig::default());
+        let r = ruleset(&NetworkConfig::default(), PORTS);
         assert!(r.contains("type ifname . ether_addr . ipv4_addr"));
         assert_eq!(
             chain(&r, "prerouting"),

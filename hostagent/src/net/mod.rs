@@ -20,6 +20,10 @@
 //!   start. The guest gets its settings on the kernel command line (`platinum.ip=`, `.gw=`,
 //!   `.dns=`) and configures itself; name servers are the host's own (loopback resolvers skipped).
 //!
+//! - Egress rules per sandbox ([`egress`]): by address in the firewall; by name through the
+//!   host's resolver ([`resolver`]) and HTTP(S) proxy ([`proxy`]) on the bridge address, which
+//!   share the sandboxes' live state ([`policies`]).
+//!
 //! Setup needs root (CAP_NET_ADMIN) and the `ip` and `nft` programs. When it is impossible, the
 //! host runs sandboxes without a network and says why ([`Network::unavailable_reason`]).
 
@@ -28,15 +32,24 @@ pub mod egress;
 pub mod firewall;
 pub mod ipam;
 mod link;
+pub mod names;
+pub mod peek;
+pub mod policies;
+pub mod proxy;
+pub mod resolver;
 
 pub use egress::EgressRules;
+pub use names::NamePattern;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Mutex;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use policies::Policies;
 
 pub use ipnet::Ipv4Net;
 
@@ -52,6 +65,9 @@ pub struct NetworkConfig {
     /// Private, CGNAT or link-local networks sandboxes may reach anyway (by default they reach
     /// none of [`firewall::BLOCKED_RANGES`] but their DNS resolvers).
     pub allow_private: Vec<Ipv4Net>,
+    /// Resolvers the host's resolver asks for sandboxes with name rules (empty: the host's
+    /// own, from `/etc/resolv.conf`).
+    pub upstream_dns: Vec<SocketAddr>,
 }
 
 impl Default for NetworkConfig {
@@ -61,6 +77,7 @@ impl Default for NetworkConfig {
             subnet: Ipv4Addr::new(10, 42, 0, 0),
             prefix: 16,
             allow_private: Vec::new(),
+            upstream_dns: Vec::new(),
         }
     }
 }
@@ -124,22 +141,33 @@ pub struct Network {
     unavailable: Option<String>,
     leases: Mutex<BTreeMap<String, Lease>>,
     dns: Vec<IpAddr>,
+    /// Every sandbox's egress state, shared with the resolver and the proxy.
+    policies: Arc<Policies>,
+    /// The resolver's and the proxy's tasks.
+    services: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Network {
-    /// Sets up the bridge and firewall (idempotent). Never fails: if setup is impossible, the
-    /// returned network is unavailable and says why.
+    /// Sets up the bridge, the host's resolver and proxy for sandboxes, and the firewall
+    /// (idempotent). Never fails: if setup is impossible, the returned network is unavailable
+    /// and says why.
     pub async fn setup(config: NetworkConfig) -> Network {
-        let dns =
-            dns::host_nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
-        let unavailable = match Self::try_setup(&config).await {
-            Ok(()) => {
+        let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let dns = dns::host_nameservers(&resolv_conf);
+        let policies = Arc::new(Policies::default());
+        let upstream = resolver::Upstream::new(if config.upstream_dns.is_empty() {
+            dns::upstream_servers(&resolv_conf)
+        } else {
+            config.upstream_dns.clone()
+        });
+        let (unavailable, services) = match Self::try_setup(&config, &policies, upstream).await {
+            Ok(services) => {
                 tracing::info!(bridge = %config.bridge, subnet = %format!("{}/{}", config.subnet, config.prefix), "sandbox network ready");
-                None
+                (None, services)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "sandbox network unavailable; sandboxes will have no network");
-                Some(e.to_string())
+                (Some(e.to_string()), Vec::new())
             }
         };
         Network {
@@ -147,10 +175,16 @@ impl Network {
             unavailable,
             leases: Mutex::new(BTreeMap::new()),
             dns,
+            policies,
+            services: Mutex::new(services),
         }
     }
 
-    async fn try_setup(config: &NetworkConfig) -> Result<()> {
+    async fn try_setup(
+        config: &NetworkConfig,
+        policies: &Arc<Policies>,
+        upstream: resolver::Upstream,
+    ) -> Result<Vec<JoinHandle<()>>> {
         if !nix::unistd::geteuid().is_root() {
             return Err(Error::Network {
                 step: "setup".into(),
@@ -160,7 +194,47 @@ impl Network {
         link::ensure_bridge(&config.bridge, config.gateway(), config.prefix).await?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| Error::io("enabling IPv4 forwarding", e))?;
-        firewall::apply(config).await
+        // The resolver and the proxy listen on the bridge address only, on ports of their own;
+        // the firewall redirects proxied sandboxes' traffic there.
+        let at = SocketAddr::from((config.gateway(), 0));
+        let bind = |what: &'static str| move |e| Error::io(what, e);
+        let dns_udp = tokio::net::UdpSocket::bind(at)
+            .await
+            .map_err(bind("binding the sandbox resolver (UDP)"))?;
+        let dns_tcp = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(bind("binding the sandbox resolver (TCP)"))?;
+        let proxy = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(bind("binding the sandbox egress proxy"))?;
+        let port = |a: std::io::Result<SocketAddr>| {
+            a.map(|a| a.port())
+                .map_err(|e| Error::io("reading a bound port", e))
+        };
+        let ports = firewall::ProxyPorts {
+            dns_udp: port(dns_udp.local_addr())?,
+            dns_tcp: port(dns_tcp.local_addr())?,
+            proxy: port(proxy.local_addr())?,
+        };
+        firewall::apply(config, ports).await?;
+        let resolver = Arc::new(resolver::Resolver {
+            policies: policies.clone(),
+            upstream: upstream.clone(),
+            table: firewall::table(&config.bridge),
+        });
+        let proxy_service = Arc::new(proxy::Proxy {
+            policies: policies.clone(),
+            upstream,
+            subnet: Ipv4Net::new(config.subnet, config.prefix)
+                .map_err(|e| Error::Invalid(format!("sandbox subnet: {e}")))?,
+            allow_private: config.allow_private.clone(),
+        });
+        tracing::info!(?ports, "sandbox resolver and egress proxy listening");
+        Ok(vec![
+            tokio::spawn(resolver.clone().serve_udp(dns_udp)),
+            tokio::spawn(resolver.serve_tcp(dns_tcp)),
+            tokio::spawn(proxy_service.serve(proxy)),
+        ])
     }
 
     /// A network that is switched off (`reason` says why); sandboxes get no network device.
@@ -170,11 +244,17 @@ impl Network {
             unavailable: Some(reason.into()),
             leases: Mutex::new(BTreeMap::new()),
             dns: Vec::new(),
+            policies: Arc::new(Policies::default()),
+            services: Mutex::new(Vec::new()),
         }
     }
 
-    /// Removes the bridge and the firewall table (all sandboxes must be gone).
+    /// Removes the bridge and the firewall table (all sandboxes must be gone), and stops the
+    /// resolver and the proxy.
     pub async fn teardown(&self) -> Result<()> {
+        for task in self.services.lock().expect("network services").drain(..) {
+            task.abort();
+        }
         if self.unavailable.is_some() {
             return Ok(());
         }
@@ -283,7 +363,7 @@ impl Network {
         // The firewall knows the port before it exists, so the TAP is never unfiltered.
         let created = async {
             firewall::set_internet(&self.config, lease.ip, internet).await?;
-            firewall::set_egress(&self.config, lease.ip, egress).await?;
+            self.apply_egress(lease.ip, egress, internet).await?;
             firewall::add_lease(&self.config, &lease).await?;
             link::create_tap(&lease.tap, &self.config.bridge).await
         };
@@ -316,7 +396,8 @@ impl Network {
             return Ok(());
         }
         firewall::remove_lease(&self.config, &lease).await?;
-        firewall::remove_egress(&self.config, lease.ip).await?;
+        let forget = self.policies.remove(lease.ip);
+        firewall::remove_egress(&self.config, lease.ip, &forget).await?;
         if release {
             firewall::set_internet(&self.config, lease.ip, true).await?;
         }
@@ -326,17 +407,27 @@ impl Network {
     /// Replaces the egress rules of sandbox `id` when it holds a lease (they hold from the next
     /// packet on); without one there is nothing to do until its next attach.
     pub async fn set_egress(&self, id: &str, rules: &EgressRules) -> Result<()> {
-        let ip = self
-            .leases
-            .lock()
-            .expect("network leases")
-            .get(id)
-            .map(|l| l.ip);
-        match ip {
-            Some(ip) if self.unavailable.is_none() => {
-                firewall::set_egress(&self.config, ip, rules).await
+        let lease = self.leases.lock().expect("network leases").get(id).cloned();
+        match lease {
+            Some(l) if self.unavailable.is_none() => {
+                self.apply_egress(l.ip, rules, l.internet).await
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Gives the sandbox at `ip` `rules`: the live state first (the resolver and proxy judge by
+    /// it), then its firewall chain, forgetting learned addresses the rules no longer allow.
+    async fn apply_egress(&self, ip: Ipv4Addr, rules: &EgressRules, internet: bool) -> Result<()> {
+        let (generation, forget) = self.policies.set(ip, rules.clone(), internet);
+        firewall::set_egress(&self.config, ip, rules, generation, &forget).await
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for task in self.services.get_mut().expect("network services").drain(..) {
+            task.abort();
         }
     }
 }

@@ -81,6 +81,16 @@ pub struct UpArgs {
         value_delimiter = ','
     )]
     pub allow_private_nets: Vec<platinum_hostagent::net::Ipv4Net>,
+    /// A resolver (`IP` or `IP:PORT`) the host asks for sandboxes whose egress policy names
+    /// domains; by default the host's own (`/etc/resolv.conf`). Repeat or separate with commas.
+    #[arg(
+        long = "upstream-dns",
+        value_name = "IP[:PORT]",
+        env = "PLATINUM_UPSTREAM_DNS",
+        value_delimiter = ',',
+        value_parser = parse_resolver
+    )]
+    pub upstream_dns: Vec<std::net::SocketAddr>,
     /// A registry (`host[:port]`) template builds pull images from over plain HTTP instead of
     /// HTTPS, e.g. a registry on this host. Repeat or separate with commas.
     #[arg(
@@ -229,6 +239,7 @@ async fn start(args: &UpArgs, data_dir: &std::path::Path) -> Result<crate::serve
             network.prefix = prefix;
         }
         network.allow_private = args.allow_private_nets.clone();
+        network.upstream_dns = args.upstream_dns.clone();
     }
 
     let tpl =
@@ -245,6 +256,17 @@ async fn start(args: &UpArgs, data_dir: &std::path::Path) -> Result<crate::serve
 }
 
 /// Reads `10.42.0.0/16`: a network address and a prefix of 8..=24 bits (room for sandboxes).
+/// `--upstream-dns`: `IP` (port 53) or `IP:PORT`.
+fn parse_resolver(text: &str) -> std::result::Result<std::net::SocketAddr, String> {
+    let text = text.trim();
+    text.parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("{text:?} is not an IP address or IP:PORT"))
+}
+
 fn parse_subnet(text: &str) -> Result<(std::net::Ipv4Addr, u8)> {
     let (addr, prefix) = text
         .split_once('/')

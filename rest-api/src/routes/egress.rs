@@ -25,21 +25,22 @@ pub async fn get_egress_policy(
 
 /// Replace a sandbox's egress policy.
 ///
-/// In force from the next packet (new and established connections alike), without restarting
-/// the VM, and kept for every later start. Entries are IPv4 addresses or CIDRs; `allow` wins
-/// over `deny`; `default` decides the rest. The host, other sandboxes, private and metadata
-/// ranges stay unreachable whatever the policy allows. Domain entries are refused
-/// (`unsupported`) until they can be enforced on the host side.
+/// In force without restarting the VM, and kept for every later start: address rules from the
+/// next packet (new and established connections alike), name rules from the next DNS query and
+/// connection. Entries are IPv4 addresses, CIDRs, domain names or `*.` wildcards; `allow` wins
+/// over `deny`; `default` decides the rest. Names are enforced on the host (its resolver answers
+/// the sandbox's DNS, its proxy checks the TLS server name or HTTP Host of ports 80 and 443).
+/// The host, other sandboxes, private and metadata ranges stay unreachable whatever the policy
+/// allows.
 #[utoipa::path(put, path = "/v1/sandboxes/{id}/egress-policy", tag = "network", operation_id = "setEgressPolicy",
     params(SandboxPath),
     request_body = EgressPolicy,
     responses(
         (status = 200, description = "In force", body = EgressPolicy),
-        (status = 400, description = "An entry is not an IPv4 address or CIDR, or a list is too long", body = ErrorBody),
+        (status = 400, description = "An entry is not an IPv4 address, CIDR or domain name, or a list is too long", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such sandbox", body = ErrorBody),
-        (status = 409, description = "Archived or deleted", body = ErrorBody),
-        (status = 501, description = "A domain entry (`unsupported`)", body = ErrorBody)))]
+        (status = 409, description = "Archived or deleted", body = ErrorBody)))]
 pub async fn set_egress_policy(
     State(engine): State<Arc<Engine>>,
     Path(p): Path<SandboxPath>,
