@@ -90,6 +90,7 @@ impl From<EngineError> for DaytonaError {
             | C::SnapshotNotFound
             | C::PoolNotFound
             | C::VolumeNotFound
+            | C::SecretNotFound
             | C::BuildNotFound => (S::NOT_FOUND, "NOT_FOUND"),
             C::SnapshotSignatureInvalid | C::SnapshotCorrupt | C::SnapshotKeyUnknown => {
                 (S::UNPROCESSABLE_ENTITY, "SNAPSHOT_INVALID")

@@ -81,6 +81,7 @@ pub fn router(ctx: Ctx) -> Router {
         .merge(crate::snapshots::routes())
         .merge(crate::templates::routes())
         .merge(crate::volumes::routes())
+        .merge(crate::secrets::routes())
         .merge(crate::network::routes())
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_key))
         .merge(crate::volume_content::routes())

@@ -122,6 +122,7 @@ fn api_status(code: ErrorCode) -> u16 {
         | C::SnapshotNotFound
         | C::PoolNotFound
         | C::VolumeNotFound
+        | C::SecretNotFound
         | C::BuildNotFound
         | C::SnapshotSignatureInvalid
         | C::SnapshotCorrupt
@@ -294,6 +295,7 @@ fn connect_code(code: ErrorCode) -> ConnectCode {
         | E::SnapshotNotFound
         | E::PoolNotFound
         | E::VolumeNotFound
+        | E::SecretNotFound
         | E::BuildNotFound
         | E::TemplateNotFound => C::NotFound,
         E::AlreadyExists => C::AlreadyExists,
@@ -402,6 +404,7 @@ fn http_status(code: ErrorCode) -> u16 {
         | C::SnapshotNotFound
         | C::PoolNotFound
         | C::VolumeNotFound
+        | C::SecretNotFound
         | C::BuildNotFound
         | C::SnapshotSignatureInvalid
         | C::SnapshotCorrupt

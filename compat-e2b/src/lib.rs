@@ -13,7 +13,8 @@
 //!   ([`snapshots`]); templates and their builds (`/v3/templates`, `/templates/...`,
 //!   [`templates`]), whose file uploads go to a signed URL that needs no API key; volumes
 //!   (`/volumes`, and `volumeMounts` at create: [`volumes`]) and their files
-//!   (`/volumecontent/{id}/...`, [`volume_content`], behind the volume's token or an API key).
+//!   (`/volumecontent/{id}/...`, [`volume_content`], behind the volume's token or an API key);
+//!   secrets (`/secrets`: [`secrets`]).
 //! - Sandbox traffic ([`routing`]): a request carrying `E2b-Sandbox-Id` + `E2b-Sandbox-Port`, or
 //!   whose Host is `{port}-{sandboxId}.{domain}`, goes to that sandbox's port: 49983 is envd
 //!   ([`envd`]: Connect RPCs for processes and files, `/files`, `/health`), 49999 the code
@@ -37,6 +38,7 @@ pub mod error;
 pub mod interpreter;
 pub mod network;
 pub mod routing;
+pub mod secrets;
 pub mod snapshots;
 pub mod templates;
 pub mod volume_content;

@@ -65,6 +65,8 @@ pub struct Engine {
     pub(crate) pools: crate::pools::Pools,
     /// Custom templates and the builds in progress (`builds`).
     pub(crate) builds: crate::builds::Builds,
+    /// Seals and opens secret values (`commands::secrets`).
+    pub(crate) vault: crate::vault::Vault,
 }
 
 impl Engine {
@@ -85,6 +87,7 @@ impl Engine {
             )),
             None => None,
         };
+        let vault = crate::vault::Vault::open(config.data_dir.as_deref())?;
         Ok(Arc::new_cyclic(|me| Engine {
             me: me.clone(),
             config,
@@ -108,6 +111,7 @@ impl Engine {
             ready_builds: Default::default(),
             pools: Default::default(),
             builds: Default::default(),
+            vault,
         }))
     }
 
@@ -116,6 +120,7 @@ impl Engine {
     pub async fn start(self: &Arc<Self>) -> Result<()> {
         self.load_custom_templates().await?;
         crate::reconciler::reconcile_at_start(self).await?;
+        self.push_all_secrets().await?;
         crate::reconciler::spawn_event_loop(self.clone());
         crate::lifecycle::spawn(self.clone());
         crate::backups::spawn(self.clone());

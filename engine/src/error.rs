@@ -84,6 +84,8 @@ pub enum ErrorCode {
     PoolNotFound,
     /// No volume with that id or name.
     VolumeNotFound,
+    /// No secret with that id or name.
+    SecretNotFound,
     /// No template build with that id.
     BuildNotFound,
     /// A snapshot's signature does not verify (altered manifest or signature, or none).
@@ -106,7 +108,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, once.
-    pub const ALL: [ErrorCode; 45] = [
+    pub const ALL: [ErrorCode; 46] = [
         ErrorCode::SandboxNotFound,
         ErrorCode::TemplateNotFound,
         ErrorCode::InvalidRequest,
@@ -143,6 +145,7 @@ impl ErrorCode {
         ErrorCode::SnapshotNotFound,
         ErrorCode::PoolNotFound,
         ErrorCode::VolumeNotFound,
+        ErrorCode::SecretNotFound,
         ErrorCode::BuildNotFound,
         ErrorCode::SnapshotSignatureInvalid,
         ErrorCode::SnapshotCorrupt,
@@ -193,6 +196,7 @@ impl ErrorCode {
             ErrorCode::SnapshotNotFound => "snapshot_not_found",
             ErrorCode::PoolNotFound => "pool_not_found",
             ErrorCode::VolumeNotFound => "volume_not_found",
+            ErrorCode::SecretNotFound => "secret_not_found",
             ErrorCode::BuildNotFound => "build_not_found",
             ErrorCode::SnapshotSignatureInvalid => "snapshot_signature_invalid",
             ErrorCode::SnapshotCorrupt => "snapshot_corrupt",
@@ -219,6 +223,7 @@ impl ErrorCode {
             | ErrorCode::SnapshotNotFound
             | ErrorCode::PoolNotFound
             | ErrorCode::VolumeNotFound
+            | ErrorCode::SecretNotFound
             | ErrorCode::BuildNotFound
             | ErrorCode::FileNotFound
             | ErrorCode::ProcessNotFound => 404,
@@ -376,6 +381,9 @@ pub enum Error {
     /// No volume with that id or name.
     #[error("volume {0} not found")]
     VolumeNotFound(String),
+    /// No secret with that id or name.
+    #[error("secret {0} not found")]
+    SecretNotFound(String),
     /// No template build with that id.
     #[error("template build {0} not found")]
     BuildNotFound(String),
@@ -427,6 +435,7 @@ impl Error {
             Error::SnapshotNotFound(_) => ErrorCode::SnapshotNotFound,
             Error::PoolNotFound(_) => ErrorCode::PoolNotFound,
             Error::VolumeNotFound(_) => ErrorCode::VolumeNotFound,
+            Error::SecretNotFound(_) => ErrorCode::SecretNotFound,
             Error::BuildNotFound(_) => ErrorCode::BuildNotFound,
             Error::Snapshot(e) => e.error_code(),
             Error::ObjectStore(_) => ErrorCode::ObjectStoreUnavailable,
@@ -565,6 +574,7 @@ mod tests {
             (Error::SnapshotNotFound(s()), "snapshot_not_found", 404),
             (Error::PoolNotFound(s()), "pool_not_found", 404),
             (Error::VolumeNotFound(s()), "volume_not_found", 404),
+            (Error::SecretNotFound(s()), "secret_not_found", 404),
             (Error::BuildNotFound(s()), "build_not_found", 404),
             (
                 Error::Snapshot(crate::snapshots::SnapshotError::Incompatible(s())),

@@ -44,6 +44,7 @@ pub mod store;
 #[cfg(test)]
 mod testing;
 pub mod text;
+pub mod vault;
 
 pub use commands::exec::StreamOptions;
 pub use commands::files::CreateAs;

@@ -481,6 +481,11 @@ pub struct CreateSandbox {
     /// first instruction runs, and replaceable later (`PUT …/egress-policy`).
     #[serde(default)]
     pub egress: Option<EgressPolicy>,
+    /// Secrets it may use (environment variable name → secret id or name): the variable holds
+    /// the secret's placeholder, which the host's egress broker replaces with the secret in
+    /// HTTPS request headers to the secret's hosts. The value never enters the VM.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// What to run.
@@ -1387,4 +1392,108 @@ mod preset_tests {
         let parsed: CreateSandbox = serde_json::from_str(r#"{"type":"ephemeral"}"#).unwrap();
         assert_eq!(parsed.lifecycle_type, Some(LifecyclePreset::Ephemeral));
     }
+}
+
+/// A secret as every read answers it: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct Secret {
+    /// Id (`sec_` and 24 lowercase alphanumerics).
+    pub id: String,
+    /// Unique name (1-128 of `A-Z a-z 0-9 . _ -`, not starting with `sec_`).
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Host names the secret may be sent to (`api.example.com`, or `*.example.com` for every
+    /// name below `example.com`). Requests to other hosts carry the placeholder unreplaced.
+    pub hosts: Vec<String>,
+    /// What sandboxes hold instead of the value (random, unguessable).
+    pub placeholder: String,
+    /// Free-form labels.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// 1 at creation, one more at each change of the value.
+    pub version: u32,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    #[schemars(with = "String")]
+    pub created_at: OffsetDateTime,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    #[schemars(with = "String")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Parameters of `create_secret`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecret {
+    /// Unique name (1-128 of `A-Z a-z 0-9 . _ -`, not starting with `sec_`).
+    pub name: String,
+    /// The value (1-16384 bytes, printable; it goes into HTTP headers). Write-only: stored
+    /// encrypted and never answered.
+    pub value: String,
+    /// Free text (at most 1024 bytes).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Host names it may be sent to (at most 64; `*.example.com` for every name below
+    /// `example.com`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Free-form labels.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for CreateSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateSecret")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parameters of `update_secret`: what is given replaces what was stored.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSecret {
+    /// A new value (the version goes up).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// New description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// New host names.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    /// New labels.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for UpdateSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateSecret")
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every secret, oldest first (without values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct SecretList {
+    /// The secrets.
+    pub secrets: Vec<Secret>,
+}
+
+/// The secrets a sandbox holds placeholders of, by the environment variable that holds each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct SandboxSecrets {
+    /// Variable → secret.
+    pub secrets: BTreeMap<String, Secret>,
 }

@@ -85,6 +85,14 @@ impl HostAgent for NoVms {
     ) -> platinum_hostagent::Result<()> {
         no_vms()
     }
+    async fn set_secrets(
+        &self,
+        _: &str,
+        _: Vec<platinum_hostagent::broker::BrokeredSecret>,
+    ) -> platinum_hostagent::Result<()> {
+        // No VM here ever sends a request to broker.
+        Ok(())
+    }
     async fn prepare_template(&self, _: &str) -> platinum_hostagent::Result<String> {
         no_vms()
     }

@@ -4,7 +4,7 @@
 # SDK gets a server of its own and the two run at once.
 #
 #   evals/daytona/run.sh [flow ...]     flows: quickstart files sessions git pty interpreter lsp lifecycle
-#                                       snapshots warm_pools images volumes (default: all)
+#                                       snapshots warm_pools images volumes egress_secrets (default: all)
 #
 # Environment:
 #   PLATINUM_BIN        the platinum binary (default: target/debug/platinum of this checkout)
@@ -77,7 +77,7 @@ export DAYTONA_TARGET=local NO_PROXY="127.0.0.1,localhost" DAYTONA_SDK_NODE_MODU
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy
 
 flows=("$@")
-[ ${#flows[@]} -gt 0 ] || flows=(quickstart files sessions git pty interpreter lsp lifecycle snapshots warm_pools images volumes)
+[ ${#flows[@]} -gt 0 ] || flows=(quickstart files sessions git pty interpreter lsp lifecycle snapshots warm_pools images volumes egress_secrets)
 
 # run_lane LANG FAILED: every flow in one SDK, in order; each failing flow is a line of FAILED.
 run_lane() {

@@ -7,7 +7,7 @@
 #   evals/e2b/run.sh [--python|--js] [flow ...]
 #
 # Flows: lifecycle commands terminal files code_interpreter concurrency snapshots templates
-# volumes (default: all).
+# volumes egress_secrets (default: all).
 # Needs E2B_API_URL and either E2B_API_KEY (a Platinum API key in E2B's form, `e2b_` + hex: the
 # SDKs refuse any other form; `platinum keys create --name NAME --format e2b` makes one) or
 # PLATINUM_API_KEY (any Platinum key: the run creates an e2b-form key with it through
@@ -70,7 +70,7 @@ for arg in "$@"; do
     *) flows+=("$arg") ;;
   esac
 done
-[ ${#flows[@]} -gt 0 ] || flows=(lifecycle commands terminal files code_interpreter concurrency snapshots templates volumes)
+[ ${#flows[@]} -gt 0 ] || flows=(lifecycle commands terminal files code_interpreter concurrency snapshots templates volumes egress_secrets)
 
 install_python
 install_node

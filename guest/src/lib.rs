@@ -19,6 +19,7 @@ pub mod serve;
 mod session;
 mod system;
 pub mod transport;
+mod trust;
 mod users;
 mod volumes;
 

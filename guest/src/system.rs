@@ -31,6 +31,15 @@ pub fn hello(agent: &Agent, hello: &Hello) -> Result<HelloReply, GuestError> {
     if agent.mode() == Mode::Init && hello.unix_ns > 0 {
         set_realtime(hello.unix_ns)?;
     }
+    if agent.mode() == Mode::Init
+        && let Some(pem) = &hello.trust_pem
+    {
+        // A trust store that cannot be written (a read-only image) is no reason to refuse the
+        // session: brokered HTTPS then fails verification in the guest, closed.
+        if let Err(e) = crate::trust::install(std::path::Path::new("/"), pem) {
+            warn!(error = %e, "adding the host's CA to the trust store");
+        }
+    }
     Ok(HelloReply {
         protocol: PROTOCOL_VERSION,
         agent_version: AGENT_VERSION.to_string(),

@@ -18,6 +18,7 @@
 
 pub mod accel;
 pub mod archive;
+pub mod broker;
 pub mod console;
 pub mod disk;
 pub mod error;

@@ -153,6 +153,7 @@ async fn agent(vm: &CloudHypervisorVm) -> GuestClient {
                 unix_ns: unix_now_ns(),
                 env: BTreeMap::new(),
                 default_user: Some("user".to_string()),
+                trust_pem: None,
             };
             GuestClient::start(stream, hello, Duration::from_secs(5)).await
         };

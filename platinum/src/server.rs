@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub archive: Option<ObjectStoreConfig>,
     /// Size of each sandbox's host share (`/mnt/dnah-share`), MiB.
     pub share_mib: u64,
+    /// A PEM file of CA certificates the egress secret broker trusts for servers besides the
+    /// host's trust store.
+    pub egress_extra_ca: Option<std::path::PathBuf>,
     /// How often each guest agent is pinged; three missed pings in a row and its VM is given
     /// up on (default 10 s).
     pub health_interval: std::time::Duration,
@@ -82,6 +85,7 @@ impl ServerConfig {
             insecure_registries: Vec::new(),
             archive: None,
             share_mib: 1024,
+            egress_extra_ca: None,
             health_interval: std::time::Duration::from_secs(10),
         }
     }
@@ -162,6 +166,7 @@ impl Server {
         host_config.registries.insecure = config.insecure_registries.clone();
         host_config.archive = config.archive.clone();
         host_config.share_mib = config.share_mib;
+        host_config.egress_extra_roots = config.egress_extra_ca.clone();
         host_config.health_interval = config.health_interval;
         host_config.transport = match kind {
             // CH reaches guests only over vsock; its driver would override virtio-serial anyway.

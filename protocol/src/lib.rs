@@ -46,6 +46,9 @@ pub const VIRTIO_SERIAL_PORT_NAME: &str = "org.platinum.agent.0";
 /// Protocol generation spoken by this build. See the crate docs for when it changes.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Where the guest agent writes the host's egress CA ([`Hello::trust_pem`]), below `/`.
+pub const EGRESS_CA_FILE: &str = "usr/local/share/ca-certificates/platinum-egress.crt";
+
 /// Bytes the host writes to start a session.
 ///
 /// Read as a frame header, its first four bytes give a length far above [`MAX_FRAME_LEN`], so a guest

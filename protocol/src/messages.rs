@@ -259,6 +259,10 @@ pub struct Hello {
     /// User that requests without a `user` run as.
     #[serde(default)]
     pub default_user: Option<String>,
+    /// CA certificates (PEM) the guest adds to its system trust store (PID 1 only): the host's
+    /// egress CA, whose leaves the host's secret broker presents. Certificates only, never a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_pem: Option<String>,
 }
 
 /// A sandbox's identity inside its VM (`reidentify`).

@@ -24,8 +24,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use routes::{
-    backups, capacity, edge, egress, exec, files, keys, pools, ports, processes, sandboxes, share,
-    snapshots, templates, volumes,
+    backups, capacity, edge, egress, exec, files, keys, pools, ports, processes, sandboxes, secrets,
+    share, snapshots, templates, volumes,
 };
 
 /// Top-level facts of the document; paths come from the handlers.
@@ -51,6 +51,7 @@ use routes::{
         (name = "share", description = "The host share (`/mnt/dnah-share` in the guest), read and written on the host in any state"),
         (name = "network", description = "Egress policies: what a sandbox may reach beyond the host, changed at runtime"),
         (name = "backups", description = "Continuous backup: snapshots of running sandboxes in object storage, restored as new sandboxes"),
+        (name = "secrets", description = "Secrets brokered at egress: write-only values, placeholders in sandboxes, replaced on the host in HTTPS requests to the secret's hosts"),
         (name = "volumes", description = "Named persistent volumes, attached to sandboxes at create or while they run"),
         (name = "templates", description = "Templates: built-in ones, and custom ones built from steps in a builder VM"),
         (name = "keys", description = "API keys: list, create (Platinum or E2B form), revoke, rotate"),
@@ -161,6 +162,13 @@ fn build() -> (Router<Arc<Engine>>, Router<Arc<Engine>>, OpenApiDoc) {
             egress::set_egress_policy
         ))
         .routes(routes!(share::share_root))
+        .routes(routes!(secrets::create_secret, secrets::list_secrets))
+        .routes(routes!(
+            secrets::get_secret,
+            secrets::update_secret,
+            secrets::delete_secret
+        ))
+        .routes(routes!(secrets::sandbox_secrets))
         .routes(routes!(volumes::create_volume, volumes::list_volumes))
         .routes(routes!(volumes::get_volume, volumes::delete_volume))
         .routes(routes!(volumes::attach_volume))

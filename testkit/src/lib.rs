@@ -7,6 +7,7 @@
 //! server task is wedged) and, if the test failed, each sandbox's console tail is printed. Set
 //! `PLATINUM_TEST_KEEP=1` to keep the data directory for inspection.
 
+pub mod netns;
 pub mod registry;
 pub mod s3;
 pub mod up;

@@ -10,6 +10,7 @@
 //! - [`images`]: sandboxes created from an `Image` (built once per Dockerfile), and
 //!   `/object-storage/push-access` (none).
 //! - [`volumes`]: `/volumes` over the engine's named persistent volumes.
+//! - [`secrets`]: `/secret` over the engine's secrets brokered at egress.
 //! - [`preview`]: preview links (`/sandbox/{id}/ports/{port}/...`) and the proxy they point at.
 //! - [`pools`]: `/warm-pools` over the engine's warm pools.
 
@@ -21,6 +22,7 @@ pub mod images;
 pub mod pools;
 pub mod preview;
 pub mod sandbox;
+pub mod secrets;
 pub mod snapshot_builds;
 pub mod volumes;
 
@@ -104,7 +106,7 @@ pub fn routes() -> Router<Ctx> {
             "/api/sandbox/{idOrName}/network-settings",
             post(s::update_network_settings),
         )
-        .route("/api/sandbox/{idOrName}/secrets", put(s::unsupported))
+        .route("/api/sandbox/{idOrName}/secrets", put(s::update_secrets))
         .route(
             "/api/sandbox/{idOrName}/ssh-access",
             post(s::unsupported).delete(s::unsupported),
@@ -141,6 +143,14 @@ pub fn routes() -> Router<Ctx> {
         .route(
             "/api/volumes/{id}",
             get(volumes::get_volume).delete(volumes::delete_volume),
+        )
+        .route("/api/secret", get(secrets::list).post(secrets::create))
+        .route("/api/secret/paginated", get(secrets::paginated))
+        .route(
+            "/api/secret/{secretId}",
+            get(secrets::get)
+                .patch(secrets::update)
+                .delete(secrets::delete),
         )
         .route("/api/object-storage/push-access", get(images::push_access))
         .route("/api/warm-pools", get(pools::list).post(pools::create))

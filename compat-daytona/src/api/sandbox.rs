@@ -383,9 +383,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
         return refuse("gpu");
     }
     let mounts = volumes::mounts(req.volumes.as_deref().unwrap_or_default())?;
-    if req.secrets.as_ref().is_some_and(|v| !v.is_empty()) {
-        return refuse("secrets");
-    }
+    let secrets = super::secrets::grants(req.secrets.as_deref().unwrap_or_default())?;
     let lists: Vec<&str> = [&req.network_allow_list, &req.domain_allow_list]
         .into_iter()
         .filter_map(|l| l.as_deref())
@@ -486,6 +484,7 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
         volumes: mounts,
         backup: None,
         egress,
+        secrets,
     };
     Ok(Prepared { create, image })
 }
@@ -525,6 +524,26 @@ pub async fn get(
     DPath(id): DPath<String>,
 ) -> DResult<Json<SandboxDto>> {
     let s = ctx.engine.find_sandbox(&id).await?;
+    with_volumes(&ctx, dto(&ctx, &base, &s)).await
+}
+
+/// Body of `PUT /sandbox/{idOrName}/secrets` (`UpdateSandboxSecrets`).
+#[derive(Debug, Deserialize)]
+pub struct UpdateSecretsRequest {
+    secrets: Vec<Value>,
+}
+
+/// `PUT /sandbox/{idOrName}/secrets`: the secrets the sandbox holds, replaced
+/// (`[{ENV: secretName}]`; empty detaches all).
+pub async fn update_secrets(
+    State(ctx): State<Ctx>,
+    base: BaseUrl,
+    DPath(id): DPath<String>,
+    DJson(req): DJson<UpdateSecretsRequest>,
+) -> DResult<Json<SandboxDto>> {
+    let found = ctx.engine.find_sandbox(&id).await?;
+    let grants = super::secrets::grants(&req.secrets)?;
+    let s = ctx.engine.set_sandbox_secrets(&found.id, grants).await?;
     with_volumes(&ctx, dto(&ctx, &base, &s)).await
 }
 
@@ -966,8 +985,8 @@ pub async fn unsupported(req: axum::extract::Request) -> DaytonaError {
         .unwrap_or_default()
         .to_string();
     DaytonaError::unsupported(format!(
-        "{what} is not supported by Platinum (resize, backups, secrets and SSH access are \
-         Daytona features Platinum does not have)"
+        "{what} is not supported by Platinum (resize, backups and SSH access are Daytona \
+         features Platinum does not have)"
     ))
 }
 

@@ -60,6 +60,14 @@ impl Engine {
             Some(p) => crate::commands::egress::egress_rules(p)?,
             None => Default::default(),
         };
+        // Copies hold the source's placeholders, so they are granted its secrets.
+        let grants: std::collections::BTreeMap<String, String> = self
+            .store
+            .secret_grants(Some(&source.id), None)
+            .await?
+            .into_iter()
+            .map(|g| (g.env, g.secret_id))
+            .collect();
         let mut copies: Vec<Sandbox> = (0..req.count).map(|_| copy_of(&source)).collect();
         if let Some(first) = copies.first_mut() {
             first.name = req.name.clone();
@@ -80,6 +88,11 @@ impl Engine {
                     .set_egress_policy(&copy.id, egress.as_ref())
                     .await
                     .map_err(|e| (inserted + 1, e))?;
+                if !grants.is_empty() {
+                    self.store_grants(&copy.id, &grants)
+                        .await
+                        .map_err(|e| (inserted + 1, e))?;
+                }
             }
             Ok(())
         }

@@ -29,6 +29,8 @@
 //! - [`egress`]: egress policies: what a sandbox may reach beyond the host, changed at runtime.
 //! - [`volumes`]: named persistent volumes, attached (hot, or at create) and mounted in sandboxes.
 //! - [`volume_files`]: files in a volume, through the sandbox that has it mounted or in its image.
+//! - [`secrets`]: secrets brokered at egress: stored encrypted, granted to sandboxes as
+//!   placeholders, handed to the host's egress broker.
 
 pub mod archive;
 pub mod backups;
@@ -47,6 +49,7 @@ pub mod pools;
 pub mod run;
 pub mod sandbox;
 pub mod search;
+pub mod secrets;
 pub mod sessions;
 pub mod settings;
 pub mod share;

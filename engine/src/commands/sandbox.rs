@@ -175,6 +175,10 @@ impl Engine {
         pool: Option<&str>,
     ) -> Result<Sandbox> {
         let cfg = &self.config;
+        // Secrets' variables hold placeholders, never values.
+        let (grants, secret_vars) = self
+            .grant_secrets(&std::mem::take(&mut req.secrets), &req.env)
+            .await?;
         let egress = match &req.egress {
             Some(p) => crate::commands::egress::egress_rules(p)?,
             None => Default::default(),
@@ -243,6 +247,7 @@ impl Engine {
                 cfg.max_timeout.as_secs()
             )));
         }
+        req.env.extend(secret_vars);
         check_pairs(Pairs::Env, &req.env)?;
         check_pairs(Pairs::Metadata, &req.metadata)?;
         check_pairs(Pairs::Attributes, &req.attributes)?;
@@ -296,6 +301,9 @@ impl Engine {
                 if let Some(policy) = req.egress {
                     self.set_egress_policy(&claimed.id, policy).await?;
                 }
+                if !grants.is_empty() {
+                    self.store_grants(&claimed.id, &grants).await?;
+                }
                 return Ok(claimed);
             }
         }
@@ -322,6 +330,10 @@ impl Engine {
                 Some(pool) => self.store.insert_pooled_sandbox(&sandbox, pool).await?,
                 None => self.store.insert_sandbox(&sandbox).await?,
             }
+        }
+        // Its secrets are brokered from its first request on.
+        if !grants.is_empty() {
+            self.store_grants(&sandbox.id, &grants).await?;
         }
         // The VM boots with the rules (below); the policy is kept for later reads and changes.
         if req.egress.is_some() {
@@ -570,6 +582,7 @@ impl Engine {
         self.store.set_backup_policy(id, None).await?;
         self.store.set_egress_policy(id, None).await?;
         self.forget_exposures(id).await?;
+        self.forget_secrets(id).await?;
         s.error = None;
         self.transition(&mut s, SandboxState::Deleted, serde_json::json!({}))
             .await?;

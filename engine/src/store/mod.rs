@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use crate::builds::model::{BuildLogEntry, BuildStatus, CustomTemplate, TemplateBuild};
 use crate::error::Result;
 use crate::model::{
-    BackupPolicy, EgressPolicy, ListQuery, Page, Pool, Sandbox, SandboxState, Snapshot,
+    BackupPolicy, EgressPolicy, ListQuery, Page, Pool, Sandbox, SandboxState, Secret, Snapshot,
     SnapshotKind, Volume,
 };
 use crate::snapshots::archive::SignedArchive;
@@ -34,6 +34,17 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<time::OffsetDateTime>,
     /// When it was revoked; `None` while it is live.
     pub revoked_at: Option<time::OffsetDateTime>,
+}
+
+/// A sandbox holds secret `secret_id`'s placeholder in variable `env`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretGrant {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// The environment variable holding the placeholder.
+    pub env: String,
+    /// The secret.
+    pub secret_id: String,
 }
 
 /// Persistence the engine needs.
@@ -226,4 +237,33 @@ pub trait Store: Send + Sync {
 
     /// Removes a volume's record; false when there is none.
     async fn delete_volume(&self, id: &str) -> Result<bool>;
+
+    /// Inserts a secret with its sealed value; a taken name is [`crate::Error::Conflict`].
+    async fn insert_secret(&self, secret: &Secret, sealed: &[u8]) -> Result<()>;
+
+    /// Replaces a secret's record, and its sealed value when one is given.
+    async fn update_secret(&self, secret: &Secret, sealed: Option<&[u8]>) -> Result<()>;
+
+    /// A secret by id or name, with its sealed value.
+    async fn get_secret(&self, id_or_name: &str) -> Result<Option<(Secret, Vec<u8>)>>;
+
+    /// Every secret, oldest first.
+    async fn list_secrets(&self) -> Result<Vec<Secret>>;
+
+    /// Removes a secret's row; false when there is none.
+    async fn delete_secret(&self, id: &str) -> Result<bool>;
+
+    /// Replaces sandbox `sandbox_id`'s grants (variable → secret id) in one transaction.
+    async fn set_sandbox_secrets(
+        &self,
+        sandbox_id: &str,
+        grants: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()>;
+
+    /// Grants, of one sandbox and/or of one secret (`None`: any).
+    async fn secret_grants(
+        &self,
+        sandbox_id: Option<&str>,
+        secret_id: Option<&str>,
+    ) -> Result<Vec<SecretGrant>>;
 }

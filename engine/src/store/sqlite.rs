@@ -13,7 +13,7 @@ use super::{ApiKeyRecord, ListQuery, Page, Store};
 use crate::builds::model::{BuildLogEntry, BuildStatus, CustomTemplate, TemplateBuild};
 use crate::error::{Error, Result};
 use crate::model::{
-    BackupPolicy, EgressPolicy, LifecycleRules, Pool, Sandbox, SandboxState, Snapshot,
+    BackupPolicy, EgressPolicy, LifecycleRules, Pool, Sandbox, SandboxState, Secret, Snapshot,
     SnapshotKind, TimeoutAction, Volume,
 };
 use crate::snapshots::archive::SignedArchive;
@@ -22,6 +22,7 @@ mod archives;
 mod backups;
 mod edge;
 mod egress;
+mod secrets;
 mod templates;
 mod volumes;
 
@@ -770,6 +771,42 @@ impl Store for SqliteStore {
 
     async fn get_egress_policy(&self, sandbox_id: &str) -> Result<Option<EgressPolicy>> {
         self.egress_policy_row(sandbox_id).await
+    }
+
+    async fn insert_secret(&self, secret: &Secret, sealed: &[u8]) -> Result<()> {
+        self.insert_secret_row(secret, sealed).await
+    }
+
+    async fn update_secret(&self, secret: &Secret, sealed: Option<&[u8]>) -> Result<()> {
+        self.update_secret_row(secret, sealed).await
+    }
+
+    async fn get_secret(&self, id_or_name: &str) -> Result<Option<(Secret, Vec<u8>)>> {
+        self.secret_row(id_or_name).await
+    }
+
+    async fn list_secrets(&self) -> Result<Vec<Secret>> {
+        self.secret_rows().await
+    }
+
+    async fn delete_secret(&self, id: &str) -> Result<bool> {
+        self.delete_secret_row(id).await
+    }
+
+    async fn set_sandbox_secrets(
+        &self,
+        sandbox_id: &str,
+        grants: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.set_sandbox_secret_rows(sandbox_id, grants).await
+    }
+
+    async fn secret_grants(
+        &self,
+        sandbox_id: Option<&str>,
+        secret_id: Option<&str>,
+    ) -> Result<Vec<super::SecretGrant>> {
+        self.secret_grant_rows(sandbox_id, secret_id).await
     }
 
     async fn insert_volume(&self, volume: &Volume) -> Result<()> {

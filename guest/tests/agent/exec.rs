@@ -46,6 +46,7 @@ async fn environment_layers_later_wins() {
         unix_ns: 0,
         env: BTreeMap::from([("A".into(), "hello".into()), ("B".into(), "hello".into())]),
         default_user: None,
+        trust_pem: None,
     };
     let _: platinum_protocol::HelloReply = ok(&mux, &Request::Hello(hello)).await;
     let spec = ExecSpec {

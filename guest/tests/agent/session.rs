@@ -17,6 +17,7 @@ fn hello(default_user: Option<&str>, env: &[(&str, &str)]) -> Request {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         default_user: default_user.map(str::to_string),
+        trust_pem: None,
     })
 }
 

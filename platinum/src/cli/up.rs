@@ -108,6 +108,10 @@ pub struct UpArgs {
     #[arg(long, value_name = "MIB", env = "PLATINUM_SHARE_MIB", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub share_mib: u64,
+    /// A PEM file of CA certificates the egress secret broker trusts for HTTPS servers besides
+    /// the host's trust store (servers on a private network with their own CA).
+    #[arg(long, value_name = "PEM", env = "PLATINUM_EGRESS_EXTRA_CA")]
+    pub egress_extra_ca: Option<std::path::PathBuf>,
 }
 
 /// Transport choice on the command line.
@@ -215,6 +219,7 @@ async fn start(args: &UpArgs, data_dir: &std::path::Path) -> Result<crate::serve
     config.insecure_registries = args.insecure_registries.clone();
     config.archive = args.archive.config()?;
     config.share_mib = args.share_mib;
+    config.egress_extra_ca = args.egress_extra_ca.clone();
     config.memory = match args.memory_backing {
         Memory::Auto => MemoryBacking::Auto,
         Memory::Anonymous => MemoryBacking::Anonymous,

@@ -12,6 +12,7 @@ pub mod pools;
 pub mod ports;
 pub mod processes;
 pub mod sandboxes;
+pub mod secrets;
 pub mod share;
 pub mod snapshots;
 pub mod templates;

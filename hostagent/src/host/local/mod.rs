@@ -40,6 +40,7 @@ use super::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
 use crate::archive::{
     Archive, ArchiveDir, Archived, ObjectStore, ObjectStoreConfig, Restored, open_store,
 };
+use crate::broker::{Broker, BrokerOptions, BrokeredSecret, HostCa, SecretRegistry};
 use crate::console;
 use crate::disk::{CloneMethod, DiskOptions, create_disk_from};
 use crate::error::{Error, IoContext, Result};
@@ -84,6 +85,9 @@ pub struct LocalHostConfig {
     pub archive: Option<ObjectStoreConfig>,
     /// Size of each sandbox's host share, MiB (a sparse image: it takes what is stored).
     pub share_mib: u64,
+    /// A PEM file of CA certificates the egress broker trusts for servers besides the host's
+    /// trust store (servers on a test network).
+    pub egress_extra_roots: Option<PathBuf>,
 }
 
 impl LocalHostConfig {
@@ -103,6 +107,7 @@ impl LocalHostConfig {
             registries: RegistryOptions::default(),
             archive: None,
             share_mib: 1024,
+            egress_extra_roots: None,
         }
     }
 }
@@ -149,6 +154,8 @@ struct Slot {
     env: Mutex<BTreeMap<String, String>>,
     vm: Arc<dyn Vm>,
     guest: tokio::sync::Mutex<Option<GuestClient>>,
+    /// The host's egress CA (PEM) every new guest session adds to the guest's trust store.
+    trust: Option<Arc<str>>,
     /// Signalled when `guest` gets a new session (the violation watcher follows it).
     guest_changed: Arc<Notify>,
     /// Set before the host itself ends the VM, so the exit watcher stays quiet.
@@ -182,6 +189,10 @@ pub struct LocalHost {
     events: broadcast::Sender<HostEvent>,
     /// Where archives go.
     archive_store: Arc<dyn ObjectStore>,
+    /// The secrets each sandbox's brokered requests may carry (`crate::broker`).
+    secrets: Arc<SecretRegistry>,
+    /// The egress broker and this host's CA; `None` when the CA could not be read or made.
+    broker: Option<Arc<Broker>>,
 }
 
 impl LocalHost {
@@ -233,6 +244,13 @@ impl LocalHost {
             memory: memory.reason,
         };
         let (events, _) = broadcast::channel(256);
+        let broker = match egress_broker(&config) {
+            Ok(b) => Some(Arc::new(b)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no egress CA: secrets cannot be brokered on this host");
+                None
+            }
+        };
         Ok(Arc::new_cyclic(|me| LocalHost {
             me: me.clone(),
             config,
@@ -244,7 +262,38 @@ impl LocalHost {
             slots: Mutex::new(HashMap::new()),
             events,
             archive_store,
+            secrets: Default::default(),
+            broker,
         }))
+    }
+
+    /// The secrets each sandbox may have brokered, by sandbox id (the egress proxy asks it
+    /// whether a connection to a host is brokered, and for what).
+    pub fn secret_registry(&self) -> &Arc<SecretRegistry> {
+        &self.secrets
+    }
+
+    /// The egress broker, when this host has its CA.
+    pub fn broker(&self) -> Option<&Arc<Broker>> {
+        self.broker.as_ref()
+    }
+
+    /// The egress proxy's decision for a TLS connection from sandbox `id` whose ClientHello
+    /// names `sni`: the broker and the (placeholder, secret) pairs to put in when the sandbox
+    /// has secrets bound to that name ([`Broker::broker`]), `None` to splice it untouched.
+    pub fn brokered(
+        &self,
+        id: &str,
+        sni: &str,
+    ) -> Option<(Arc<Broker>, crate::broker::Replacements)> {
+        let broker = self.broker.as_ref()?;
+        let replacements = self.secrets.replacements(id, sni);
+        (!replacements.is_empty()).then(|| (broker.clone(), replacements))
+    }
+
+    /// The CA certificate (PEM) sandboxes trust, when this host has one.
+    fn trust_pem(&self) -> Option<&str> {
+        self.broker.as_ref().map(|b| b.ca().certificate_pem())
     }
 
     /// Removes the TAPs of sandboxes whose VM is not running (all of them right after start: an
@@ -385,7 +434,9 @@ impl LocalHost {
                 } else {
                     BOOT_AGENT_DEADLINE
                 };
-                let e = match connect_agent(vm.as_ref(), &record.env, deadline).await {
+                let e = match connect_agent(vm.as_ref(), &record.env, self.trust_pem(), deadline)
+                    .await
+                {
                     Ok(g) => return Ok((vm, g, started)),
                     Err(e) => e,
                 };
@@ -425,6 +476,7 @@ impl LocalHost {
             record,
             vm: vm.clone(),
             guest: tokio::sync::Mutex::new(Some(guest)),
+            trust: self.trust_pem().map(Arc::from),
             guest_changed: Arc::new(Notify::new()),
             expected_exit: AtomicBool::new(false),
             paused: AtomicBool::new(false),
@@ -687,6 +739,7 @@ const RESTORE_AGENT_DEADLINE: Duration = Duration::from_secs(60);
 async fn connect_agent(
     vm: &dyn Vm,
     env: &BTreeMap<String, String>,
+    trust: Option<&str>,
     deadline: Duration,
 ) -> Result<GuestClient> {
     let endpoint = vm.info().guest.clone();
@@ -702,7 +755,7 @@ async fn connect_agent(
         }
         let attempt = async {
             let stream = transport::connect(&endpoint, Duration::from_secs(2)).await?;
-            GuestClient::start(stream, hello(env), Duration::from_secs(3)).await
+            GuestClient::start(stream, hello(env, trust), Duration::from_secs(3)).await
         };
         tokio::select! {
             exit = &mut exited => {
@@ -724,13 +777,33 @@ async fn connect_agent(
     }
 }
 
-fn hello(env: &BTreeMap<String, String>) -> platinum_protocol::Hello {
+/// This host's CA (made on first use, in the data directory) and the broker over it.
+fn egress_broker(config: &LocalHostConfig) -> Result<Broker> {
+    let ca = Arc::new(HostCa::load_or_create(&config.data_dir)?);
+    let mut options = BrokerOptions::default();
+    if let Some(path) = &config.egress_extra_roots {
+        let pem = std::fs::read_to_string(path).ctx(|| format!("reading {}", path.display()))?;
+        options.extra_roots = crate::broker::ca::pem_certificates(&pem)?;
+    }
+    Broker::new(ca, options)
+}
+
+/// The `hello` of every guest session: its environment, and the host's egress CA for its trust
+/// store (at boot, reconnect and restore alike, so template snapshots and pools have it too).
+fn hello(env: &BTreeMap<String, String>, trust: Option<&str>) -> platinum_protocol::Hello {
+    let mut env = env.clone();
+    if trust.is_some() {
+        // Node.js keeps its own roots; this file is written by the agent with the CA.
+        env.entry("NODE_EXTRA_CA_CERTS".into())
+            .or_insert_with(|| format!("/{}", platinum_protocol::EGRESS_CA_FILE));
+    }
     platinum_protocol::Hello {
         protocol: platinum_protocol::PROTOCOL_VERSION,
         // Stamped by `GuestClient::start` when it is sent.
         unix_ns: 0,
-        env: env.clone(),
+        env,
         default_user: Some("user".into()),
+        trust_pem: trust.map(str::to_owned),
     }
 }
 
@@ -750,7 +823,7 @@ async fn slot_guest(slot: &Slot, timeout: Duration) -> Result<GuestClient> {
     }
     tracing::info!(sandbox = %slot.record.spec.id, "reconnecting to the guest agent");
     let env = slot.env.lock().expect("slot env").clone();
-    let g = connect_agent(slot.vm.as_ref(), &env, timeout).await?;
+    let g = connect_agent(slot.vm.as_ref(), &env, slot.trust.as_deref(), timeout).await?;
     *guard = Some(g.clone());
     slot.guest_changed.notify_waiters();
     Ok(g)
@@ -824,6 +897,12 @@ impl HostAgent for LocalHost {
         self.network.set_egress(id, &rules).await
     }
 
+    async fn set_secrets(&self, id: &str, secrets: Vec<BrokeredSecret>) -> Result<()> {
+        self.dir(id)?;
+        self.secrets.set(id, secrets);
+        Ok(())
+    }
+
     async fn set_env(&self, id: &str, env: BTreeMap<String, String>) -> Result<()> {
         let slot = self.slot(id)?;
         let mut record = read_record(&self.dir(id)?, id)?;
@@ -831,7 +910,7 @@ impl HostAgent for LocalHost {
         write_record(&record)?;
         *slot.env.lock().expect("slot env") = env.clone();
         let g = slot_guest(&slot, Duration::from_secs(5)).await?;
-        g.update_defaults(hello(&env)).await
+        g.update_defaults(hello(&env, self.trust_pem())).await
     }
 
     async fn prepare_template(&self, template: &str) -> Result<String> {

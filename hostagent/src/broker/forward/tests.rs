@@ -1,0 +1,223 @@
+//! The broker in-process: a sandbox-side client trusting the host CA, a loopback HTTPS server
+//! with a certificate of its own test CA standing in for the outside API.
+
+use super::*;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::AsyncReadExt;
+
+const PLACEHOLDER: &str = "platinum-secret-0123456789abcdef";
+const SECRET: &str = "sk-live-hunter2";
+
+/// An HTTPS server for `name` that answers each request with its `authorization` header, and
+/// reports every one it saw.
+struct Upstream {
+    addr: SocketAddr,
+    ca: CertificateDer<'static>,
+    seen: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+async fn upstream(name: &str) -> Upstream {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                            .unwrap_or_default();
+                        let _ = tx.send(auth.clone());
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(auth))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    Upstream {
+        addr,
+        ca: ca_cert.der().clone(),
+        seen,
+    }
+}
+
+fn broker_trusting(root: Option<&CertificateDer<'static>>) -> Arc<Broker> {
+    let options = BrokerOptions {
+        extra_roots: root.into_iter().cloned().collect(),
+        native_roots: false,
+        connect_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    Arc::new(Broker::new(Arc::new(HostCa::ephemeral().unwrap()), options).unwrap())
+}
+
+/// What the sandbox gets for `GET /` with `Host: host` and `Authorization: Bearer
+/// <placeholder>` over TLS to `sni` (trusting only the host CA): status and body, or the error.
+async fn request(
+    broker: Arc<Broker>,
+    sni: &str,
+    host: &str,
+    upstream: SocketAddr,
+    replacements: Vec<(String, Zeroizing<String>)>,
+) -> std::result::Result<(u16, String), String> {
+    let mut roots = RootCertStore::empty();
+    roots.add(broker.ca().certificate_der().clone()).unwrap();
+    let (sandbox_side, mut proxy_side) = tokio::io::duplex(64 * 1024);
+    let sni_owned = sni.to_string();
+    let brokered = tokio::spawn(async move {
+        // As the egress proxy does: the start of the ClientHello is read before the broker.
+        let mut peeked = vec![0u8; 5];
+        proxy_side.read_exact(&mut peeked).await.unwrap();
+        broker
+            .broker(proxy_side, peeked, &sni_owned, upstream, replacements)
+            .await
+    });
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    let result = async {
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(name, sandbox_side)
+            .await
+            .map_err(|e| format!("sandbox TLS: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(conn);
+        let req = Request::get("/")
+            .header(HOST, host)
+            .header("authorization", format!("Bearer {PLACEHOLDER}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            status,
+            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        ))
+    }
+    .await;
+    brokered.abort();
+    result
+}
+
+fn bound() -> Vec<(String, Zeroizing<String>)> {
+    vec![(PLACEHOLDER.to_string(), Zeroizing::new(SECRET.to_string()))]
+}
+
+#[tokio::test]
+async fn the_server_the_secret_is_bound_to_sees_the_secret() {
+    let mut up = upstream("api.test").await;
+    let broker = broker_trusting(Some(&up.ca));
+    let got = request(broker, "api.test", "api.test", up.addr, bound()).await;
+    assert_eq!(got, Ok((200, format!("Bearer {SECRET}"))));
+    assert_eq!(up.seen.recv().await.unwrap(), format!("Bearer {SECRET}"));
+}
+
+#[tokio::test]
+async fn a_host_without_the_secret_sees_only_the_placeholder() {
+    let mut up = upstream("other.test").await;
+    let broker = broker_trusting(Some(&up.ca));
+    // The registry gives nothing to replace for a host the secret is not bound to.
+    let got = request(broker, "other.test", "other.test", up.addr, Vec::new()).await;
+    assert_eq!(got, Ok((200, format!("Bearer {PLACEHOLDER}"))));
+    assert_eq!(
+        up.seen.recv().await.unwrap(),
+        format!("Bearer {PLACEHOLDER}")
+    );
+}
+
+#[tokio::test]
+async fn a_request_for_another_host_on_the_connection_is_refused() {
+    let mut up = upstream("api.test").await;
+    let broker = broker_trusting(Some(&up.ca));
+    let got = request(broker, "api.test", "evil.test", up.addr, bound()).await;
+    assert_eq!(got.map(|(status, _)| status), Ok(421));
+    assert!(up.seen.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_prove_the_name_gets_nothing() {
+    // The sandbox claims api.test but connects to a server with a certificate for another
+    // name, and then to one nobody vouches for: both fail closed.
+    let mut wrong_name = upstream("evil.test").await;
+    let broker = broker_trusting(Some(&wrong_name.ca));
+    let got = request(broker, "api.test", "api.test", wrong_name.addr, bound()).await;
+    assert!(got.is_err(), "{got:?}");
+    assert!(wrong_name.seen.try_recv().is_err());
+
+    let mut untrusted = upstream("api.test").await;
+    let broker = broker_trusting(None);
+    let got = request(broker, "api.test", "api.test", untrusted.addr, bound()).await;
+    assert!(got.is_err(), "{got:?}");
+    assert!(untrusted.seen.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn names_that_are_no_host_names_are_refused() {
+    let broker = broker_trusting(None);
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for sni in ["*.api.test", "127.0.0.1", ""] {
+        let (_a, b) = tokio::io::duplex(64);
+        assert!(
+            broker
+                .broker(b, Vec::new(), sni, addr, bound())
+                .await
+                .is_err()
+        );
+    }
+}
+
+#[test]
+fn placeholders_are_replaced_everywhere_in_a_value_and_only_there() {
+    let r = bound();
+    let v = format!("a {PLACEHOLDER} b {PLACEHOLDER}");
+    assert_eq!(
+        replace(v.as_bytes(), &r).unwrap().as_slice(),
+        format!("a {SECRET} b {SECRET}").as_bytes()
+    );
+    assert!(replace(b"nothing here", &r).is_none());
+}
