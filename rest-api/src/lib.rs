@@ -24,8 +24,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use routes::{
-    backups, capacity, edge, egress, exec, files, keys, pools, ports, processes, sandboxes, secrets,
-    share, snapshots, templates, volumes,
+    backups, capacity, edge, egress, exec, files, keys, pools, ports, processes, sandboxes,
+    secrets, share, snapshots, templates, volumes,
 };
 
 /// Top-level facts of the document; paths come from the handlers.

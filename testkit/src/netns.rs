@@ -1,6 +1,6 @@
 //! A network namespace standing in for servers outside the host: it holds a few addresses
 //! (TEST-NET ranges), reached from the host through a veth pair and one /32 route per address,
-//! and runs one server command inside. Traffic to it never leaves this machine, and nothing
+//! and runs server commands inside. Traffic to it never leaves this machine, and nothing
 //! in it can leave either (its only route leads back to the host side). Everything created is
 //! removed on drop, also when a test fails half-way through. Needs root.
 
@@ -30,7 +30,7 @@ pub struct Namespace {
     veth: String,
     routes: Vec<String>,
     linked: bool,
-    server: Option<Child>,
+    servers: Vec<Child>,
 }
 
 impl Namespace {
@@ -44,7 +44,7 @@ impl Namespace {
             veth: format!("ptkh{id}"),
             routes: Vec::new(),
             linked: false,
-            server: None,
+            servers: Vec::new(),
         };
         let peer = format!("ptkn{id}");
         sh(&["ip", "netns", "add", &ns.name]);
@@ -71,22 +71,27 @@ impl Namespace {
             ]);
             ns.routes.push(route);
         }
-        ns.server = Some(
+        ns.spawn(server);
+        ns
+    }
+
+    /// Runs `command` (argv) in the namespace until the namespace is dropped.
+    pub fn spawn(&mut self, command: &[&str]) {
+        self.servers.push(
             Command::new("ip")
-                .args(["netns", "exec", &ns.name])
-                .args(server)
+                .args(["netns", "exec", &self.name])
+                .args(command)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("starting the namespace's server"),
+                .unwrap_or_else(|e| panic!("starting {command:?} in the namespace: {e}")),
         );
-        ns
     }
 }
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        if let Some(mut server) = self.server.take() {
+        for mut server in self.servers.drain(..) {
             let _ = server.kill();
             let _ = server.wait();
         }

@@ -11,149 +11,28 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use platinum_hostagent::net::{Ipv4Net, ipam};
+use platinum_testkit::netns::{Namespace, sh};
 use platinum_testkit::{TestServer, test_network};
 use serde_json::{Value, json};
 
-/// The host side's address on the veth into the namespace (TEST-NET-2, never routed).
-const HOST_SIDE: &str = "198.51.100.1";
 /// A public address (TEST-NET-3) standing in for "the internet".
 const INTERNET: &str = "203.0.113.10";
 /// Port the namespace's HTTP server listens on.
 const PORT: u16 = 8080;
 
-/// Runs a command on the host; panics with its stderr when it fails.
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace holding `addresses`, reached from the host through a veth pair and one
-/// /32 route per address, with an HTTP server on [`PORT`]. Everything it created is removed on
-/// drop, also when the test fails half-way through setting it up.
-struct Namespace {
-    name: String,
-    veth: String,
-    routes: Vec<String>,
-    linked: bool,
-    servers: Vec<Child>,
-}
-
-impl Namespace {
-    fn create(addresses: &[Ipv4Addr]) -> Namespace {
-        // Unique per namespace of this process (tests of one binary run at once).
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let id = std::process::id() % 10_000 * 10
-            + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
-        let mut ns = Namespace {
-            name: format!("ptsec{id}"),
-            veth: format!("ptsh{id}"),
-            routes: Vec::new(),
-            linked: false,
-            servers: Vec::new(),
-        };
-        let peer = format!("ptsn{id}");
-        sh(&["ip", "netns", "add", &ns.name]);
-        sh(&[
-            "ip", "link", "add", &ns.veth, "type", "veth", "peer", "name", &peer, "netns", &ns.name,
-        ]);
-        ns.linked = true;
-        sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{HOST_SIDE}/32"),
-            "dev",
-            &ns.veth,
-        ]);
-        sh(&["ip", "link", "set", &ns.veth, "up"]);
-        sh(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", &ns.name, "link", "set", &peer, "up"]);
-        for a in addresses {
-            sh(&[
-                "ip",
-                "-n",
-                &ns.name,
-                "addr",
-                "add",
-                &format!("{a}/32"),
-                "dev",
-                &peer,
-            ]);
-        }
-        // The namespace knows only the way back to the host side: nothing can leave it either.
-        sh(&[
-            "ip",
-            "-n",
-            &ns.name,
-            "route",
-            "add",
-            &format!("{HOST_SIDE}/32"),
-            "dev",
-            &peer,
-        ]);
-        for a in addresses {
-            let route = format!("{a}/32");
-            sh(&[
-                "ip", "route", "add", &route, "dev", &ns.veth, "src", HOST_SIDE,
-            ]);
-            ns.routes.push(route);
-        }
-        ns.spawn(&[
-            "/usr/bin/python3",
-            "-m",
-            "http.server",
-            &PORT.to_string(),
-            "--bind",
-            "0.0.0.0",
-        ]);
-        ns
-    }
-
-    /// Runs `command` in the namespace until the namespace is dropped.
-    fn spawn(&mut self, command: &[&str]) {
-        self.servers.push(
-            Command::new("ip")
-                .args(["netns", "exec", &self.name])
-                .args(command)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {command:?} in the namespace: {e}")),
-        );
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        for mut server in self.servers.drain(..) {
-            let _ = server.kill();
-            let _ = server.wait();
-        }
-        for route in &self.routes {
-            let _ = Command::new("ip").args(["route", "del", route]).output();
-        }
-        if self.linked {
-            let _ = Command::new("ip")
-                .args(["link", "del", &self.veth])
-                .output();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
+/// `python3 -m http.server` on [`PORT`], the namespace's server.
+const HTTP_SERVER: [&str; 6] = [
+    "/usr/bin/python3",
+    "-m",
+    "http.server",
+    "8080",
+    "--bind",
+    "0.0.0.0",
+];
 
 /// A table of the test's own that counts IPv6 packets entering the host from a bridge, at the
 /// earliest hook; deleted on drop.
@@ -315,7 +194,7 @@ async fn guests_cannot_spoof_or_reach_private_ranges() {
     let internet: Ipv4Addr = INTERNET.parse().unwrap();
     let mut addresses = vec![internet, private, allowed];
     addresses.extend(metadata);
-    let ns = Namespace::create(&addresses);
+    let ns = Namespace::create(&addresses, &HTTP_SERVER);
     // Every listener answers the host, so a refusal from a guest is the firewall's doing.
     for a in &addresses {
         assert!(
@@ -511,7 +390,7 @@ async fn egress_policies_narrow_what_a_sandbox_reaches_at_runtime() {
         Ipv4Addr::new(203, 0, 113, 31),
     );
     let private = Ipv4Addr::new(172, 29, n, 40);
-    let ns = Namespace::create(&[a, b, private]);
+    let ns = Namespace::create(&[a, b, private], &HTTP_SERVER);
     for addr in [a, b, private] {
         assert!(
             host_gets_200(addr, Duration::from_secs(20)),
@@ -736,7 +615,7 @@ async fn domain_policies_are_enforced_on_the_host_side() {
         Ipv4Addr::new(203, 0, 113, 50),
         Ipv4Addr::new(203, 0, 113, 51),
     );
-    let mut ns = Namespace::create(&[allowed, other]);
+    let mut ns = Namespace::create(&[allowed, other], &HTTP_SERVER);
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = (certs.path().join("c.pem"), certs.path().join("k.pem"));
     sh(&[

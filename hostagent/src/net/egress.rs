@@ -55,8 +55,12 @@ impl EgressRules {
 
     /// Whether the host's resolver answers a query for `name`: allowed names yes, denied names
     /// no, the rest per the default (with a default of deny, nothing else is resolved, so query
-    /// names cannot carry data out either).
+    /// names cannot carry data out either). Rules without names resolve everything, as the
+    /// sandbox's own resolvers would (it is proxied for its secrets, not for names).
     pub fn may_resolve(&self, name: &str) -> bool {
+        if !self.has_names() {
+            return true;
+        }
         if any_matches(&self.allow_names, name) {
             return true;
         }
@@ -127,15 +131,27 @@ pub fn learned_mark(generation: u32) -> u32 {
 }
 
 /// `nft -f` input that gives `ip` exactly `rules`: its chain created if missing, emptied and
-/// filled, the map pointing at it, and its membership of `proxied`. `generation` tags the
-/// connections this chain lets through by learned address (see the module docs).
-pub fn apply_script(table: &str, ip: Ipv4Addr, rules: &EgressRules, generation: u32) -> String {
+/// filled, the map pointing at it, and its membership of `proxied` (rules with names, or
+/// `proxied` for another reason: secrets to broker). `generation` tags the connections this
+/// chain lets through by learned address (see the module docs).
+pub fn apply_script(
+    table: &str,
+    ip: Ipv4Addr,
+    rules: &EgressRules,
+    generation: u32,
+    proxied: bool,
+) -> String {
     let chain = chain(ip);
     let mut s = format!(
         "add chain inet {table} {chain}\nflush chain inet {table} {chain}\n\
          add element inet {table} egress {{ {ip} : jump {chain} }}\n"
     );
-    s.push_str(&membership(table, "proxied", ip, rules.has_names()));
+    s.push_str(&membership(
+        table,
+        "proxied",
+        ip,
+        proxied || rules.has_names(),
+    ));
     if let Some(allow) = set_of(&rules.allow) {
         s.push_str(&format!(
             "add rule inet {table} {chain} ip daddr {allow} accept\n"
@@ -220,7 +236,7 @@ mod tests {
             deny: vec![net("203.0.113.10/32")],
             ..EgressRules::default()
         };
-        let s = apply_script("platinum_br", ip, &rules, 7);
+        let s = apply_script("platinum_br", ip, &rules, 7, false);
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines[0], "add chain inet platinum_br eg_10_42_0_7");
         assert_eq!(lines[1], "flush chain inet platinum_br eg_10_42_0_7");
@@ -248,7 +264,7 @@ mod tests {
         );
         assert_eq!(lines[7], "add rule inet platinum_br eg_10_42_0_7 drop");
         // Open: an empty chain.
-        let open = apply_script("t", ip, &EgressRules::default(), 1);
+        let open = apply_script("t", ip, &EgressRules::default(), 1, false);
         assert_eq!(open.lines().count(), 5);
         let gone = removal_script("t", ip);
         assert!(gone.contains("delete element inet t egress { 10.42.0.7 }"));
@@ -263,7 +279,7 @@ mod tests {
             allow_names: vec![NamePattern::parse("*.example.com").unwrap()],
             ..EgressRules::default()
         };
-        let s = apply_script("t", ip, &rules, 0x0100_0002);
+        let s = apply_script("t", ip, &rules, 0x0100_0002, false);
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines[3], "add element inet t proxied { 10.42.0.7 }");
         assert!(!s.contains("delete element inet t proxied"));

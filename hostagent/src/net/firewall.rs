@@ -316,17 +316,18 @@ async fn delete_element(config: &NetworkConfig, e: &Element) -> Result<()> {
     }
 }
 
-/// Gives `ip` exactly the egress `rules` (see [`super::egress`]), written with `generation`, and
-/// forgets the learned addresses in `forget`.
+/// Gives `ip` exactly the egress `rules` (see [`super::egress`]), written with `generation`,
+/// proxied when its rules name domains or `proxied`, and forgets the learned addresses in
+/// `forget`.
 pub async fn set_egress(
     config: &NetworkConfig,
     ip: Ipv4Addr,
     rules: &super::egress::EgressRules,
-    generation: u32,
+    (generation, proxied): (u32, bool),
     forget: &[Ipv4Addr],
 ) -> Result<()> {
     let table = table(&config.bridge);
-    let mut script = super::egress::apply_script(&table, ip, rules, generation);
+    let mut script = super::egress::apply_script(&table, ip, rules, generation, proxied);
     script.push_str(&super::egress::forget_script(&table, ip, forget));
     run_script("setting the egress rules", &script).await
 }

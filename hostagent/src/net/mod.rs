@@ -42,9 +42,9 @@ pub use egress::EgressRules;
 pub use names::NamePattern;
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::task::JoinHandle;
 
@@ -145,6 +145,10 @@ pub struct Network {
     policies: Arc<Policies>,
     /// The resolver's and the proxy's tasks.
     services: Mutex<Vec<JoinHandle<()>>>,
+    /// How the proxy finds a sandbox's secrets (set by the host once it is up).
+    brokering: Arc<OnceLock<proxy::Brokering>>,
+    /// Sandboxes with secrets to broker: proxied whatever their rules.
+    brokered: Mutex<BTreeSet<String>>,
 }
 
 impl Network {
@@ -155,12 +159,17 @@ impl Network {
         let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let dns = dns::host_nameservers(&resolv_conf);
         let policies = Arc::new(Policies::default());
+        let brokering = Arc::new(OnceLock::new());
         let upstream = resolver::Upstream::new(if config.upstream_dns.is_empty() {
             dns::upstream_servers(&resolv_conf)
         } else {
             config.upstream_dns.clone()
         });
-        let (unavailable, services) = match Self::try_setup(&config, &policies, upstream).await {
+        let (unavailable, services) = match Self::try_setup(
+            &config, &policies, upstream, &brokering,
+        )
+        .await
+        {
             Ok(services) => {
                 tracing::info!(bridge = %config.bridge, subnet = %format!("{}/{}", config.subnet, config.prefix), "sandbox network ready");
                 (None, services)
@@ -177,6 +186,8 @@ impl Network {
             dns,
             policies,
             services: Mutex::new(services),
+            brokering,
+            brokered: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -184,6 +195,7 @@ impl Network {
         config: &NetworkConfig,
         policies: &Arc<Policies>,
         upstream: resolver::Upstream,
+        brokering: &Arc<OnceLock<proxy::Brokering>>,
     ) -> Result<Vec<JoinHandle<()>>> {
         if !nix::unistd::geteuid().is_root() {
             return Err(Error::Network {
@@ -228,6 +240,7 @@ impl Network {
             subnet: Ipv4Net::new(config.subnet, config.prefix)
                 .map_err(|e| Error::Invalid(format!("sandbox subnet: {e}")))?,
             allow_private: config.allow_private.clone(),
+            brokering: brokering.clone(),
         });
         tracing::info!(?ports, "sandbox resolver and egress proxy listening");
         Ok(vec![
@@ -246,6 +259,38 @@ impl Network {
             dns: Vec::new(),
             policies: Arc::new(Policies::default()),
             services: Mutex::new(Vec::new()),
+            brokering: Arc::new(OnceLock::new()),
+            brokered: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Lets the proxy find sandboxes' secrets (once; later calls change nothing).
+    pub fn set_brokering(&self, brokering: proxy::Brokering) {
+        let _ = self.brokering.set(brokering);
+    }
+
+    /// Whether sandbox `id` has secrets to broker: its HTTPS then goes through the host's proxy
+    /// whatever its rules (from its next connection when it holds a lease, else from its next
+    /// attach).
+    pub async fn set_brokered(&self, id: &str, brokered: bool) -> Result<()> {
+        let changed = {
+            let mut set = self.brokered.lock().expect("brokered sandboxes");
+            if brokered {
+                set.insert(id.to_string())
+            } else {
+                set.remove(id)
+            }
+        };
+        let lease = self.leases.lock().expect("network leases").get(id).cloned();
+        let rules = lease
+            .as_ref()
+            .and_then(|l| self.policies.get(l.ip))
+            .map(|p| p.rules.clone());
+        match (changed, lease, rules) {
+            (true, Some(l), Some(rules)) if self.unavailable.is_none() => {
+                self.apply_egress(id, l.ip, &rules, l.internet).await
+            }
+            _ => Ok(()),
         }
     }
 
@@ -363,7 +408,7 @@ impl Network {
         // The firewall knows the port before it exists, so the TAP is never unfiltered.
         let created = async {
             firewall::set_internet(&self.config, lease.ip, internet).await?;
-            self.apply_egress(lease.ip, egress, internet).await?;
+            self.apply_egress(id, lease.ip, egress, internet).await?;
             firewall::add_lease(&self.config, &lease).await?;
             link::create_tap(&lease.tap, &self.config.bridge).await
         };
@@ -410,7 +455,7 @@ impl Network {
         let lease = self.leases.lock().expect("network leases").get(id).cloned();
         match lease {
             Some(l) if self.unavailable.is_none() => {
-                self.apply_egress(l.ip, rules, l.internet).await
+                self.apply_egress(id, l.ip, rules, l.internet).await
             }
             _ => Ok(()),
         }
@@ -418,9 +463,20 @@ impl Network {
 
     /// Gives the sandbox at `ip` `rules`: the live state first (the resolver and proxy judge by
     /// it), then its firewall chain, forgetting learned addresses the rules no longer allow.
-    async fn apply_egress(&self, ip: Ipv4Addr, rules: &EgressRules, internet: bool) -> Result<()> {
-        let (generation, forget) = self.policies.set(ip, rules.clone(), internet);
-        firewall::set_egress(&self.config, ip, rules, generation, &forget).await
+    async fn apply_egress(
+        &self,
+        id: &str,
+        ip: Ipv4Addr,
+        rules: &EgressRules,
+        internet: bool,
+    ) -> Result<()> {
+        let proxied = self
+            .brokered
+            .lock()
+            .expect("brokered sandboxes")
+            .contains(id);
+        let (generation, forget) = self.policies.set(ip, id, rules.clone(), internet);
+        firewall::set_egress(&self.config, ip, rules, (generation, proxied), &forget).await
     }
 }
 

@@ -30,6 +30,8 @@ pub const MAX_TTL: Duration = Duration::from_secs(3600);
 
 /// One sandbox's egress state.
 pub struct SandboxEgress {
+    /// Its id.
+    pub id: String,
     /// Its rules.
     pub rules: EgressRules,
     /// Whether its traffic may leave the host at all.
@@ -94,7 +96,13 @@ impl Policies {
     /// Gives the sandbox at `ip` `rules`. Returns the generation to write its chain with, and the
     /// learned addresses the new rules no longer allow (for the firewall to forget); the rest
     /// are kept.
-    pub fn set(&self, ip: Ipv4Addr, rules: EgressRules, internet: bool) -> (u32, Vec<Ipv4Addr>) {
+    pub fn set(
+        &self,
+        ip: Ipv4Addr,
+        id: &str,
+        rules: EgressRules,
+        internet: bool,
+    ) -> (u32, Vec<Ipv4Addr>) {
         let generation = self
             .generation
             .fetch_add(1, Ordering::Relaxed)
@@ -118,6 +126,7 @@ impl Policies {
         map.insert(
             ip,
             Arc::new(SandboxEgress {
+                id: id.to_string(),
                 rules,
                 internet,
                 generation,
@@ -229,7 +238,7 @@ mod tests {
             p.learn(ip, "a.example.com", &[(a, 30)]).is_empty(),
             "no lease"
         );
-        let (g1, dropped) = p.set(ip, rules(&["*.example.com"]), true);
+        let (g1, dropped) = p.set(ip, "sb", rules(&["*.example.com"]), true);
         assert!(dropped.is_empty());
         // Short TTLs are raised to the minimum; a repeat within half of it adds nothing.
         assert_eq!(p.learn(ip, "A.example.com.", &[(a, 5)]), vec![(a, 60)]);
@@ -239,12 +248,12 @@ mod tests {
         let s = p.get(ip).unwrap();
         assert!(s.resolved("a.example.com", a) && !s.resolved("a.example.com", b));
         // New rules keep what they still allow and drop the rest, with a new generation.
-        let (g2, dropped) = p.set(ip, rules(&["b.example.com"]), true);
+        let (g2, dropped) = p.set(ip, "sb", rules(&["b.example.com"]), true);
         assert_ne!(g1, g2);
         assert_eq!(dropped, vec![a]);
         assert!(p.get(ip).unwrap().resolved("b.example.com", b));
         // No internet: nothing learned, everything dropped.
-        let (_, dropped) = p.set(ip, rules(&["b.example.com"]), false);
+        let (_, dropped) = p.set(ip, "sb", rules(&["b.example.com"]), false);
         assert_eq!(dropped, vec![b]);
         assert!(p.learn(ip, "b.example.com", &[(b, 60)]).is_empty());
         assert!(p.remove(ip).is_empty());

@@ -9,7 +9,9 @@
 //! allowed name cannot be borrowed to reach another address, and another name cannot be sent to
 //! an allowed name's address. A refused HTTP request gets a `403`; a refused TLS connection is
 //! closed. An allowed one is connected from the host to the original destination, the peeked
-//! bytes sent first, and then relayed both ways untouched.
+//! bytes sent first, and then relayed both ways untouched — unless it is TLS to a name the
+//! sandbox has secrets bound to: then it is handed to the broker ([`crate::broker`]), which
+//! terminates it and puts the secrets into its requests.
 //!
 //! What the host connects to is checked again here, as the firewall would for the sandbox: never
 //! the host itself, the sandbox subnet, loopback, private, shared, link-local or metadata ranges
@@ -18,7 +20,7 @@
 //! [`super::peek::PEEK_TIMEOUT`].
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
@@ -29,9 +31,14 @@ use super::firewall::BLOCKED_RANGES;
 use super::peek::{Protocol, peek};
 use super::policies::Policies;
 use super::resolver::Upstream;
+use crate::broker::{Broker, Replacements};
 
 /// How long connecting to the destination may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The host's secrets as the proxy asks for them: for a sandbox (by id) and a TLS server name,
+/// the broker and the (placeholder, secret) pairs it puts in, or `None` to splice.
+pub type Brokering = Arc<dyn Fn(&str, &str) -> Option<(Arc<Broker>, Replacements)> + Send + Sync>;
 
 /// What the proxy needs.
 pub struct Proxy {
@@ -43,6 +50,8 @@ pub struct Proxy {
     pub subnet: Ipv4Net,
     /// Private networks sandboxes may reach anyway.
     pub allow_private: Vec<Ipv4Net>,
+    /// Set once the host that holds the secrets is up; until then nothing is brokered.
+    pub brokering: Arc<OnceLock<Brokering>>,
 }
 
 impl Proxy {
@@ -99,6 +108,18 @@ impl Proxy {
                     body.len()
                 );
                 let _ = client.write_all(format!("{head}{body}").as_bytes()).await;
+            }
+            return;
+        }
+        if let (Protocol::Tls(Some(_)), Some(name)) = (&peeked.protocol, name)
+            && let Some((broker, replacements)) =
+                self.brokering.get().and_then(|b| b(&sandbox.id, name))
+        {
+            if let Err(e) = broker
+                .broker(client, peeked.bytes, name, dst.into(), replacements)
+                .await
+            {
+                tracing::debug!(sandbox = %from, %dst, name, error = %e, "brokered connection ended");
             }
             return;
         }
@@ -172,6 +193,7 @@ mod tests {
                 "172.29.0.0/16".parse().unwrap(),
                 "10.42.9.0/24".parse().unwrap(),
             ],
+            brokering: Arc::default(),
         };
         for bad in [
             "127.0.0.1",

@@ -329,6 +329,7 @@ mod tests {
         assert_eq!(a.response_code(), ResponseCode::Refused);
         policies.set(
             sandbox,
+            "sb",
             EgressRules {
                 deny_names: vec![NamePattern::parse("*.blocked.example").unwrap()],
                 ..EgressRules::default()

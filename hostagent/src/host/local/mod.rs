@@ -251,6 +251,17 @@ impl LocalHost {
                 None
             }
         };
+        // The egress proxy's decision for a TLS connection from a sandbox whose ClientHello
+        // names `sni`: the broker and the (placeholder, secret) pairs to put in when the sandbox
+        // has secrets bound to that name, `None` to splice it untouched.
+        let secrets: Arc<SecretRegistry> = Arc::default();
+        if let Some(broker) = &broker {
+            let (registry, broker) = (secrets.clone(), broker.clone());
+            network.set_brokering(Arc::new(move |id: &str, sni: &str| {
+                let replacements = registry.replacements(id, sni);
+                (!replacements.is_empty()).then(|| (broker.clone(), replacements))
+            }));
+        }
         Ok(Arc::new_cyclic(|me| LocalHost {
             me: me.clone(),
             config,
@@ -262,33 +273,9 @@ impl LocalHost {
             slots: Mutex::new(HashMap::new()),
             events,
             archive_store,
-            secrets: Default::default(),
+            secrets,
             broker,
         }))
-    }
-
-    /// The secrets each sandbox may have brokered, by sandbox id (the egress proxy asks it
-    /// whether a connection to a host is brokered, and for what).
-    pub fn secret_registry(&self) -> &Arc<SecretRegistry> {
-        &self.secrets
-    }
-
-    /// The egress broker, when this host has its CA.
-    pub fn broker(&self) -> Option<&Arc<Broker>> {
-        self.broker.as_ref()
-    }
-
-    /// The egress proxy's decision for a TLS connection from sandbox `id` whose ClientHello
-    /// names `sni`: the broker and the (placeholder, secret) pairs to put in when the sandbox
-    /// has secrets bound to that name ([`Broker::broker`]), `None` to splice it untouched.
-    pub fn brokered(
-        &self,
-        id: &str,
-        sni: &str,
-    ) -> Option<(Arc<Broker>, crate::broker::Replacements)> {
-        let broker = self.broker.as_ref()?;
-        let replacements = self.secrets.replacements(id, sni);
-        (!replacements.is_empty()).then(|| (broker.clone(), replacements))
     }
 
     /// The CA certificate (PEM) sandboxes trust, when this host has one.
@@ -899,8 +886,10 @@ impl HostAgent for LocalHost {
 
     async fn set_secrets(&self, id: &str, secrets: Vec<BrokeredSecret>) -> Result<()> {
         self.dir(id)?;
+        let any = !secrets.is_empty();
         self.secrets.set(id, secrets);
-        Ok(())
+        // Its HTTPS goes through the host's proxy, which hands bound names to the broker.
+        self.network.set_brokered(id, any).await
     }
 
     async fn set_env(&self, id: &str, env: BTreeMap<String, String>) -> Result<()> {
