@@ -13,6 +13,7 @@
 //! | custom template builds (cold, cached), create from a custom template | see [`templates`] |
 //! | volume hot-attach and detach | see [`volumes`] |
 //! | edge proxy request, running and paused (auto-resume) sandbox | see [`edge`] |
+//! | egress: connection setup and throughput through NAT and through the egress proxy | see [`egress`] |
 //! | file upload / download over REST, MB/s | the same bytes through a process's stdin / stdout (the transport and the agent's stdio path), and `dd` of the same size inside the guest (its disk) |
 //! | the host share: host writes/reads over REST, guest reads/writes over virtio-fs, MB/s | the framed file API's upload/download, `dd` to the guest's disk |
 //!
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 
 mod creates;
 mod edge;
+mod egress;
 mod snapshots;
 mod templates;
 mod volumes;
@@ -422,6 +424,7 @@ async fn main() -> Result<()> {
         key: key.clone(),
     };
     stats.extend(edge::bench(&engine, &rest, args.iterations, args.round_trips).await?);
+    stats.extend(egress::bench(&engine, args.iterations).await?);
     if args.memory_file {
         stats.extend(memory_file_snapshots(args.iterations).await?);
     }
