@@ -52,7 +52,12 @@ try {
     await a.updateNetwork({ denyOut: ['192.0.2.0/24'] })
     got = await policy()
     check(got.default === 'allow' && got.allow.length === 0 && got.deny.join() === '192.0.2.0/24', JSON.stringify(got))
-    await rejects(SandboxError, () => a.updateNetwork({ allowOut: ['*.example.com'] }), 'a domain rule')
+    await a.updateNetwork({ denyOut: ['0.0.0.0/0'], allowOut: ['api.example.com', '*.example.org'] })
+    const named = await policy()
+    check(named.default === 'deny' && named.allow.join() === 'api.example.com,*.example.org', `domain rules: ${JSON.stringify(named)}`)
+    await rejects(SandboxError, () => a.updateNetwork({ allowOut: ['localhost'] }), 'a bad entry')
+    check((await policy()).allow.join() === 'api.example.com,*.example.org', 'a refused update changes nothing')
+    await a.updateNetwork({ denyOut: ['192.0.2.0/24'] })
   })
 
   await step('connect, setTimeout, getMetrics', async () => {

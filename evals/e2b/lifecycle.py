@@ -72,8 +72,12 @@ try:
         a.update_network({"deny_out": ["192.0.2.0/24"]})
         got = policy()
         check(got == {"default": "allow", "allow": [], "deny": ["192.0.2.0/24"]}, f"{got}")
-        raises(SandboxException, lambda: a.update_network({"allow_out": ["example.com"]}), "a domain rule")
-        check(policy()["deny"] == ["192.0.2.0/24"], "a refused update changes nothing")
+        a.update_network({"deny_out": ["0.0.0.0/0"], "allow_out": ["api.example.com", "*.example.org"]})
+        got = policy()
+        check(got == {"default": "deny", "allow": ["api.example.com", "*.example.org"], "deny": []}, f"domain rules: {got}")
+        raises(SandboxException, lambda: a.update_network({"allow_out": ["localhost"]}), "a bad entry")
+        check(policy()["allow"] == ["api.example.com", "*.example.org"], "a refused update changes nothing")
+        a.update_network({"deny_out": ["192.0.2.0/24"]})
 
     with step("connect to a running sandbox"):
         again = Sandbox.connect(a.sandbox_id)
