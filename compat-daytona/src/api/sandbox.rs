@@ -356,10 +356,11 @@ struct Prepared {
 }
 
 /// Daytona's `networkAllowList` (comma-separated IPv4 CIDRs) and `domainAllowList`
-/// (comma-separated domain names, `*.` wildcards): only those are reachable. The engine checks
-/// every entry.
-fn allow_list_policy(lists: &[&str]) -> EgressPolicy {
-    EgressPolicy {
+/// (comma-separated domain names, `*.` wildcards): only those are reachable (`None` when
+/// neither list is given). The engine checks every entry.
+fn allow_list_policy(network: Option<&str>, domain: Option<&str>) -> Option<EgressPolicy> {
+    let lists: Vec<&str> = [network, domain].into_iter().flatten().collect();
+    (!lists.is_empty()).then(|| EgressPolicy {
         default: EgressDefault::Deny,
         allow: lists
             .iter()
@@ -369,7 +370,7 @@ fn allow_list_policy(lists: &[&str]) -> EgressPolicy {
             .map(str::to_string)
             .collect(),
         deny: Vec::new(),
-    }
+    })
 }
 
 /// Translates a create request into the engine's.
@@ -384,11 +385,10 @@ fn create_request(ctx: &Ctx, req: CreateRequest) -> DResult<Prepared> {
     }
     let mounts = volumes::mounts(req.volumes.as_deref().unwrap_or_default())?;
     let secrets = super::secrets::grants(req.secrets.as_deref().unwrap_or_default())?;
-    let lists: Vec<&str> = [&req.network_allow_list, &req.domain_allow_list]
-        .into_iter()
-        .filter_map(|l| l.as_deref())
-        .collect();
-    let egress = (!lists.is_empty()).then(|| allow_list_policy(&lists));
+    let egress = allow_list_policy(
+        req.network_allow_list.as_deref(),
+        req.domain_allow_list.as_deref(),
+    );
     if req.auto_pause_interval.is_some_and(|m| m != 0) {
         return refuse("autoPauseInterval (use autoStopInterval)");
     }
@@ -946,24 +946,24 @@ pub async fn update_network_settings(
     DJson(body): DJson<NetworkSettings>,
 ) -> DResult<Json<SandboxDto>> {
     let s = ctx.engine.find_sandbox(&id).await?;
-    let lists: Vec<&str> = [&body.network_allow_list, &body.domain_allow_list]
-        .into_iter()
-        .filter_map(|l| l.as_deref())
-        .collect();
+    let allowed = allow_list_policy(
+        body.network_allow_list.as_deref(),
+        body.domain_allow_list.as_deref(),
+    );
     let block_all = body.network_block_all == Some(true);
-    let policy = match (block_all, lists.is_empty()) {
-        (true, false) => {
+    let policy = match (block_all, allowed) {
+        (true, Some(_)) => {
             return Err(DaytonaError::bad_request(
                 "networkBlockAll cannot be combined with an allow list",
             ));
         }
-        (true, true) => EgressPolicy {
+        (true, None) => EgressPolicy {
             default: EgressDefault::Deny,
             ..EgressPolicy::default()
         },
-        (false, false) => allow_list_policy(&lists),
-        (false, true) if body.network_block_all.is_some() => EgressPolicy::default(),
-        (false, true) => {
+        (false, Some(allowed)) => allowed,
+        (false, None) if body.network_block_all.is_some() => EgressPolicy::default(),
+        (false, None) => {
             return Err(DaytonaError::bad_request(
                 "give networkBlockAll, networkAllowList or domainAllowList",
             ));
@@ -995,13 +995,18 @@ mod tests {
     #[test]
     fn a_network_allow_list_denies_everything_else() {
         use super::{EgressDefault, allow_list_policy};
-        let p = allow_list_policy(&[" 203.0.113.0/24, 198.51.100.7/32,,"]);
+        let p = allow_list_policy(Some(" 203.0.113.0/24, 198.51.100.7/32,,"), None).unwrap();
         assert_eq!(p.default, EgressDefault::Deny);
         assert_eq!(p.allow, ["203.0.113.0/24", "198.51.100.7/32"]);
         assert!(p.deny.is_empty());
         // An empty list: nothing but the host's DNS.
-        assert!(allow_list_policy(&[""]).allow.is_empty());
-        let both = allow_list_policy(&["203.0.113.0/24", "api.example.com, *.example.org"]);
+        assert!(allow_list_policy(Some(""), None).unwrap().allow.is_empty());
+        assert!(allow_list_policy(None, None).is_none());
+        let both = allow_list_policy(
+            Some("203.0.113.0/24"),
+            Some("api.example.com, *.example.org"),
+        )
+        .unwrap();
         assert_eq!(
             both.allow,
             ["203.0.113.0/24", "api.example.com", "*.example.org"]
