@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use platinum_engine::commands::code::CodeLanguage;
 use platinum_engine::model::ListQuery;
-use platinum_engine::model::{CreateSandbox, Sandbox, SandboxState, TimeoutAction};
+use platinum_engine::model::{CreateSandbox, EgressPolicy, Sandbox, SandboxState, TimeoutAction};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -240,17 +240,26 @@ async fn pause_mode(ctx: &Ctx, s: &Sandbox) -> ApiResult<Option<&'static str>> {
     })
 }
 
-fn detail_json(ctx: &Ctx, s: &Sandbox, pause_mode: Option<&str>, mounted: &Mounted) -> Value {
+fn detail_json(
+    ctx: &Ctx,
+    s: &Sandbox,
+    pause_mode: Option<&str>,
+    mounted: &Mounted,
+    egress: &EgressPolicy,
+) -> Value {
     let mut v = listed_json(ctx, s, mounted);
     let on_timeout = match s.on_timeout {
         TimeoutAction::Kill => "kill",
         TimeoutAction::Pause | TimeoutAction::Stop => "pause",
     };
+    let mut network = crate::network::network_json(egress);
+    network["allowPublicTraffic"] = json!(is_public(s));
     let extra = json!({
         "envdAccessToken": auth::access_token(&ctx.config.secret, &s.id),
         "domain": ctx.config.domain,
         "allowInternetAccess": s.runtime.as_ref().map(|r| r.internet),
         "lifecycle": { "autoResume": s.auto_resume(), "onTimeout": on_timeout },
+        "network": network,
     });
     if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
         v.extend(extra.clone());
@@ -441,7 +450,8 @@ async fn get_one(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<Js
     let s = load(&ctx, &id).await?;
     let mode = pause_mode(&ctx, &s).await?;
     let mounted = volumes::mounted(&ctx).await?;
-    Ok(Json(detail_json(&ctx, &s, mode, &mounted)))
+    let egress = ctx.engine.get_egress_policy(&s.id).await?;
+    Ok(Json(detail_json(&ctx, &s, mode, &mounted, &egress)))
 }
 
 async fn kill(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<StatusCode> {

@@ -1,25 +1,29 @@
 //! E2B's egress settings as the engine's egress policies: `network` (and
-//! `allow_internet_access`) at create, and `PUT /sandboxes/{id}/network` (the SDKs'
-//! `update_network`, which replaces everything: an omitted field is cleared).
+//! `allow_internet_access`) at create, `PUT /sandboxes/{id}/network` (the SDKs'
+//! `update_network`, which replaces everything: an omitted field is cleared), and `network` in
+//! `GET /sandboxes/{id}` (the SDKs' `get_info`).
 //!
 //! | E2B | engine [`EgressPolicy`] |
 //! |---|---|
 //! | `allowOut` (IPv4 addresses, CIDRs, domains, `*.` wildcards) | `allow` |
 //! | `denyOut` (IPv4 addresses, CIDRs, domains, `*.` wildcards) | `deny` |
 //! | `"0.0.0.0/0"` in `denyOut`, or `allow_internet_access: false` | `default: deny` |
+//! | `rules[host][i].transform.headers` | `header_rules` (one per host, the list's headers merged in order) |
+//! | `${e2b.secrets.NAME}` in a header value | `${secrets.NAME}` |
 //!
 //! Allowed entries win over denied ones, in E2B and in the engine alike, so "deny all but
 //! these" works as E2B documents it, and a runtime update holds from the next packet on.
-//! Domain entries are enforced on the host side (the engine's resolver and proxy). Refused
-//! here, never ignored: `rules` (header transforms with secrets), `egressProxy`, non-empty
-//! `dnsServers` and `maskRequestHost`.
+//! Domain entries are enforced on the host side (the engine's resolver and proxy); header rules
+//! by the host's egress broker, which puts the secrets in (the sandbox never holds them).
+//! Refused here, never ignored: `egressProxy`, non-empty `dnsServers`, `maskRequestHost`,
+//! workload identity tokens (`${e2b.identity.tokens.NAME}`) and rule keys that are addresses.
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::put;
-use platinum_engine::model::{EgressDefault, EgressPolicy};
-use serde_json::Value;
+use platinum_engine::model::{EgressDefault, EgressHeaderRule, EgressPolicy};
+use serde_json::{Value, json};
 
 use crate::Ctx;
 use crate::control::{Body, load};
@@ -29,6 +33,12 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// All IPv4 traffic, as E2B spells "deny everything".
 const ALL_TRAFFIC: &str = "0.0.0.0/0";
+
+/// A secret reference in an E2B header value, and in the engine's.
+const E2B_SECRET_REF: &str = "${e2b.secrets.";
+const SECRET_REF: &str = "${secrets.";
+/// A workload identity token reference (E2B Cloud only).
+const E2B_IDENTITY_REF: &str = "${e2b.identity.";
 
 pub(crate) fn routes() -> Router<Ctx> {
     Router::new().route("/sandboxes/{id}/network", put(update))
@@ -71,7 +81,7 @@ pub(crate) fn egress_policy(
             || value.as_array().is_some_and(|a| a.is_empty())
             || value.as_object().is_some_and(|o| o.is_empty());
         match key.as_str() {
-            "allowOut" | "denyOut" => {}
+            "allowOut" | "denyOut" | "rules" => {}
             "allowPublicTraffic" if create && (value.is_boolean() || value.is_null()) => {}
             _ if unset => {}
             other => {
@@ -94,8 +104,82 @@ pub(crate) fn egress_policy(
         default,
         allow,
         deny,
+        header_rules: header_rules(network.get("rules"))?,
     };
     Ok((policy != EgressPolicy::default()).then_some(policy))
+}
+
+/// `rules` (host → list of `{transform: {headers}}`) as header rules: each host's headers merged
+/// in list order (a later one wins), hosts without headers left out.
+fn header_rules(rules: Option<&Value>) -> ApiResult<Vec<EgressHeaderRule>> {
+    let bad = |what: String| ApiError::bad_request(format!("network.rules: {what}"));
+    let rules = match rules {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(bad("must be an object of host to rule list".into())),
+    };
+    let mut out = Vec::new();
+    for (host, list) in rules {
+        let list = list
+            .as_array()
+            .ok_or_else(|| bad(format!("{host}: must be a list of rules")))?;
+        let mut headers = std::collections::BTreeMap::new();
+        for rule in list {
+            let transform = match rule.get("transform") {
+                None | Some(Value::Null) => continue,
+                Some(t @ Value::Object(_)) => t,
+                Some(_) => return Err(bad(format!("{host}: transform must be an object"))),
+            };
+            let set = match transform.get("headers") {
+                None | Some(Value::Null) => continue,
+                Some(Value::Object(h)) => h,
+                Some(_) => return Err(bad(format!("{host}: headers must be an object"))),
+            };
+            for (name, value) in set {
+                let value = value
+                    .as_str()
+                    .ok_or_else(|| bad(format!("{host}: the value of {name} must be a string")))?;
+                if value.contains(E2B_IDENTITY_REF) {
+                    return Err(ApiError::bad_request(
+                        "workload identity tokens (${e2b.identity.tokens.*}) are not supported \
+                         by this server; use a secret (${e2b.secrets.NAME})",
+                    ));
+                }
+                headers.insert(name.clone(), value.replace(E2B_SECRET_REF, SECRET_REF));
+            }
+        }
+        if !headers.is_empty() {
+            out.push(EgressHeaderRule {
+                host: host.clone(),
+                headers,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `network` of a sandbox's detail: its policy in E2B's words.
+pub(crate) fn network_json(policy: &EgressPolicy) -> Value {
+    let mut deny = policy.deny.clone();
+    if policy.default == EgressDefault::Deny {
+        deny.push(ALL_TRAFFIC.into());
+    }
+    let rules: serde_json::Map<String, Value> = policy
+        .header_rules
+        .iter()
+        .map(|r| {
+            let headers: serde_json::Map<String, Value> = r
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), json!(v.replace(SECRET_REF, E2B_SECRET_REF))))
+                .collect();
+            (
+                r.host.clone(),
+                json!([{ "transform": { "headers": headers } }]),
+            )
+        })
+        .collect();
+    json!({ "allowOut": policy.allow, "denyOut": deny, "rules": rules })
 }
 
 /// `PUT /sandboxes/{id}/network`: the whole egress configuration replaced (204).
@@ -158,6 +242,10 @@ mod tests {
         assert!(egress_policy(None, Some(&json!({"allowPublicTraffic": true})), false).is_err());
         for refused in [
             json!({"rules": {"api.example.com": {"transform": {}}}}),
+            json!({"rules": {"api.example.com": [{"transform": {"headers": {"a": 1}}}]}}),
+            json!({"rules": {"x.test": [{"transform": {"headers": {
+                "Authorization": "Bearer ${e2b.identity.tokens.aws}"
+            }}}]}}),
             json!({"egressProxy": {"address": "x:1080"}}),
             json!({"dnsServers": ["1.1.1.1"]}),
             json!({"maskRequestHost": "x"}),
@@ -172,5 +260,40 @@ mod tests {
             );
         }
         assert!(egress_policy(None, Some(&json!([])), true).is_err());
+    }
+
+    #[test]
+    fn header_transforms_become_header_rules_and_come_back_the_same() {
+        let network = json!({
+            "allowOut": ["api.example.com"],
+            "denyOut": ["0.0.0.0/0"],
+            "rules": {
+                "api.example.com": [
+                    {"transform": {"headers": {"Authorization": "Bearer ${e2b.secrets.key}"}}},
+                    {"transform": {"headers": {"X-Team": "a"}}},
+                    {}
+                ],
+                "*.example.org": [{"transform": {}}],
+            }
+        });
+        let p = policy(network).unwrap().unwrap();
+        assert_eq!(p.header_rules.len(), 1);
+        let rule = &p.header_rules[0];
+        assert_eq!(rule.host, "api.example.com");
+        assert_eq!(rule.headers["Authorization"], "Bearer ${secrets.key}");
+        assert_eq!(rule.headers["X-Team"], "a");
+        let back = network_json(&p);
+        assert_eq!(back["denyOut"], json!(["0.0.0.0/0"]));
+        assert_eq!(
+            back["rules"]["api.example.com"][0]["transform"]["headers"]["Authorization"],
+            "Bearer ${e2b.secrets.key}"
+        );
+        // Rules alone are a policy.
+        let only = policy(json!({"rules": {"a.test": [
+            {"transform": {"headers": {"X": "1"}}}
+        ]}}))
+        .unwrap()
+        .unwrap();
+        assert_eq!(only.default, EgressDefault::Allow);
     }
 }

@@ -986,6 +986,30 @@ pub struct EgressPolicy {
     /// Never reachable unless also allowed (at most 256 entries).
     #[serde(default)]
     pub deny: Vec<String>,
+    /// Headers the host sets on the sandbox's HTTPS requests to given hosts (at most 32
+    /// rules), e.g. an API key the sandbox never sees. Setting a host here does not make it
+    /// reachable: the lists above decide that.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header_rules: Vec<EgressHeaderRule>,
+}
+
+/// Headers set on every HTTPS request a sandbox sends to `host`, by the host's egress broker
+/// (which terminates the sandbox's TLS with a certificate of the host CA the sandbox trusts,
+/// and opens its own to the real server). A value may hold `${secrets.NAME}` (a secret's name
+/// or id): the broker puts the secret's value there, so the sandbox never holds it. A secret
+/// with `hosts` of its own may only be used for hosts among them. A header of the same name the
+/// sandbox sent is replaced. Of the rules matching a request's host only the most specific
+/// applies (the host's own, else the longest wildcard); one rule per host. Plain HTTP (port 80)
+/// is never given these headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EgressHeaderRule {
+    /// A host name (`api.example.com`) or `*.example.com` (names under it).
+    pub host: String,
+    /// Header name → value (1-16 headers; values up to 4 KiB, `${secrets.NAME}` allowed).
+    /// `Host`, `Content-Length`, `Transfer-Encoding`, `Connection` and other per-hop headers
+    /// cannot be set.
+    pub headers: BTreeMap<String, String>,
 }
 
 /// A sandbox's continuous backup: while it runs, a backup every `interval_secs`; the newest

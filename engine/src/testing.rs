@@ -88,7 +88,7 @@ impl HostAgent for NoVms {
     async fn set_secrets(
         &self,
         _: &str,
-        _: Vec<platinum_hostagent::broker::BrokeredSecret>,
+        _: platinum_hostagent::broker::BrokeredEgress,
     ) -> platinum_hostagent::Result<()> {
         // No VM here ever sends a request to broker.
         Ok(())

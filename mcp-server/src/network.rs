@@ -1,5 +1,5 @@
-//! The network tool: a sandbox's egress policy, replaced at any time (one engine command;
-//! failures are tool results).
+//! The network tool: a sandbox's egress destinations, replaced at any time (one engine command;
+//! failures are tool results). Its header rules, which this tool does not show, are kept.
 
 use platinum_engine::model::{EgressDefault, EgressPolicy};
 use rmcp::{Json, tool, tool_router};
@@ -41,7 +41,7 @@ pub struct EgressInfo {
 #[tool_router(router = network_router, vis = "pub(crate)")]
 impl PlatinumMcp {
     /// Replace where a sandbox may connect: by IPv4/CIDR and domain (`*.example.com`),
-    /// enforced on the host from the next connection. Empty lists: open.
+    /// enforced on the host from the next connection. Empty lists: open. Header rules stay.
     #[tool(annotations(
         destructive_hint = false,
         idempotent_hint = true,
@@ -60,8 +60,12 @@ impl PlatinumMcp {
             },
             allow: a.allow,
             deny: a.deny,
+            header_rules: Vec::new(),
         };
-        let set = self.engine.set_egress_policy(&a.sandbox_id, policy).await?;
+        let set = self
+            .engine
+            .set_egress_destinations(&a.sandbox_id, policy)
+            .await?;
         Ok(Json(EgressInfo {
             deny_by_default: set.default == EgressDefault::Deny,
             allow: set.allow,

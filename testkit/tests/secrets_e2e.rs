@@ -2,7 +2,8 @@
 //! outside API in a network namespace (traffic stays on this machine): the server the secret is
 //! bound to sees the secret; the guest holds only the placeholder (its environment, memory
 //! snapshot and disk are searched for the secret's bytes); a host the secret is not bound to
-//! sees only the placeholder. Needs root (bridge, TAPs, nftables, a namespace) and the host's
+//! sees only the placeholder. An egress header rule sets a header from a secret on requests to
+//! its host only, over what the guest sent. Needs root (bridge, TAPs, nftables, a namespace) and the host's
 //! transparent egress proxy, which hands TLS connections to hosts with bound secrets to the
 //! broker.
 
@@ -19,8 +20,11 @@ use serde_json::{Value, json};
 const API_HOST: &str = "api.secrets.test";
 const OTHER_HOST: &str = "other.secrets.test";
 const SECRET: &str = "sk-e2e-4f1c9a7d2b8e6035-do-not-leak";
+/// A secret bound to no host, used only by a header rule.
+const RULE_SECRET: &str = "rk-e2e-77a0c3e915d24b68-do-not-leak";
 
-/// The HTTPS server: logs every request's `Authorization` header (one line each) and answers
+/// The HTTPS server: logs every request's `Authorization` and `X-Api-Key` headers (one line
+/// each) and answers
 /// `200 seen`, never echoing what it got (so the secret cannot come back into the guest).
 const SERVER: &str = r#"
 import http.server, ssl, sys
@@ -28,7 +32,8 @@ cert, key, log, addr = sys.argv[1:5]
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         with open(log, "a") as f:
-            f.write(self.headers.get("Host", "") + " " + self.headers.get("Authorization", "") + "\n")
+            f.write(self.headers.get("Host", "") + " " + self.headers.get("Authorization", "")
+                    + " key=" + self.headers.get("X-Api-Key", "") + "\n")
         self.send_response(200)
         self.send_header("Content-Length", "4")
         self.end_headers()
@@ -187,12 +192,79 @@ async fn the_bound_server_sees_the_secret_and_the_guest_never_does() {
     );
     assert!(!seen.contains(&format!("{OTHER_HOST} Bearer {SECRET}")));
 
+    // Header rules, set at runtime: the bound secret for its own host (a rule may not send it
+    // elsewhere), and a secret bound to no host for the other one, replacing what the guest
+    // sends.
+    t.expect(
+        t.req(Method::POST, "/v1/secrets")
+            .json(&json!({"name": "rule-token", "value": RULE_SECRET})),
+        201,
+    )
+    .await
+    .unwrap();
+    let policy_path = format!("/v1/sandboxes/{id}/egress-policy");
+    let rules = |api: &str, other: &str| {
+        json!({"header_rules": [
+            {"host": API_HOST, "headers": {"X-Api-Key": api}},
+            {"host": OTHER_HOST, "headers": {"X-Api-Key": other}},
+        ]})
+    };
+    t.expect_error(
+        t.req(Method::PUT, &policy_path)
+            .json(&rules("k", "${secrets.api-token}")),
+        400,
+        "invalid_request",
+    )
+    .await
+    .unwrap();
+    let set = t
+        .expect(
+            t.req(Method::PUT, &policy_path)
+                .json(&rules("api ${secrets.api-token}", "${secrets.rule-token}")),
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(set["header_rules"][0]["host"], API_HOST, "{set}");
+    assert!(!set.to_string().contains(SECRET) && !set.to_string().contains(RULE_SECRET));
+    std::fs::write(&log, "").unwrap();
+    let keyed = |host: &str, addr: Ipv4Addr, flags: &str| {
+        format!(
+            "curl -sS {flags} --max-time 20 --resolve {host}:443:{addr} \
+             -H 'X-Api-Key: guest' https://{host}/"
+        )
+    };
+    // Both hosts are brokered now (the guest trusts the host CA's leaf for each).
+    assert_eq!(ok(&t, id, &keyed(API_HOST, api, "")).await, "seen");
+    assert_eq!(ok(&t, id, &keyed(OTHER_HOST, other, "")).await, "seen");
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        seen.contains(&format!("{API_HOST}  key=api {SECRET}\n")),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("{OTHER_HOST}  key={RULE_SECRET}\n")),
+        "{seen}"
+    );
+    assert!(!seen.contains("key=guest"), "{seen}");
+    // The policy without rules: requests to the other host are spliced again, as the guest
+    // sent them (its own certificate: -k).
+    t.expect(t.req(Method::PUT, &policy_path).json(&json!({})), 200)
+        .await
+        .unwrap();
+    assert_eq!(ok(&t, id, &keyed(OTHER_HOST, other, "-k")).await, "seen");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .ends_with(&format!("{OTHER_HOST}  key=guest\n"))
+    );
+
     nothing_of_the_guest_holds_the_secret(&t, id, &placeholder).await;
     t.delete(id).await.unwrap();
     drop(servers);
 }
 
-/// Nothing of sandbox `id` holds [`SECRET`]: its memory (a snapshot), its disk, console and
+/// Nothing of sandbox `id` holds [`SECRET`] or [`RULE_SECRET`]: its memory (a snapshot), its disk, console and
 /// record; nor does the database. The snapshot does hold the placeholder (the search finds
 /// what is there).
 async fn nothing_of_the_guest_holds_the_secret(t: &TestServer, id: &str, placeholder: &str) {
@@ -208,15 +280,17 @@ async fn nothing_of_the_guest_holds_the_secret(t: &TestServer, id: &str, placeho
     let data = t.data_dir();
     let snap_dir = data.join("snapshots").join(snap["id"].as_str().unwrap());
     assert!(snap_dir.is_dir(), "{snap}");
-    assert_eq!(
-        files_containing(&snap_dir, SECRET.as_bytes()),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        files_containing(&data.join("sandboxes").join(id), SECRET.as_bytes()),
-        Vec::<String>::new()
-    );
-    assert!(!file_contains(&data.join("platinum.db"), SECRET.as_bytes()));
+    for secret in [SECRET, RULE_SECRET] {
+        assert_eq!(
+            files_containing(&snap_dir, secret.as_bytes()),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            files_containing(&data.join("sandboxes").join(id), secret.as_bytes()),
+            Vec::<String>::new()
+        );
+        assert!(!file_contains(&data.join("platinum.db"), secret.as_bytes()));
+    }
     assert!(!files_containing(&snap_dir, placeholder.as_bytes()).is_empty());
 }
 

@@ -370,6 +370,7 @@ fn allow_list_policy(network: Option<&str>, domain: Option<&str>) -> Option<Egre
             .map(str::to_string)
             .collect(),
         deny: Vec::new(),
+        header_rules: Vec::new(),
     })
 }
 
@@ -969,7 +970,8 @@ pub async fn update_network_settings(
             ));
         }
     };
-    ctx.engine.set_egress_policy(&s.id, policy).await?;
+    // Header rules (set through the native API) are kept: Daytona has no word for them.
+    ctx.engine.set_egress_destinations(&s.id, policy).await?;
     let mut d = dto(&ctx, &base, &ctx.engine.get_sandbox(&s.id).await?);
     d.network_block_all |= block_all;
     with_volumes(&ctx, d).await

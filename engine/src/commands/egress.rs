@@ -102,9 +102,31 @@ impl Engine {
             .unwrap_or_default())
     }
 
-    /// Replaces a sandbox's egress policy; a running sandbox has it from its next packet on.
+    /// Replaces a sandbox's egress policy; a running sandbox has it from its next packet on
+    /// (header rules: from its next HTTPS connection to their host).
     pub async fn set_egress_policy(&self, id: &str, policy: EgressPolicy) -> Result<EgressPolicy> {
+        self.replace_egress_policy(id, policy, false).await
+    }
+
+    /// Replaces what a sandbox may reach (`default`, `allow`, `deny` of `policy`) and keeps
+    /// the header rules it has: for front ends that cannot express header rules, so that
+    /// changing a list there never drops rules set through the API.
+    pub async fn set_egress_destinations(
+        &self,
+        id: &str,
+        policy: EgressPolicy,
+    ) -> Result<EgressPolicy> {
+        self.replace_egress_policy(id, policy, true).await
+    }
+
+    async fn replace_egress_policy(
+        &self,
+        id: &str,
+        mut policy: EgressPolicy,
+        keep_header_rules: bool,
+    ) -> Result<EgressPolicy> {
         let rules = egress_rules(&policy)?;
+        policy.header_rules = self.check_header_rules(&policy.header_rules).await?;
         let _g = self.lock(id).await;
         let s = self.load(id).await?;
         if matches!(
@@ -118,10 +140,26 @@ impl Engine {
                 needed: "on this host (start an archived sandbox first)".into(),
             });
         }
+        if keep_header_rules {
+            policy.header_rules = self
+                .store
+                .get_egress_policy(&s.id)
+                .await?
+                .map(|p| p.header_rules)
+                .unwrap_or_default();
+        }
         self.host.set_egress(&s.id, rules).await?;
         self.store.set_egress_policy(&s.id, Some(&policy)).await?;
+        // The broker has the rules' headers from the next connection on.
+        self.push_secrets(&s.id).await?;
+        let headers: Vec<&str> = policy
+            .header_rules
+            .iter()
+            .map(|r| r.host.as_str())
+            .collect();
         let detail = serde_json::json!({
             "default": policy.default, "allow": policy.allow, "deny": policy.deny,
+            "header_rules": headers,
         });
         self.store
             .append_event(&s.id, "egress_policy_set", &detail)
@@ -140,6 +178,7 @@ mod tests {
             default,
             allow: allow.iter().map(|s| s.to_string()).collect(),
             deny: deny.iter().map(|s| s.to_string()).collect(),
+            header_rules: Vec::new(),
         }
     }
 

@@ -88,7 +88,8 @@ impl Engine {
                     .set_egress_policy(&copy.id, egress.as_ref())
                     .await
                     .map_err(|e| (inserted + 1, e))?;
-                if !grants.is_empty() {
+                if !grants.is_empty() || egress.as_ref().is_some_and(|p| !p.header_rules.is_empty())
+                {
                     self.store_grants(&copy.id, &grants)
                         .await
                         .map_err(|e| (inserted + 1, e))?;

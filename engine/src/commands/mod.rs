@@ -27,6 +27,8 @@
 //! - [`share`]: the host share: files read and written on the host, whatever the VM's state.
 //! - [`edge`]: the edge proxy: tokens and their keys, exposed ports, waking for traffic.
 //! - [`egress`]: egress policies: what a sandbox may reach beyond the host, changed at runtime.
+//! - [`egress_headers`]: egress policies' header rules: headers (secrets among them) the host
+//!   sets on a sandbox's HTTPS requests to given hosts.
 //! - [`volumes`]: named persistent volumes, attached (hot, or at create) and mounted in sandboxes.
 //! - [`volume_files`]: files in a volume, through the sandbox that has it mounted or in its image.
 //! - [`secrets`]: secrets brokered at egress: stored encrypted, granted to sandboxes as
@@ -39,6 +41,7 @@ pub mod code;
 pub mod custom_templates;
 pub mod edge;
 pub mod egress;
+pub mod egress_headers;
 pub mod exec;
 pub mod files;
 pub mod fork;

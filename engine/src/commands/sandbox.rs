@@ -179,10 +179,19 @@ impl Engine {
         let (grants, secret_vars) = self
             .grant_secrets(&std::mem::take(&mut req.secrets), &req.env)
             .await?;
-        let egress = match &req.egress {
-            Some(p) => crate::commands::egress::egress_rules(p)?,
+        let egress = match &mut req.egress {
+            Some(p) => {
+                p.header_rules = self.check_header_rules(&p.header_rules).await?;
+                crate::commands::egress::egress_rules(p)?
+            }
             None => Default::default(),
         };
+        // Header rules are brokered like secrets.
+        let brokered = !grants.is_empty()
+            || req
+                .egress
+                .as_ref()
+                .is_some_and(|p| !p.header_rules.is_empty());
         // A snapshot is checked (signature, hashes, compatibility) before anything is created.
         let from = match req.snapshot.take() {
             Some(name) => {
@@ -331,15 +340,15 @@ impl Engine {
                 None => self.store.insert_sandbox(&sandbox).await?,
             }
         }
-        // Its secrets are brokered from its first request on.
-        if !grants.is_empty() {
-            self.store_grants(&sandbox.id, &grants).await?;
-        }
         // The VM boots with the rules (below); the policy is kept for later reads and changes.
         if req.egress.is_some() {
             self.store
                 .set_egress_policy(&sandbox.id, req.egress.as_ref())
                 .await?;
+        }
+        // Its secrets and header rules are brokered from its first request on.
+        if brokered {
+            self.store_grants(&sandbox.id, &grants).await?;
         }
         self.store
             .append_event(&sandbox.id, "creating", &serde_json::json!({ "template": template, "vcpus": vcpus, "memory_mib": memory_mib }))

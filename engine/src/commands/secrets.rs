@@ -7,11 +7,13 @@
 //! headers to the secret's hosts only. The engine gives the host every sandbox's secrets
 //! ([`Engine::push_secrets`]) when they are granted, when a granted secret changes, and at
 //! start (the host keeps them in memory only); forks keep their source's grants, delete drops
-//! them.
+//! them. With them go the sandbox's egress header rules, resolved
+//! ([`crate::commands::egress_headers`]): a secret a rule uses is given to the host the same
+//! way, and cannot be deleted while a rule uses it.
 
 use std::collections::BTreeMap;
 
-use platinum_hostagent::broker::BrokeredSecret;
+use platinum_hostagent::broker::{BrokeredEgress, BrokeredSecret};
 use time::OffsetDateTime;
 
 use crate::engine::Engine;
@@ -67,7 +69,7 @@ fn check_value(value: &str) -> Result<()> {
 }
 
 /// One host pattern, lowercased: a DNS name, or `*.` and a DNS name.
-fn check_host(host: &str) -> Result<String> {
+pub(crate) fn check_host(host: &str) -> Result<String> {
     let h = host.trim().trim_end_matches('.').to_ascii_lowercase();
     let name = h.strip_prefix("*.").unwrap_or(&h);
     let labels_ok = name.contains('.')
@@ -187,25 +189,37 @@ impl Engine {
         secret.updated_at = OffsetDateTime::now_utc();
         self.store.update_secret(&secret, sealed.as_deref()).await?;
         tracing::info!(secret = %secret.id, version = secret.version, hosts = ?secret.hosts, "secret updated");
-        let granted = self.store.secret_grants(None, Some(&secret.id)).await?;
-        let mut sandboxes: Vec<String> = granted.into_iter().map(|g| g.sandbox_id).collect();
-        sandboxes.dedup();
-        for id in sandboxes {
+        for id in self.sandboxes_using(&secret).await? {
             self.push_secrets(&id).await?;
         }
         Ok(secret)
     }
 
-    /// Deletes a secret; refused (`conflict`) while a sandbox holds its placeholder.
+    /// Sandboxes granted `secret` or with a header rule that uses it.
+    async fn sandboxes_using(&self, secret: &Secret) -> Result<Vec<String>> {
+        let granted = self.store.secret_grants(None, Some(&secret.id)).await?;
+        let mut ids: Vec<String> = granted.into_iter().map(|g| g.sandbox_id).collect();
+        for (id, policy) in self.store.egress_policies().await? {
+            if crate::commands::egress_headers::uses(&policy, secret) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Deletes a secret; refused (`conflict`) while a sandbox holds its placeholder or has a
+    /// header rule that uses it.
     pub async fn delete_secret(&self, id_or_name: &str) -> Result<()> {
         let secret = self.get_secret(id_or_name).await?;
-        let granted = self.store.secret_grants(None, Some(&secret.id)).await?;
-        if let Some(g) = granted.first() {
+        let using = self.sandboxes_using(&secret).await?;
+        if let Some(first) = using.first() {
             return Err(Error::Conflict(format!(
-                "secret {} is granted to sandbox {} (and {} more grants); delete those sandboxes first",
+                "secret {} is used by sandbox {first} (and {} more): granted to it or in its \
+                 egress header rules; delete those sandboxes or change their policies first",
                 secret.name,
-                g.sandbox_id,
-                granted.len() - 1
+                using.len() - 1
             )));
         }
         self.store.delete_secret(&secret.id).await?;
@@ -300,8 +314,8 @@ impl Engine {
         self.push_secrets(id).await
     }
 
-    /// Gives the host the secrets sandbox `id` is granted (values decrypted here, handed over
-    /// in memory), replacing what it had.
+    /// Gives the host the secrets sandbox `id` is granted and its egress header rules (values
+    /// decrypted here, handed over in memory), replacing what it had.
     pub(crate) async fn push_secrets(&self, id: &str) -> Result<()> {
         let mut brokered = Vec::new();
         for g in self.store.secret_grants(Some(id), None).await? {
@@ -320,18 +334,31 @@ impl Engine {
                 hosts: secret.hosts,
             });
         }
-        self.host.set_secrets(id, brokered).await?;
+        let rules = match self.store.get_egress_policy(id).await? {
+            Some(p) => p.header_rules,
+            None => Vec::new(),
+        };
+        let headers = self.resolve_header_rules(id, &rules).await?;
+        self.host
+            .set_secrets(
+                id,
+                BrokeredEgress {
+                    secrets: brokered,
+                    headers,
+                },
+            )
+            .await?;
         Ok(())
     }
 
     /// Drops sandbox `id`'s grants (it is deleted).
     pub(crate) async fn forget_secrets(&self, id: &str) -> Result<()> {
         self.store.set_sandbox_secrets(id, &BTreeMap::new()).await?;
-        self.host.set_secrets(id, Vec::new()).await?;
+        self.host.set_secrets(id, BrokeredEgress::default()).await?;
         Ok(())
     }
 
-    /// At start: the host gets the secrets of every sandbox that holds some.
+    /// At start: the host gets the secrets and header rules of every sandbox that has some.
     pub(crate) async fn push_all_secrets(&self) -> Result<()> {
         let mut ids: Vec<String> = self
             .store
@@ -340,6 +367,12 @@ impl Engine {
             .into_iter()
             .map(|g| g.sandbox_id)
             .collect();
+        for (id, policy) in self.store.egress_policies().await? {
+            if !policy.header_rules.is_empty() {
+                ids.push(id);
+            }
+        }
+        ids.sort();
         ids.dedup();
         for id in ids {
             match self.store.get_sandbox(&id).await? {

@@ -223,6 +223,9 @@ pub trait Store: Send + Sync {
     /// Sandbox `sandbox_id`'s egress policy, if one was set.
     async fn get_egress_policy(&self, sandbox_id: &str) -> Result<Option<EgressPolicy>>;
 
+    /// Every egress policy set, with its sandbox's id.
+    async fn egress_policies(&self) -> Result<Vec<(String, EgressPolicy)>>;
+
     /// Inserts a new volume; a taken name is [`crate::Error::Conflict`].
     async fn insert_volume(&self, volume: &Volume) -> Result<()>;
 

@@ -773,6 +773,10 @@ impl Store for SqliteStore {
         self.egress_policy_row(sandbox_id).await
     }
 
+    async fn egress_policies(&self) -> Result<Vec<(String, EgressPolicy)>> {
+        self.egress_policy_rows().await
+    }
+
     async fn insert_secret(&self, secret: &Secret, sealed: &[u8]) -> Result<()> {
         self.insert_secret_row(secret, sealed).await
     }

@@ -1,7 +1,9 @@
 //! One brokered connection: the guest's TLS is terminated with a leaf of the host CA for the
 //! name it asked for (SNI), a TLS connection to the real server is opened (verified against the
 //! host's trust store, for that same name), and HTTP/1.1 requests are forwarded one by one with
-//! every placeholder in a request header value replaced by its secret. Bodies stream through
+//! every placeholder in a request header value replaced by its secret, then the headers the
+//! sandbox's rules set for that host put in (replacing any of the same name the sandbox sent,
+//! marked sensitive so that they are never logged or HPACK-indexed). Bodies stream through
 //! untouched; headers are bounded; a connection idle between requests, or older than its
 //! lifetime, is closed.
 //!
@@ -17,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper::header::{HOST, HeaderValue};
+use hyper::header::{HOST, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -28,7 +30,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use zeroize::Zeroizing;
 
 use super::ca::{HostCa, provider};
-use super::registry::{Replacements, host_matches};
+use super::registry::{BrokerPlan, host_matches};
 use super::replay::Replay;
 use crate::error::{Error, Result};
 
@@ -114,15 +116,15 @@ impl Broker {
 
     /// Brokers one intercepted connection from a sandbox: `client_hello` is what the egress
     /// proxy already read from `client` (read again first), `sni` the name in it, `upstream`
-    /// the address the sandbox connected to, `replacements` the (placeholder, secret) pairs
-    /// bound to `sni` ([`super::SecretRegistry::replacements`]). Ends when either side closes.
+    /// the address the sandbox connected to, `plan` what is done to its requests to `sni`
+    /// ([`super::SecretRegistry::plan`]). Ends when either side closes.
     pub async fn broker<S>(
         &self,
         client: S,
         client_hello: Vec<u8>,
         sni: &str,
         upstream: SocketAddr,
-        replacements: Replacements,
+        plan: BrokerPlan,
     ) -> Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -134,7 +136,7 @@ impl Broker {
             Ok(n @ ServerName::DnsName(_)) => n,
             _ => return Err(invalid(format!("{sni:?} is no host name"))),
         };
-        let served = self.serve(client, client_hello, sni, name, upstream, replacements);
+        let served = self.serve(client, client_hello, sni, name, upstream, plan);
         match tokio::time::timeout(self.options.max_lifetime, served).await {
             Ok(r) => r,
             Err(_) => Ok(()),
@@ -148,7 +150,7 @@ impl Broker {
         sni: &str,
         name: ServerName<'static>,
         upstream: SocketAddr,
-        replacements: Replacements,
+        plan: BrokerPlan,
     ) -> Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -184,13 +186,19 @@ impl Broker {
                 tracing::debug!(error = %e, "brokered upstream connection ended");
             }
         });
-        tracing::debug!(sni, %upstream, secrets = replacements.len(), "brokering a connection");
+        tracing::debug!(
+            sni,
+            %upstream,
+            secrets = plan.replacements.len(),
+            headers = plan.set_headers.len(),
+            "brokering a connection"
+        );
         let sender = Arc::new(Mutex::new(sender));
-        let replacements = Arc::new(replacements);
+        let plan = Arc::new(plan);
         let host = sni.to_string();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (sender, replacements, host) = (sender.clone(), replacements.clone(), host.clone());
-            async move { Ok::<_, Infallible>(forward(req, &host, &replacements, &sender).await) }
+            let (sender, plan, host) = (sender.clone(), plan.clone(), host.clone());
+            async move { Ok::<_, Infallible>(forward(req, &host, &plan, &sender).await) }
         });
         let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -213,11 +221,11 @@ fn reply(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
-/// Forwards one request, placeholders replaced.
+/// Forwards one request, placeholders replaced and the plan's headers set.
 async fn forward(
     req: Request<Incoming>,
     sni: &str,
-    replacements: &[(String, Zeroizing<String>)],
+    plan: &BrokerPlan,
     sender: &Mutex<hyper::client::conn::http1::SendRequest<Incoming>>,
 ) -> Response<Body> {
     let host = req
@@ -234,14 +242,30 @@ async fn forward(
     }
     let (mut parts, body) = req.into_parts();
     for value in parts.headers.values_mut() {
-        if let Some(replaced) = replace(value.as_bytes(), replacements) {
+        if let Some(replaced) = replace(value.as_bytes(), &plan.replacements) {
             match HeaderValue::from_bytes(&replaced) {
-                Ok(v) => *value = v,
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    *value = v;
+                }
                 Err(_) => {
                     return reply(StatusCode::BAD_REQUEST, "a header cannot hold its secret\n");
                 }
             }
         }
+    }
+    // Set after the replacements, so a rule's value is never searched for placeholders.
+    for (name, value) in &plan.set_headers {
+        let (Ok(name), Ok(mut value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) else {
+            // The engine checked both; a rule that still cannot be sent fails the request
+            // rather than letting it out without the header it is for.
+            return reply(StatusCode::BAD_GATEWAY, "a header rule cannot be applied\n");
+        };
+        value.set_sensitive(true);
+        parts.headers.insert(name, value);
     }
     let mut sender = sender.lock().await;
     if sender.ready().await.is_err() {

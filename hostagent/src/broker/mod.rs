@@ -2,12 +2,12 @@
 //!
 //! - [`ca`]: this host's CA (one per host, key 0600 in the data directory, never leaves it),
 //!   which every sandbox trusts and which signs the leaf certificates the broker presents.
-//! - [`registry`]: which sandbox has which placeholders, for which hosts (values in memory
-//!   only, wiped on drop).
+//! - [`registry`]: which sandbox has which placeholders, for which hosts, and which headers its
+//!   requests to given hosts get (values in memory only, wiped on drop).
 //! - [`forward`]: [`forward::Broker::broker`], one intercepted TLS connection: terminated with a leaf
 //!   for its SNI, forwarded as HTTP/1.1 to the real server (verified against the host's trust
 //!   store) with placeholders in request header values replaced by the secrets bound to that
-//!   host.
+//!   host, and the sandbox's header rules for that host applied.
 //! - [`replay`]: a stream that first gives back bytes already read from it (the ClientHello the
 //!   egress proxy peeked at).
 //!
@@ -21,4 +21,7 @@ pub mod replay;
 
 pub use ca::HostCa;
 pub use forward::{Broker, BrokerOptions};
-pub use registry::{BrokeredSecret, Replacements, SecretRegistry, host_matches};
+pub use registry::{
+    BrokerPlan, BrokeredEgress, BrokeredSecret, HeaderRule, Replacements, SecretRegistry,
+    host_matches,
+};

@@ -197,14 +197,11 @@ pub trait HostAgent: Send + Sync {
     /// packet on.
     async fn set_egress(&self, id: &str, rules: EgressRules) -> Result<()>;
 
-    /// Replaces the secrets the egress broker may put into sandbox `id`'s HTTPS requests in
-    /// place of their placeholders (none forgets them). Held in memory only, never written to
-    /// the sandbox's record or any other file; the engine gives them again after a restart.
-    async fn set_secrets(
-        &self,
-        id: &str,
-        secrets: Vec<crate::broker::BrokeredSecret>,
-    ) -> Result<()>;
+    /// Replaces what the egress broker may put into sandbox `id`'s HTTPS requests: secrets in
+    /// place of their placeholders, and headers set for given hosts (empty forgets them). Held
+    /// in memory only, never written to the sandbox's record or any other file; the engine
+    /// gives them again after a restart.
+    async fn set_secrets(&self, id: &str, egress: crate::broker::BrokeredEgress) -> Result<()>;
 
     /// Writes the VM's full state (device state, memory, disks, [`snapshot::HOST_FILE`]) into
     /// `dir`, which exists and is empty, then lets it go on or exit ([`AfterSave`]).

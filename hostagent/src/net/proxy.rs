@@ -31,14 +31,14 @@ use super::firewall::BLOCKED_RANGES;
 use super::peek::{Protocol, peek};
 use super::policies::Policies;
 use super::resolver::Upstream;
-use crate::broker::{Broker, Replacements};
+use crate::broker::{Broker, BrokerPlan};
 
 /// How long connecting to the destination may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The host's secrets as the proxy asks for them: for a sandbox (by id) and a TLS server name,
-/// the broker and the (placeholder, secret) pairs it puts in, or `None` to splice.
-pub type Brokering = Arc<dyn Fn(&str, &str) -> Option<(Arc<Broker>, Replacements)> + Send + Sync>;
+/// the broker and what it does to the requests, or `None` to splice.
+pub type Brokering = Arc<dyn Fn(&str, &str) -> Option<(Arc<Broker>, BrokerPlan)> + Send + Sync>;
 
 /// What the proxy needs.
 pub struct Proxy {
@@ -112,11 +112,10 @@ impl Proxy {
             return;
         }
         if let (Protocol::Tls(Some(_)), Some(name)) = (&peeked.protocol, name)
-            && let Some((broker, replacements)) =
-                self.brokering.get().and_then(|b| b(&sandbox.id, name))
+            && let Some((broker, plan)) = self.brokering.get().and_then(|b| b(&sandbox.id, name))
         {
             if let Err(e) = broker
-                .broker(client, peeked.bytes, name, dst.into(), replacements)
+                .broker(client, peeked.bytes, name, dst.into(), plan)
                 .await
             {
                 tracing::debug!(sandbox = %from, %dst, name, error = %e, "brokered connection ended");

@@ -31,13 +31,15 @@ pub async fn get_egress_policy(
 /// over `deny`; `default` decides the rest. Names are enforced on the host (its resolver answers
 /// the sandbox's DNS, its proxy checks the TLS server name or HTTP Host of ports 80 and 443).
 /// The host, other sandboxes, private and metadata ranges stay unreachable whatever the policy
-/// allows.
+/// allows. `header_rules` set headers on the sandbox's HTTPS requests to given hosts (from the
+/// next connection), with `${secrets.NAME}` in a value put in by the host: the sandbox never
+/// holds the secret.
 #[utoipa::path(put, path = "/v1/sandboxes/{id}/egress-policy", tag = "network", operation_id = "setEgressPolicy",
     params(SandboxPath),
     request_body = EgressPolicy,
     responses(
         (status = 200, description = "In force", body = EgressPolicy),
-        (status = 400, description = "An entry is not an IPv4 address, CIDR or domain name, or a list is too long", body = ErrorBody),
+        (status = 400, description = "An entry is not an IPv4 address, CIDR or domain name, a list is too long, or a header rule is bad (a reserved header, an unknown secret, a secret that may not go to its host)", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such sandbox", body = ErrorBody),
         (status = 409, description = "Archived or deleted", body = ErrorBody)))]

@@ -42,4 +42,19 @@ impl SqliteStore {
         row.map(|r| parse_json(&r.try_get::<String, _>("body")?, "egress_policies.body"))
             .transpose()
     }
+
+    pub(super) async fn egress_policy_rows(&self) -> Result<Vec<(String, EgressPolicy)>> {
+        let rows = sqlx::query("SELECT sandbox_id, body FROM egress_policies ORDER BY sandbox_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get("body")?;
+                Ok((
+                    r.try_get("sandbox_id")?,
+                    parse_json(&body, "egress_policies.body")?,
+                ))
+            })
+            .collect()
+    }
 }

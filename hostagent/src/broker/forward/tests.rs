@@ -90,7 +90,7 @@ async fn request(
     sni: &str,
     host: &str,
     upstream: SocketAddr,
-    replacements: Vec<(String, Zeroizing<String>)>,
+    plan: BrokerPlan,
 ) -> std::result::Result<(u16, String), String> {
     let mut roots = RootCertStore::empty();
     roots.add(broker.ca().certificate_der().clone()).unwrap();
@@ -101,7 +101,7 @@ async fn request(
         let mut peeked = vec![0u8; 5];
         proxy_side.read_exact(&mut peeked).await.unwrap();
         broker
-            .broker(proxy_side, peeked, &sni_owned, upstream, replacements)
+            .broker(proxy_side, peeked, &sni_owned, upstream, plan)
             .await
     });
     let config = ClientConfig::builder_with_provider(provider())
@@ -144,8 +144,11 @@ async fn request(
     result
 }
 
-fn bound() -> Vec<(String, Zeroizing<String>)> {
-    vec![(PLACEHOLDER.to_string(), Zeroizing::new(SECRET.to_string()))]
+fn bound() -> BrokerPlan {
+    BrokerPlan {
+        replacements: vec![(PLACEHOLDER.to_string(), Zeroizing::new(SECRET.to_string()))],
+        set_headers: Vec::new(),
+    }
 }
 
 #[tokio::test]
@@ -162,7 +165,14 @@ async fn a_host_without_the_secret_sees_only_the_placeholder() {
     let mut up = upstream("other.test").await;
     let broker = broker_trusting(Some(&up.ca));
     // The registry gives nothing to replace for a host the secret is not bound to.
-    let got = request(broker, "other.test", "other.test", up.addr, Vec::new()).await;
+    let got = request(
+        broker,
+        "other.test",
+        "other.test",
+        up.addr,
+        BrokerPlan::default(),
+    )
+    .await;
     assert_eq!(got, Ok((200, format!("Bearer {PLACEHOLDER}"))));
     assert_eq!(
         up.seen.recv().await.unwrap(),
@@ -211,9 +221,28 @@ async fn names_that_are_no_host_names_are_refused() {
     }
 }
 
+#[tokio::test]
+async fn a_header_rule_sets_its_header_over_what_the_sandbox_sent() {
+    let mut up = upstream("api.test").await;
+    let broker = broker_trusting(Some(&up.ca));
+    // The sandbox sends a placeholder in `authorization`; the rule's value wins, and the
+    // placeholder in it is not replaced (rule values are final).
+    let plan = BrokerPlan {
+        set_headers: vec![(
+            "Authorization".into(),
+            Zeroizing::new(format!("Token {SECRET} {PLACEHOLDER}")),
+        )],
+        ..bound()
+    };
+    let got = request(broker, "api.test", "api.test", up.addr, plan).await;
+    let expected = format!("Token {SECRET} {PLACEHOLDER}");
+    assert_eq!(got, Ok((200, expected.clone())));
+    assert_eq!(up.seen.recv().await.unwrap(), expected);
+}
+
 #[test]
 fn placeholders_are_replaced_everywhere_in_a_value_and_only_there() {
-    let r = bound();
+    let r = bound().replacements;
     let v = format!("a {PLACEHOLDER} b {PLACEHOLDER}");
     assert_eq!(
         replace(v.as_bytes(), &r).unwrap().as_slice(),

@@ -40,7 +40,7 @@ use super::{CreateVm, HostAgent, HostEvent, HostInfo, VmStatus};
 use crate::archive::{
     Archive, ArchiveDir, Archived, ObjectStore, ObjectStoreConfig, Restored, open_store,
 };
-use crate::broker::{Broker, BrokerOptions, BrokeredSecret, HostCa, SecretRegistry};
+use crate::broker::{Broker, BrokerOptions, BrokeredEgress, HostCa, SecretRegistry};
 use crate::console;
 use crate::disk::{CloneMethod, DiskOptions, create_disk_from};
 use crate::error::{Error, IoContext, Result};
@@ -252,14 +252,13 @@ impl LocalHost {
             }
         };
         // The egress proxy's decision for a TLS connection from a sandbox whose ClientHello
-        // names `sni`: the broker and the (placeholder, secret) pairs to put in when the sandbox
-        // has secrets bound to that name, `None` to splice it untouched.
+        // names `sni`: the broker and what it does to the requests when the sandbox has secrets
+        // bound to that name or header rules for it, `None` to splice it untouched.
         let secrets: Arc<SecretRegistry> = Arc::default();
         if let Some(broker) = &broker {
             let (registry, broker) = (secrets.clone(), broker.clone());
             network.set_brokering(Arc::new(move |id: &str, sni: &str| {
-                let replacements = registry.replacements(id, sni);
-                (!replacements.is_empty()).then(|| (broker.clone(), replacements))
+                registry.plan(id, sni).map(|plan| (broker.clone(), plan))
             }));
         }
         Ok(Arc::new_cyclic(|me| LocalHost {
@@ -884,10 +883,10 @@ impl HostAgent for LocalHost {
         self.network.set_egress(id, &rules).await
     }
 
-    async fn set_secrets(&self, id: &str, secrets: Vec<BrokeredSecret>) -> Result<()> {
+    async fn set_secrets(&self, id: &str, egress: BrokeredEgress) -> Result<()> {
         self.dir(id)?;
-        let any = !secrets.is_empty();
-        self.secrets.set(id, secrets);
+        let any = !egress.is_empty();
+        self.secrets.set(id, egress);
         // Its HTTPS goes through the host's proxy, which hands bound names to the broker.
         self.network.set_brokered(id, any).await
     }
