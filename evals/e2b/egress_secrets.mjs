@@ -1,9 +1,11 @@
 // Secrets through the JS SDK: Secret.create (a second of the same name refused), getInfo by id
 // and by name, exists, list (paged), update (a new version; metadata replaced), destroy (then
 // gone: a second destroy is false, getInfo rejects with SecretNotFoundError). Values never come
-// back.
+// back. A sandbox's network rules put the secret into request headers (Secret.fill): getInfo
+// shows them as given, updateNetwork replaces them, an unknown secret is refused, and the secret
+// cannot be destroyed while a rule uses it.
 
-import { Secret, SecretError, SecretNotFoundError } from 'e2b'
+import { Sandbox, SandboxError, Secret, SecretError, SecretNotFoundError } from 'e2b'
 import { check, rejects, step, tag } from './common.mjs'
 
 const label = tag()
@@ -33,6 +35,27 @@ await step('Secret.update', async () => {
   const u = await Secret.update(name, `${VALUE}-2`, { metadata: { team: 'b' } })
   check(u.version === 2 && JSON.stringify(u.metadata) === '{"team":"b"}', `updated ${JSON.stringify(u)}`)
   await rejects(SecretNotFoundError, () => Secret.update(`nope-${label}`, 'x'), 'updating no secret')
+})
+
+await step('network rules with Secret.fill: create, getInfo, updateNetwork; destroy refused while used', async () => {
+  const headers = { Authorization: `Bearer ${Secret.fill(name)}` }
+  const sbx = await Sandbox.create({
+    timeoutMs: 120_000,
+    network: { allowOut: ['api.example.com'], rules: { 'api.example.com': [{ transform: { headers } }] } },
+  })
+  try {
+    const net = (await sbx.getInfo()).network
+    check(JSON.stringify(net.rules['api.example.com'][0].transform.headers) === JSON.stringify(headers), `rules ${JSON.stringify(net)}`)
+    await rejects(SecretError, () => Secret.destroy(s.secretId), 'destroying a secret a rule uses')
+    const unknown = { '*.example.org': [{ transform: { headers: { 'X-Key': Secret.fill(`nope-${label}`) } } }] }
+    await rejects(SandboxError, () => sbx.updateNetwork({ rules: unknown }), 'a rule with no such secret')
+    await sbx.updateNetwork({ rules: { '*.example.org': [{ transform: { headers: { 'X-Key': Secret.fill(name) } } }] } })
+    check(Object.keys((await sbx.getInfo()).network.rules).join() === '*.example.org', 'rules replaced')
+    await sbx.updateNetwork({})
+    check(Object.keys((await sbx.getInfo()).network.rules ?? {}).length === 0, 'rules cleared')
+  } finally {
+    await sbx.kill()
+  }
 })
 
 await step('Secret.destroy', async () => {

@@ -1,10 +1,13 @@
 """Secrets through the Python SDK: Secret.create (a second of the same name refused), get_info by
 id and by name, exists, list (paged), update (a new version; metadata replaced), destroy (then
 gone: a second destroy is False, get_info raises SecretNotFoundException). Values never come
-back. (Not `secrets.py`: that name would shadow the standard library module.)"""
+back. A sandbox's network rules put the secret into request headers (`Secret.fill`): get_info shows
+the rules as given, update_network replaces them, an unknown secret or a workload identity token
+is refused, and the secret cannot be destroyed while a rule uses it. (Not `secrets.py`: that name
+would shadow the standard library module.)"""
 
 from common import check, raises, step, tag
-from e2b import Secret, SecretException, SecretNotFoundException
+from e2b import Sandbox, SandboxException, Secret, SecretException, SecretNotFoundException
 
 label = tag()
 name = f"sec-{label}".lower()
@@ -30,6 +33,25 @@ with step("Secret.update"):
     u = Secret.update(name, VALUE + "-2", metadata={"team": "b"})
     check(u.version == 2 and u.metadata == {"team": "b"}, f"updated {u}")
     raises(SecretNotFoundException, lambda: Secret.update(f"nope-{label}", "x"), "updating no secret")
+
+with step("network rules with Secret.fill: create, get_info, update_network; destroy refused while used"):
+    header = {"Authorization": f"Bearer {Secret.fill(name)}"}
+    rules = {"api.example.com": [{"transform": {"headers": header}}]}
+    sbx = Sandbox.create(timeout=120, network={"allow_out": ["api.example.com"], "rules": rules})
+    try:
+        net = sbx.get_info().network
+        check(net["rules"]["api.example.com"][0]["transform"]["headers"] == header, f"rules {net}")
+        check("api.example.com" in net["allow_out"], f"allow_out {net}")
+        raises(SecretException, lambda: Secret.destroy(s.secret_id), "destroying a secret a rule uses")
+        unknown = {"*.example.org": [{"transform": {"headers": {"X-Key": Secret.fill(f"nope-{label}")}}}]}
+        raises(SandboxException, lambda: sbx.update_network({"rules": unknown}), "a rule with no such secret")
+        moved = {"*.example.org": [{"transform": {"headers": {"X-Key": Secret.fill(name)}}}]}
+        sbx.update_network({"rules": moved})
+        check(list(sbx.get_info().network["rules"]) == ["*.example.org"], "rules replaced")
+        sbx.update_network({})
+        check(not sbx.get_info().network.get("rules"), "rules cleared")
+    finally:
+        sbx.kill()
 
 with step("Secret.destroy"):
     check(Secret.destroy(s.secret_id) is True, "destroyed")
