@@ -112,10 +112,10 @@ impl Session {
         debug!(op = request.op(), "request");
         match request {
             Request::Hello(hello) => {
-                let reply = system::hello(agent, &hello)?;
+                let (reply, env) = system::hello(agent, &hello)?;
                 *self.defaults.lock().unwrap_or_else(PoisonError::into_inner) = SessionDefaults {
                     user: hello.default_user,
-                    env: hello.env,
+                    env,
                 };
                 reply_value(reply)
             }

@@ -10,14 +10,21 @@ use nix::time::{ClockId, clock_settime};
 use platinum_protocol::{
     ClockReply, GuestError, GuestErrorCode, HealthReply, Hello, HelloReply, PROTOCOL_VERSION,
 };
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::{info, warn};
 
 /// Agent version reported to the host.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// `hello`: checks the session's default user, sets the clock (PID 1 only) and describes the agent.
-pub fn hello(agent: &Agent, hello: &Hello) -> Result<HelloReply, GuestError> {
+/// `hello`: checks the session's default user, sets the clock and trusts the host's CA (PID 1
+/// only) and describes the agent. Also the environment of the session's processes: the
+/// hello's, with [`crate::trust::TRUST_VARIABLES`] naming the system bundle that holds the CA
+/// where the hello does not set them.
+pub fn hello(
+    agent: &Agent,
+    hello: &Hello,
+) -> Result<(HelloReply, BTreeMap<String, String>), GuestError> {
     if let Some(user) = &hello.default_user {
         agent.users()?.require_user(user)?;
     }
@@ -28,6 +35,7 @@ pub fn hello(agent: &Agent, hello: &Hello) -> Result<HelloReply, GuestError> {
             "host speaks another protocol version"
         );
     }
+    let mut env = hello.env.clone();
     if agent.mode() == Mode::Init && hello.unix_ns > 0 {
         set_realtime(hello.unix_ns)?;
     }
@@ -36,16 +44,23 @@ pub fn hello(agent: &Agent, hello: &Hello) -> Result<HelloReply, GuestError> {
     {
         // A trust store that cannot be written (a read-only image) is no reason to refuse the
         // session: brokered HTTPS then fails verification in the guest, closed.
-        if let Err(e) = crate::trust::install(std::path::Path::new("/"), pem) {
-            warn!(error = %e, "adding the host's CA to the trust store");
+        match crate::trust::install(std::path::Path::new("/"), pem) {
+            Ok(Some(bundle)) => {
+                for var in crate::trust::TRUST_VARIABLES {
+                    env.entry(var.to_string()).or_insert_with(|| bundle.clone());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "adding the host's CA to the trust store"),
         }
     }
-    Ok(HelloReply {
+    let reply = HelloReply {
         protocol: PROTOCOL_VERSION,
         agent_version: AGENT_VERSION.to_string(),
         boot_id: agent.boot_id().to_string(),
         kernel: kernel_release(),
-    })
+    };
+    Ok((reply, env))
 }
 
 /// `set_clock`.

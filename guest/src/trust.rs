@@ -2,6 +2,11 @@
 //! verifies: written as `/usr/local/share/ca-certificates/platinum-egress.crt` and appended to
 //! each system bundle present (Debian/Ubuntu, Fedora/RHEL, Alpine/OpenSSL) that lacks it. Runs
 //! at every `hello` (boot, reconnect, restore of a snapshot taken before), idempotent.
+//!
+//! Tools with roots of their own are pointed at the system bundle through the session's
+//! environment ([`TRUST_VARIABLES`]: Python's `requests` and pip, which read certifi's bundle
+//! otherwise, `httpx` and anything else honouring OpenSSL's `SSL_CERT_FILE`), unless the
+//! sandbox's environment sets them itself.
 
 use std::io::Write;
 use std::path::Path;
@@ -16,9 +21,12 @@ const BUNDLES: [&str; 3] = [
 ];
 /// Bytes of PEM accepted at most.
 const MAX_PEM: usize = 64 * 1024;
+/// Variables naming a CA bundle that the session sets to the system bundle holding the CA.
+pub const TRUST_VARIABLES: [&str; 2] = ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"];
 
-/// Adds `pem` (certificates only) to the trust store under `root`.
-pub fn install(root: &Path, pem: &str) -> std::io::Result<()> {
+/// Adds `pem` (certificates only) to the trust store under `root`; the first system bundle
+/// that now holds it (its path from the guest's `/`), if any.
+pub fn install(root: &Path, pem: &str) -> std::io::Result<Option<String>> {
     let pem = pem.trim();
     let invalid =
         |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
@@ -45,11 +53,13 @@ pub fn install(root: &Path, pem: &str) -> std::io::Result<()> {
     {
         std::fs::write(&cert, format!("{pem}\n"))?;
     }
+    let mut holding = None;
     for bundle in BUNDLES {
         let path = root.join(bundle);
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
+        holding.get_or_insert_with(|| format!("/{bundle}"));
         if text.contains(pem) {
             continue;
         }
@@ -61,7 +71,7 @@ pub fn install(root: &Path, pem: &str) -> std::io::Result<()> {
         };
         f.write_all(format!("{sep}{pem}\n").as_bytes())?;
     }
-    Ok(())
+    Ok(holding)
 }
 
 #[cfg(test)]
@@ -80,14 +90,25 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nOTHER\n-----END CERTIFICATE-----",
         )
         .unwrap();
-        install(root.path(), PEM).unwrap();
-        install(root.path(), &format!("{PEM}\n")).unwrap();
+        let holding = format!("/{}", BUNDLES[0]);
+        assert_eq!(install(root.path(), PEM).unwrap(), Some(holding.clone()));
+        assert_eq!(
+            install(root.path(), &format!("{PEM}\n")).unwrap(),
+            Some(holding)
+        );
         let text = std::fs::read_to_string(&bundle).unwrap();
         assert_eq!(text.matches(PEM).count(), 1);
         assert!(text.starts_with("-----BEGIN CERTIFICATE-----\nOTHER"));
         assert!(!root.path().join(BUNDLES[1]).exists());
         let cert = std::fs::read_to_string(root.path().join(CERT_FILE)).unwrap();
         assert_eq!(cert.trim(), PEM);
+    }
+
+    #[test]
+    fn without_a_system_bundle_only_the_certificate_is_written() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(install(root.path(), PEM).unwrap(), None);
+        assert!(root.path().join(CERT_FILE).is_file());
     }
 
     #[test]

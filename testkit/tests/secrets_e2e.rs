@@ -178,6 +178,19 @@ async fn the_bound_server_sees_the_secret_and_the_guest_never_does() {
     };
     // The bound host: brokered, so the guest's curl verifies the host CA's leaf.
     assert_eq!(ok(&t, id, &curl(API_HOST, api, "")).await, "seen");
+    // So do Python and Node.js, which keep roots of their own (the session points them at the
+    // system bundle).
+    ok(&t, id, &format!("echo '{api} {API_HOST}' >> /etc/hosts")).await;
+    let python = format!(
+        "python3 -c 'import urllib.request; \
+         print(urllib.request.urlopen(\"https://{API_HOST}/\").read().decode())'"
+    );
+    assert_eq!(ok(&t, id, &python).await.trim(), "seen");
+    let node = format!(
+        "node -e 'require(\"https\").get(\"https://{API_HOST}/\", \
+         r => r.on(\"data\", d => process.stdout.write(d)))'"
+    );
+    assert_eq!(ok(&t, id, &node).await.trim(), "seen");
     // Another host: spliced untouched, so the guest sees that server's own (test-CA)
     // certificate, which it does not trust (-k).
     assert_eq!(ok(&t, id, &curl(OTHER_HOST, other, "-k")).await, "seen");
@@ -323,6 +336,11 @@ async fn a_sandbox_holds_the_placeholder_and_trusts_the_host_ca() {
     assert_eq!(ok(&t, id, &count).await.trim(), "1");
     let extra = ok(&t, id, "cat \"$NODE_EXTRA_CA_CERTS\"").await;
     assert_eq!(extra.trim(), ca.trim());
+    // Python's requests, pip and OpenSSL-based clients are pointed at the system bundle.
+    assert_eq!(
+        ok(&t, id, "echo $SSL_CERT_FILE $REQUESTS_CA_BUNDLE").await.trim(),
+        "/etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt"
+    );
     assert_eq!(
         ok(
             &t,
