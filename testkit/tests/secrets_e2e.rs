@@ -338,7 +338,9 @@ async fn a_sandbox_holds_the_placeholder_and_trusts_the_host_ca() {
     assert_eq!(extra.trim(), ca.trim());
     // Python's requests, pip and OpenSSL-based clients are pointed at the system bundle.
     assert_eq!(
-        ok(&t, id, "echo $SSL_CERT_FILE $REQUESTS_CA_BUNDLE").await.trim(),
+        ok(&t, id, "echo $SSL_CERT_FILE $REQUESTS_CA_BUNDLE")
+            .await
+            .trim(),
         "/etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt"
     );
     assert_eq!(
