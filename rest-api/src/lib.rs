@@ -51,7 +51,7 @@ use routes::{
         (name = "share", description = "The host share (`/mnt/dnah-share` in the guest), read and written on the host in any state"),
         (name = "network", description = "Egress policies: what a sandbox may reach beyond the host, changed at runtime"),
         (name = "backups", description = "Continuous backup: snapshots of running sandboxes in object storage, restored as new sandboxes"),
-        (name = "secrets", description = "Secrets brokered at egress: write-only values, placeholders in sandboxes, replaced on the host in HTTPS requests to the secret's hosts"),
+        (name = "secrets", description = "Secrets brokered at egress: write-only values, placeholders in sandboxes, replaced on the host in HTTPS requests to the secret's hosts, or put into headers by egress header rules"),
         (name = "volumes", description = "Named persistent volumes, attached to sandboxes at create or while they run"),
         (name = "templates", description = "Templates: built-in ones, and custom ones built from steps in a builder VM"),
         (name = "keys", description = "API keys: list, create (Platinum or E2B form), revoke, rotate"),
