@@ -5,7 +5,9 @@
 //! sandbox's rules set for that host put in (replacing any of the same name the sandbox sent,
 //! marked sensitive so that they are never logged or HPACK-indexed). Bodies stream through
 //! untouched; headers are bounded; a connection idle between requests, or older than its
-//! lifetime, is closed.
+//! lifetime, is closed. An upgrade (WebSocket) gets the same treatment of its request; once the
+//! server switches protocols, bytes are copied both ways untouched (frames are not searched
+//! for placeholders) until either side closes or the connection's lifetime ends.
 //!
 //! Fails closed: a ClientHello for another name than the proxy saw, a server whose certificate
 //! does not verify for the name, or a request whose `Host` names another host gets nothing
@@ -19,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper::header::{HOST, HeaderName, HeaderValue};
+use hyper::header::{HOST, HeaderName, HeaderValue, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -72,6 +74,11 @@ pub struct Broker {
 }
 
 type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The two halves of a switched connection: the sandbox's and the server's.
+type Upgrade = (hyper::upgrade::OnUpgrade, hyper::upgrade::OnUpgrade);
+/// Where the one upgrade of a connection is handed over (taken once).
+type UpgradeSlot = std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Upgrade>>>;
 
 fn invalid(what: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("egress broker: {what}"))
@@ -182,7 +189,7 @@ impl Broker {
             .await
             .map_err(invalid)?;
         let upstream_task = tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "brokered upstream connection ended");
             }
         });
@@ -196,16 +203,35 @@ impl Broker {
         let sender = Arc::new(Mutex::new(sender));
         let plan = Arc::new(plan);
         let host = sni.to_string();
+        // An upgrade hands both connections over; they are spliced here, within this call's
+        // lifetime, not in a task of their own.
+        let (upgraded_tx, upgraded_rx) = tokio::sync::oneshot::channel::<Upgrade>();
+        let upgraded_tx = Arc::new(std::sync::Mutex::new(Some(upgraded_tx)));
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let (sender, plan, host) = (sender.clone(), plan.clone(), host.clone());
-            async move { Ok::<_, Infallible>(forward(req, &host, &plan, &sender).await) }
+            let upgraded = upgraded_tx.clone();
+            async move { Ok::<_, Infallible>(forward(req, &host, &plan, &sender, &upgraded).await) }
         });
         let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Some(self.options.idle_timeout))
             .max_buf_size(self.options.max_header_bytes.max(8192))
             .serve_connection(TokioIo::new(tls), service)
+            .with_upgrades()
             .await;
+        if let Ok((client, server)) = upgraded_rx.await {
+            match (client.await, server.await) {
+                (Ok(client), Ok(server)) => {
+                    let (mut c, mut s) = (TokioIo::new(client), TokioIo::new(server));
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut s).await {
+                        tracing::debug!(error = %e, sni, "brokered upgraded connection ended");
+                    }
+                }
+                (c, s) => {
+                    tracing::debug!(client = ?c.err(), server = ?s.err(), "upgrade failed")
+                }
+            }
+        }
         upstream_task.abort();
         served.map_err(invalid)
     }
@@ -221,13 +247,19 @@ fn reply(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
-/// Forwards one request, placeholders replaced and the plan's headers set.
+/// Forwards one request, placeholders replaced and the plan's headers set; an upgrade the
+/// server accepts is handed to `upgraded`.
 async fn forward(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     sni: &str,
     plan: &BrokerPlan,
     sender: &Mutex<hyper::client::conn::http1::SendRequest<Incoming>>,
+    upgraded: &UpgradeSlot,
 ) -> Response<Body> {
+    let client_upgrade = req
+        .headers()
+        .contains_key(UPGRADE)
+        .then(|| hyper::upgrade::on(&mut req));
     let host = req
         .headers()
         .get(HOST)
@@ -275,7 +307,15 @@ async fn forward(
         );
     }
     match sender.send_request(Request::from_parts(parts, body)).await {
-        Ok(resp) => resp.map(|b| b.boxed()),
+        Ok(mut resp) => {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(client) = client_upgrade
+                && let Some(tx) = upgraded.lock().expect("upgrade slot").take()
+            {
+                let _ = tx.send((client, hyper::upgrade::on(&mut resp)));
+            }
+            resp.map(|b| b.boxed())
+        }
         Err(e) => {
             tracing::debug!(error = %e, sni, "brokered request failed");
             reply(StatusCode::BAD_GATEWAY, "the server did not answer\n")

@@ -10,7 +10,8 @@ const PLACEHOLDER: &str = "platinum-secret-0123456789abcdef";
 const SECRET: &str = "sk-live-hunter2";
 
 /// An HTTPS server for `name` that answers each request with its `authorization` header, and
-/// reports every one it saw.
+/// reports every one it saw. A request asking for an upgrade is switched (`101`) and then
+/// echoes what it gets.
 struct Upstream {
     addr: SocketAddr,
     ca: CertificateDer<'static>,
@@ -48,7 +49,7 @@ async fn upstream(name: &str) -> Upstream {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let tx = tx.clone();
                     async move {
                         let auth = req
@@ -57,11 +58,27 @@ async fn upstream(name: &str) -> Upstream {
                             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                             .unwrap_or_default();
                         let _ = tx.send(auth.clone());
+                        if req.headers().contains_key(UPGRADE) {
+                            let upgrade = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                let mut io = TokioIo::new(upgrade.await.unwrap());
+                                let (mut r, mut w) = tokio::io::split(&mut io);
+                                let _ = tokio::io::copy(&mut r, &mut w).await;
+                            });
+                            let switched = Response::builder()
+                                .status(StatusCode::SWITCHING_PROTOCOLS)
+                                .header(UPGRADE, "echo")
+                                .header("connection", "upgrade")
+                                .body(Full::new(Bytes::new()))
+                                .unwrap();
+                            return Ok::<_, Infallible>(switched);
+                        }
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(auth))))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades()
                     .await;
             });
         }
@@ -238,6 +255,55 @@ async fn a_header_rule_sets_its_header_over_what_the_sandbox_sent() {
     let expected = format!("Token {SECRET} {PLACEHOLDER}");
     assert_eq!(got, Ok((200, expected.clone())));
     assert_eq!(up.seen.recv().await.unwrap(), expected);
+}
+
+#[tokio::test]
+async fn an_upgrade_is_brokered_then_spliced_both_ways() {
+    use tokio::io::AsyncWriteExt;
+    let mut up = upstream("api.test").await;
+    let broker = broker_trusting(Some(&up.ca));
+    let mut roots = RootCertStore::empty();
+    roots.add(broker.ca().certificate_der().clone()).unwrap();
+    let (sandbox_side, proxy_side) = tokio::io::duplex(64 * 1024);
+    let brokered = tokio::spawn(async move {
+        broker
+            .broker(proxy_side, Vec::new(), "api.test", up.addr, bound())
+            .await
+    });
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("api.test").unwrap(), sandbox_side)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let req = Request::get("/ws")
+        .header(HOST, "api.test")
+        .header(UPGRADE, "echo")
+        .header("connection", "upgrade")
+        .header("authorization", format!("Bearer {PLACEHOLDER}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(up.seen.recv().await.unwrap(), format!("Bearer {SECRET}"));
+    let mut io = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    for frame in [&b"hello"[..], b" again"] {
+        io.write_all(frame).await.unwrap();
+        let mut got = vec![0u8; frame.len()];
+        io.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, frame);
+    }
+    drop(io);
+    // Closing one side ends the brokered connection.
+    let ended = tokio::time::timeout(Duration::from_secs(10), brokered).await;
+    assert!(ended.is_ok(), "the brokered connection outlived both sides");
 }
 
 #[test]
