@@ -1,9 +1,10 @@
 //! One brokered connection: the guest's TLS is terminated with a leaf of the host CA for the
 //! name it asked for (SNI), a TLS connection to the real server is opened (verified against the
 //! host's trust store, for that same name), and HTTP/1.1 requests are forwarded one by one with
-//! every placeholder in a request header value replaced by its secret, then the headers the
-//! sandbox's rules set for that host put in (replacing any of the same name the sandbox sent,
-//! marked sensitive so that they are never logged or HPACK-indexed). Bodies stream through
+//! every placeholder in a request header value, path or query (percent-encoded there) replaced
+//! by its secret, then the headers the sandbox's rules set for that host put in (replacing any
+//! of the same name the sandbox sent, marked sensitive so that they are never logged or
+//! HPACK-indexed). Bodies stream through
 //! untouched; headers are bounded; a connection idle between requests, or older than its
 //! lifetime, is closed. An upgrade (WebSocket) gets the same treatment of its request; once the
 //! server switches protocols, bytes are copied both ways untouched (frames are not searched
@@ -286,6 +287,22 @@ async fn forward(
             }
         }
     }
+    // In the path and query too (an API key as a query parameter), percent-encoded there.
+    if let Some(pq) = parts.uri.path_and_query()
+        && let Some(replaced) = replace_with(pq.as_str().as_bytes(), &plan.replacements, |s| {
+            percent_encoding::utf8_percent_encode(s, URL_UNSAFE).to_string()
+        })
+    {
+        let mut uri = parts.uri.clone().into_parts();
+        match String::from_utf8(replaced.to_vec()).map(|pq| pq.parse()) {
+            Ok(Ok(pq)) => uri.path_and_query = Some(pq),
+            _ => return reply(StatusCode::BAD_REQUEST, "a URL cannot hold its secret\n"),
+        }
+        match hyper::Uri::from_parts(uri) {
+            Ok(u) => parts.uri = u,
+            Err(_) => return reply(StatusCode::BAD_REQUEST, "a URL cannot hold its secret\n"),
+        }
+    }
     // Set after the replacements, so a rule's value is never searched for placeholders.
     for (name, value) in &plan.set_headers {
         let (Ok(name), Ok(mut value)) = (
@@ -323,10 +340,28 @@ async fn forward(
     }
 }
 
+/// What a secret put into a URL is percent-encoded against: all but RFC 3986's unreserved
+/// characters.
+const URL_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// `value` with every placeholder replaced; `None` when it holds none.
 fn replace(
     value: &[u8],
     replacements: &[(String, Zeroizing<String>)],
+) -> Option<Zeroizing<Vec<u8>>> {
+    replace_with(value, replacements, |s| s.to_string())
+}
+
+/// `value` with every placeholder replaced by its secret as `encode` writes it; `None` when it
+/// holds none.
+fn replace_with(
+    value: &[u8],
+    replacements: &[(String, Zeroizing<String>)],
+    encode: impl Fn(&str) -> String,
 ) -> Option<Zeroizing<Vec<u8>>> {
     let mut out: Option<Zeroizing<Vec<u8>>> = None;
     for (placeholder, secret) in replacements {
@@ -335,6 +370,7 @@ fn replace(
         if p.is_empty() || !current.windows(p.len()).any(|w| w == p) {
             continue;
         }
+        let secret = Zeroizing::new(encode(secret));
         let mut next = Zeroizing::new(Vec::with_capacity(current.len() + secret.len()));
         let mut i = 0;
         while i < current.len() {

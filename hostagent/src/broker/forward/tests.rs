@@ -73,7 +73,13 @@ async fn upstream(name: &str) -> Upstream {
                                 .unwrap();
                             return Ok::<_, Infallible>(switched);
                         }
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(auth))))
+                        // `/uri...`: the request target as the server got it.
+                        let body = if req.uri().path().starts_with("/uri") {
+                            req.uri().to_string()
+                        } else {
+                            auth
+                        };
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -109,6 +115,18 @@ async fn request(
     upstream: SocketAddr,
     plan: BrokerPlan,
 ) -> std::result::Result<(u16, String), String> {
+    request_to(broker, sni, host, upstream, plan, "/").await
+}
+
+/// [`request`] for `target` (path and query).
+async fn request_to(
+    broker: Arc<Broker>,
+    sni: &str,
+    host: &str,
+    upstream: SocketAddr,
+    plan: BrokerPlan,
+    target: &str,
+) -> std::result::Result<(u16, String), String> {
     let mut roots = RootCertStore::empty();
     roots.add(broker.ca().certificate_der().clone()).unwrap();
     let (sandbox_side, mut proxy_side) = tokio::io::duplex(64 * 1024);
@@ -136,7 +154,7 @@ async fn request(
             .await
             .map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(conn);
-        let req = Request::get("/")
+        let req = Request::get(target)
             .header(HOST, host)
             .header("authorization", format!("Bearer {PLACEHOLDER}"))
             .body(Full::new(Bytes::new()))
@@ -255,6 +273,28 @@ async fn a_header_rule_sets_its_header_over_what_the_sandbox_sent() {
     let expected = format!("Token {SECRET} {PLACEHOLDER}");
     assert_eq!(got, Ok((200, expected.clone())));
     assert_eq!(up.seen.recv().await.unwrap(), expected);
+}
+
+#[tokio::test]
+async fn placeholders_in_the_path_and_query_are_replaced_percent_encoded() {
+    let up = upstream("api.test").await;
+    let broker = broker_trusting(Some(&up.ca));
+    let plan = BrokerPlan {
+        replacements: vec![(
+            PLACEHOLDER.to_string(),
+            Zeroizing::new("k&y=1/é".to_string()),
+        )],
+        set_headers: Vec::new(),
+    };
+    let target = format!("/uri/{PLACEHOLDER}?key={PLACEHOLDER}&x=1");
+    let got = request_to(broker, "api.test", "api.test", up.addr, plan, &target).await;
+    assert_eq!(
+        got,
+        Ok((
+            200,
+            "/uri/k%26y%3D1%2F%C3%A9?key=k%26y%3D1%2F%C3%A9&x=1".into()
+        ))
+    );
 }
 
 #[tokio::test]
