@@ -170,11 +170,16 @@ async fn the_bound_server_sees_the_secret_and_the_guest_never_does() {
     assert_eq!(sb["env"]["API_TOKEN"].as_str(), Some(placeholder.as_str()));
     assert_eq!(ok(&t, id, "printenv API_TOKEN").await.trim(), placeholder);
 
-    let curl = |host: &str, addr: Ipv4Addr, flags: &str| {
+    // `curl` to `host` at `addr` with `flags`, sending `header` (in double quotes: the guest's
+    // shell expands variables in it).
+    let curl_with = |host: &str, addr: Ipv4Addr, flags: &str, header: &str| {
         format!(
-            "curl -sS {flags} --max-time 20 --resolve {host}:443:{addr} \
-             -H \"Authorization: Bearer $API_TOKEN\" https://{host}/"
+            "curl -sS {flags} --max-time 20 --resolve {host}:443:{addr} -H \"{header}\" \
+             https://{host}/"
         )
+    };
+    let curl = |host: &str, addr: Ipv4Addr, flags: &str| {
+        curl_with(host, addr, flags, "Authorization: Bearer $API_TOKEN")
     };
     // The bound host: brokered, so the guest's curl verifies the host CA's leaf.
     assert_eq!(ok(&t, id, &curl(API_HOST, api, "")).await, "seen");
@@ -241,12 +246,8 @@ async fn the_bound_server_sees_the_secret_and_the_guest_never_does() {
     assert_eq!(set["header_rules"][0]["host"], API_HOST, "{set}");
     assert!(!set.to_string().contains(SECRET) && !set.to_string().contains(RULE_SECRET));
     std::fs::write(&log, "").unwrap();
-    let keyed = |host: &str, addr: Ipv4Addr, flags: &str| {
-        format!(
-            "curl -sS {flags} --max-time 20 --resolve {host}:443:{addr} \
-             -H 'X-Api-Key: guest' https://{host}/"
-        )
-    };
+    let keyed =
+        |host: &str, addr: Ipv4Addr, flags: &str| curl_with(host, addr, flags, "X-Api-Key: guest");
     // Both hosts are brokered now (the guest trusts the host CA's leaf for each).
     assert_eq!(ok(&t, id, &keyed(API_HOST, api, "")).await, "seen");
     assert_eq!(ok(&t, id, &keyed(OTHER_HOST, other, "")).await, "seen");

@@ -106,6 +106,19 @@ fn broker_trusting(root: Option<&CertificateDer<'static>>) -> Arc<Broker> {
     Arc::new(Broker::new(Arc::new(HostCa::ephemeral().unwrap()), options).unwrap())
 }
 
+/// A sandbox's TLS client: trusting only the host CA of `broker`.
+fn sandbox_tls(broker: &Broker) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(broker.ca().certificate_der().clone()).unwrap();
+    Arc::new(
+        ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
 /// What the sandbox gets for `GET /` with `Host: host` and `Authorization: Bearer
 /// <placeholder>` over TLS to `sni` (trusting only the host CA): status and body, or the error.
 async fn request(
@@ -127,8 +140,7 @@ async fn request_to(
     plan: BrokerPlan,
     target: &str,
 ) -> std::result::Result<(u16, String), String> {
-    let mut roots = RootCertStore::empty();
-    roots.add(broker.ca().certificate_der().clone()).unwrap();
+    let config = sandbox_tls(&broker);
     let (sandbox_side, mut proxy_side) = tokio::io::duplex(64 * 1024);
     let sni_owned = sni.to_string();
     let brokered = tokio::spawn(async move {
@@ -139,14 +151,9 @@ async fn request_to(
             .broker(proxy_side, peeked, &sni_owned, upstream, plan)
             .await
     });
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let name = ServerName::try_from(sni.to_string()).unwrap();
     let result = async {
-        let tls = TlsConnector::from(Arc::new(config))
+        let tls = TlsConnector::from(config)
             .connect(name, sandbox_side)
             .await
             .map_err(|e| format!("sandbox TLS: {e}"))?;
@@ -302,20 +309,14 @@ async fn an_upgrade_is_brokered_then_spliced_both_ways() {
     use tokio::io::AsyncWriteExt;
     let mut up = upstream("api.test").await;
     let broker = broker_trusting(Some(&up.ca));
-    let mut roots = RootCertStore::empty();
-    roots.add(broker.ca().certificate_der().clone()).unwrap();
+    let config = sandbox_tls(&broker);
     let (sandbox_side, proxy_side) = tokio::io::duplex(64 * 1024);
     let brokered = tokio::spawn(async move {
         broker
             .broker(proxy_side, Vec::new(), "api.test", up.addr, bound())
             .await
     });
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tls = TlsConnector::from(Arc::new(config))
+    let tls = TlsConnector::from(config)
         .connect(ServerName::try_from("api.test").unwrap(), sandbox_side)
         .await
         .unwrap();
