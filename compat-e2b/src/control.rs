@@ -58,6 +58,10 @@ const CLIENT_ID: &str = "6532622b";
 const NEVER: &str = "9999-12-31T23:59:59Z";
 /// Attribute marking a sandbox created with `network.allowPublicTraffic: true`.
 pub const ATTR_PUBLIC: &str = "platinum.e2b/public";
+
+/// Attribute holding `network.maskRequestHost`: the `Host` a sandbox's services see for
+/// requests routed to them (`${PORT}` stands for the port).
+pub const ATTR_MASK_HOST: &str = "platinum.e2b/mask-request-host";
 /// How snapshot ids begin (`Snapshot::id`).
 const SNAPSHOT_ID_PREFIX: &str = "snap";
 /// Templates whose sandboxes get their default Python context started right after create.
@@ -172,6 +176,14 @@ pub(crate) async fn load(ctx: &Ctx, id: &str) -> ApiResult<Sandbox> {
     }
 }
 
+/// The `Host` sandbox `s`'s service on `port` sees for routed requests, when it was created
+/// with `network.maskRequestHost`.
+pub fn request_host(s: &Sandbox, port: u16) -> Option<String> {
+    s.attributes
+        .get(ATTR_MASK_HOST)
+        .map(|mask| mask.replace(crate::network::PORT_VARIABLE, &port.to_string()))
+}
+
 /// Whether a sandbox's service ports are open to requests without a token (created through E2B
 /// with `network.allowPublicTraffic: true`).
 pub fn is_public(s: &Sandbox) -> bool {
@@ -254,6 +266,9 @@ fn detail_json(
     };
     let mut network = crate::network::network_json(egress);
     network["allowPublicTraffic"] = json!(is_public(s));
+    if let Some(mask) = s.attributes.get(ATTR_MASK_HOST) {
+        network["maskRequestHost"] = json!(mask);
+    }
     let extra = json!({
         "envdAccessToken": auth::access_token(&ctx.config.secret, &s.id),
         "domain": ctx.config.domain,
@@ -407,6 +422,9 @@ async fn create(State(ctx): State<Ctx>, Body(req): Body<NewSandbox>) -> ApiResul
     let mut attributes = BTreeMap::new();
     if public_traffic(&req) {
         attributes.insert(ATTR_PUBLIC.to_string(), "true".to_string());
+    }
+    if let Some(mask) = crate::network::mask_request_host(req.network.as_ref())? {
+        attributes.insert(ATTR_MASK_HOST.to_string(), mask);
     }
     let (template, snapshot) = match source {
         Source::Template(name) => (Some(name), None),

@@ -15,8 +15,10 @@
 //! these" works as E2B documents it, and a runtime update holds from the next packet on.
 //! Domain entries are enforced on the host side (the engine's resolver and proxy); header rules
 //! by the host's egress broker, which puts the secrets in (the sandbox never holds them).
-//! Refused here, never ignored: `egressProxy`, non-empty `dnsServers`, `maskRequestHost`,
-//! workload identity tokens (`${e2b.identity.tokens.NAME}`) and rule keys that are addresses.
+//! `maskRequestHost` (create only) is the `Host` the sandbox's services see for requests routed
+//! to them (`${PORT}` standing for the port), kept as a sandbox attribute by `control.rs`.
+//! Refused here, never ignored: `egressProxy`, non-empty `dnsServers`, workload identity tokens
+//! (`${e2b.identity.tokens.NAME}`) and rule keys that are addresses.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -83,6 +85,8 @@ pub(crate) fn egress_policy(
         match key.as_str() {
             "allowOut" | "denyOut" | "rules" => {}
             "allowPublicTraffic" if create && (value.is_boolean() || value.is_null()) => {}
+            // Read by `mask_request_host` (create only).
+            "maskRequestHost" if create => {}
             _ if unset => {}
             other => {
                 return Err(ApiError::bad_request(format!(
@@ -107,6 +111,35 @@ pub(crate) fn egress_policy(
         header_rules: header_rules(network.get("rules"))?,
     };
     Ok((policy != EgressPolicy::default()).then_some(policy))
+}
+
+/// What `maskRequestHost` writes for the port of the request.
+pub(crate) const PORT_VARIABLE: &str = "${PORT}";
+
+/// `network.maskRequestHost` of a create, checked: a host name or address, optionally with a
+/// port, where `${PORT}` stands for the port the request was routed to. `None` when not given.
+pub(crate) fn mask_request_host(network: Option<&Value>) -> ApiResult<Option<String>> {
+    let mask = match network.and_then(|n| n.get("maskRequestHost")) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.is_empty() => return Ok(None),
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "network.maskRequestHost must be a string",
+            ));
+        }
+    };
+    let sample = mask.replace(PORT_VARIABLE, "8080");
+    let ok = sample.len() <= 260
+        && sample
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:_[]".contains(&b));
+    if !ok {
+        return Err(ApiError::bad_request(format!(
+            "network.maskRequestHost {mask:?} is not a host (like localhost:${{PORT}})"
+        )));
+    }
+    Ok(Some(mask.clone()))
 }
 
 /// `rules` (host → list of `{transform: {headers}}`) as header rules: each host's headers merged
@@ -248,7 +281,6 @@ mod tests {
             }}}]}}),
             json!({"egressProxy": {"address": "x:1080"}}),
             json!({"dnsServers": ["1.1.1.1"]}),
-            json!({"maskRequestHost": "x"}),
             json!({"allowOut": "1.1.1.1"}),
             json!({"allowOut": [1]}),
             json!({"allowPublicTraffic": "yes"}),
@@ -260,6 +292,32 @@ mod tests {
             );
         }
         assert!(egress_policy(None, Some(&json!([])), true).is_err());
+        // maskRequestHost is a create-time setting.
+        assert_eq!(policy(json!({"maskRequestHost": "x"})).unwrap(), None);
+        assert!(egress_policy(None, Some(&json!({"maskRequestHost": "x"})), false).is_err());
+    }
+
+    #[test]
+    fn a_request_host_mask_is_a_host_with_an_optional_port_variable() {
+        let mask = |v: Value| mask_request_host(Some(&json!({ "maskRequestHost": v })));
+        assert_eq!(
+            mask(json!("localhost:${PORT}")).unwrap().as_deref(),
+            Some("localhost:${PORT}")
+        );
+        assert_eq!(
+            mask(json!("app.internal")).unwrap().as_deref(),
+            Some("app.internal")
+        );
+        assert_eq!(mask(json!("")).unwrap(), None);
+        assert_eq!(mask_request_host(None).unwrap(), None);
+        for bad in [
+            json!("a b"),
+            json!("x\r\nEvil: 1"),
+            json!(7),
+            json!("${HOME}"),
+        ] {
+            assert!(mask(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -128,7 +128,7 @@ pub async fn dispatch(State(ctx): State<Ctx>, req: Request, next: Next) -> Respo
 
 async fn serve(ctx: Ctx, t: Target, mut req: Request) -> Response {
     // A sandbox created with autoResume wakes for its traffic.
-    match ctx.engine.sandbox_for_traffic(&t.sandbox).await {
+    let host = match ctx.engine.sandbox_for_traffic(&t.sandbox).await {
         Ok(s) if s.state == SandboxState::Running => {
             let service_port = !matches!(t.port, ENVD_PORT | INTERPRETER_PORT);
             if service_port
@@ -138,6 +138,7 @@ async fn serve(ctx: Ctx, t: Target, mut req: Request) -> Response {
                 tracing::debug!(sandbox = %s.id, port = t.port, "port request without a token");
                 return proxy_unauthorized(&s.id);
             }
+            crate::control::request_host(&s, t.port)
         }
         Ok(s) => {
             tracing::debug!(sandbox = %t.sandbox, state = %s.state, port = t.port, "traffic for a sandbox that is not running");
@@ -145,7 +146,7 @@ async fn serve(ctx: Ctx, t: Target, mut req: Request) -> Response {
         }
         Err(Error::SandboxNotFound(_)) => return proxy_error(&t.sandbox, SANDBOX_NOT_FOUND),
         Err(e) => return HttpError::from(e).into_response(),
-    }
+    };
     match t.port {
         ENVD_PORT | INTERPRETER_PORT => {
             req.extensions_mut().insert(SandboxId(t.sandbox.clone()));
@@ -165,9 +166,15 @@ async fn serve(ctx: Ctx, t: Target, mut req: Request) -> Response {
                 .path_and_query()
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "/".into());
-            match platinum_frontend_http::relay::forward(&ctx.engine, &t.sandbox, port, &path, req)
-                .await
-            {
+            let relayed = platinum_frontend_http::relay::forward_as(
+                &ctx.engine,
+                &t.sandbox,
+                port,
+                &path,
+                req,
+                host.as_deref(),
+            );
+            match relayed.await {
                 Ok(response) => response,
                 Err(e) if e.code() == platinum_engine::ErrorCode::PortNotOpen => {
                     proxy_error(&t.sandbox, PORT_NOT_OPEN)

@@ -175,13 +175,27 @@ pub fn scrub_response(headers: &mut HeaderMap) {
 
 /// Forwards `req` to `port` in sandbox `id`; `path_and_query` replaces the request's URI.
 /// Credentials are removed from both ([`scrub_request`], [`scrub_path_and_query`]) before
-/// anything is sent, and the response gets [`scrub_response`].
+/// anything is sent, and the response gets [`scrub_response`]. The service sees
+/// `Host: localhost:<port>`.
 pub async fn forward(
     engine: &Arc<Engine>,
     id: &str,
     port: u16,
     path_and_query: &str,
+    req: Request<Body>,
+) -> Result<Response<Body>, Error> {
+    forward_as(engine, id, port, path_and_query, req, None).await
+}
+
+/// [`forward`], the service seeing `host` as the request's `Host` when one is given (E2B's
+/// `maskRequestHost`).
+pub async fn forward_as(
+    engine: &Arc<Engine>,
+    id: &str,
+    port: u16,
+    path_and_query: &str,
     mut req: Request<Body>,
+    host: Option<&str>,
 ) -> Result<Response<Body>, Error> {
     let uri = scrub_path_and_query(path_and_query)
         .parse()
@@ -207,10 +221,11 @@ pub async fn forward(
     if !wants_upgrade {
         parts.headers.remove(CONNECTION);
     }
+    let host = host.map_or_else(|| format!("localhost:{port}"), str::to_owned);
     parts.headers.insert(
         HOST,
-        HeaderValue::from_str(&format!("localhost:{port}"))
-            .map_err(|e| Error::Internal(e.to_string()))?,
+        HeaderValue::from_str(&host)
+            .map_err(|_| Error::InvalidRequest(format!("{host:?} cannot be a Host header")))?,
     );
     parts.version = axum::http::Version::HTTP_11;
     let upstream = sender

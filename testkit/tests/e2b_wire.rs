@@ -81,7 +81,8 @@ async fn e2b_wire_details() {
         .expect(
             e.api(Method::POST, "/sandboxes").json(&json!({
                 "templateID": "base", "timeout": 600, "secure": true,
-                "metadata": {"suite": "wire"}, "envVars": {"WIRE": "1"}
+                "metadata": {"suite": "wire"}, "envVars": {"WIRE": "1"},
+                "network": {"maskRequestHost": "masked.test:${PORT}"}
             })),
             201,
         )
@@ -424,6 +425,29 @@ async fn e2b_wire_details() {
             .contains("port is not open"),
         "{body}"
     );
+    // maskRequestHost: the service sees the mask, `${PORT}` its port, as its Host.
+    let echo_host = "import http.server as h\n\
+        class H(h.BaseHTTPRequestHandler):\n\
+        \x20   def do_GET(self):\n\
+        \x20       b = self.headers['Host'].encode()\n\
+        \x20       self.send_response(200); self.send_header('Content-Length', str(len(b)))\n\
+        \x20       self.end_headers(); self.wfile.write(b)\n\
+        h.HTTPServer(('127.0.0.1', 8125), H).serve_forever()\n";
+    let command =
+        format!("cat > /tmp/echo_host.py <<'EOF'\n{echo_host}EOF\nexec python3 /tmp/echo_host.py");
+    t.exec_with(&id, json!({"command": command, "background": true}))
+        .await
+        .unwrap();
+    let seen = poll_until_ok(
+        || {
+            e.port(Method::GET, &id, "8125", "/")
+                .header("E2B-Traffic-Access-Token", &traffic)
+        },
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen, "masked.test:8125");
 
     // --- restart: the sandbox comes back through connect, with the same token ---
     let t = t.restart(|_| {}).await.unwrap();
@@ -434,6 +458,10 @@ async fn e2b_wire_details() {
         .unwrap();
     assert_eq!(info["state"], "paused", "stopped at shutdown: {info}");
     assert_eq!(info["envdAccessToken"], token.as_str());
+    assert_eq!(
+        info["network"]["maskRequestHost"], "masked.test:${PORT}",
+        "{info}"
+    );
     assert_eq!(
         e.connect(&format!("/v2/sandboxes/{id}/connect"), 300, 201)
             .await,
