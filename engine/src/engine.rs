@@ -78,7 +78,6 @@ impl Engine {
     ) -> Result<Arc<Self>> {
         let keys = ApiKeys::load(store.as_ref()).await?;
         let revoked_tokens = crate::commands::tokens::RevokedTokens::load(store.as_ref()).await?;
-        let edge = crate::edge::Edge::load(store.as_ref()).await?;
         let snapshot_keys = match &config.data_dir {
             Some(dir) => Some(Arc::new(
                 crate::snapshots::signing::SnapshotKeys::load_or_create(
@@ -88,6 +87,7 @@ impl Engine {
             None => None,
         };
         let vault = crate::vault::Vault::open(config.data_dir.as_deref())?;
+        let edge = crate::edge::Edge::load(store.as_ref(), &vault).await?;
         Ok(Arc::new_cyclic(|me| Engine {
             me: me.clone(),
             config,

@@ -34,9 +34,13 @@ async fn engine_with(config: crate::config::EngineConfig) -> (Arc<Engine>, Arc<S
     (engine, store)
 }
 
-/// Another engine over the same store, as after a server restart.
-pub(crate) async fn reopen(store: &Arc<SqliteStore>) -> Arc<Engine> {
-    Engine::new(Default::default(), store.clone(), Arc::new(NoVms))
+/// Another engine over the same store and data directory, as after a server restart.
+pub(crate) async fn reopen(store: &Arc<SqliteStore>, data_dir: &std::path::Path) -> Arc<Engine> {
+    let config = crate::config::EngineConfig {
+        data_dir: Some(data_dir.to_path_buf()),
+        ..Default::default()
+    };
+    Engine::new(config, store.clone(), Arc::new(NoVms))
         .await
         .unwrap()
 }

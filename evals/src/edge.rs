@@ -4,6 +4,7 @@
 //! | measurement | baseline |
 //! |---|---|
 //! | `GET /edge/<id>/8000/` with an edge token header, sandbox running | the same request through the API-key proxy `/v1/sandboxes/<id>/ports/8000/` |
+//! | the same edge request from an HTTP/2 client (h2c, prior knowledge, one connection) | the HTTP/1.1 edge request above |
 //! | the same edge request on a paused sandbox (the edge resumes it, then serves) | `POST .../resume`, then the API-key proxy request |
 
 use anyhow::{Context, Result};
@@ -62,12 +63,16 @@ pub async fn bench(
         .to_string();
     let edge = format!("{url}/edge/{id}/8000/");
     let edge_get = || http.get(&edge).header("x-platinum-edge-token", &token);
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build()?;
 
-    let (mut via_edge, mut via_key) = (Vec::new(), Vec::new());
+    let (mut via_edge, mut via_h2, mut via_key) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..round_trips {
         let t = Instant::now();
         get_ok(edge_get()).await?;
         via_edge.push(ms(t.elapsed()));
+        let t = Instant::now();
+        get_ok(h2.get(&edge).header("x-platinum-edge-token", &token)).await?;
+        via_h2.push(ms(t.elapsed()));
         let t = Instant::now();
         get_ok(http.get(&proxied).bearer_auth(key)).await?;
         via_key.push(ms(t.elapsed()));
@@ -97,6 +102,11 @@ pub async fn bench(
             via_edge,
         ),
         stat("  baseline: API-key proxy /v1/.../ports", "ms", via_key),
+        stat(
+            "edge request, running sandbox, HTTP/2 client (h2c)",
+            "ms",
+            via_h2,
+        ),
         stat(
             "edge request, paused sandbox (auto-resume + serve)",
             "ms",

@@ -9,6 +9,14 @@
 //! SameSite=Lax, Secure when the request came over HTTPS, host-only and `Path=/` in the Host
 //! form, `Path=/edge/<id>/<port>` in the path form, expiring with the token) and the browser is
 //! redirected to the same URL without it, so the token leaves the address bar and history.
+//! A path form without the slash after the port (`/edge/<id>/<port>`, `...?<query>`) is
+//! redirected (308, query kept) to `/edge/<id>/<port>/`, so the service's relative links resolve
+//! under its prefix.
+//!
+//! **Protocols.** Clients may speak HTTP/1.1 or HTTP/2 (h2c, prior knowledge) to the main
+//! listener; in HTTP/2 the Host form is read from `:authority` (see
+//! [`crate::origin::host_from_authority`]). The service is spoken to in HTTP/1.1 whatever the
+//! client spoke; bodies stream both ways and WebSocket upgrades (HTTP/1.1) pass through.
 //!
 //! **Host form and E2B.** This middleware runs in front of E2B's routing, which reads the same
 //! Host shape: a Host-form request is the product's when it carries a product credential (token
@@ -71,6 +79,8 @@ pub struct Target {
     pub form: Form,
     /// What the service is asked for (path and query).
     pub upstream: String,
+    /// The path form without the slash after the port: answered with a redirect to it.
+    pub bare: bool,
 }
 
 fn host_name(host: &str) -> &str {
@@ -117,16 +127,18 @@ pub fn path_target(path_and_query: &str) -> Option<Result<Target, Error>> {
     if !is_valid_id(id) {
         return Some(Err(Error::SandboxNotFound(id.to_string())));
     }
-    let upstream = if tail.starts_with('/') {
-        tail.to_string()
-    } else {
+    let bare = !tail.starts_with('/');
+    let upstream = if bare {
         format!("/{tail}")
+    } else {
+        tail.to_string()
     };
     Some(Ok(Target {
         sandbox: id.to_string(),
         port,
         form: Form::Path(format!("{PATH_PREFIX}{id}/{port}")),
         upstream,
+        bare,
     }))
 }
 
@@ -302,6 +314,7 @@ pub async fn middleware(State(engine): State<Arc<Engine>>, req: Request, next: N
         port,
         form: Form::Host(own_host),
         upstream: path_and_query,
+        bare: false,
     };
     let creds = Credentials::of(req.headers(), req.uri().query());
     match creds.check(&engine, &t) {
@@ -314,7 +327,8 @@ pub async fn middleware(State(engine): State<Arc<Engine>>, req: Request, next: N
 }
 
 /// Serves an admitted request: the query token becomes a cookie (and a redirect for GET/HEAD),
-/// the sandbox is woken, the request relayed and the response's cookies checked.
+/// a bare path form is redirected to its slash, the sandbox is woken, the request relayed and
+/// the response's cookies checked.
 async fn serve(
     engine: &Arc<Engine>,
     t: Target,
@@ -339,7 +353,18 @@ async fn serve(
             Form::Host(_) => relay::scrub_path_and_query(&t.upstream),
             Form::Path(prefix) => relay::scrub_path_and_query(&format!("{prefix}{}", t.upstream)),
         };
-        return redirect(&location, cookie);
+        return redirect(StatusCode::SEE_OTHER, &location, Some(cookie));
+    }
+    if t.bare
+        && let Form::Path(prefix) = &t.form
+    {
+        // `upstream` is `/` and the query as sent (a token parameter of a non-GET included, so
+        // the redirected request is admitted the same way).
+        return redirect(
+            StatusCode::PERMANENT_REDIRECT,
+            &format!("{prefix}{}", t.upstream),
+            cookie.as_deref(),
+        );
     }
     let woken = match engine.wake_for_edge(&t.sandbox).await {
         Ok(w) => w,
@@ -370,13 +395,13 @@ fn time_now() -> i64 {
         .unwrap_or(0)
 }
 
-fn redirect(location: &str, cookie: &str) -> Response {
+fn redirect(status: StatusCode, location: &str, cookie: Option<&str>) -> Response {
     let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::SEE_OTHER;
+    *r.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(LOCATION, v);
     }
-    if let Ok(v) = HeaderValue::from_str(cookie) {
+    if let Some(Ok(v)) = cookie.map(HeaderValue::from_str) {
         r.headers_mut().insert(SET_COOKIE, v);
     }
     r.headers_mut()
@@ -411,17 +436,13 @@ mod tests {
             ("abc123", 8000, "/a/b?q=1")
         );
         assert_eq!(t.form, Form::Path("/edge/abc123/8000".into()));
-        assert_eq!(
-            path_target("/edge/abc123/8000").unwrap().unwrap().upstream,
-            "/"
-        );
-        assert_eq!(
-            path_target("/edge/abc123/8000?x=1")
-                .unwrap()
-                .unwrap()
-                .upstream,
-            "/?x=1"
-        );
+        assert!(!t.bare);
+        let slash = path_target("/edge/abc123/8000/?x=1").unwrap().unwrap();
+        assert_eq!((slash.upstream.as_str(), slash.bare), ("/?x=1", false));
+        let bare = path_target("/edge/abc123/8000").unwrap().unwrap();
+        assert_eq!((bare.upstream.as_str(), bare.bare), ("/", true));
+        let bare = path_target("/edge/abc123/8000?x=1").unwrap().unwrap();
+        assert_eq!((bare.upstream.as_str(), bare.bare), ("/?x=1", true));
         assert!(path_target("/v1/sandboxes").is_none());
         for bad in [
             "/edge/abc123",

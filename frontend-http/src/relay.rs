@@ -1,8 +1,14 @@
 //! HTTP (and WebSocket) forwarding to a port inside a sandbox, over `Engine::connect_port`.
 //!
 //! One upstream connection per request: the request is sent with hyper's HTTP/1 client over the
-//! relayed byte stream, and the response streams back unbuffered. Upgrades (WebSocket) are
-//! forwarded by completing the upgrade on both sides and copying bytes both ways. Every front end
+//! relayed byte stream, and the response streams back unbuffered; request bodies stream up the
+//! same way. Clients may speak HTTP/1.1 or HTTP/2 (h2c) to the server: upstream is HTTP/1.1
+//! either way, and the headers that describe one hop ([`strip_hop_by_hop`]: `Connection`, what it
+//! names, `Keep-Alive`, `Transfer-Encoding`, `Upgrade`, ...) are removed in both directions, so
+//! a service's HTTP/1.1 response is also a legal HTTP/2 one. Upgrades (WebSocket, HTTP/1.1) are
+//! forwarded by completing the upgrade on both sides and copying bytes both ways; a `101` the
+//! client did not ask for is refused, and so is `CONNECT` (HTTP/2's extended CONNECT for
+//! WebSockets is not relayed: `unsupported`). Every front end
 //! that exposes sandbox ports (native `/v1/.../ports`, E2B port routing, Daytona previews) uses
 //! [`forward`], so the rules below hold for all of them.
 //!
@@ -24,13 +30,14 @@
 
 use axum::body::Body;
 use axum::http::header::{CONNECTION, CONTENT_SECURITY_POLICY, COOKIE, HOST, SET_COOKIE, UPGRADE};
-use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use platinum_engine::{Engine, Error};
 use std::sync::Arc;
 
-/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), except `Upgrade`
-/// and `Connection: upgrade`, which an upgrade needs.
+/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1; with `Connection`
+/// and `Upgrade`, which [`strip_hop_by_hop`] handles, also those HTTP/2 forbids, RFC 9113
+/// §8.2.2).
 const HOP_BY_HOP: &[&str] = &[
     "keep-alive",
     "proxy-connection",
@@ -114,6 +121,33 @@ pub fn scrub_path_and_query(path_and_query: &str) -> String {
     }
 }
 
+/// Removes the headers that describe one hop (RFC 9110 §7.6.1): the fixed [`HOP_BY_HOP`] list,
+/// every header `Connection` names, and `Connection` and `Upgrade` themselves, unless `upgrade`
+/// (an HTTP/1.1 upgrade being relayed), which leaves `Upgrade` and sets `Connection: upgrade`.
+/// What is left may go out over HTTP/2.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(upgrade && name == UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+    if upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
+}
+
 /// Removes every Platinum credential from request headers: the [`CREDENTIAL_HEADERS`], and
 /// Platinum's cookies from each `Cookie` header (other cookies are kept; a header left empty is
 /// dropped).
@@ -143,13 +177,11 @@ pub fn scrub_request(headers: &mut HeaderMap) {
     }
 }
 
-/// Applies the relay's rules to response headers: hop-by-hop headers go, `Set-Cookie` headers
-/// that would set a Platinum cookie go, and [`SANDBOX_CSP`] is added (after any policy of the
-/// service's own, which stays).
-pub fn scrub_response(headers: &mut HeaderMap) {
-    for h in HOP_BY_HOP {
-        headers.remove(*h);
-    }
+/// Applies the relay's rules to response headers: hop-by-hop headers go ([`strip_hop_by_hop`];
+/// `upgrade` for the `101` of a relayed upgrade), `Set-Cookie` headers that would set a Platinum
+/// cookie go, and [`SANDBOX_CSP`] is added (after any policy of the service's own, which stays).
+pub fn scrub_response(headers: &mut HeaderMap, upgrade: bool) {
+    strip_hop_by_hop(headers, upgrade);
     let set_cookies: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
     if !set_cookies.is_empty() {
         headers.remove(SET_COOKIE);
@@ -197,6 +229,11 @@ pub async fn forward_as(
     mut req: Request<Body>,
     host: Option<&str>,
 ) -> Result<Response<Body>, Error> {
+    if req.method() == axum::http::Method::CONNECT {
+        return Err(Error::Unsupported(
+            "CONNECT is not relayed to sandbox ports (WebSockets: use an HTTP/1.1 upgrade)".into(),
+        ));
+    }
     let uri = scrub_path_and_query(path_and_query)
         .parse()
         .map_err(|_| Error::InvalidRequest(format!("bad path {path_and_query:?}")))?;
@@ -214,13 +251,8 @@ pub async fn forward_as(
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     parts.uri = uri;
-    for h in HOP_BY_HOP {
-        parts.headers.remove(*h);
-    }
+    strip_hop_by_hop(&mut parts.headers, wants_upgrade);
     scrub_request(&mut parts.headers);
-    if !wants_upgrade {
-        parts.headers.remove(CONNECTION);
-    }
     let host = host.map_or_else(|| format!("localhost:{port}"), str::to_owned);
     parts.headers.insert(
         HOST,
@@ -233,9 +265,12 @@ pub async fn forward_as(
         .await
         .map_err(|e| Error::GuestUnreachable(format!("request to port {port}: {e}")))?;
 
-    if upstream.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_upgrade) = client_upgrade
-    {
+    if upstream.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(Error::GuestUnreachable(format!(
+                "the service on port {port} switched protocols unasked"
+            )));
+        };
         let (mut parts, _) = upstream.into_parts();
         let mut upstream_resp = Response::from_parts(parts.clone(), ());
         let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
@@ -250,11 +285,11 @@ pub async fn forward_as(
                 (c, s) => tracing::debug!(client = ?c.err(), server = ?s.err(), "upgrade failed"),
             }
         });
-        scrub_response(&mut parts.headers);
+        scrub_response(&mut parts.headers, true);
         return Ok(Response::from_parts(parts, Body::empty()));
     }
     let (mut parts, body) = upstream.into_parts();
-    scrub_response(&mut parts.headers);
+    scrub_response(&mut parts.headers, false);
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
@@ -337,7 +372,7 @@ mod tests {
         );
         h.append(SET_COOKIE, "Daytona-Sandbox-Auth-x=1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
-        scrub_response(&mut h);
+        scrub_response(&mut h, false);
         let csp: Vec<&str> = h
             .get_all(CONTENT_SECURITY_POLICY)
             .iter()
@@ -354,7 +389,38 @@ mod tests {
         assert!(!h.contains_key("keep-alive"));
 
         let mut plain = HeaderMap::new();
-        scrub_response(&mut plain);
+        scrub_response(&mut plain, false);
         assert_eq!(plain[CONTENT_SECURITY_POLICY], SANDBOX_CSP);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_only_an_upgrade_keeps_its_own() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, X-Hop"),
+            ("connection", "keep-alive, Upgrade"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("trailer", "x-t"),
+            ("content-type", "text/plain"),
+        ] {
+            h.append(k, v.parse().unwrap());
+        }
+        let mut upgrade = h.clone();
+        // What is left is legal in an HTTP/2 response (RFC 9113 §8.2.2).
+        scrub_response(&mut h, false);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["content-security-policy", "content-type"]);
+
+        strip_hop_by_hop(&mut upgrade, true);
+        assert_eq!(upgrade[CONNECTION], "upgrade");
+        assert_eq!(upgrade[UPGRADE], "websocket");
+        assert_eq!(upgrade.get_all(CONNECTION).iter().count(), 1);
+        assert!(!upgrade.contains_key("x-hop") && !upgrade.contains_key("keep-alive"));
     }
 }

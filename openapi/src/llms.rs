@@ -36,7 +36,8 @@ inside a sandbox are reachable at `/v1/sandboxes/{id}/ports/{port}/` with the AP
 without it, at the edge `/edge/{id}/{port}/` (or `{port}-{id}.<domain>`) with a token from \
 `POST /v1/sandboxes/{id}/ports/{port}/tokens` (header `X-Platinum-Edge-Token` or \
 `?platinum_token=`, which a browser keeps as a cookie) or for a port made public with \
-`POST /v1/sandboxes/{id}/expose`; a paused sandbox is resumed by its edge traffic.
+`POST /v1/sandboxes/{id}/expose`; a paused sandbox is resumed by its edge traffic. \
+WebSockets and streamed bodies pass through, over HTTP/1.1 or HTTP/2 (h2c).
 
 Failures have a stable code. REST answers `{\"code\", \"message\"}` with the matching HTTP status; an \
 MCP tool returns a result with `isError: true` and the text `<code>: <message>`. Codes include \

@@ -231,10 +231,14 @@ impl Server {
             .context("loading the E2B token key")?;
         // The product's edge (`<port>-<id>.<domain>`, `/edge/<id>/<port>/`) in front of E2B's
         // routing: Host-form requests without a product credential or public port fall through.
+        // HTTP/2 requests (h2c) name their host in `:authority`: it becomes `Host` first.
         let app = platinum_e2b::install(app, engine.clone(), e2b)
             .layer(axum::middleware::from_fn_with_state(
                 engine.clone(),
                 platinum_frontend_http::edge::middleware,
+            ))
+            .layer(axum::middleware::map_request(
+                platinum_frontend_http::origin::host_from_authority,
             ))
             .layer(tower_http::trace::TraceLayer::new_for_http());
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -243,6 +247,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
+        // HTTP/1.1, and HTTP/2 with prior knowledge (h2c) on the same port (axum's `http2`).
         let serve = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })

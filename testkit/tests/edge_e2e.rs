@@ -8,12 +8,22 @@
 //! sandbox is resumed by its traffic (once for concurrent requests), a suspended one restored
 //! (the latencies are printed);
 //! tokens survive a server restart.
+//!
+//! A second sandbox serves [`STREAM_SERVER`]: HTTP/2 clients (h2c, prior knowledge) reach it in
+//! both forms, with streaming both ways (each proven by order: the next piece is only sent once
+//! the other side has shown it got the first, so a buffering proxy would never finish); a
+//! WebSocket upgrade echoes frames both ways and the guest sees none of the credentials sent with
+//! it; a path form without its slash is redirected to it.
 
+use futures::{SinkExt, StreamExt};
 use platinum_testkit::{TestServer, poll_until_ok, sandbox_path};
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Method, Response};
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Echoes each request's path and headers as JSON, and tries to set cookies: one for the
 /// parent domain, one named like the edge cookie, one host-only.
@@ -34,6 +44,83 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", 8000), H).serve_forever()
+"#;
+
+/// HTTP/1.1 on port 8002: `/stream` sends a piece, waits for `/release`, sends another; `POST
+/// /upload` reads a chunked body, counting what arrived (`/seen`); a WebSocket upgrade first sends
+/// the headers of its handshake, then echoes every frame; anything else echoes its request.
+/// The protocol code is by hand: the guest image has Python's standard library only.
+const STREAM_SERVER: &str = r#"
+import base64, hashlib, http.server, json, struct, threading
+released = threading.Event()
+seen = [0]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.headers.get("upgrade", "").lower() == "websocket":
+            return self.websocket()
+        if self.path == "/stream":
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.send_header("keep-alive", "timeout=5")
+            self.send_header("connection", "close")
+            self.end_headers()
+            self.wfile.write(b"first\n")
+            released.wait()
+            self.wfile.write(b"second\n")
+            return
+        if self.path == "/release":
+            released.set()
+            return self.reply(b"released")
+        if self.path == "/seen":
+            return self.reply(str(seen[0]).encode())
+        self.reply(json.dumps({"path": self.path, "version": self.request_version,
+                               "headers": [[k, v] for k, v in self.headers.items()]}).encode())
+    def do_POST(self):
+        total = 0
+        while True:
+            size = int(self.rfile.readline().split(b";")[0], 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b""):
+                    pass
+                break
+            total += len(self.rfile.read(size))
+            self.rfile.readline()
+            seen[0] = total
+        self.reply(str(total).encode())
+    def reply(self, body):
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def websocket(self):
+        key = self.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        self.send_response(101)
+        self.send_header("upgrade", "websocket")
+        self.send_header("connection", "Upgrade")
+        self.send_header("sec-websocket-accept", base64.b64encode(hashlib.sha1(key.encode()).digest()).decode())
+        self.end_headers()
+        self.close_connection = True
+        self.frame(1, json.dumps([[k, v] for k, v in self.headers.items()]).encode())
+        while True:
+            b0, b1 = self.rfile.read(2)
+            n = b1 & 127
+            if n == 126:
+                n = struct.unpack(">H", self.rfile.read(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4) if b1 & 128 else b"\0\0\0\0"
+            data = bytes(c ^ mask[i % 4] for i, c in enumerate(self.rfile.read(n)))
+            self.frame(b0 & 15, data)
+            if b0 & 15 == 8:
+                return
+    def frame(self, op, data):
+        n = len(data)
+        size = bytes([n]) if n < 126 else bytes([126]) + struct.pack(">H", n) if n < 65536 else bytes([127]) + struct.pack(">Q", n)
+        self.wfile.write(bytes([128 | op]) + size + data)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", 8002), H).serve_forever()
 "#;
 
 const TOKEN_HEADER: &str = "x-platinum-edge-token";
@@ -84,10 +171,7 @@ async fn served(req: reqwest::RequestBuilder, secrets: &[&str]) -> (Value, Heade
     assert_eq!(guest_cookies, ["app=1; Path=/"], "guest cookies");
     let headers = resp.headers().clone();
     let raw = resp.text().await.unwrap();
-    for s in secrets {
-        assert!(!raw.contains(s), "a credential reached the service: {raw}");
-    }
-    assert!(!raw.to_ascii_lowercase().contains("platinum"), "{raw}");
+    no_credential(&raw, secrets);
     (serde_json::from_str(&raw).unwrap(), headers)
 }
 
@@ -108,26 +192,52 @@ fn token(v: &Value) -> String {
     v["token"].as_str().unwrap().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_edge_serves_sandbox_ports_to_token_cookie_and_public_access() {
-    let t = TestServer::start().await.unwrap();
+/// A new sandbox running Python `script`, once its `port` accepts connections.
+async fn sandbox_serving(t: &TestServer, script: &'static str, port: u16) -> String {
     let s = t.create(json!({ "timeout_secs": 0 })).await.unwrap();
     let id = s["id"].as_str().unwrap().to_string();
-    t.write_file(&id, "/tmp/echo.py", ECHO_SERVER)
-        .await
-        .unwrap();
+    t.write_file(&id, "/tmp/server.py", script).await.unwrap();
     t.exec_with(
         &id,
-        json!({"command": "exec python3 /tmp/echo.py", "background": true}),
+        json!({"command": "exec python3 /tmp/server.py", "background": true}),
     )
     .await
     .unwrap();
     poll_until_ok(
-        || t.req(Method::GET, &sandbox_path(&id, "/ports/8000/ready")),
+        || {
+            t.req(
+                Method::GET,
+                &sandbox_path(&id, &format!("/ports/{port}/ready")),
+            )
+        },
         Duration::from_secs(60),
     )
     .await
     .unwrap();
+    id
+}
+
+/// Asserts that what the guest saw holds none of `secrets` and nothing named `platinum*`.
+fn no_credential(seen: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(
+            !seen.contains(s),
+            "a credential reached the service: {seen}"
+        );
+    }
+    assert!(!seen.to_ascii_lowercase().contains("platinum"), "{seen}");
+}
+
+/// [`no_credential`], and the cookie the client sent beside them (`keep=1`) did arrive.
+fn guest_saw_no_credential(seen: &str, secrets: &[&str]) {
+    no_credential(seen, secrets);
+    assert!(seen.contains("keep=1"), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_edge_serves_sandbox_ports_to_token_cookie_and_public_access() {
+    let t = TestServer::start().await.unwrap();
+    let id = sandbox_serving(&t, ECHO_SERVER, 8000).await;
     let e = Edge {
         http: Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -382,5 +492,147 @@ async fn the_edge_serves_sandbox_ports_to_token_cookie_and_public_access() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "invalid_state");
     assert_eq!(status(e.path("/").header(TOKEN_HEADER, &tok)).await, 401);
+    t.delete(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_edge_speaks_http2_streams_both_ways_and_passes_websockets() {
+    let t = TestServer::start().await.unwrap();
+    let id = sandbox_serving(&t, STREAM_SERVER, 8002).await;
+    let tok = token(&mint(&t, &id, 8002, 600).await);
+    let addr: SocketAddr = t.url.trim_start_matches("http://").parse().unwrap();
+    let host = format!("8002-{id}.edge.test");
+    // HTTP/2 without TLS: prior knowledge (h2c); the Host form's name resolves to the server.
+    let h2 = Client::builder()
+        .http2_prior_knowledge()
+        .resolve(&host, addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let path_url = format!("{}/edge/{id}/8002", t.url);
+    let host_url = format!("http://{host}:{}", addr.port());
+    let with_token = |req: reqwest::RequestBuilder| req.header(TOKEN_HEADER, &tok);
+
+    // Both forms over HTTP/2; the service is spoken to in HTTP/1.1 and gets no credential.
+    for base in [&path_url, &host_url] {
+        let r = with_token(h2.get(format!("{base}/echo?q=1")))
+            .bearer_auth(&t.key)
+            .header("cookie", format!("platinum_edge={tok}; keep=1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status().as_u16(), 200, "{base}");
+        let raw = r.text().await.unwrap();
+        guest_saw_no_credential(&raw, &[&tok, &t.key]);
+        let echo: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(echo["path"], "/echo?q=1");
+        assert_eq!(echo["version"], "HTTP/1.1");
+    }
+
+    // A streamed response arrives in pieces: the second is only sent after the first has come
+    // through (a buffering edge would wait for both and never release the second).
+    let resp = with_token(h2.get(format!("{path_url}/stream")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    for hop in ["connection", "keep-alive", "transfer-encoding"] {
+        assert!(!resp.headers().contains_key(hop), "{hop} over HTTP/2");
+    }
+    let mut body = resp.bytes_stream();
+    let mut got = Vec::new();
+    while !got.ends_with(b"first\n") {
+        got.extend_from_slice(&body.next().await.unwrap().unwrap());
+    }
+    assert_eq!(got, b"first\n");
+    let released = with_token(h2.get(format!("{host_url}/release")));
+    assert_eq!(status(released).await, 200);
+    while let Some(piece) = body.next().await {
+        got.extend_from_slice(&piece.unwrap());
+    }
+    assert_eq!(got, b"first\nsecond\n");
+
+    // A streamed request body: the second piece is only sent once the service has the first.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(1);
+    let pieces = futures::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|p| (p, rx)) });
+    let upload = tokio::spawn(
+        with_token(h2.post(format!("{path_url}/upload")))
+            .body(reqwest::Body::wrap_stream(pieces))
+            .send(),
+    );
+    tx.send(Ok(vec![b'a'; 1000])).await.unwrap();
+    let seen = || with_token(h2.get(format!("{path_url}/seen")));
+    let mut polls = 0;
+    while seen().send().await.unwrap().text().await.unwrap() != "1000" {
+        polls += 1;
+        assert!(polls < 600, "the first piece never reached the service");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tx.send(Ok(vec![b'b'; 1000])).await.unwrap();
+    drop(tx);
+    let done = upload.await.unwrap().unwrap();
+    assert_eq!(done.version(), reqwest::Version::HTTP_2);
+    assert_eq!(done.text().await.unwrap(), "2000");
+
+    // The path form without its slash is redirected to it, the query kept; a query token is
+    // still turned into the cookie (and leaves the URL); without a credential it is refused.
+    let r = with_token(h2.get(format!("{path_url}?x=1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 308);
+    assert_eq!(r.headers()["location"], format!("/edge/{id}/8002/?x=1"));
+    let r = h2
+        .get(format!("{path_url}?platinum_token={tok}&x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], format!("/edge/{id}/8002/?x=1"));
+    assert!(r.headers().contains_key("set-cookie"));
+    assert_eq!(status(h2.get(&path_url)).await, 401);
+    let followed = Client::new()
+        .get(format!("{path_url}?x=1"))
+        .header(TOKEN_HEADER, &tok)
+        .send()
+        .await
+        .unwrap();
+    let echo: Value = followed.json().await.unwrap();
+    assert_eq!(echo["path"], "/?x=1");
+
+    // WebSocket (an HTTP/1.1 upgrade), in both forms: frames echo both ways, and the handshake
+    // the guest saw carries none of the credentials sent with it.
+    for uri in [
+        format!("ws://{addr}/edge/{id}/8002/ws"),
+        format!("ws://{host}:{}/ws", addr.port()),
+    ] {
+        let mut req = uri.as_str().into_client_request().unwrap();
+        let headers = req.headers_mut();
+        headers.insert(TOKEN_HEADER, tok.parse().unwrap());
+        headers.insert(
+            "authorization",
+            format!("Bearer {}", t.key).parse().unwrap(),
+        );
+        headers.insert(
+            "cookie",
+            format!("platinum_edge={tok}; keep=1").parse().unwrap(),
+        );
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 101, "{uri}");
+        let handshake = ws.next().await.unwrap().unwrap().into_text().unwrap();
+        guest_saw_no_credential(&handshake, &[&tok, &t.key]);
+        for msg in [
+            Message::text("hello through the edge"),
+            Message::binary(vec![0u8, 1, 2, 255]),
+            Message::binary(vec![7u8; 70_000]),
+        ] {
+            ws.send(msg.clone()).await.unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), msg, "{uri}");
+        }
+        ws.close(None).await.unwrap();
+    }
     t.delete(&id).await.unwrap();
 }

@@ -69,7 +69,10 @@ impl Engine {
                     Some(k) => k,
                     None => {
                         let key = EdgeKeyRecord::generate();
-                        self.edge.keys.add(self.store.as_ref(), key.clone()).await?;
+                        self.edge
+                            .keys
+                            .add(self.store.as_ref(), &self.vault, key.clone())
+                            .await?;
                         tracing::info!(kid = %key.kid, "first edge key made");
                         key
                     }
@@ -143,7 +146,7 @@ impl Engine {
         let info = self
             .edge
             .keys
-            .add(self.store.as_ref(), EdgeKeyRecord::generate())
+            .add(self.store.as_ref(), &self.vault, EdgeKeyRecord::generate())
             .await?;
         tracing::info!(kid = %info.kid, "edge key rotated");
         Ok(info)
@@ -328,6 +331,25 @@ mod tests {
     use crate::store::Store;
     use crate::testing;
 
+    async fn with_sandbox(
+        (engine, store): (
+            std::sync::Arc<Engine>,
+            std::sync::Arc<crate::store::sqlite::SqliteStore>,
+        ),
+        state: SandboxState,
+    ) -> (
+        std::sync::Arc<Engine>,
+        std::sync::Arc<crate::store::sqlite::SqliteStore>,
+        String,
+    ) {
+        let id = "edgesbx1".to_string();
+        store
+            .insert_sandbox(&testing::sandbox(&id, state))
+            .await
+            .unwrap();
+        (engine, store, id)
+    }
+
     async fn engine_with_sandbox(
         state: SandboxState,
     ) -> (
@@ -335,13 +357,7 @@ mod tests {
         std::sync::Arc<crate::store::sqlite::SqliteStore>,
         String,
     ) {
-        let (engine, store) = testing::engine().await;
-        let id = "edgesbx1".to_string();
-        store
-            .insert_sandbox(&testing::sandbox(&id, state))
-            .await
-            .unwrap();
-        (engine, store, id)
+        with_sandbox(testing::engine().await, state).await
     }
 
     #[tokio::test]
@@ -425,12 +441,15 @@ mod tests {
 
     #[tokio::test]
     async fn keys_and_exposures_survive_a_restart() {
-        let (e, store, id) = engine_with_sandbox(SandboxState::Running).await;
+        // Keys are sealed with the data directory's vault key: the restart keeps the directory.
+        let dir = tempfile::tempdir().unwrap();
+        let (e, store, id) =
+            with_sandbox(testing::engine_in(dir.path()).await, SandboxState::Running).await;
         let tok = e.mint_edge_token(&id, 3000, 600).await.unwrap();
         e.expose_port(&id, 8080, true).await.unwrap();
         e.expose_port(&id, 9090, false).await.unwrap();
         assert!(e.is_port_public(&id, 8080) && !e.is_port_public(&id, 9090));
-        let again = testing::reopen(&store).await;
+        let again = testing::reopen(&store, dir.path()).await;
         assert!(again.verify_edge_token(&tok.token, &id, 3000).is_ok());
         let ports: Vec<(u16, bool)> = again
             .exposures_of(&id)

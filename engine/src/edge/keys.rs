@@ -4,6 +4,11 @@
 //! key in the ring verifies, so a rotation leaves tokens already handed out valid until their
 //! key is deleted, which revokes every token it signed at once. Secrets are 32 random bytes and
 //! are never answered by the API (only [`EdgeKeyInfo`]).
+//!
+//! **At rest** a secret is sealed with the data directory's vault ([`crate::vault`], the key of
+//! secrets; associated data `edge-key:<kid>`, so a sealed key moved onto another row does not
+//! open): the store never holds it in clear. A key stored in clear by an older version
+//! ([`StoredSecret::Clear`]) is sealed when the ring loads, and its clear bytes wiped.
 
 use std::sync::RwLock;
 
@@ -14,6 +19,7 @@ use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::vault::Vault;
 
 /// One signing key as the store keeps it.
 #[derive(Clone)]
@@ -52,6 +58,43 @@ impl EdgeKeyRecord {
     }
 }
 
+/// A key's secret as the store holds it.
+pub enum StoredSecret {
+    /// Sealed by the vault (see [`seal`]).
+    Sealed(Vec<u8>),
+    /// In clear: written before keys were sealed; sealed at the next load.
+    Clear(Vec<u8>),
+}
+
+/// One signing key as the store holds it.
+pub struct StoredEdgeKey {
+    /// Key id.
+    pub kid: String,
+    /// Its secret, sealed (or not yet).
+    pub secret: StoredSecret,
+    /// When it was made.
+    pub created_at: OffsetDateTime,
+}
+
+/// The associated data a key's secret is sealed with.
+fn aad(kid: &str) -> String {
+    format!("edge-key:{kid}")
+}
+
+/// `key`'s secret sealed for the store.
+pub fn seal(vault: &Vault, key: &EdgeKeyRecord) -> Result<Vec<u8>> {
+    vault.seal(
+        &aad(&key.kid),
+        &zeroize::Zeroizing::new(hex::encode(&key.secret)),
+    )
+}
+
+/// The key a stored row holds, opened with `vault`.
+fn open(vault: &Vault, kid: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+    let text = vault.open_value(&aad(kid), sealed)?;
+    hex::decode(text.as_str()).map_err(|_| Error::Store(format!("edge key {kid} opens to no key")))
+}
+
 /// A signing key as the API shows it (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EdgeKeyInfo {
@@ -74,9 +117,30 @@ pub(crate) struct KeyRing {
 }
 
 impl KeyRing {
-    /// Loads the ring from the store.
-    pub(crate) async fn load(store: &dyn Store) -> Result<KeyRing> {
-        let mut keys = store.edge_keys().await?;
+    /// Loads the ring from the store, opening each secret with `vault`; a key found in clear
+    /// is sealed in the store first.
+    pub(crate) async fn load(store: &dyn Store, vault: &Vault) -> Result<KeyRing> {
+        let mut keys = Vec::new();
+        let mut sealed_now = 0;
+        for row in store.edge_keys().await? {
+            let (secret, in_clear) = match row.secret {
+                StoredSecret::Sealed(sealed) => (open(vault, &row.kid, &sealed)?, false),
+                StoredSecret::Clear(secret) => (secret, true),
+            };
+            let key = EdgeKeyRecord {
+                kid: row.kid,
+                secret,
+                created_at: row.created_at,
+            };
+            if in_clear {
+                store.seal_edge_key(&key.kid, &seal(vault, &key)?).await?;
+                sealed_now += 1;
+            }
+            keys.push(key);
+        }
+        if sealed_now > 0 {
+            tracing::info!(keys = sealed_now, "edge keys kept in clear were sealed");
+        }
         keys.sort_by_key(|k| k.created_at);
         Ok(KeyRing {
             keys: RwLock::new(keys),
@@ -119,9 +183,16 @@ impl KeyRing {
             .collect()
     }
 
-    /// Stores a new key and makes it the signer. Hold `writer`.
-    pub(crate) async fn add(&self, store: &dyn Store, key: EdgeKeyRecord) -> Result<EdgeKeyInfo> {
-        store.insert_edge_key(&key).await?;
+    /// Stores a new key (sealed with `vault`) and makes it the signer. Hold `writer`.
+    pub(crate) async fn add(
+        &self,
+        store: &dyn Store,
+        vault: &Vault,
+        key: EdgeKeyRecord,
+    ) -> Result<EdgeKeyInfo> {
+        store
+            .insert_edge_key(&key.kid, &seal(vault, &key)?, key.created_at)
+            .await?;
         let info = EdgeKeyInfo {
             kid: key.kid.clone(),
             created_at: key.created_at,

@@ -3,7 +3,8 @@
 //! `frontend-http/src/edge.rs`; the commands are in [`crate::commands::edge`].
 //!
 //! - [`token`]: the signed token format (HMAC-SHA256, key id, sandbox, port, expiry).
-//! - [`keys`]: the key ring (in the store; the newest signs, all verify; rotate, delete).
+//! - [`keys`]: the key ring (in the store, sealed by the vault; the newest signs, all verify;
+//!   rotate, delete).
 //! - Exposures: ports opened per sandbox (`public` ones need no token), kept in the store
 //!   (`edge_exposures`) and mirrored in memory for the per-request check.
 
@@ -67,9 +68,9 @@ pub(crate) struct Edge {
 }
 
 impl Edge {
-    /// Loads keys and exposures from the store.
-    pub(crate) async fn load(store: &dyn Store) -> Result<Edge> {
-        let keys = keys::KeyRing::load(store).await?;
+    /// Loads keys (opened with `vault`) and exposures from the store.
+    pub(crate) async fn load(store: &dyn Store, vault: &crate::vault::Vault) -> Result<Edge> {
+        let keys = keys::KeyRing::load(store, vault).await?;
         let exposures = store
             .edge_exposures()
             .await?

@@ -192,11 +192,20 @@ pub trait Store: Send + Sync {
     /// Every backup schedule, by sandbox.
     async fn backup_policies(&self) -> Result<Vec<(String, BackupPolicy)>>;
 
-    /// Every edge signing key.
-    async fn edge_keys(&self) -> Result<Vec<crate::edge::keys::EdgeKeyRecord>>;
+    /// Every edge signing key, its secret as stored (sealed, or in clear from an older version).
+    async fn edge_keys(&self) -> Result<Vec<crate::edge::keys::StoredEdgeKey>>;
 
-    /// Adds an edge signing key.
-    async fn insert_edge_key(&self, key: &crate::edge::keys::EdgeKeyRecord) -> Result<()>;
+    /// Adds edge signing key `kid`, its secret `sealed` by the vault.
+    async fn insert_edge_key(
+        &self,
+        kid: &str,
+        sealed: &[u8],
+        created_at: time::OffsetDateTime,
+    ) -> Result<()>;
+
+    /// Replaces the clear secret of edge key `kid` with its `sealed` form, wiping the clear
+    /// bytes from the database file.
+    async fn seal_edge_key(&self, kid: &str, sealed: &[u8]) -> Result<()>;
 
     /// Deletes edge key `kid`; false when there was none.
     async fn delete_edge_key(&self, kid: &str) -> Result<bool>;

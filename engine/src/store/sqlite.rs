@@ -733,12 +733,21 @@ impl Store for SqliteStore {
         self.backup_policy_rows().await
     }
 
-    async fn edge_keys(&self) -> Result<Vec<crate::edge::keys::EdgeKeyRecord>> {
+    async fn edge_keys(&self) -> Result<Vec<crate::edge::keys::StoredEdgeKey>> {
         self.edge_key_rows().await
     }
 
-    async fn insert_edge_key(&self, key: &crate::edge::keys::EdgeKeyRecord) -> Result<()> {
-        self.insert_edge_key_row(key).await
+    async fn insert_edge_key(
+        &self,
+        kid: &str,
+        sealed: &[u8],
+        created_at: OffsetDateTime,
+    ) -> Result<()> {
+        self.insert_edge_key_row(kid, sealed, created_at).await
+    }
+
+    async fn seal_edge_key(&self, kid: &str, sealed: &[u8]) -> Result<()> {
+        self.seal_edge_key_row(kid, sealed).await
     }
 
     async fn delete_edge_key(&self, kid: &str) -> Result<bool> {
