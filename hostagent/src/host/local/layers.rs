@@ -17,8 +17,8 @@
 //!
 //! A commit stops the vCPUs (QEMU drains and flushes every block device when it stops, so the
 //! file is consistent; the caller has the guest `sync` first), copies the file (a reflink where
-//! the filesystem can, else a sparse copy) into `<key>.partial` and renames it, so a layer that
-//! exists is whole. A layer is never written again: VMs started from it get a copy-on-write
+//! the filesystem can, else a sparse copy) into `<key>.partial-<random>` and renames it, so a
+//! layer that exists is whole. A layer is never written again: VMs started from it get a copy-on-write
 //! disk of their own, so it must stay while any disk made from it exists.
 
 use serde::{Deserialize, Serialize};
@@ -98,10 +98,9 @@ impl LocalHost {
             .cloned()
             .ok_or_else(|| Error::Invalid(format!("VM {id} has no root disk")))?;
         let dir = self.layer_dir(key)?;
-        let partial = dir.with_extension("partial");
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).ctx(|| format!("removing {}", partial.display()))?;
-        }
+        // A directory of this commit's own: two builds that share a step may commit its layer
+        // at the same time (the first to publish wins, see `publish_layer`).
+        let partial = dir.with_extension(format!("partial-{:016x}", rand::random::<u64>()));
         std::fs::create_dir_all(&partial).ctx(|| format!("creating {}", partial.display()))?;
         slot.vm.pause().await?;
         let copied = copy_disk(&disk.path, &partial.join(DISK_FILE)).await;
@@ -225,7 +224,7 @@ pub(super) fn remove_unfinished(data: &Path) {
     };
     for entry in list.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".partial") || name.contains(".import-") {
+        if name.contains(".partial") || name.contains(".import-") {
             tracing::info!(dir = %name, "removing an unfinished disk layer");
             if let Err(e) = crate::image::remove_build_dir(&entry.path()) {
                 tracing::warn!(dir = %name, error = %e, "cannot remove an unfinished disk layer");
