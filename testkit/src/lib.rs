@@ -432,15 +432,28 @@ pub fn sandbox_path(id: &str, rest: &str) -> String {
 
 /// A sandbox network of its own for one test server: a unique bridge and /16, removed again
 /// when the server is dropped.
+///
+/// The /16 is one of 10.100-199.x.x that no interface has an address in yet: test servers of
+/// other binaries run beside this one's (`platinum.sh test` runs the SDK conformance beside the
+/// other tests), and two bridges with one subnet would take each other's routes.
 pub fn test_network() -> platinum_hostagent::net::NetworkConfig {
     let n = std::process::id() as u16
         ^ (std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0) as u16);
+    let in_use = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let free = (0..100u16)
+        .map(|k| n.wrapping_add(k))
+        .find(|m| !in_use.contains(&format!(" 10.{}.", 100 + m % 100)))
+        .unwrap_or(n);
     platinum_hostagent::net::NetworkConfig {
-        bridge: format!("ptt{:04x}", n),
-        subnet: std::net::Ipv4Addr::new(10, 100 + (n % 100) as u8, 0, 0),
+        bridge: format!("ptt{:04x}", free),
+        subnet: std::net::Ipv4Addr::new(10, 100 + (free % 100) as u8, 0, 0),
         prefix: 16,
         ..platinum_hostagent::net::NetworkConfig::default()
     }
