@@ -83,6 +83,21 @@ fn stat(name: &str, unit: &'static str, mut v: Vec<f64>) -> Stat {
     }
 }
 
+/// Wall-clock time of each benchmark section, printed to stderr as it ends, so where a run's
+/// time goes is visible beside the figures.
+struct Sections(Instant);
+
+impl Sections {
+    /// Ends the section that began at the last call (or at the start) and names it.
+    fn done(&mut self, section: &str) {
+        eprintln!(
+            "benchmark section {section}: {:.1}s",
+            self.0.elapsed().as_secs_f64()
+        );
+        self.0 = Instant::now();
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -175,6 +190,7 @@ async fn memory_file_snapshots(iterations: usize) -> Result<Vec<Stat>> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let mut sections = Sections(Instant::now());
     let (_dir, server) = start_server(&std::env::temp_dir()).await?;
     let engine = server.engine.clone();
     let http = reqwest::Client::new();
@@ -185,6 +201,7 @@ async fn main() -> Result<()> {
     // The template's ready snapshot is built in the background at start; wait for it, so that
     // build does not share the CPUs with what is measured.
     creates::wait_for_ready(&engine).await?;
+    sections.done("server start, template ready snapshot");
 
     // Cold spawn.
     let (mut spawn, mut boot) = (Vec::new(), Vec::new());
@@ -223,6 +240,7 @@ async fn main() -> Result<()> {
         spawn,
     ));
     stats.push(stat("  baseline: VMM start -> agent answers", "ms", boot));
+    sections.done("cold spawn");
     let rest = creates::Rest {
         http: http.clone(),
         url: url.clone(),
@@ -238,8 +256,10 @@ async fn main() -> Result<()> {
         )
         .await?,
     );
+    sections.done("creates");
 
     stats.extend(templates::bench(&rest, args.iterations.min(2), args.iterations).await?);
+    sections.done("templates");
 
     // Round trips on one sandbox.
     let s = engine.create_sandbox(Default::default()).await?;
@@ -301,6 +321,7 @@ async fn main() -> Result<()> {
         agent_own,
     ));
     stats.push(stat("    of which the host's", "ms", host_own));
+    sections.done("round trips");
 
     // File throughput.
     let size = args.file_mib << 20;
@@ -416,17 +437,23 @@ async fn main() -> Result<()> {
         skew_within,
     ));
     engine.kill_sandbox(&id).await?;
+    sections.done("file throughput");
     stats.extend(snapshots::bench(&engine, args.iterations).await?);
+    sections.done("snapshots");
     stats.extend(volumes::bench(&engine, args.iterations).await?);
+    sections.done("volumes");
     let rest = creates::Rest {
         http: http.clone(),
         url: url.clone(),
         key: key.clone(),
     };
     stats.extend(edge::bench(&engine, &rest, args.iterations, args.round_trips).await?);
+    sections.done("edge");
     stats.extend(egress::bench(&engine, args.iterations).await?);
+    sections.done("egress");
     if args.memory_file {
         stats.extend(memory_file_snapshots(args.iterations).await?);
+        sections.done("snapshots, RAM in a memory file");
     }
 
     println!(
@@ -440,7 +467,9 @@ async fn main() -> Result<()> {
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&stats)?)?;
     }
-    server.shutdown().await
+    server.shutdown().await?;
+    sections.done("server shutdown");
+    Ok(())
 }
 
 /// MB/s of `dd bs=1M count=<mib> <operands>` timed inside the guest.
