@@ -315,10 +315,13 @@ async fn continuous_backups_restore_after_the_host_data_is_gone() {
             >= taken[0]["timings"]["state_ms"].as_u64().unwrap()
     );
 
-    // A file written now is in the next backup; the schedule keeps only the newest two.
+    // A file written now is in the next backup that starts after it; the schedule keeps only
+    // the newest two. A backup may be under way as it is written (it saved the sandbox before
+    // the write and stores after it): one sandbox's backups run one at a time, so the second
+    // stored from now on started after the write.
     t.out(&a, "echo latest > /home/user/data.txt && sync").await;
     let n = backups_taken(&t, &a).await;
-    wait_for_backups(&t, &a, n + 1).await;
+    wait_for_backups(&t, &a, n + 2).await;
     let kept = backups(&t, &a).await;
     assert_eq!(kept.len(), 2, "{kept:?}");
     let latest = kept[1]["id"].as_str().unwrap().to_string();
