@@ -222,7 +222,9 @@ cmd_test() {
   phase "Daytona SDK conformance (pinned Python and TypeScript SDKs, real VMs)"
   PLATINUM_BIN="$CARGO_TARGET_DIR/debug/platinum" evals/daytona/run.sh
   phase "benchmarks (figures only, no thresholds)"
-  cargo run -q -p platinum-evals -- --iterations 5
+  # The binary the workspace build made: `cargo run -p platinum-evals` would resolve the
+  # dependencies' features for that package alone and build a second copy of the workspace.
+  "$CARGO_TARGET_DIR/debug/platinum-evals" --iterations 5
 }
 
 case "${1:-}" in
