@@ -6,8 +6,6 @@
 #   evals/e2b/run.sh --install            install the pinned SDKs (idempotent), run nothing
 #   evals/e2b/run.sh [--python|--js] [flow ...]
 #
-# The Python and the JS lane run at the same time (each prints its output when it ends; the JS
-# lane takes the flows in reverse order).
 # Flows: lifecycle commands terminal files code_interpreter concurrency snapshots templates
 # volumes egress_secrets (default: all).
 # Needs E2B_API_URL and either E2B_API_KEY (a Platinum API key in E2B's form, `e2b_` + hex: the
@@ -60,17 +58,6 @@ install_node() {
   (cd "$node_dir" && npm install --no-audit --no-fund --loglevel=error >&2)
 }
 
-# What the run leaves behind: the lanes' logs, and the key it made (revoked).
-lanes=""
-e2b_key_id=""
-cleanup() {
-  if [ -n "$lanes" ]; then rm -rf "$lanes"; fi
-  if [ -n "$e2b_key_id" ]; then
-    keys_api DELETE "/v1/keys/$e2b_key_id" >/dev/null || echo "revoking API key $e2b_key_id failed" >&2
-  fi
-}
-trap cleanup EXIT
-
 languages=(python js)
 flows=()
 install_only=false
@@ -109,6 +96,7 @@ PY
   E2B_API_KEY="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])' <<<"$created")"
   e2b_key_id="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])' <<<"$created")"
   export E2B_API_KEY
+  trap 'keys_api DELETE "/v1/keys/$e2b_key_id" >/dev/null || echo "revoking API key $e2b_key_id failed" >&2' EXIT
   log "created API key $e2b_key_id (e2b form) for this run"
 fi
 : "${E2B_API_KEY:?set E2B_API_KEY to an e2b-form Platinum API key, or PLATINUM_API_KEY to any Platinum API key}"
@@ -128,12 +116,9 @@ export no_proxy="$NO_PROXY"
 mkdir -p "$node_dir/flows"
 cp "$here"/*.mjs "$node_dir/flows/"
 
-# run_lane LANG FAILED FLOW...: the flows in one SDK, in order; each failing flow is a line of
-# FAILED.
-run_lane() {
-  local lang=$1 fails=$2 flow started cmd
-  shift 2
-  for flow in "$@"; do
+failed=()
+for flow in "${flows[@]}"; do
+  for lang in "${languages[@]}"; do
     started=$SECONDS
     log "$flow ($lang)"
     if [ "$lang" = python ]; then
@@ -145,36 +130,10 @@ run_lane() {
       echo "PASS $flow ($lang) $((SECONDS - started))s"
     else
       echo "FAIL $flow ($lang) $((SECONDS - started))s"
-      echo "$flow ($lang)" >>"$fails"
+      failed+=("$flow ($lang)")
     fi
   done
-}
-
-lanes="$(mktemp -d "${TMPDIR:-/tmp}/pt-e2b-lanes-XXXXXX")"
-if [ ${#languages[@]} -eq 1 ]; then
-  run_lane "${languages[0]}" "$lanes/failed" "${flows[@]}"
-else
-  # Both SDKs at once against the one server: the flows mostly wait on round trips and on
-  # their sandboxes, and every name a flow makes (metadata labels, templates, volumes,
-  # snapshots, secrets) carries a tag of its own, so the lanes cannot see each other's. The JS
-  # lane runs the flows in reverse order, so the two template flows do not build at the same
-  # time: the later one finds the earlier one's apt and pip layers cached, as when the lanes
-  # ran one after the other. Each lane's output is printed when it ends, Python's first.
-  reversed=()
-  for ((i = ${#flows[@]} - 1; i >= 0; i--)); do reversed+=("${flows[$i]}"); done
-  run_lane python "$lanes/failed" "${flows[@]}" >"$lanes/python.log" 2>&1 &
-  py_lane=$!
-  run_lane js "$lanes/failed" "${reversed[@]}" >"$lanes/js.log" 2>&1 &
-  js_lane=$!
-  wait "$py_lane" || echo "python lane (exit $?)" >>"$lanes/failed"
-  log "---- python lane ----"
-  cat "$lanes/python.log"
-  wait "$js_lane" || echo "js lane (exit $?)" >>"$lanes/failed"
-  log "---- js lane ----"
-  cat "$lanes/js.log"
-fi
-failed=()
-if [ -s "$lanes/failed" ]; then mapfile -t failed <"$lanes/failed"; fi
+done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "E2B conformance failures: ${failed[*]}" >&2
   exit 1
